@@ -1,0 +1,1 @@
+"""Reading domain sources, the project tokenizer, and the token store."""

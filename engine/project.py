@@ -1,0 +1,315 @@
+"""The mixing project folder: settings, domain set, staged update, lock, and the token store.
+
+Layout (everything but .olmix/ is meant for git):
+  olmix.toml      settings, one table per concern (see `Settings`)
+  domains.toml    the current domain set
+  pending.toml    the staged domain-set update (changes), if any
+  tokenizer/      the project's trained tokenizer
+  history/        one file per applied update (the mixture over leaf domains)
+  swarms/ fits/   swarm runs and fitted regressions
+  .olmix/         caches: token store, logs, lock
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import sys
+import tomllib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from engine import atomic
+from engine.config import dump_section, load_section
+from engine.data.store import DataSettings, DomainTokens, TokenStore, natural_prior, sample_texts, store_key
+from engine.data.tokenizer import Tokenizer, TokenizerSettings, byte_tokenizer, load_bpe, load_hf_folder, train_bpe
+from engine.domains import AffectedSet, Change, DomainSet, affected_set, apply_change, check_disjoint, resolve_sources
+from engine.errors import ConfigError, DataError, LockedError, OlmixError
+from engine.events import EventSink, Message, ignore
+
+SETTINGS_FILE = "olmix.toml"
+DOMAINS_FILE = "domains.toml"
+PENDING_FILE = "pending.toml"
+GITIGNORE = ".olmix/\n"
+
+
+@dataclass(frozen=True)
+class ProjectInfo:
+    """[project] in olmix.toml. name: shown in reports; seed: base seed for everything random."""
+
+    name: str = "mix"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All of olmix.toml: one frozen dataclass per table."""
+
+    project: ProjectInfo = field(default_factory=ProjectInfo)
+    tokenizer: TokenizerSettings = field(default_factory=TokenizerSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+
+    @classmethod
+    def from_toml(cls, data: dict, file: str) -> "Settings":
+        sections = {f.name: f.default_factory for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(sections))
+        if unknown:
+            raise ConfigError(f"{file}: unknown table [{unknown[0]}]; known tables are {', '.join(sections)}. Remove it or fix its name.")
+        kwargs = {}
+        for name, section_cls in sections.items():
+            value = data.get(name, {})
+            if not isinstance(value, dict):
+                raise ConfigError(f"{file}: '{name}' must be a table ([{name}]).")
+            kwargs[name] = load_section(section_cls, value, file, name)
+        return cls(**kwargs)
+
+    def to_toml(self) -> dict:
+        return {f.name: dump_section(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def read_toml(path: Path) -> dict:
+    """Parse a TOML file; a syntax error names the file and line."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is missing; run `olmix-tui init {path.parent}` to create a project.") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML ({err}); fix the syntax.") from None
+
+
+class Project:
+    """A loaded project folder. Mutating methods must run under `lock()`."""
+
+    def __init__(self, root: Path, settings: Settings, domains: DomainSet, pending: list[Change]):
+        self.root = root
+        self.settings = settings
+        self.domains = domains
+        self.pending = pending
+        self._lock_depth = 0
+
+    # ------------------------------------------------------------ loading and creating
+    @classmethod
+    def load(cls, root: str | os.PathLike) -> "Project":
+        root = Path(root).resolve()
+        if not root.is_dir():
+            raise ConfigError(f"{root} is not a project folder; create one with `olmix-tui init {root}`.")
+        settings = Settings.from_toml(read_toml(root / SETTINGS_FILE), SETTINGS_FILE)
+        domains = DomainSet.from_toml(read_toml(root / DOMAINS_FILE), DOMAINS_FILE)
+        pending: list[Change] = []
+        if (root / PENDING_FILE).exists():
+            data = read_toml(root / PENDING_FILE)
+            unknown = sorted(set(data) - {"changes"})
+            if unknown:
+                raise ConfigError(f"{PENDING_FILE}: unknown key '{unknown[0]}'; only [[changes]] entries belong here.")
+            changes = data.get("changes", [])
+            if not isinstance(changes, list):
+                raise ConfigError(f"{PENDING_FILE}: 'changes' must be an array of tables ([[changes]]).")
+            pending = [Change.from_toml(c, PENDING_FILE, i) for i, c in enumerate(changes)]
+        return cls(root, settings, domains, pending)
+
+    @classmethod
+    def init(cls, root: str | os.PathLike, settings: Settings | None = None, domains: DomainSet | None = None) -> "Project":
+        """Create a new project folder (refuses to overwrite an existing project)."""
+        root = Path(root).resolve()
+        if (root / SETTINGS_FILE).exists():
+            raise OlmixError(f"{root} already holds a project ({SETTINGS_FILE} exists); pick a new folder.")
+        root.mkdir(parents=True, exist_ok=True)
+        project = cls(root, settings or Settings(), domains or DomainSet(), [])
+        with project.lock():
+            for sub in ("history", "swarms", "fits"):
+                (root / sub).mkdir(exist_ok=True)
+                atomic.write_text(root / sub / ".gitkeep", "")
+            gitignore = root / ".gitignore"
+            if not gitignore.exists():
+                atomic.write_text(gitignore, GITIGNORE)
+            project.save_settings()
+            project.save_domains()
+        return project
+
+    # ------------------------------------------------------------ paths
+    @property
+    def cache(self) -> Path:
+        return self.root / ".olmix"
+
+    @property
+    def history_dir(self) -> Path:
+        return self.root / "history"
+
+    @property
+    def swarms_dir(self) -> Path:
+        return self.root / "swarms"
+
+    @property
+    def fits_dir(self) -> Path:
+        return self.root / "fits"
+
+    # ------------------------------------------------------------ lock
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the project's single-writer lock (.olmix/lock, re-entrant within a process).
+
+        A second writer fails with the holder's pid; a lock left by a dead process is taken over.
+        """
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        path = self.cache / "lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        me = f"{os.getpid()} {socket.gethostname()} {' '.join(sys.argv[:3])}"
+        while True:
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _read_lock(path)
+                if holder is not None and _alive(holder):
+                    raise LockedError(
+                        f"the project is locked by another olmix-tui process (pid {holder[0]}: {holder[2]}); "
+                        "wait for it to finish or stop it."
+                    ) from None
+                try:
+                    os.unlink(path)  # stale: its holder is gone
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            break
+        self._lock_depth = 1
+        try:
+            yield
+        finally:
+            self._lock_depth = 0
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def _require_lock(self) -> None:
+        if not self._lock_depth:
+            raise RuntimeError("project writes must happen under Project.lock()")
+
+    # ------------------------------------------------------------ saving
+    def save_settings(self) -> None:
+        self._require_lock()
+        atomic.write_toml(self.root / SETTINGS_FILE, self.settings.to_toml())
+
+    def save_domains(self) -> None:
+        self._require_lock()
+        atomic.write_toml(self.root / DOMAINS_FILE, self.domains.to_toml())
+
+    def save_pending(self) -> None:
+        self._require_lock()
+        path = self.root / PENDING_FILE
+        if self.pending:
+            atomic.write_toml(path, {"changes": [c.to_toml() for c in self.pending]})
+        elif path.exists():
+            path.unlink()
+
+    # ------------------------------------------------------------ domain-set updates
+    def staged_domains(self) -> DomainSet:
+        """The domain set the pending update would produce (the current set if nothing is staged)."""
+        result = self.domains
+        for change in self.pending:
+            result = apply_change(self.root, result, change)
+        return result
+
+    def stage(self, change: Change) -> DomainSet:
+        """Validate `change` on top of the pending update and stage it; returns the staged set."""
+        with self.lock():
+            result = apply_change(self.root, self.staged_domains(), change)
+            self.pending.append(change)
+            self.save_pending()
+        return result
+
+    def discard_pending(self) -> None:
+        with self.lock():
+            self.pending = []
+            self.save_pending()
+
+    def affected(self) -> AffectedSet:
+        return affected_set(self.domains, self.staged_domains())
+
+    def check_domains(self) -> None:
+        """Every current domain's sources exist, are non-empty, and belong to one domain only."""
+        for d in self.domains:
+            resolve_sources(self.root, d)
+        check_disjoint(self.root, self.domains)
+
+    # ------------------------------------------------------------ data
+    def tokenizer(self, on_event: EventSink = ignore) -> Tokenizer:
+        """The project tokenizer: loaded from the project, or trained on the project's data the first time."""
+        s = self.settings.tokenizer
+        if s.kind == "bytes":
+            return byte_tokenizer()
+        path = Path(s.path) if Path(s.path).is_absolute() else self.root / s.path
+        if s.kind == "hf":
+            return load_hf_folder(path)
+        file = path / "tokenizer.json"
+        if file.exists():
+            return load_bpe(file)
+        domains = list(self.staged_domains())
+        if not domains:
+            raise DataError("the project has no domains to train a tokenizer on; add one with `olmix-tui domains add`.")
+        on_event(Message(f"training a {s.vocab_size}-token BPE on {s.train_bytes:,} bytes of the project's data"))
+        with self.lock():
+            return train_bpe(sample_texts(self.root, domains, s.train_bytes), s.vocab_size, file)
+
+    def tokens(self, domains: DomainSet | None = None, on_event: EventSink = ignore) -> dict[str, DomainTokens]:
+        """Tokenized data of `domains` (default: current and staged domains), tokenizing what is missing."""
+        if domains is None:
+            staged = self.staged_domains()
+            extra = tuple(d for d in staged if d.name not in self.domains or d.revision != self.domains.get(d.name).revision)
+            domains = DomainSet(self.domains.domains + extra)
+        if not len(domains):
+            raise DataError("the project has no domains; add one with `olmix-tui domains add DIR NAME SOURCES...`.")
+        tokenizer = self.tokenizer(on_event)
+        store = TokenStore(self.cache / "tokens")
+        out = {}
+        with self.lock():
+            for d in domains:
+                out[d.name] = store.tokenize(self.root, d, tokenizer, self.settings.data, on_event)
+        return out
+
+    def cached_tokens(self, domains: DomainSet | None = None) -> dict[str, DomainTokens | None]:
+        """Tokenized data already in the store (None where a domain is not tokenized yet); never tokenizes."""
+        domains = domains if domains is not None else self.domains
+        s = self.settings.tokenizer
+        if s.kind == "bpe" and not ((Path(s.path) if Path(s.path).is_absolute() else self.root / s.path) / "tokenizer.json").exists():
+            return {d.name: None for d in domains}
+        tokenizer = self.tokenizer()
+        store = TokenStore(self.cache / "tokens")
+        return {d.name: store.load(d, store_key(d, tokenizer, self.settings.data)) for d in domains}
+
+    def prior(self, tokens: dict[str, DomainTokens] | None = None) -> dict[str, float]:
+        """The natural distribution over the current domains, from their training token counts."""
+        tokens = tokens if tokens is not None else self.tokens(self.domains)
+        return natural_prior({n: tokens[n] for n in self.domains.names})
+
+
+def _read_lock(path: Path) -> tuple[int, str, str] | None:
+    try:
+        pid, host, *cmd = path.read_text().split(" ")
+        return int(pid), host, " ".join(cmd)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _alive(holder: tuple[int, str, str]) -> bool:
+    pid, host, _ = holder
+    if host != socket.gethostname():
+        return True  # cannot check another machine's process: assume it is alive
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
