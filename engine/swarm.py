@@ -49,7 +49,6 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Sequence
 
 import numpy as np
-from scipy.spatial.distance import cdist
 
 from engine.atomic import dumps_json, round_floats
 from engine.errors import ConfigError, DataError, InfeasibleError
@@ -504,6 +503,8 @@ def _pick_per_block(rng: np.random.Generator, ok: np.ndarray, block: int) -> np.
 
 def _distinct_rows(pool: np.ndarray, fresh: np.ndarray, needed: int, tol: float) -> np.ndarray:
     """Indices of up to `needed` rows of `fresh`, in order, none within L1 `tol` of `pool` or of an earlier row."""
+    from scipy.spatial.distance import cdist  # here, not at module top: it takes ~1 s to import
+
     if tol > 0:
         _, first = np.unique(fresh, axis=0, return_index=True)
         candidates = np.sort(first)
