@@ -222,6 +222,7 @@ def apply_change(root: Path, current: DomainSet, change: Change) -> DomainSet:
     doms = {d.name: d for d in current}
     name = change.domain
     if change.kind == "add":
+        check_name(name, "add")
         if name in doms:
             raise ConfigError(f"domain '{name}' already exists; pick another name or revise it instead.")
         if not change.sources:

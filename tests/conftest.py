@@ -1,0 +1,49 @@
+"""Shared fixtures: small real-text projects built from the Python installation."""
+
+from __future__ import annotations
+
+import json
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from engine.data.tokenizer import TokenizerSettings
+from engine.domains import Domain, DomainSet, with_revision
+from engine.project import Project, Settings
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+
+
+def write_jsonl(path: Path, texts: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+
+
+def make_small_data(root: Path) -> None:
+    """Three domains of real text: code (jsonl, two shards), docs (text files), config-like data (text)."""
+    mods = sorted((STDLIB / "json").glob("*.py")) + sorted((STDLIB / "email").glob("*.py"))[:6]
+    write_jsonl(root / "data/code/json.jsonl", [p.read_text() for p in mods[:5]])
+    write_jsonl(root / "data/code/email.jsonl", [p.read_text() for p in mods[5:]])
+    for p in sorted((STDLIB / "idlelib").glob("*.txt"))[:5]:
+        (root / "data/notes").mkdir(parents=True, exist_ok=True)
+        (root / "data/notes" / p.name).write_text(p.read_text(errors="replace"))
+    dec = sorted((STDLIB / "test" / "decimaltestdata").glob("*.decTest"))[:6]
+    for p in dec:
+        (root / "data/decimal").mkdir(parents=True, exist_ok=True)
+        (root / "data/decimal" / (p.stem + ".txt")).write_text(p.read_text(errors="replace"))
+
+
+@pytest.fixture
+def small_project(tmp_path) -> Project:
+    """A project with three real-text domains and the byte tokenizer (fast)."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    make_small_data(root)
+    domains = DomainSet(tuple(with_revision(root, d) for d in (
+        Domain("code", ("data/code/*.jsonl",)),
+        Domain("notes", ("data/notes/*.txt",)),
+        Domain("decimal", ("data/decimal/*.txt",)),
+    )))
+    settings = Settings(tokenizer=TokenizerSettings(kind="bytes"))
+    return Project.init(root, settings, domains)
