@@ -30,6 +30,7 @@ Deliberate differences, the same for both presets:
   whose cap is below the smallest weight it could hold is dropped from the Dirichlet instead of having
   every draw that gives it weight rejected: a Dirichlet conditioned on a zero coordinate is the
   Dirichlet of the others, so this is the same distribution at a fraction of the draws.
+- Forced domains (Olmix's ``nonzero_weight``) work with both samplers.
 - Caps are at proxy scale for both: weight_j * tokens_per_proxy <= max_repetition * train_tokens_j
   (RegMix bounds a domain by its share of the corpus times MAXIMUM_USAGE = 15).
 - Olmix samples sources, then topics inside each source; here one Dirichlet is drawn over *units*,
@@ -45,6 +46,7 @@ Deliberate differences, the same for both presets:
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Sequence
 
@@ -305,7 +307,7 @@ def _layout(leaves: list[str], groups: Sequence[FrozenGroup]) -> tuple[list[str]
     if not leaves:
         raise DataError("There are no leaf domains to sample a swarm over; add data domains first.")
     if len(set(leaves)) != len(leaves):
-        dup = sorted({x for x in leaves if leaves.count(x) > 1})
+        dup = sorted(x for x, n in Counter(leaves).items() if n > 1)
         raise DataError(f"Leaf domain(s) {', '.join(dup)} appear more than once; give each domain one name.")
     grouped: dict[str, str] = {}
     for g in groups:
@@ -326,11 +328,11 @@ def _layout(leaves: list[str], groups: Sequence[FrozenGroup]) -> tuple[list[str]
     units = [x for x in leaves if x not in grouped] + [g.name for g in groups]
     index = {u: k for k, u in enumerate(units)}
     owner = np.array([index[grouped.get(x, x)] for x in leaves])
+    position = {x: j for j, x in enumerate(leaves)}
     share = np.ones(len(leaves))
     for g in groups:
-        total = sum(g.ratios.values())
-        for x, r in g.ratios.items():
-            share[leaves.index(x)] = r / total
+        ratios = np.array(list(g.ratios.values()), float)
+        share[[position[x] for x in g.ratios]] = ratios / ratios.sum()
     expand = np.zeros((len(leaves), len(units)))
     expand[np.arange(len(leaves)), owner] = share
     return units, expand, owner
