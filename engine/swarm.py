@@ -287,7 +287,7 @@ def sample_swarm(
     usable = caps >= smallest if smallest > 0 else caps > 0
     base = _unit_prior(settings, units, prior, owner)
     sampling_prior = np.where(usable, base**settings.temperature, 0.0)
-    forced = _forced_mask(settings, units, leaves, groups)
+    forced = _forced_mask(settings, units, groups)
     _check_feasible(settings, units, leaves, train_tokens, expand, caps, sampling_prior, forced, smallest, tokens_per_proxy)
     size = default_size(settings, int((sampling_prior > 0).sum()))
     weights, strengths = _draw_until(settings, size, sampling_prior / sampling_prior.sum(), caps, forced, units)
@@ -370,7 +370,8 @@ def _unit_prior(settings: SwarmSettings, units: list[str], prior: np.ndarray, ow
     return values / values.sum()
 
 
-def _forced_mask(settings: SwarmSettings, units: list[str], leaves: list[str], groups: Sequence[FrozenGroup]) -> np.ndarray:
+def _forced_mask(settings: SwarmSettings, units: list[str], groups: Sequence[FrozenGroup]) -> np.ndarray:
+    """Boolean mask of forced units; a forced name must be a unit (not a leaf inside a group)."""
     for name in settings.forced:
         if name in units:
             continue
