@@ -88,9 +88,11 @@ class UpdatePlan:
         elif self.kind == "full":
             what = f"full: swarm over all {n} leaf domains, starting from the natural distribution."
         else:
-            parts = [f"{len(self.free)} free ({', '.join(self.free)})"] if self.free else []
+            parts = [f"{len(self.free)} free ({_names(self.free)})"] if self.free else []
             parts += [f"'{g.name}' freezing {len(g.ratios)} unaffected domains" for g in self.groups]
-            unfrozen = f"; unfrozen on request: {', '.join(self.unfrozen)}" if self.unfrozen else ""
+            unfrozen = f"; unfrozen on request: {_names(self.unfrozen)}" if self.unfrozen else ""
+            if self.kind == "partial_reuse" and not self.unfrozen:
+                unfrozen = "; nothing unfrozen"
             what = f"{self.kind}: swarm over {len(self.units)} units ({' + '.join(parts)}) instead of {n} leaves{unfrozen}."
         return f"{what}\nupdate: {describe_changes(self.affected)}."
 
@@ -254,7 +256,9 @@ def expand_mixture(z: np.ndarray, plan: UpdatePlan) -> dict[str, float]:
     weight times their ratio."""
     z = np.asarray(z, float)
     if z.shape != (len(plan.units),):
-        raise DataError(f"Unit weights have shape {z.shape}, not ({len(plan.units)},) for units {', '.join(plan.units)}; give one weight per unit.")
+        raise DataError(
+            f"Unit weights have shape {z.shape}, not ({len(plan.units)},) for units {_names(plan.units)}; give one weight per unit."
+        )
     return dict(zip(plan.leaves, (plan.expand @ z).tolist()))
 
 
@@ -364,3 +368,9 @@ def _normalised(values: np.ndarray, *fallbacks: np.ndarray) -> np.ndarray:
         if v.sum() > 0:
             return v / v.sum()
     return np.full(len(values), 1 / len(values))
+
+
+def _names(names: Sequence[str], shown: int = 6) -> str:
+    """'a, b, c' with at most `shown` names, then 'and N more'."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more

@@ -181,6 +181,8 @@ def test_partial_reuse_unfreezes_what_is_asked():
 def test_full_reuse_ignores_unfreeze():
     plan = plan_for(changed(add=["news"]), "full_reuse", unfreeze=["math"])
     assert plan.free == ["news"] and plan.unfrozen == []
+    partial = plan_for(changed(add=["news"]), "partial_reuse")
+    assert partial.units == plan.units and "nothing unfrozen" in partial.describe()
 
 
 def test_to_dict_is_plain_json():
