@@ -79,8 +79,9 @@ def load_section(cls: type[T], data: Mapping[str, Any] | None, file: str, sectio
             "Remove it or fix its spelling."
         )
     kwargs = {k: _coerce(v, hints[k], f"{file}: [{section}].{k}") for k, v in data.items()}
+    factory = getattr(cls, "from_section", cls)  # a section may fill unset keys from a preset
     try:
-        return cls(**kwargs)
+        return factory(**kwargs)
     except (ValueError, ConfigError) as err:
         raise ConfigError(f"{file}: [{section}] {err}") from None
 

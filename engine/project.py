@@ -29,6 +29,8 @@ from engine.data.tokenizer import Tokenizer, TokenizerSettings, byte_tokenizer, 
 from engine.domains import AffectedSet, Change, DomainSet, affected_set, apply_change, check_disjoint, resolve_sources
 from engine.errors import ConfigError, DataError, LockedError, OlmixError
 from engine.events import EventSink, Message, ignore
+from engine.reuse import ReuseSettings
+from engine.swarm import SwarmSettings
 
 SETTINGS_FILE = "olmix.toml"
 DOMAINS_FILE = "domains.toml"
@@ -51,6 +53,8 @@ class Settings:
     project: ProjectInfo = field(default_factory=ProjectInfo)
     tokenizer: TokenizerSettings = field(default_factory=TokenizerSettings)
     data: DataSettings = field(default_factory=DataSettings)
+    swarm: SwarmSettings = field(default_factory=SwarmSettings)
+    reuse: ReuseSettings = field(default_factory=ReuseSettings)
 
     @classmethod
     def from_toml(cls, data: dict, file: str) -> "Settings":

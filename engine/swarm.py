@@ -121,6 +121,13 @@ class SwarmSettings:
             raise ConfigError(f"[swarm] has unknown key(s) {', '.join(unknown)}; remove them.")
         return replace(PRESETS[sampler], **overrides)
 
+    @classmethod
+    def from_section(cls, **section) -> "SwarmSettings":
+        """Load the [swarm] table: the chosen sampler's preset with the table's keys applied, validated."""
+        settings = cls.preset(**section)
+        settings.validate()
+        return settings
+
     def validate(self) -> None:
         """Raise ConfigError (one sentence) for a value no swarm can be sampled with."""
         problems = [
