@@ -1,0 +1,70 @@
+"""Where proxies train: device choice, dtype policy, thread count.
+
+CUDA when present (bfloat16 autocast, float32 master weights), else CPU in float32 with one
+torch thread per core. An executor runs one worker per entry of `devices()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from engine.errors import ConfigError
+
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """"auto" -> cuda:0 when a GPU is visible, else cpu; "cpu", "cuda" or "cuda:N" as asked."""
+    if requested == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ConfigError(f"Unknown device {requested!r}; use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"Device {requested!r} was asked for but no CUDA GPU is visible; use auto or cpu.")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"Unsupported device {requested!r}; use auto, cpu, cuda or cuda:N.")
+    return device
+
+
+def devices() -> list[torch.device]:
+    """Every visible GPU (one executor worker each), or [cpu] when there is none."""
+    if torch.cuda.is_available():
+        return [torch.device(f"cuda:{i}") for i in range(torch.cuda.device_count())]
+    return [torch.device("cpu")]
+
+
+def autocast_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for `dtype` on `device`: None means plain float32."""
+    if dtype not in DTYPES:
+        raise ConfigError(f"[proxy] dtype {dtype!r} is not one of {', '.join(DTYPES)}; fix olmix.toml.")
+    if dtype == "float32" or (dtype == "auto" and device.type != "cuda"):
+        return None
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast context for the forward pass (a no-op in float32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def cpu_threads() -> int:
+    """Cores this process may use (affinity-aware), the torch thread count for training on CPU."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def use_all_cores() -> int:
+    """Set torch's intra-op threads to the usable cores; returns the count."""
+    n = cpu_threads()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n

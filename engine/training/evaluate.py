@@ -1,0 +1,169 @@
+"""Held-out metrics of K stacked proxies at once: per-domain loss / BPB and user eval sets.
+
+Per domain: the first `eval_tokens_per_domain` tokens of its validation split, cut into windows
+of seq_len targets (stride seq_len, so every token is predicted exactly once, with up to seq_len
+tokens of context). loss = mean NLL in nats per token; bpb = loss / ln 2 / bytes_per_token.
+
+Eval sets: items {"context", "continuation"}; an item's BPB is the summed NLL of the
+continuation tokens given the context, / ln 2 / the continuation's UTF-8 bytes; a set's BPB is
+the mean over its items. Items are right-padded into batches (causal attention keeps padding
+invisible to real tokens) and every batch runs through all K proxies in one forward pass.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from engine.errors import DataError
+from engine.training.device import autocast
+from engine.training.model import StackedLlama
+
+LN2 = math.log(2.0)
+LOGITS_BUDGET_BYTES = 256 * 2**20
+"""Largest float32 logits tensor one evaluation forward may allocate (rows are chunked to fit)."""
+
+
+def bits_per_byte(loss_nats_per_token: float, bytes_per_token: float) -> float:
+    """Convert a mean loss in nats per token into bits per UTF-8 byte."""
+    return loss_nats_per_token / LN2 / bytes_per_token
+
+
+def domain_eval_windows(val_tokens: np.ndarray, seq_len: int, max_tokens: int) -> np.ndarray:
+    """Windows [n, seq_len + 1] (int64) over the first `max_tokens` + 1 tokens, stride seq_len."""
+    usable = min(int(max_tokens), len(val_tokens) - 1)
+    n = usable // seq_len
+    if n == 0:
+        raise DataError(
+            f"A validation split has {len(val_tokens)} tokens, fewer than one {seq_len}-token window; "
+            "add validation data or lower the preset's seq_len."
+        )
+    idx = np.arange(n, dtype=np.int64)[:, None] * seq_len + np.arange(seq_len + 1, dtype=np.int64)
+    return np.asarray(val_tokens[idx], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    context: str
+    continuation: str
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """A named list of (context, continuation) items scored as continuation BPB."""
+
+    name: str
+    items: tuple[EvalItem, ...]
+
+
+def load_eval_set(path: str | os.PathLike, name: str | None = None) -> EvalSet:
+    """Read an eval set from JSON lines of {"context": str, "continuation": str}; name = file stem."""
+    path = Path(path)
+    items = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            items.append(EvalItem(str(row["context"]), str(row["continuation"])))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise DataError(
+                f"{path}:{lineno} is not a JSON object with string fields \"context\" and \"continuation\"; fix that line."
+            ) from None
+    if not items:
+        raise DataError(f"Eval set {path} has no items; add JSON lines of {{\"context\", \"continuation\"}}.")
+    if any(not item.continuation.encode("utf-8") for item in items):
+        raise DataError(f"Eval set {path} has an item with an empty continuation; every item needs one.")
+    return EvalSet(name or path.stem, tuple(items))
+
+
+@dataclass(frozen=True)
+class TokenizedEvalSet:
+    """An eval set as token ids: per item the scored sequence and which targets are continuation."""
+
+    name: str
+    sequences: tuple[np.ndarray, ...]  # [eos] + context + continuation, at most seq_len + 1 tokens
+    n_continuation: np.ndarray  # [items] continuation tokens (the last targets of each sequence)
+    continuation_bytes: np.ndarray  # [items] UTF-8 bytes of each continuation
+
+
+def tokenize_eval_set(eval_set: EvalSet, encode: Callable[[str], Sequence[int]], eos_id: int,
+                      seq_len: int) -> TokenizedEvalSet:
+    """Tokenise context and continuation separately, prefix the document separator `eos_id`,
+    and keep the last seq_len + 1 tokens (the context is cut from the left if too long)."""
+    sequences, n_cont, n_bytes = [], [], []
+    for i, item in enumerate(eval_set.items):
+        ctx, cont = list(encode(item.context)), list(encode(item.continuation))
+        if not 0 < len(cont) <= seq_len:
+            raise DataError(
+                f"Eval set {eval_set.name!r} item {i}: the continuation is {len(cont)} tokens; it must be "
+                f"1..{seq_len} (the proxy context); shorten it."
+            )
+        seq = np.asarray(([eos_id] + ctx + cont)[-(seq_len + 1):], dtype=np.int64)
+        sequences.append(seq)
+        n_cont.append(len(cont))
+        n_bytes.append(len(item.continuation.encode("utf-8")))
+    return TokenizedEvalSet(eval_set.name, tuple(sequences), np.array(n_cont), np.array(n_bytes))
+
+
+class Evaluator:
+    """Scores all K proxies of a StackedLlama on every domain's held-out windows and the eval sets."""
+
+    def __init__(self, domain_names: Sequence[str], val_arrays: Sequence[np.ndarray],
+                 bytes_per_token: Sequence[float], seq_len: int, eval_tokens_per_domain: int,
+                 eval_sets: Sequence[TokenizedEvalSet] = ()):
+        self.domain_names = list(domain_names)
+        self.bytes_per_token = [float(b) for b in bytes_per_token]
+        self.windows = [domain_eval_windows(v, seq_len, eval_tokens_per_domain) for v in val_arrays]
+        self.eval_sets = list(eval_sets)
+
+    @torch.no_grad()
+    def evaluate(self, model: StackedLlama, device: torch.device, amp_dtype: torch.dtype | None) -> list[dict[str, float]]:
+        """Metrics per proxy: "<domain>/loss", "<domain>/bpb" and "eval:<name>/bpb"."""
+        was_training = model.training
+        model.eval()
+        k = model.n_models
+        metrics: list[dict[str, float]] = [{} for _ in range(k)]
+        for name, windows, bpt in zip(self.domain_names, self.windows, self.bytes_per_token):
+            nll = self._nll_rows(model, windows, np.full(len(windows), windows.shape[1] - 1), device, amp_dtype)
+            losses = nll.sum(1) / (len(windows) * (windows.shape[1] - 1))
+            for i in range(k):
+                metrics[i][f"{name}/loss"] = float(losses[i])
+                metrics[i][f"{name}/bpb"] = bits_per_byte(float(losses[i]), bpt)
+        for es in self.eval_sets:
+            lengths = np.array([len(s) for s in es.sequences])
+            padded = np.zeros((len(lengths), lengths.max()), dtype=np.int64)
+            for row, seq in enumerate(es.sequences):
+                padded[row, : len(seq)] = seq
+            nll = self._nll_rows(model, padded, es.n_continuation, device, amp_dtype, lengths - 1)
+            item_bpb = nll / LN2 / es.continuation_bytes[None, :]
+            for i in range(k):
+                metrics[i][f"eval:{es.name}/bpb"] = float(item_bpb[i].mean())
+        model.train(was_training)
+        return metrics
+
+    @staticmethod
+    def _nll_rows(model: StackedLlama, rows: np.ndarray, n_scored: np.ndarray, device: torch.device,
+                  amp_dtype: torch.dtype | None, ends: np.ndarray | None = None) -> np.ndarray:
+        """Summed NLL [K, rows] of the last n_scored[r] targets before ends[r] of each row (all K proxies)."""
+        k, width = model.n_models, rows.shape[1] - 1
+        ends = np.full(len(rows), width) if ends is None else ends
+        positions = np.arange(width)
+        scored = (positions[None, :] < ends[:, None]) & (positions[None, :] >= (ends - n_scored)[:, None])
+        chunk = max(1, LOGITS_BUDGET_BYTES // (4 * k * width * model.config.vocab_size))
+        out = []
+        for start in range(0, len(rows), chunk):
+            part = torch.from_numpy(rows[start:start + chunk]).to(device)
+            tokens = part.unsqueeze(0).expand(k, -1, -1)
+            with autocast(device, amp_dtype):
+                nll = model.token_nll(tokens[..., :-1], tokens[..., 1:])
+            mask = torch.from_numpy(scored[start:start + chunk]).to(device)
+            out.append((nll.float() * mask).sum(-1).cpu())
+        return torch.cat(out, dim=1).double().numpy()

@@ -1,0 +1,147 @@
+"""K Llama proxies of one shape as one batched computation.
+
+Every weight carries a leading model axis [K, ...] and every projection is a batched matmul
+(torch.bmm) over that axis, so K tiny models cost a handful of large kernels instead of K times
+many small ones. Attention runs as one F.scaled_dot_product_attention call on [K*B, heads, T, hd].
+Numerically this is transformers' LlamaForCausalLM (RMSNorm computed in float32, RoPE as HF
+computes it, SwiGLU MLP, no biases, tied or untied head); `export.export_hf` writes proxy k as
+such a checkpoint and the tests compare logits.
+
+Weights are stored in "x @ W" orientation ([K, in, out]); q/k/v and gate/up are fused along the
+output axis (one bmm each). The optimizer is elementwise, so fusing changes nothing per proxy.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import LlamaConfig
+
+
+def rope_theta(config: LlamaConfig) -> float:
+    """RoPE base of a config, across transformers versions (rope_parameters or rope_theta)."""
+    params = getattr(config, "rope_parameters", None) or {}
+    return float(params.get("rope_theta", getattr(config, "rope_theta", 10_000.0)))
+
+
+def rope_tables(config: LlamaConfig, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape [seq_len, head_dim] exactly as LlamaRotaryEmbedding computes them."""
+    dim = config.head_dim
+    inv_freq = 1.0 / (rope_theta(config) ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    freqs = torch.arange(seq_len, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """LlamaRMSNorm over the last axis; `weight` is [K, D] and x is [K, N, D]."""
+    normed = F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+    return weight[:, None, :] * normed
+
+
+def swap_halves(x: torch.Tensor) -> torch.Tensor:
+    """[x1, x2] -> [x2, x1] on the last axis; with `rope_sin_signed` this is HF's rotate_half(x) * sin."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x2, x1), dim=-1)
+
+
+class StackedLlama(nn.Module):
+    """K LlamaForCausalLM models with identical config, weights stacked on axis 0.
+
+    Parameters (K = n_models, D = hidden, F = intermediate, V = vocab, per layer i):
+      embed [K, V, D]; layers.i.attn_norm [K, D]; layers.i.qkv [K, D, 3D]; layers.i.o [K, D, D];
+      layers.i.mlp_norm [K, D]; layers.i.gate_up [K, D, 2F]; layers.i.down [K, F, D];
+      norm [K, D]; head [K, D, V] (absent when the config ties embeddings).
+    """
+
+    def __init__(self, config: LlamaConfig, n_models: int):
+        super().__init__()
+        if config.num_key_value_heads != config.num_attention_heads:
+            raise ValueError("StackedLlama implements multi-head attention only (num_key_value_heads == num_attention_heads).")
+        self.config = config
+        self.n_models = k = n_models
+        d, f, v = config.hidden_size, config.intermediate_size, config.vocab_size
+        attn = config.num_attention_heads * config.head_dim
+        self.embed = nn.Parameter(torch.empty(k, v, d))
+        self.layers = nn.ModuleList()
+        for _ in range(config.num_hidden_layers):
+            layer = nn.Module()
+            layer.attn_norm = nn.Parameter(torch.ones(k, d))
+            layer.qkv = nn.Parameter(torch.empty(k, d, 3 * attn))
+            layer.o = nn.Parameter(torch.empty(k, attn, d))
+            layer.mlp_norm = nn.Parameter(torch.ones(k, d))
+            layer.gate_up = nn.Parameter(torch.empty(k, d, 2 * f))
+            layer.down = nn.Parameter(torch.empty(k, f, d))
+            self.layers.append(layer)
+        self.norm = nn.Parameter(torch.ones(k, d))
+        self.head = None if config.tie_word_embeddings else nn.Parameter(torch.empty(k, d, v))
+        cos, sin = rope_tables(config, config.max_position_embeddings)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        half = sin.shape[-1] // 2
+        self.register_buffer("rope_sin_signed", torch.cat((-sin[:, :half], sin[:, half:]), dim=-1), persistent=False)
+        self.register_buffer("vocab_offsets", torch.arange(k)[:, None, None] * v, persistent=False)
+
+    def init_weights(self, seeds: Sequence[int]) -> None:
+        """Initialise proxy k from seeds[k] alone (normal(0, initializer_range), norms = 1), as HF does.
+
+        Proxy k's initial weights depend only on its seed, not on K or its position in the stack.
+        """
+        if len(seeds) != self.n_models:
+            raise ValueError(f"need {self.n_models} seeds, got {len(seeds)}")
+        std = self.config.initializer_range
+        matrices = [p for p in self.parameters() if p.dim() == 3]
+        with torch.no_grad():
+            for p in self.parameters():
+                if p.dim() == 2:
+                    p.fill_(1.0)
+            for k, seed in enumerate(seeds):
+                gen = torch.Generator(device="cpu").manual_seed(int(seed))
+                for p in matrices:
+                    p[k].copy_(torch.empty(p.shape[1:]).normal_(0.0, std, generator=gen))
+
+    def head_weight(self) -> torch.Tensor:
+        """[K, D, V] output projection (the embedding, transposed, when tied)."""
+        return self.embed.transpose(1, 2) if self.head is None else self.head
+
+    def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Final normed hidden states [K, B*T, D] for token ids [K, B, T]."""
+        cfg = self.config
+        k, b, t = tokens.shape
+        h, hd = cfg.num_attention_heads, cfg.head_dim
+        attn = h * hd
+        x = F.embedding(tokens + self.vocab_offsets, self.embed.reshape(-1, cfg.hidden_size))
+        x = x.reshape(k, b * t, cfg.hidden_size)
+        cos, sin = self.rope_cos[:t, None, :], self.rope_sin_signed[:t, None, :]
+        for layer in self.layers:
+            qk, v = torch.bmm(rms_norm(x, layer.attn_norm, cfg.rms_norm_eps), layer.qkv).split([2 * attn, attn], dim=-1)
+            qk = qk.reshape(k * b, t, 2 * h, hd)
+            qk = qk * cos + swap_halves(qk) * sin
+            q, key = qk.transpose(1, 2).split(h, dim=1)
+            v = v.reshape(k * b, t, h, hd).transpose(1, 2)
+            y = F.scaled_dot_product_attention(q, key, v, is_causal=True, scale=hd**-0.5)
+            x = x + torch.bmm(y.transpose(1, 2).reshape(k, b * t, attn), layer.o)
+            gate, up = torch.bmm(rms_norm(x, layer.mlp_norm, cfg.rms_norm_eps), layer.gate_up).chunk(2, dim=-1)
+            x = x + torch.bmm(F.silu(gate) * up, layer.down)
+        return rms_norm(x, self.norm, cfg.rms_norm_eps)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits [K, B, T, V] for token ids [K, B, T] (proxy k reads tokens[k])."""
+        k, b, t = tokens.shape
+        logits = torch.bmm(self.hidden_states(tokens), self.head_weight())
+        return logits.reshape(k, b, t, -1)
+
+    def token_nll(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-token negative log-likelihood in nats [K, B, T] of `targets` after `tokens`."""
+        logits = self.forward(tokens)
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none")
+        return nll.reshape(targets.shape)
+
+    def losses(self, batch: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy per proxy [K] for sequences [K, B, T+1].
+
+        Backpropagating `losses.sum()` gives each proxy exactly the gradient of its own loss.
+        """
+        return self.token_nll(batch[..., :-1], batch[..., 1:]).flatten(1).mean(1)

@@ -1,0 +1,296 @@
+"""Train K proxies of one preset, each on its own mixture, as one batched computation.
+
+`train_proxies` plans every proxy's sequences (sampler), stacks the K models (model), and runs
+one forward/backward/AdamW step for all of them per optimiser step: the loss is the sum over
+proxies of each proxy's mean cross-entropy, so each proxy receives exactly its own gradients;
+clipping is per proxy (optim). Proxies whose data cannot fill the token budget under the
+repetition cap train fewer steps; they run as a separate batched group so that every proxy gets
+its own complete learning-rate schedule.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from engine.errors import ConfigError, DataError, InfeasibleError
+from engine.events import EventSink, Message, TaskFinished, TaskProgress, TaskStarted, ignore
+from engine.training.device import autocast, autocast_dtype, pick_device, use_all_cores
+from engine.training.evaluate import Evaluator, TokenizedEvalSet
+from engine.training.flops import measure_matmul_peak, train_flops_per_token
+from engine.training.model import StackedLlama
+from engine.training.optim import clip_grad_norm_per_proxy_, lr_at, make_optimizer
+from engine.training.presets import ProxyPreset
+from engine.training.sampler import ProxyDataPlan, SequenceBatcher, available_windows, plan_proxy_data
+
+RecordSink = Callable[[int, dict], None]
+
+ACTIVATION_BUDGET_BYTES = {"cpu": 2 * 2**30, "cuda": 8 * 2**30}
+"""Activation memory one micro-batch may use; larger batches are split (gradient accumulation)."""
+
+COMPILE_MIN_STEPS = 300
+"""compile="auto" compiles only runs this long: compiling costs ~10-60 s on a small CPU."""
+
+PROGRESS_SECONDS = 1.0
+
+
+@dataclass
+class ProxyResult:
+    """What one proxy trained on and how it scored.
+
+    tokens / tokens_per_domain count trained targets (seq_len per sequence) actually used;
+    metrics has "<domain>/loss", "<domain>/bpb" for every domain's held-out split and
+    "eval:<name>/bpb" per eval set; wall_time_s is the batched run that trained this proxy
+    together with `batched_with` proxies (its share is wall_time_s / batched_with); flops counts
+    training only (flops.train_flops_per_token x tokens). `note` explains a shortfall.
+    `model[model_index]` is the trained proxy (for export.export_hf); not serialised.
+    """
+
+    index: int
+    seed: int
+    tokens: int
+    requested_tokens: int
+    tokens_per_domain: dict[str, int]
+    steps: int
+    metrics: dict[str, float]
+    final_train_loss: float
+    wall_time_s: float
+    batched_with: int
+    flops: float
+    note: str = ""
+    model: StackedLlama | None = field(default=None, repr=False, compare=False)
+    model_index: int = 0
+
+    def to_dict(self) -> dict:
+        """JSON-ready fields (without the model)."""
+        out = asdict(self)
+        out.pop("model")
+        out.pop("model_index")
+        return out
+
+
+def train_proxies(
+    preset: ProxyPreset,
+    vocab_size: int,
+    mixtures: np.ndarray | Sequence[Sequence[float]],
+    train_arrays: Sequence[np.ndarray],
+    val_arrays: Sequence[np.ndarray],
+    bytes_per_token: Sequence[float],
+    tokens_per_proxy: int,
+    seeds: Sequence[int],
+    max_repetition: float,
+    domain_names: Sequence[str] | None = None,
+    eval_sets: Sequence[TokenizedEvalSet] = (),
+    eval_tokens_per_domain: int = 32_768,
+    eval_every: int = 0,
+    device: str = "auto",
+    dtype: str = "auto",
+    compile: bool | str = "auto",
+    on_event: EventSink = ignore,
+    on_record: RecordSink | None = None,
+    task: str = "train proxies",
+) -> list[ProxyResult]:
+    """Train one proxy per row of `mixtures` [K, m] (weights over the m domains) and evaluate it.
+
+    train_arrays / val_arrays: one 1-D token array per domain (np.memmap is fine);
+    bytes_per_token: per domain, to convert loss to bits per byte; seeds: one per proxy (weights
+    init and data draw); max_repetition: how many times a domain's train windows may be reused;
+    eval_every: steps between curve points sent to on_record(k, record) (0: only the end);
+    compile: torch.compile the training step (True, False, or "auto" = for long runs when a C++
+    compiler is present). Returns one ProxyResult per mixture row, in order.
+    """
+    mixtures = np.asarray(mixtures, dtype=np.float64)
+    n_domains = len(train_arrays)
+    names = list(domain_names) if domain_names is not None else [f"domain{j}" for j in range(n_domains)]
+    if mixtures.ndim != 2 or mixtures.shape[1] != n_domains:
+        raise ValueError(f"mixtures must be [K, {n_domains}], got {mixtures.shape}")
+    if not (len(val_arrays) == len(bytes_per_token) == len(names) == n_domains):
+        raise ValueError("train_arrays, val_arrays, bytes_per_token and domain_names need one entry per domain")
+    if len(seeds) != len(mixtures):
+        raise ValueError(f"need one seed per mixture: {len(seeds)} seeds for {len(mixtures)} mixtures")
+    steps = tokens_per_proxy // preset.tokens_per_step
+    if steps < 1:
+        raise ConfigError(
+            f"tokens_per_proxy {tokens_per_proxy} is less than one step of preset {preset.name!r} "
+            f"({preset.tokens_per_step} tokens); raise it."
+        )
+
+    dev = pick_device(device)
+    amp = autocast_dtype(dev, dtype)
+    if dev.type == "cpu":
+        use_all_cores()
+    available = available_windows(train_arrays, preset.seq_len)
+    plans = [
+        plan_proxy_data(w, steps * preset.batch_size, available, max_repetition, int(seed), preset.batch_size)
+        for w, seed in zip(mixtures, seeds)
+    ]
+    for k, plan in enumerate(plans):
+        if plan.n_sequences == 0:
+            raise InfeasibleError(
+                f"Proxy {k}: its mixture's domains hold fewer than one batch of {preset.seq_len + 1}-token "
+                f"sequences under max_repetition {max_repetition}; raise max_repetition or add data."
+            )
+    evaluator = Evaluator(names, val_arrays, bytes_per_token, preset.seq_len, eval_tokens_per_domain, eval_sets)
+    _check_vocab(evaluator.windows, vocab_size)
+
+    results: list[ProxyResult | None] = [None] * len(plans)
+    groups: dict[int, list[int]] = {}
+    for k, plan in enumerate(plans):
+        groups.setdefault(plan.n_sequences // preset.batch_size, []).append(k)
+    for group_steps, members in sorted(groups.items(), reverse=True):
+        if group_steps < steps:
+            on_event(Message(
+                f"{len(members)} proxies train {group_steps} of {steps} steps: their domains run out of data "
+                f"under max_repetition {max_repetition}.", level="warning"))
+        run = _BatchedRun(preset, vocab_size, [plans[k] for k in members], [int(seeds[k]) for k in members],
+                          train_arrays, evaluator, dev, amp, compile, on_event, task, tokens_per_proxy)
+        sink = None if on_record is None else (lambda i, rec, members=members: on_record(members[i], rec))
+        for i, result in enumerate(run.train(eval_every, sink)):
+            result.index = members[i]
+            if group_steps < steps:
+                result.note = (f"trained {result.tokens} of {result.requested_tokens} tokens: the mixture's "
+                               f"domains run out under max_repetition {max_repetition}")
+            results[members[i]] = result
+    return results  # type: ignore[return-value]
+
+
+def _check_vocab(windows: Sequence[np.ndarray], vocab_size: int) -> None:
+    for w in windows:
+        if len(w) and (w.min() < 0 or w.max() >= vocab_size):
+            raise DataError(f"Token ids outside 0..{vocab_size - 1} in the token store; rebuild it with this tokenizer.")
+
+
+@functools.lru_cache(maxsize=None)
+def matmul_peak(device: torch.device, amp: torch.dtype | None) -> float:
+    """The device's measured matmul FLOP/s in the training dtype (cached per process)."""
+    return measure_matmul_peak(device, amp or torch.float32, size=8192 if device.type == "cuda" else 1536)
+
+
+def micro_batch_rows(preset: ProxyPreset, vocab_size: int, n_models: int, device: torch.device) -> int:
+    """Sequences per micro-batch so that K proxies' activations fit ACTIVATION_BUDGET_BYTES."""
+    per_token = 4 * (preset.n_layers * (12 * preset.d_model + 4 * preset.d_ff) + 3 * vocab_size)
+    budget = ACTIVATION_BUDGET_BYTES.get(device.type, ACTIVATION_BUDGET_BYTES["cpu"])
+    rows = budget // (per_token * preset.seq_len * n_models)
+    return int(max(1, min(preset.batch_size, rows)))
+
+
+def _wants_compile(compile: bool | str, device: torch.device, steps: int) -> bool:
+    if compile == "auto":
+        has_compiler = device.type == "cuda" or shutil.which("cc") or shutil.which("g++")
+        return bool(has_compiler) and steps >= COMPILE_MIN_STEPS
+    if isinstance(compile, bool):
+        return compile
+    raise ConfigError(f"compile must be true, false or \"auto\", not {compile!r}.")
+
+
+class _BatchedRun:
+    """One stacked model, its optimizer and data: proxies that share a step count."""
+
+    def __init__(self, preset: ProxyPreset, vocab_size: int, plans: list[ProxyDataPlan], seeds: list[int],
+                 train_arrays: Sequence[np.ndarray], evaluator: Evaluator, device: torch.device,
+                 amp: torch.dtype | None, compile: bool | str, on_event: EventSink, task: str,
+                 requested_tokens: int):
+        self.preset, self.vocab_size, self.plans, self.seeds = preset, vocab_size, plans, seeds
+        self.evaluator, self.device, self.amp, self.on_event, self.task = evaluator, device, amp, on_event, task
+        self.requested_tokens = requested_tokens
+        self.batcher = SequenceBatcher(train_arrays, preset.seq_len, plans, preset.batch_size)
+        config = preset.llama_config(vocab_size)
+        self.model = StackedLlama(config, len(plans))
+        self.model.init_weights(seeds)
+        self.model.to(device)
+        self.optimizer = make_optimizer(self.model, preset, device)
+        self.micro_rows = micro_batch_rows(preset, vocab_size, len(plans), device)
+        self.flops_per_token = train_flops_per_token(config, preset.seq_len)
+        self.loss_fn = self.model.losses
+        if _wants_compile(compile, device, self.batcher.steps):
+            self.loss_fn = torch.compile(self.model.losses)
+
+    def _step_losses(self, batch: torch.Tensor) -> torch.Tensor:
+        """Accumulate gradients of one optimiser step over micro-batches; returns per-proxy loss [K]."""
+        total = torch.zeros(self.model.n_models, device=self.device)
+        for chunk in batch.split(self.micro_rows, dim=1):
+            with autocast(self.device, self.amp):
+                losses = self._losses(chunk).float()
+            weight = chunk.shape[1] / batch.shape[1]
+            (losses * weight).sum().backward()
+            total += losses.detach() * weight
+        return total
+
+    def _losses(self, chunk: torch.Tensor) -> torch.Tensor:
+        if self.loss_fn is self.model.losses:
+            return self.loss_fn(chunk)
+        try:
+            return self.loss_fn(chunk)
+        except Exception as err:  # a missing or broken compiler toolchain: train eagerly instead
+            self.on_event(Message(f"torch.compile failed ({type(err).__name__}); training without it.", level="warning"))
+            self.loss_fn = self.model.losses
+            return self.loss_fn(chunk)
+
+    def train(self, eval_every: int, on_record: RecordSink | None) -> list[ProxyResult]:
+        preset, model, steps = self.preset, self.model, self.batcher.steps
+        k_models = model.n_models
+        tokens_per_step = preset.tokens_per_step
+        peak = matmul_peak(self.device, self.amp)
+        params = [p for p in model.parameters()]
+        self.on_event(TaskStarted(self.task, total=steps, unit="steps"))
+        start = last_progress = time.perf_counter()
+        interval_loss = torch.zeros(k_models, device=self.device)
+        interval_steps = 0
+        final_metrics: list[dict[str, float]] = []
+        last_loss: list[float] = []
+        model.train()
+        for step in range(steps):
+            lr = lr_at(step, steps, preset)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            tokens = self.batcher.batch(step)
+            if tokens.max() >= self.vocab_size:
+                raise DataError(f"Token ids outside 0..{self.vocab_size - 1} in the token store; rebuild it with this tokenizer.")
+            batch = torch.from_numpy(tokens).to(self.device, non_blocking=True)
+            interval_loss += self._step_losses(batch)
+            interval_steps += 1
+            clip_grad_norm_per_proxy_(params, preset.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            now = time.perf_counter()
+            if (eval_every and done % eval_every == 0) or done == steps:
+                train_loss = (interval_loss / interval_steps).tolist()
+                metrics = self.evaluator.evaluate(model, self.device, self.amp)
+                if done == steps:
+                    final_metrics = metrics
+                if on_record is not None:
+                    for k in range(k_models):
+                        on_record(k, {"step": done, "tokens": done * tokens_per_step, "train/loss": train_loss[k],
+                                      "lr": lr, **metrics[k]})
+                interval_loss.zero_()
+                interval_steps = 0
+                last_loss = train_loss
+            if now - last_progress >= PROGRESS_SECONDS or done == steps:
+                mean_loss = float(interval_loss.mean()) / interval_steps if interval_steps else float(np.mean(last_loss))
+                tps = done * tokens_per_step * k_models / (now - start)
+                self.on_event(TaskProgress(self.task, completed=done, info={
+                    "loss": mean_loss, "tokens_per_s": tps, "mfu": tps * self.flops_per_token / peak, "lr": lr}))
+                last_progress = now
+        wall = time.perf_counter() - start
+        tokens_total = steps * tokens_per_step
+        self.on_event(TaskFinished(self.task, info={
+            "proxies": k_models, "steps": steps, "wall_time_s": wall,
+            "tokens_per_s": tokens_total * k_models / wall,
+            "mfu": tokens_total * k_models * self.flops_per_token / wall / peak}))
+        results = []
+        for k, plan in enumerate(self.plans):
+            per_domain = plan.sequences_per_domain(len(self.evaluator.domain_names)) * preset.seq_len
+            results.append(ProxyResult(
+                index=k, seed=self.seeds[k], tokens=tokens_total, requested_tokens=self.requested_tokens,
+                tokens_per_domain={name: int(n) for name, n in zip(self.evaluator.domain_names, per_domain)},
+                steps=steps,
+                metrics=final_metrics[k], final_train_loss=float(last_loss[k]), wall_time_s=wall,
+                batched_with=k_models, flops=self.flops_per_token * tokens_total, model=model, model_index=k))
+        return results
