@@ -1,0 +1,167 @@
+"""The batched proxy model and trainer compute what K separate Llama models would.
+
+Small real runs on byte-level text from the Python installation: the stacked model must match
+transformers' LlamaForCausalLM (logits of exported proxies, and a plain HF + AdamW training loop
+step by step), K proxies trained together must match each trained alone, clipping must be per
+proxy, and a seed must reproduce a run bit for bit.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import LlamaForCausalLM
+
+from engine.training.export import export_hf, proxy_state_dict
+from engine.training.model import StackedLlama
+from engine.training.optim import clip_grad_norm_per_proxy_, lr_at
+from engine.training.presets import ProxyPreset
+from engine.training.sampler import SequenceBatcher, available_windows, plan_proxy_data
+from engine.training.textdata import BYTE_VOCAB_SIZE, stdlib_text_domains
+from engine.training.trainer import train_proxies
+
+TINY = ProxyPreset(name="tiny", n_layers=2, n_heads=2, d_model=32, d_ff=64, seq_len=32, batch_size=4,
+                   lr=3e-3, warmup_fraction=0.2, schedule="cosine")
+STEPS = 6
+MIXTURES = [[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [1 / 3, 1 / 3, 1 / 3]]
+SEEDS = [11, 12, 13]
+MAX_REPETITION = 4.0
+
+
+@pytest.fixture(scope="module")
+def domains():
+    return stdlib_text_domains(max_bytes_per_domain=60_000, names=("code", "tests", "docs"))
+
+
+def _train(domains, mixtures, seeds, preset=TINY, records=None):
+    return train_proxies(
+        preset, BYTE_VOCAB_SIZE, mixtures, [d.train for d in domains], [d.val for d in domains],
+        [d.bytes_per_token for d in domains], STEPS * preset.tokens_per_step, seeds, MAX_REPETITION,
+        domain_names=[d.name for d in domains], eval_tokens_per_domain=2048, eval_every=1, device="cpu",
+        compile=False, on_record=None if records is None else (lambda k, r: records.setdefault(k, []).append(r)),
+    )
+
+
+@pytest.fixture(scope="module")
+def batched(domains):
+    records: dict[int, list[dict]] = {}
+    return _train(domains, MIXTURES, SEEDS, records=records), records
+
+
+def _train_losses(records, k):
+    return np.array([r["train/loss"] for r in records[k]])
+
+
+def test_stacked_logits_match_llama_at_init_tied_and_untied(tmp_path):
+    for tied in (False, True):
+        config = dataclasses.replace(TINY, tie_word_embeddings=tied).llama_config(BYTE_VOCAB_SIZE)
+        model = StackedLlama(config, 3)
+        model.init_weights([1, 2, 3])
+        tokens = torch.randint(0, BYTE_VOCAB_SIZE, (3, 2, TINY.seq_len), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            logits = model(tokens)
+        for k in (0, 2):
+            folder = export_hf(model, k, tmp_path / f"tied{tied}-{k}")
+            hf = LlamaForCausalLM.from_pretrained(folder).eval()
+            assert hf.config.tie_word_embeddings == tied
+            with torch.no_grad():
+                ref = hf(tokens[k]).logits
+            torch.testing.assert_close(logits[k], ref, atol=1e-4, rtol=1e-4)
+
+
+def test_exported_trained_proxies_match_llama(batched, tmp_path):
+    results, _ = batched
+    model = results[0].model
+    tokens = torch.randint(0, BYTE_VOCAB_SIZE, (3, 2, TINY.seq_len), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(tokens)
+    for k in (0, 2):
+        assert results[k].model is model and results[k].model_index == k
+        hf = LlamaForCausalLM.from_pretrained(export_hf(model, k, tmp_path / str(k))).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(logits[k], hf(tokens[k]).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_batched_training_matches_a_plain_transformers_loop(batched, domains):
+    """Proxy 1 of the batched run == LlamaForCausalLM + torch AdamW + clip_grad_norm_ on the same data."""
+    _, records = batched
+    k = 1
+    config = TINY.llama_config(BYTE_VOCAB_SIZE)
+    init = StackedLlama(config, 1)
+    init.init_weights([SEEDS[k]])
+    hf = LlamaForCausalLM(config)
+    hf.load_state_dict(proxy_state_dict(init, 0))
+    decay = [p for p in hf.parameters() if p.dim() >= 2]
+    no_decay = [p for p in hf.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": TINY.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=TINY.lr, betas=TINY.betas)
+    arrays = [d.train for d in domains]
+    avail = available_windows(arrays, TINY.seq_len)
+    plan = plan_proxy_data(MIXTURES[k], STEPS * TINY.batch_size, avail, MAX_REPETITION, SEEDS[k], TINY.batch_size)
+    batcher = SequenceBatcher(arrays, TINY.seq_len, [plan], TINY.batch_size)
+    losses = []
+    for step in range(STEPS):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, STEPS, TINY)
+        batch = torch.from_numpy(batcher.batch(step)[0])
+        logits = hf(input_ids=batch[:, :-1]).logits
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(hf.parameters(), TINY.grad_clip)
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    np.testing.assert_allclose(_train_losses(records, k), losses, rtol=0, atol=1e-4)
+
+
+def test_proxies_trained_together_match_each_trained_alone(batched, domains):
+    results, records = batched
+    for k in range(len(MIXTURES)):
+        alone_records: dict[int, list[dict]] = {}
+        (alone,) = _train(domains, [MIXTURES[k]], [SEEDS[k]], records=alone_records)
+        np.testing.assert_allclose(_train_losses(records, k), _train_losses(alone_records, 0), atol=1e-4)
+        assert alone.tokens_per_domain == results[k].tokens_per_domain
+        for key, value in alone.metrics.items():
+            assert results[k].metrics[key] == pytest.approx(value, abs=1e-4), key
+
+
+def test_gradient_clipping_is_per_proxy():
+    config = TINY.llama_config(BYTE_VOCAB_SIZE)
+    model = StackedLlama(config, 3)
+    model.init_weights([5, 6, 7])
+    batch = torch.randint(0, BYTE_VOCAB_SIZE, (3, 4, TINY.seq_len + 1), generator=torch.Generator().manual_seed(2))
+    model.losses(batch).sum().backward()
+    params = list(model.parameters())
+    with torch.no_grad():
+        for p in params:  # make the proxies' gradient norms very different: 1x, 10x, 0.01x
+            p.grad.mul_(torch.tensor([1.0, 10.0, 0.01]).view(-1, *([1] * (p.dim() - 1))))
+    original = [p.grad.clone() for p in params]
+    max_norm = 0.5
+    norms = clip_grad_norm_per_proxy_(params, max_norm)
+    for k in range(3):
+        alone = [g[k].clone() for g in original]
+        for g in alone:
+            g.requires_grad_(False)
+        holders = [torch.nn.Parameter(torch.zeros_like(g)) for g in alone]
+        for h, g in zip(holders, alone):
+            h.grad = g
+        norm_alone = torch.nn.utils.clip_grad_norm_(holders, max_norm)
+        torch.testing.assert_close(norms[k], norm_alone)
+        for p, h in zip(params, holders):
+            torch.testing.assert_close(p.grad[k], h.grad, rtol=1e-6, atol=1e-9)
+    assert norms[2] < max_norm  # the small proxy was left alone
+    torch.testing.assert_close(params[0].grad[2], original[0][2])
+
+
+def test_same_seed_gives_bit_identical_runs(batched, domains):
+    results, records = batched
+    again_records: dict[int, list[dict]] = {}
+    again = _train(domains, MIXTURES, SEEDS, records=again_records)
+    assert again_records == records
+    assert [r.metrics for r in again] == [r.metrics for r in results]
+    for a, b in zip(again[0].model.parameters(), results[0].model.parameters()):
+        assert torch.equal(a, b)
+    other = _train(domains, MIXTURES[:1], [99])
+    assert other[0].metrics != results[0].metrics
