@@ -233,64 +233,67 @@ class _BatchedRun:
             return self.loss_fn(chunk)
 
     def train(self, eval_every: int, on_record: RecordSink | None) -> list[ProxyResult]:
+        """Run every step, send curve points and progress; returns one result per proxy (final eval)."""
         preset, model, steps = self.preset, self.model, self.batcher.steps
-        k_models = model.n_models
-        tokens_per_step = preset.tokens_per_step
         peak = matmul_peak(self.device, self.amp)
-        params = [p for p in model.parameters()]
+        params = list(model.parameters())
+        interval_loss = torch.zeros(model.n_models, device=self.device)
+        interval_steps, eval_seconds = 0, 0.0
+        metrics: list[dict[str, float]] = []
+        train_loss: list[float] = []
         self.on_event(TaskStarted(self.task, total=steps, unit="steps"))
         start = last_progress = time.perf_counter()
-        interval_loss = torch.zeros(k_models, device=self.device)
-        interval_steps = 0
-        final_metrics: list[dict[str, float]] = []
-        last_loss: list[float] = []
         model.train()
         for step in range(steps):
             lr = lr_at(step, steps, preset)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            tokens = self.batcher.batch(step)
-            if tokens.max() >= self.vocab_size:
-                raise DataError(f"Token ids outside 0..{self.vocab_size - 1} in the token store; rebuild it with this tokenizer.")
-            batch = torch.from_numpy(tokens).to(self.device, non_blocking=True)
-            interval_loss += self._step_losses(batch)
+            interval_loss += self._step_losses(self._batch(step))
             interval_steps += 1
             clip_grad_norm_per_proxy_(params, preset.grad_clip)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             done = step + 1
-            now = time.perf_counter()
             if (eval_every and done % eval_every == 0) or done == steps:
                 train_loss = (interval_loss / interval_steps).tolist()
-                metrics = self.evaluator.evaluate(model, self.device, self.amp)
-                if done == steps:
-                    final_metrics = metrics
-                if on_record is not None:
-                    for k in range(k_models):
-                        on_record(k, {"step": done, "tokens": done * tokens_per_step, "train/loss": train_loss[k],
-                                      "lr": lr, **metrics[k]})
                 interval_loss.zero_()
                 interval_steps = 0
-                last_loss = train_loss
+                eval_start = time.perf_counter()
+                metrics = self.evaluator.evaluate(model, self.device, self.amp)
+                eval_seconds += time.perf_counter() - eval_start
+                if on_record is not None:
+                    for k in range(model.n_models):
+                        on_record(k, {"step": done, "tokens": done * preset.tokens_per_step,
+                                      "train/loss": train_loss[k], "lr": lr, **metrics[k]})
+            now = time.perf_counter()
             if now - last_progress >= PROGRESS_SECONDS or done == steps:
-                mean_loss = float(interval_loss.mean()) / interval_steps if interval_steps else float(np.mean(last_loss))
-                tps = done * tokens_per_step * k_models / (now - start)
+                loss = float(interval_loss.mean()) / interval_steps if interval_steps else float(np.mean(train_loss))
                 self.on_event(TaskProgress(self.task, completed=done, info={
-                    "loss": mean_loss, "tokens_per_s": tps, "mfu": tps * self.flops_per_token / peak, "lr": lr}))
+                    "loss": loss, "lr": lr, **self._throughput(done, now - start - eval_seconds, peak)}))
                 last_progress = now
         wall = time.perf_counter() - start
-        tokens_total = steps * tokens_per_step
         self.on_event(TaskFinished(self.task, info={
-            "proxies": k_models, "steps": steps, "wall_time_s": wall,
-            "tokens_per_s": tokens_total * k_models / wall,
-            "mfu": tokens_total * k_models * self.flops_per_token / wall / peak}))
-        results = []
-        for k, plan in enumerate(self.plans):
-            per_domain = plan.sequences_per_domain(len(self.evaluator.domain_names)) * preset.seq_len
-            results.append(ProxyResult(
-                index=k, seed=self.seeds[k], tokens=tokens_total, requested_tokens=self.requested_tokens,
-                tokens_per_domain={name: int(n) for name, n in zip(self.evaluator.domain_names, per_domain)},
-                steps=steps,
-                metrics=final_metrics[k], final_train_loss=float(last_loss[k]), wall_time_s=wall,
-                batched_with=k_models, flops=self.flops_per_token * tokens_total, model=model, model_index=k))
-        return results
+            "proxies": model.n_models, "steps": steps, "wall_time_s": wall, "train_time_s": wall - eval_seconds,
+            "eval_time_s": eval_seconds, **self._throughput(steps, wall - eval_seconds, peak)}))
+        return [self._result(k, train_loss[k], metrics[k], wall) for k in range(model.n_models)]
+
+    def _batch(self, step: int) -> torch.Tensor:
+        tokens = self.batcher.batch(step)
+        if tokens.max() >= self.vocab_size:
+            raise DataError(f"Token ids outside 0..{self.vocab_size - 1} in the token store; rebuild it with this tokenizer.")
+        return torch.from_numpy(tokens).to(self.device, non_blocking=True)
+
+    def _throughput(self, steps_done: int, train_seconds: float, peak: float) -> dict[str, float]:
+        """Tokens/s over all proxies and model FLOPs utilisation against the measured matmul peak."""
+        tokens_per_s = steps_done * self.preset.tokens_per_step * self.model.n_models / max(train_seconds, 1e-9)
+        return {"tokens_per_s": tokens_per_s, "mfu": tokens_per_s * self.flops_per_token / peak}
+
+    def _result(self, k: int, train_loss: float, metrics: dict[str, float], wall: float) -> ProxyResult:
+        names = self.evaluator.domain_names
+        tokens = self.batcher.steps * self.preset.tokens_per_step
+        per_domain = self.plans[k].sequences_per_domain(len(names)) * self.preset.seq_len
+        return ProxyResult(
+            index=k, seed=self.seeds[k], tokens=tokens, requested_tokens=self.requested_tokens,
+            tokens_per_domain={name: int(n) for name, n in zip(names, per_domain)}, steps=self.batcher.steps,
+            metrics=metrics, final_train_loss=train_loss, wall_time_s=wall, batched_with=self.model.n_models,
+            flops=self.flops_per_token * tokens, model=self.model, model_index=k)
