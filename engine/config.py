@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tomllib
 import typing
+from pathlib import Path
 from typing import Any, Mapping, TypeVar, get_args, get_origin
 
 from engine.errors import ConfigError
@@ -89,3 +91,14 @@ def load_section(cls: type[T], data: Mapping[str, Any] | None, file: str, sectio
 def dump_section(obj: Any) -> dict[str, Any]:
     """The dataclass as a plain dict, for writing back to TOML."""
     return dataclasses.asdict(obj)
+
+
+def read_toml(path: Path) -> dict:
+    """Parse a TOML file; a syntax error names the file and line."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is missing; run `olmix-tui init {path.parent}` to create a project.") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML ({err}); fix the syntax.") from None

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from engine import atomic
 from engine.errors import ConfigError
-from engine.project import Project, read_toml
+from engine.config import read_toml
+from engine.project import Project
 
 ENTRY_RE = re.compile(r"^(\d{4})-([a-z0-9+_-]+)\.toml$")
 

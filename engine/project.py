@@ -16,20 +16,21 @@ import dataclasses
 import os
 import socket
 import sys
-import tomllib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from engine import atomic
-from engine.config import dump_section, load_section
+from engine.config import dump_section, load_section, read_toml
 from engine.data.store import DataSettings, DomainTokens, TokenStore, natural_prior, sample_texts, store_key
 from engine.data.tokenizer import Tokenizer, TokenizerSettings, byte_tokenizer, load_bpe, load_hf_folder, train_bpe
 from engine.domains import AffectedSet, Change, DomainSet, affected_set, apply_change, check_disjoint, resolve_sources
 from engine.errors import ConfigError, DataError, LockedError, OlmixError
 from engine.events import EventSink, Message, ignore
+from engine.executors.base import ExecutorSettings
 from engine.reuse import ReuseSettings
+from engine.training.presets import ProxySettings
 from engine.swarm import SwarmSettings
 
 SETTINGS_FILE = "olmix.toml"
@@ -53,7 +54,9 @@ class Settings:
     project: ProjectInfo = field(default_factory=ProjectInfo)
     tokenizer: TokenizerSettings = field(default_factory=TokenizerSettings)
     data: DataSettings = field(default_factory=DataSettings)
+    proxy: ProxySettings = field(default_factory=ProxySettings)
     swarm: SwarmSettings = field(default_factory=SwarmSettings)
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
     reuse: ReuseSettings = field(default_factory=ReuseSettings)
 
     @classmethod
@@ -72,17 +75,6 @@ class Settings:
 
     def to_toml(self) -> dict:
         return {f.name: dump_section(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-
-def read_toml(path: Path) -> dict:
-    """Parse a TOML file; a syntax error names the file and line."""
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path} is missing; run `olmix-tui init {path.parent}` to create a project.") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path} is not valid TOML ({err}); fix the syntax.") from None
 
 
 class Project:
@@ -290,7 +282,7 @@ class Project:
             return {d.name: None for d in domains}
         tokenizer = self.tokenizer()
         store = TokenStore(self.cache / "tokens")
-        return {d.name: store.load(d, store_key(d, tokenizer, self.settings.data)) for d in domains}
+        return {d.name: store.load(d.name, store_key(d, tokenizer, self.settings.data)) for d in domains}
 
     def prior(self, tokens: dict[str, DomainTokens] | None = None) -> dict[str, float]:
         """The natural distribution over the current domains, from their training token counts."""

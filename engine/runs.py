@@ -24,7 +24,7 @@ import numpy as np
 from engine import atomic
 from engine.errors import DataError, OlmixError
 from engine.mixture_table import MixtureTable, write_tables
-from engine.project import read_toml
+from engine.config import read_toml
 
 STATES = ("pending", "running", "done", "failed")
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from engine import atomic
 from engine.domains import DomainSet, with_revision
 from engine.errors import OlmixError
-from engine.project import DOMAINS_FILE, SETTINGS_FILE, Project, Settings, read_toml
+from engine.config import read_toml
+from engine.project import DOMAINS_FILE, SETTINGS_FILE, Project, Settings
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "sample_projects"
 

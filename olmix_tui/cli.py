@@ -15,7 +15,7 @@ import typer
 
 from engine.domains import Change
 from engine.errors import OlmixError
-from engine.pipeline import run_batch
+from engine import pipeline
 from engine.project import Project
 from engine.status import project_status
 from olmix_tui import render
@@ -33,9 +33,11 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
+swarm_app = typer.Typer(help="Plan a swarm of proxy runs for the update, train it, and watch it.", no_args_is_help=True)
 domains_app = typer.Typer(help="List the domains and stage a domain-set update (add, remove, partition, revise).",
                           no_args_is_help=True)
 app.add_typer(domains_app, name="domains")
+app.add_typer(swarm_app, name="swarm")
 
 DirArg = typer.Argument(..., help="The project folder.", show_default=False)
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
@@ -230,6 +232,104 @@ def tokenize(directory: Path = DirArg, as_json: bool = JsonOpt):
                             [[n, count(r["train_tokens"]), count(r["val_tokens"]), f"{r['bytes_per_token']:.2f}"] for n, r in rows.items()]))
 
 
+
+# ---------------------------------------------------------------- swarms
+
+PlanOpt = typer.Option(None, "--plan", help="full | full_reuse | partial_reuse (default: [reuse] plan in olmix.toml).")
+UnfreezeOpt = typer.Option(None, "--unfreeze", help="partial_reuse: an unaffected domain to vary too; repeat.")
+SwarmOpt = typer.Option(None, "--swarm", help="Swarm id or prefix (default: the latest planned swarm).")
+
+
+def _plan_and_sample(project, plan_kind, unfreeze, on_event):
+    ctx = pipeline.update_context(project, on_event)
+    plan = pipeline.make_plan(project, ctx, plan_kind, unfreeze)
+    costs = pipeline.plan_costs(project, ctx)
+    swarm_dir, swarm = pipeline.plan_swarm(project, ctx, plan)
+    return plan, costs, swarm_dir, swarm
+
+
+def _print_costs(costs: dict, chosen: str) -> None:
+    rows = [[("* " if k == chosen else "  ") + k, c["plan"], str(c["units"]), str(c["runs"]), count(c["tokens"]),
+             f"{c['flops']:.3g}", pct(c["saving"])] for k, c in costs.items()]
+    console.print(table("cost of each plan", ["plan", "planned as", "units", "runs", "tokens", "FLOPs", "saving"], rows))
+
+
+@swarm_app.command("plan")
+@user_errors
+def swarm_plan(directory: Path = DirArg, plan: Optional[str] = PlanOpt, unfreeze: Optional[List[str]] = UnfreezeOpt,
+               as_json: bool = JsonOpt):
+    """Sample the swarm for the pending update (or the first mixture) and show it before any training.
+
+    Example: [bold]olmix-tui swarm plan demo --plan full_reuse[/]
+    """
+    project = Project.load(directory)
+    with render.progress(quiet=as_json) as on_event:
+        update_plan, costs, swarm_dir, swarm = _plan_and_sample(project, plan, unfreeze, on_event)
+    if as_json:
+        print_json({"swarm": swarm_dir.id, "plan": update_plan.to_dict(), "costs": costs, "units": swarm.units,
+                    "mixtures": {r: dict(zip(swarm.units, w)) for r, w in zip(swarm_dir.run_ids, swarm.unit_weights.tolist())}})
+        return
+    console.print(update_plan.describe())
+    _print_costs(costs, update_plan.kind)
+    console.print(table(f"swarm {swarm_dir.id}: {len(swarm)} mixtures over {len(swarm.units)} units",
+                        ["run", *swarm.units], [[r, *[f"{w:.3f}" for w in ws]] for r, ws in zip(swarm_dir.run_ids, swarm.unit_weights)]))
+    console.print(render.stacked_bars(swarm.unit_weights, swarm.units, "mixture of each run"))
+    console.print(f"next: olmix-tui swarm run {directory} --swarm {swarm_dir.id}")
+
+
+@swarm_app.command("run")
+@user_errors
+def swarm_run(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
+              retry_failed: bool = typer.Option(False, "--retry-failed", help="Train failed runs again."),
+              plan: Optional[str] = PlanOpt, unfreeze: Optional[List[str]] = UnfreezeOpt, as_json: bool = JsonOpt):
+    """Train a swarm's unfinished runs (planning it first if needed); resumable and idempotent.
+
+    Workers keep training if this command is interrupted; run it again (or `swarm status`) to re-attach.
+
+    Example: [bold]olmix-tui swarm run demo[/]
+    """
+    project = Project.load(directory)
+    with render.progress(quiet=as_json) as on_event:
+        if swarm_id is None:
+            _, _, swarm_dir, _ = _plan_and_sample(project, plan, unfreeze, on_event)
+        else:
+            swarm_dir = pipeline.find_swarm(project, swarm_id)
+        counts = pipeline.train_swarm(project, swarm_dir, retry_failed, on_event)
+    _show_swarm(swarm_dir, as_json)
+    if counts["failed"]:
+        raise OlmixError(f"{counts['failed']} run(s) failed (see the error column); fix the cause and run "
+                         f"`olmix-tui swarm run {directory} --swarm {swarm_dir.id} --retry-failed`.")
+
+
+@swarm_app.command("status")
+@user_errors
+def swarm_status(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt, as_json: bool = JsonOpt):
+    """Runs of a swarm: state, progress, mixture and final metrics (read from the run files).
+
+    Example: [bold]olmix-tui swarm status demo --json[/]
+    """
+    _show_swarm(pipeline.find_swarm(Project.load(directory), swarm_id), as_json)
+
+
+def _show_swarm(swarm_dir, as_json: bool) -> None:
+    statuses = swarm_dir.statuses()
+    if as_json:
+        print_json({"swarm": swarm_dir.id, "counts": swarm_dir.counts(), "units": swarm_dir.units,
+                    "runs": [{"run": s.run, "state": s.state, **{k: v for k, v in s.data.items() if k not in ("run", "state")}}
+                             for s in statuses]})
+        return
+    metric_names = render.headline_metrics(statuses)
+    rows = []
+    for s in statuses:
+        w = s.data.get("realised_weights") or s.data["weights"]
+        top = ", ".join(f"{u} {100 * v:.0f}%" for u, v in sorted(w.items(), key=lambda kv: -kv[1])[:3] if v > 0)
+        progress = f"{100 * s.data.get('progress', 0):.0f}%" if s.state == "running" else ""
+        rows.append([s.run, s.state + (f" {progress}" if progress else ""), top,
+                     *[s.metrics.get(m) for m in metric_names], s.data.get("error", "")[:60] or ""])
+    console.print(table(f"swarm {swarm_dir.id} ({swarm_dir.spec.get('plan', '')})", ["run", "state", "mixture (top 3)",
+                        *metric_names, "error"], rows))
+    console.print("  ".join(f"{k}: {v}" for k, v in swarm_dir.counts().items() if v))
+
 # ---------------------------------------------------------------- the main job
 
 
@@ -253,7 +353,7 @@ def run(
         samples.create(directory, sample)
     project = Project.load(directory)
     with render.progress(quiet=as_json) as on_event:
-        report = run_batch(project, on_event)
+        report = pipeline.run_batch(project, on_event)
     if as_json:
         print_json(report.to_dict())
         return
@@ -261,10 +361,12 @@ def run(
                         ["domain", "train tokens", "val tokens", "bytes/token", "prior"],
                         [[d["name"], count(d["train_tokens"]), count(d["val_tokens"]), f"{d['bytes_per_token']:.2f}",
                           pct(d["prior"])] for d in report.domains]))
-    console.print(f"tokenizer {report.tokenizer} (vocab {report.vocab_size}); done in {report.seconds:.1f}s")
+    console.print(f"tokenizer {report.tokenizer} (vocab {report.vocab_size})")
+    _show_swarm(pipeline.find_swarm(project, report.swarm), False)
+    console.print(f"done in {report.seconds:.1f}s")
 
 
-COMMANDS = {"init", "status", "domains", "tokenize", "run"}
+COMMANDS = {"init", "status", "domains", "tokenize", "swarm", "run"}
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from typing import Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from engine.atomic import round_floats
 from engine.events import Event, Message, TaskFinished, TaskProgress, TaskStarted
@@ -71,3 +72,24 @@ def pct(x) -> str | None:
 
 def count(x) -> str | None:
     return None if x is None else f"{x:,}"
+
+
+def headline_metrics(statuses, limit: int = 4) -> list[str]:
+    """The metrics worth a column: eval sets first, then the mean-like per-domain BPBs, at most `limit`."""
+    names = sorted({k for s in statuses for k in s.metrics})
+    evals = [n for n in names if n.startswith("eval:")]
+    bpb = [n for n in names if n.endswith("/bpb") and n not in evals]
+    return (evals + bpb)[:limit]
+
+
+def stacked_bars(weights, units: list[str], title: str, width: int = 100, height: int = 18) -> Text:
+    """A terminal stacked-bar chart of mixtures (one bar per row of `weights`)."""
+    import plotext as plt
+
+    plt.clear_figure()
+    plt.plotsize(width, height)
+    x = list(range(1, len(weights) + 1))
+    plt.stacked_bar(x, [list(map(float, weights[:, j])) for j in range(len(units))], labels=units)
+    plt.title(title)
+    plt.xlabel("run")
+    return Text.from_ansi(plt.build())

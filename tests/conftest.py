@@ -11,8 +11,12 @@ import pytest
 from engine.data.tokenizer import TokenizerSettings
 from engine.domains import Domain, DomainSet, with_revision
 from engine.project import Project, Settings
+from engine.swarm import SwarmSettings
+from engine.training.presets import ProxySettings
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
+TINY_PROXY = ProxySettings(preset="cpu", tokens_per_proxy=4096, eval_tokens_per_domain=1024, eval_every=0)
+"""Two optimiser steps of the cpu preset: real training, seconds per swarm."""
 
 
 def write_jsonl(path: Path, texts: list[str]) -> None:
@@ -45,5 +49,5 @@ def small_project(tmp_path) -> Project:
         Domain("notes", ("data/notes/*.txt",)),
         Domain("decimal", ("data/decimal/*.txt",)),
     )))
-    settings = Settings(tokenizer=TokenizerSettings(kind="bytes"))
+    settings = Settings(tokenizer=TokenizerSettings(kind="bytes"), proxy=TINY_PROXY, swarm=SwarmSettings(size=3))
     return Project.init(root, settings, domains)

@@ -88,7 +88,7 @@ def test_token_store_counts_and_cache(small_project, tmp_path):
     prior = p.prior(tokens)
     assert abs(sum(prior.values()) - 1) < 1e-12 and set(prior) == {"code", "notes", "decimal"}
     # unchanged domain: not re-tokenized (same folder, same mtime)
-    folder = TokenStore(p.cache / "tokens").path(p.domains.get("code"), code.key)
+    folder = TokenStore(p.cache / "tokens").path("code", code.key)
     mtime = (folder / "meta.json").stat().st_mtime_ns
     assert Project.load(p.root).tokens()["code"].key == code.key
     assert (folder / "meta.json").stat().st_mtime_ns == mtime

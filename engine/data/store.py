@@ -133,12 +133,12 @@ class TokenStore:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
 
-    def path(self, domain: Domain, key: str) -> Path:
-        return self.folder / f"{domain.name.replace(':', '__')}-{key}"
+    def path(self, name: str, key: str) -> Path:
+        return self.folder / f"{name.replace(':', '__')}-{key}"
 
-    def load(self, domain: Domain, key: str) -> DomainTokens | None:
-        """The stored tokens of a domain at `key`, or None if not tokenized yet."""
-        folder = self.path(domain, key)
+    def load(self, name: str, key: str) -> DomainTokens | None:
+        """The stored tokens of domain `name` at `key`, or None if not tokenized yet."""
+        folder = self.path(name, key)
         meta_file = folder / "meta.json"
         if not meta_file.exists():
             return None
@@ -152,7 +152,7 @@ class TokenStore:
             return np.memmap(f, dtype=dtype, mode="r")
 
         return DomainTokens(
-            name=domain.name,
+            name=name,
             key=key,
             train=mm("train.bin"),
             val=mm("val.bin"),
@@ -166,10 +166,10 @@ class TokenStore:
                  on_event: EventSink = ignore) -> DomainTokens:
         """Tokenize a domain into the store (or return it if already there)."""
         key = store_key(domain, tokenizer, settings)
-        done = self.load(domain, key)
+        done = self.load(domain.name, key)
         if done is not None:
             return done
-        folder = self.path(domain, key)
+        folder = self.path(domain.name, key)
         folder.mkdir(parents=True, exist_ok=True)
         files = resolve_sources(root, domain)
         total = sum(p.stat().st_size for p in files)
@@ -238,7 +238,7 @@ class TokenStore:
                 "tokenizer": tokenizer.fingerprint, **counts}
         atomic.write_json(folder / "meta.json", meta)  # written last: marks the entry complete
         on_event(TaskFinished(task, info=counts))
-        result = self.load(domain, key)
+        result = self.load(domain.name, key)
         assert result is not None
         return result
 

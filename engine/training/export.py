@@ -22,7 +22,6 @@ def proxy_state_dict(model: StackedLlama, k: int) -> dict[str, torch.Tensor]:
     """Proxy k's weights under LlamaForCausalLM names and [out, in] layout, float32 on CPU."""
     cfg = model.config
     attn = cfg.num_attention_heads * cfg.head_dim
-    f = cfg.intermediate_size
 
     def t(x: torch.Tensor) -> torch.Tensor:
         return x.detach().float().cpu().contiguous()
@@ -30,17 +29,16 @@ def proxy_state_dict(model: StackedLlama, k: int) -> dict[str, torch.Tensor]:
     state = {"model.embed_tokens.weight": t(model.embed[k]), "model.norm.weight": t(model.norm[k])}
     for i, layer in enumerate(model.layers):
         prefix = f"model.layers.{i}."
-        qkv = layer.qkv[k]
-        gate_up = layer.gate_up[k]
+        qk = layer.qk[k]
         state.update({
             prefix + "input_layernorm.weight": t(layer.attn_norm[k]),
-            prefix + "self_attn.q_proj.weight": t(qkv[:, :attn].T),
-            prefix + "self_attn.k_proj.weight": t(qkv[:, attn:2 * attn].T),
-            prefix + "self_attn.v_proj.weight": t(qkv[:, 2 * attn:].T),
+            prefix + "self_attn.q_proj.weight": t(qk[:, :attn].T),
+            prefix + "self_attn.k_proj.weight": t(qk[:, attn:].T),
+            prefix + "self_attn.v_proj.weight": t(layer.v[k].T),
             prefix + "self_attn.o_proj.weight": t(layer.o[k].T),
             prefix + "post_attention_layernorm.weight": t(layer.mlp_norm[k]),
-            prefix + "mlp.gate_proj.weight": t(gate_up[:, :f].T),
-            prefix + "mlp.up_proj.weight": t(gate_up[:, f:].T),
+            prefix + "mlp.gate_proj.weight": t(layer.gate[k].T),
+            prefix + "mlp.up_proj.weight": t(layer.up[k].T),
             prefix + "mlp.down_proj.weight": t(layer.down[k].T),
         })
     if model.head is not None:

@@ -7,8 +7,9 @@ Numerically this is transformers' LlamaForCausalLM (RMSNorm computed in float32,
 computes it, SwiGLU MLP, no biases, tied or untied head); `export.export_hf` writes proxy k as
 such a checkpoint and the tests compare logits.
 
-Weights are stored in "x @ W" orientation ([K, in, out]); q/k/v and gate/up are fused along the
-output axis (one bmm each). The optimizer is elementwise, so fusing changes nothing per proxy.
+Weights are stored in "x @ W" orientation ([K, in, out]); q and k share one bmm and RoPE runs
+as a small autograd function that writes its outputs and gradients in place of the usual
+rotate_half concatenations (on CPU these copies of K-times-larger activations are not free).
 """
 
 from __future__ import annotations
@@ -42,19 +43,46 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight[:, None, :] * normed
 
 
-def swap_halves(x: torch.Tensor) -> torch.Tensor:
-    """[x1, x2] -> [x2, x1] on the last axis; with `rope_sin_signed` this is HF's rotate_half(x) * sin."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((x2, x1), dim=-1)
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: float, out: torch.Tensor) -> torch.Tensor:
+    """RoPE in HF's half-split layout, written into `out`: [x1, x2] -> [x1 c - x2 s, x2 c + x1 s] (sign=1);
+    sign=-1 applies the inverse (transposed) rotation. cos / sin hold one half of HF's tables."""
+    half = x.shape[-1] // 2
+    x1, x2, o1, o2 = x[..., :half], x[..., half:], out[..., :half], out[..., half:]
+    torch.mul(x1, cos, out=o1)
+    o1.addcmul_(x2, sin, value=-sign)
+    torch.mul(x2, cos, out=o2)
+    o2.addcmul_(x1, sin, value=sign)
+    return out
+
+
+class _RopeQK(torch.autograd.Function):
+    """qk [KB, T, 2H, hd] -> rotated q, k [KB, T, H, hd]; the backward writes one qk gradient (no cat)."""
+
+    @staticmethod
+    def forward(ctx, qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        ctx.save_for_backward(cos, sin)
+        h = qk.shape[2] // 2
+        q = _rotate(qk[:, :, :h], cos, sin, 1.0, qk.new_empty(qk[:, :, :h].shape))
+        k = _rotate(qk[:, :, h:], cos, sin, 1.0, qk.new_empty(qk[:, :, h:].shape))
+        return q, k
+
+    @staticmethod
+    def backward(ctx, grad_q: torch.Tensor, grad_k: torch.Tensor):
+        cos, sin = ctx.saved_tensors
+        h = grad_q.shape[2]
+        grad = grad_q.new_empty(grad_q.shape[:2] + (2 * h,) + grad_q.shape[3:])
+        _rotate(grad_q, cos, sin, -1.0, grad[:, :, :h])
+        _rotate(grad_k, cos, sin, -1.0, grad[:, :, h:])
+        return grad, None, None
 
 
 class StackedLlama(nn.Module):
     """K LlamaForCausalLM models with identical config, weights stacked on axis 0.
 
     Parameters (K = n_models, D = hidden, F = intermediate, V = vocab, per layer i):
-      embed [K, V, D]; layers.i.attn_norm [K, D]; layers.i.qkv [K, D, 3D]; layers.i.o [K, D, D];
-      layers.i.mlp_norm [K, D]; layers.i.gate_up [K, D, 2F]; layers.i.down [K, F, D];
-      norm [K, D]; head [K, D, V] (absent when the config ties embeddings).
+      embed [K, V, D]; layers.i.attn_norm [K, D]; layers.i.qk [K, D, 2D] (q then k);
+      layers.i.v [K, D, D]; layers.i.o [K, D, D]; layers.i.mlp_norm [K, D]; layers.i.gate [K, D, F];
+      layers.i.up [K, D, F]; layers.i.down [K, F, D]; norm [K, D]; head [K, D, V] (absent when tied).
     """
 
     def __init__(self, config: LlamaConfig, n_models: int):
@@ -70,18 +98,20 @@ class StackedLlama(nn.Module):
         for _ in range(config.num_hidden_layers):
             layer = nn.Module()
             layer.attn_norm = nn.Parameter(torch.ones(k, d))
-            layer.qkv = nn.Parameter(torch.empty(k, d, 3 * attn))
+            layer.qk = nn.Parameter(torch.empty(k, d, 2 * attn))
+            layer.v = nn.Parameter(torch.empty(k, d, attn))
             layer.o = nn.Parameter(torch.empty(k, attn, d))
             layer.mlp_norm = nn.Parameter(torch.ones(k, d))
-            layer.gate_up = nn.Parameter(torch.empty(k, d, 2 * f))
+            layer.gate = nn.Parameter(torch.empty(k, d, f))
+            layer.up = nn.Parameter(torch.empty(k, d, f))
             layer.down = nn.Parameter(torch.empty(k, f, d))
             self.layers.append(layer)
         self.norm = nn.Parameter(torch.ones(k, d))
         self.head = None if config.tie_word_embeddings else nn.Parameter(torch.empty(k, d, v))
         cos, sin = rope_tables(config, config.max_position_embeddings)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        half = sin.shape[-1] // 2
-        self.register_buffer("rope_sin_signed", torch.cat((-sin[:, :half], sin[:, half:]), dim=-1), persistent=False)
+        half = config.head_dim // 2  # HF's tables repeat the same half twice
+        self.register_buffer("rope_cos", cos[:, None, :half].contiguous(), persistent=False)
+        self.register_buffer("rope_sin", sin[:, None, :half].contiguous(), persistent=False)
         self.register_buffer("vocab_offsets", torch.arange(k)[:, None, None] * v, persistent=False)
 
     def init_weights(self, seeds: Sequence[int]) -> None:
@@ -114,17 +144,16 @@ class StackedLlama(nn.Module):
         attn = h * hd
         x = F.embedding(tokens + self.vocab_offsets, self.embed.reshape(-1, cfg.hidden_size))
         x = x.reshape(k, b * t, cfg.hidden_size)
-        cos, sin = self.rope_cos[:t, None, :], self.rope_sin_signed[:t, None, :]
+        cos, sin = self.rope_cos[:t], self.rope_sin[:t]
         for layer in self.layers:
-            qk, v = torch.bmm(rms_norm(x, layer.attn_norm, cfg.rms_norm_eps), layer.qkv).split([2 * attn, attn], dim=-1)
-            qk = qk.reshape(k * b, t, 2 * h, hd)
-            qk = qk * cos + swap_halves(qk) * sin
-            q, key = qk.transpose(1, 2).split(h, dim=1)
-            v = v.reshape(k * b, t, h, hd).transpose(1, 2)
-            y = F.scaled_dot_product_attention(q, key, v, is_causal=True, scale=hd**-0.5)
+            normed = rms_norm(x, layer.attn_norm, cfg.rms_norm_eps)
+            q, key = _RopeQK.apply(torch.bmm(normed, layer.qk).view(k * b, t, 2 * h, hd), cos, sin)
+            v = torch.bmm(normed, layer.v).view(k * b, t, h, hd)
+            y = F.scaled_dot_product_attention(q.transpose(1, 2), key.transpose(1, 2), v.transpose(1, 2),
+                                               is_causal=True, scale=hd**-0.5)
             x = x + torch.bmm(y.transpose(1, 2).reshape(k, b * t, attn), layer.o)
-            gate, up = torch.bmm(rms_norm(x, layer.mlp_norm, cfg.rms_norm_eps), layer.gate_up).chunk(2, dim=-1)
-            x = x + torch.bmm(F.silu(gate) * up, layer.down)
+            normed = rms_norm(x, layer.mlp_norm, cfg.rms_norm_eps)
+            x = x + torch.bmm(F.silu(torch.bmm(normed, layer.gate)) * torch.bmm(normed, layer.up), layer.down)
         return rms_norm(x, self.norm, cfg.rms_norm_eps)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

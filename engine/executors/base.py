@@ -1,0 +1,142 @@
+"""The executor interface and the scheduling loop every executor shares.
+
+An executor knows its slots (a GPU, or a share of the CPU cores) and how to launch one worker on
+a slot and poll it. `run_swarm` splits the runs into batches (proxies trained together), keeps
+every slot busy, and reads the run files for progress, so the loop is the same whether workers
+are local processes or cluster jobs.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from engine.events import EventSink, Message, TaskFinished, TaskProgress, TaskStarted, ignore
+from engine.runs import SwarmDir
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """[executor] in olmix.toml.
+
+    kind: "local" (worker processes on this machine).
+    device: "auto" (every GPU, else the CPU), "cpu", or "cuda".
+    workers: CPU workers (0 = 1: one process training a batch of proxies uses the cores best).
+    threads: torch threads per CPU worker (0 = the machine's cores / workers).
+    max_batch: proxies trained together by one worker (one batched computation).
+    poll_seconds: how often progress is read from the run files.
+    """
+
+    kind: str = "local"
+    device: str = "auto"
+    workers: int = 0
+    threads: int = 0
+    max_batch: int = 16
+    poll_seconds: float = 0.5
+
+    def __post_init__(self):
+        if self.kind != "local":
+            raise ValueError(f"kind '{self.kind}' is not available; use 'local' (Slurm and Ray are next)")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device '{self.device}' is unknown; use auto, cpu or cuda")
+        if self.max_batch < 1 or self.workers < 0 or self.threads < 0:
+            raise ValueError("max_batch must be >= 1, workers and threads >= 0")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one worker runs: a device string ("cpu", "cuda:1") and its CPU threads."""
+
+    device: str
+    threads: int
+
+
+@dataclass
+class Launched:
+    slot: Slot
+    runs: list[str]
+    handle: object
+    started: float = field(default_factory=time.monotonic)
+
+
+class Executor(ABC):
+    """Launches workers; `run_swarm` drives it."""
+
+    name = "executor"
+
+    @abstractmethod
+    def slots(self) -> list[Slot]:
+        """The places a worker can run at once."""
+
+    @abstractmethod
+    def launch(self, swarm: SwarmDir, runs: list[str], slot: Slot) -> object:
+        """Start a worker training `runs` on `slot`; returns a handle for `poll`."""
+
+    @abstractmethod
+    def poll(self, handle: object) -> int | None:
+        """None while the worker runs, else its exit code."""
+
+    def failure_detail(self, handle: object) -> str:
+        """A short reason for a worker that died without marking its runs (e.g. the log's tail)."""
+        return "the worker exited without a result"
+
+
+def batches(runs: list[str], size: int) -> list[list[str]]:
+    return [runs[i:i + size] for i in range(0, len(runs), size)]
+
+
+def run_swarm(executor: Executor, swarm: SwarmDir, runs: list[str], max_batch: int, on_event: EventSink = ignore,
+              poll_seconds: float = 0.5) -> dict[str, int]:
+    """Train `runs` of `swarm` on the executor's slots; returns the swarm's state counts at the end.
+
+    Runs already being trained by a live worker are waited for, not started twice.
+    """
+    todo = batches(runs, max_batch)
+    free = list(executor.slots())
+    active: list[Launched] = []
+    watched = set(runs) | {s.run for s in swarm.statuses() if s.state == "running"}
+    task = f"swarm {swarm.id}"
+    on_event(TaskStarted(task, total=len(watched), unit="runs"))
+    while todo or active or _still_running(swarm, watched):
+        while todo and free:
+            slot = free.pop(0)
+            batch = todo.pop(0)
+            active.append(Launched(slot, batch, executor.launch(swarm, batch, slot)))
+        for item in list(active):
+            code = executor.poll(item.handle)
+            if code is None:
+                continue
+            active.remove(item)
+            free.append(item.slot)
+            stuck = [r for r in item.runs if swarm.status(r).state in ("running", "interrupted", "pending")]
+            if stuck:
+                detail = executor.failure_detail(item.handle)
+                for r in stuck:
+                    swarm.write_status(r, state="failed", error=f"worker exit code {code}: {detail}")
+                on_event(Message(f"{len(stuck)} run(s) failed: {detail}", level="warning"))
+        _report(swarm, watched, task, on_event)
+        if todo or active or _still_running(swarm, watched):
+            time.sleep(poll_seconds)
+    swarm.write_tables()
+    counts = swarm.counts()
+    on_event(TaskFinished(task, info=counts))
+    return counts
+
+
+def _still_running(swarm: SwarmDir, runs: set[str]) -> bool:
+    return any(swarm.status(r).state == "running" for r in runs)
+
+
+def _report(swarm: SwarmDir, runs: set[str], task: str, on_event: EventSink) -> None:
+    done, info = 0.0, {}
+    for r in runs:
+        s = swarm.status(r)
+        if s.state in ("done", "failed"):
+            done += 1
+        elif s.state == "running":
+            done += float(s.data.get("progress", 0.0))
+            for key in ("loss", "tokens_per_s", "mfu"):
+                if key in s.data:
+                    info[key] = s.data[key]
+    on_event(TaskProgress(task, completed=done, info=info))

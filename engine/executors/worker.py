@@ -1,0 +1,130 @@
+"""The proxy-training worker: trains a batch of a swarm's runs in one process and writes their files.
+
+    python -m engine.executors.worker SWARM_DIR [--device cpu|cuda:N] [--threads N] RUN [RUN ...]
+
+Every executor starts this same command (locally, in a Slurm job, in a Ray task). It reads the
+swarm spec and the project's token store, trains the runs together as one batched computation,
+rewrites each run's status.json with progress (atomically, about once a second), appends curve
+points to metrics.jsonl, and ends each run as `done` (metrics, realised tokens) or `failed`
+(the error). Exit code 0 when every run finished, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from engine.data.store import TokenStore
+from engine.errors import DataError, OlmixError
+from engine.events import Event, TaskProgress, TaskStarted
+from engine.project import Project
+from engine.runs import SwarmDir
+from engine.swarm import FrozenGroup, unit_layout
+
+
+def groups_of(spec: dict) -> list[FrozenGroup]:
+    return [FrozenGroup(g["name"], dict(g["ratios"])) for g in spec.get("groups", [])]
+
+
+def load_inputs(swarm: SwarmDir):
+    """The project, leaf token data (exactly the store entries the swarm was planned on), eval sets."""
+    from engine.training.evaluate import load_eval_set, tokenize_eval_set
+    from engine.training.presets import get_preset
+
+    spec = swarm.spec
+    project = Project.load(swarm.path.parent.parent)
+    store = TokenStore(project.cache / "tokens")
+    leaves = list(spec["leaves"])
+    data = []
+    for leaf in leaves:
+        tokens = store.load(leaf, spec["data"]["keys"][leaf])
+        if tokens is None:
+            raise DataError(f"the token store has no entry for domain '{leaf}' as planned; run `olmix-tui tokenize {project.root}`.")
+        data.append(tokens)
+    preset = get_preset(spec["proxy"]["preset"])
+    tokenizer = project.tokenizer()
+    eval_sets = [tokenize_eval_set(load_eval_set(project.root / path, name), tokenizer.encode, tokenizer.eos_id, preset.seq_len)
+                 for name, path in sorted(spec["data"].get("eval_sets", {}).items())]
+    return project, leaves, data, preset, eval_sets
+
+
+def train_runs(swarm: SwarmDir, runs: list[str], device: str = "auto", threads: int = 0) -> bool:
+    """Train `runs` of `swarm` together; returns True when all finished."""
+    import torch
+
+    from engine.training.trainer import train_proxies
+
+    if threads:
+        torch.set_num_threads(threads)
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    for r in runs:
+        swarm.write_status(r, state="running", progress=0.0, error="", **me)
+    try:
+        project, leaves, data, preset, eval_sets = load_inputs(swarm)
+        units, expand = unit_layout(leaves, groups_of(swarm.spec))
+        if units != swarm.units:
+            raise DataError(f"{swarm.path}/swarm.toml lists units {swarm.units} but its groups give {units}; plan the swarm again.")
+        statuses = [swarm.status(r) for r in runs]
+        unit_weights = np.array([[s.data["weights"][u] for u in units] for s in statuses])
+        proxy = swarm.spec["proxy"]
+
+        total_steps = {"steps": 1.0}
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, TaskStarted) and event.total:
+                total_steps["steps"] = event.total
+            elif isinstance(event, TaskProgress):
+                fields = {"progress": min(event.completed / total_steps["steps"], 0.999)}
+                fields.update({k: event.info[k] for k in ("loss", "tokens_per_s", "mfu") if k in event.info})
+                for r in runs:
+                    swarm.write_status(r, **fields)
+
+        results = train_proxies(
+            preset, int(swarm.spec["data"]["vocab_size"]), unit_weights @ expand.T,
+            [d.train for d in data], [d.val for d in data], [d.bytes_per_token for d in data],
+            int(proxy["tokens_per_proxy"]), [int(s.data["seed"]) for s in statuses], float(proxy["max_repetition"]),
+            domain_names=leaves, eval_sets=eval_sets, eval_tokens_per_domain=int(proxy["eval_tokens_per_domain"]),
+            eval_every=int(proxy["eval_every"]), device=device, dtype=proxy["dtype"], on_event=on_event,
+            on_record=lambda k, rec: swarm.append_metrics(runs[k], rec), task=f"runs {runs[0]}..",
+        )
+    except Exception as err:  # the worker must record any failure in the run files, then exit non-zero
+        message = str(err) if isinstance(err, OlmixError) else f"{type(err).__name__}: {err}"
+        traceback.print_exc()
+        for r in runs:
+            swarm.write_status(r, state="failed", error=message)
+        return False
+    owner = (expand > 0).astype(float)  # [m, u]: which unit each leaf belongs to
+    for r, res in zip(runs, results):
+        leaf_tokens = np.array([res.tokens_per_domain[leaf] for leaf in leaves], dtype=float)
+        realised = (leaf_tokens / leaf_tokens.sum()) @ owner
+        swarm.write_status(
+            r, state="done", progress=1.0, metrics=res.metrics, tokens=res.tokens, flops=res.flops,
+            realised_tokens=dict(zip(leaves, map(int, leaf_tokens))), realised_weights=dict(zip(units, map(float, realised))),
+            final_train_loss=res.final_train_loss, wall_time_s=res.wall_time_s / res.batched_with, note=res.note,
+        )
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m engine.executors.worker", description=__doc__.split("\n\n")[0])
+    ap.add_argument("swarm", type=Path)
+    ap.add_argument("runs", nargs="+")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args(argv)
+    try:
+        swarm = SwarmDir(args.swarm)
+    except OlmixError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0 if train_runs(swarm, args.runs, args.device, args.threads) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
