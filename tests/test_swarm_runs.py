@@ -1,0 +1,136 @@
+"""Swarms on disk with real (tiny) proxy training: idempotent, resumable after SIGKILL, failures recorded."""
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from engine import pipeline
+from engine.executors.base import ExecutorSettings
+from engine.mixture_table import read_tables
+from engine.project import Project
+from engine.runs import SwarmDir
+from olmix_tui.cli import app
+
+
+def plan(project):
+    ctx = pipeline.update_context(project)
+    return pipeline.plan_swarm(project, ctx, pipeline.make_plan(project, ctx))
+
+
+def test_plan_train_tables_and_idempotence(small_project):
+    swarm_dir, swarm = plan(small_project)
+    assert len(swarm) == 3 and swarm_dir.counts()["pending"] == 3
+    again, _ = plan(small_project)
+    assert again.id == swarm_dir.id  # content-addressed: same plan, same swarm
+    counts = pipeline.train_swarm(small_project, swarm_dir)
+    assert counts["done"] == 3
+    table = read_tables(swarm_dir.path / "ratios.csv", swarm_dir.path / "metrics.csv")
+    assert table.run_ids == swarm_dir.run_ids
+    assert np.allclose(table.ratios.sum(axis=1), 1)
+    assert {"code/bpb", "notes/bpb", "decimal/bpb", "code/loss"} <= set(table.metric_names)
+    assert np.all(np.isfinite(table.metrics)) and np.all(table.metrics > 0)
+    for s in swarm_dir.statuses():
+        assert sum(s.data["realised_tokens"].values()) == s.data["tokens"] == 4096
+        assert swarm_dir.curve(s.run)[-1]["step"] == 2
+    before = {s.run: s.data for s in swarm_dir.statuses()}
+    t0 = time.perf_counter()
+    assert pipeline.train_swarm(small_project, swarm_dir)["done"] == 3  # nothing left to do
+    assert time.perf_counter() - t0 < 5
+    assert before == {s.run: s.data for s in swarm_dir.statuses()}
+
+
+def test_realised_weights_follow_the_repetition_cap(small_project):
+    swarm_dir, _ = plan(small_project)
+    pipeline.train_swarm(small_project, swarm_dir)
+    for s in swarm_dir.statuses():
+        realised = s.data["realised_weights"]
+        assert abs(sum(realised.values()) - 1) < 1e-9
+        # whole sequences: the realised share differs from the planned one by at most a sequence's worth per domain
+        for unit, w in s.data["weights"].items():
+            assert abs(realised[unit] - w) <= 2 * 129 / 4096 + 1e-9
+
+
+def test_failed_runs_are_marked_and_retried(small_project):
+    swarm_dir, _ = plan(small_project)
+    store = small_project.cache / "tokens"
+    hidden = small_project.cache / "hidden-tokens"
+    shutil.move(store, hidden)  # the worker cannot find the planned token data
+    runner = CliRunner()
+    r = runner.invoke(app, ["swarm", "run", str(small_project.root), "--swarm", swarm_dir.id])
+    assert r.exit_code == 1 and "--retry-failed" in r.output
+    statuses = swarm_dir.statuses()
+    assert {s.state for s in statuses} == {"failed"}
+    assert "token store has no entry" in statuses[0].data["error"]
+    shutil.move(hidden, store)
+    r = runner.invoke(app, ["swarm", "run", str(small_project.root), "--swarm", swarm_dir.id])
+    assert r.exit_code == 1  # failed runs are skipped without --retry-failed
+    r = runner.invoke(app, ["swarm", "run", str(small_project.root), "--swarm", swarm_dir.id, "--retry-failed"])
+    assert r.exit_code == 0, r.output
+    assert swarm_dir.counts()["done"] == 3
+
+
+def test_sigkill_resumes_without_losing_finished_runs(small_project):
+    p = small_project
+    p.settings = dataclasses.replace(
+        p.settings,
+        proxy=dataclasses.replace(p.settings.proxy, tokens_per_proxy=2048 * 12),
+        executor=ExecutorSettings(max_batch=1, poll_seconds=0.2),
+    )
+    with p.lock():
+        p.save_settings()
+    swarm_dir, _ = plan(p)
+    cmd = [sys.executable, "-c", "from olmix_tui.cli import main; main()", "swarm", "run", str(p.root), "--swarm", swarm_dir.id]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and swarm_dir.counts()["done"] < 1:
+            time.sleep(0.2)
+        assert swarm_dir.counts()["done"] >= 1, "no run finished in time"
+        finished = {s.run: s.data for s in swarm_dir.statuses() if s.state == "done"}
+        workers = [s.data.get("pid") for s in swarm_dir.statuses() if s.data.get("state") == "running"]
+        os.killpg(proc.pid, signal.SIGKILL)  # the scheduler ...
+        for pid in workers:  # ... and its worker (own session) die without cleanup
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    time.sleep(0.5)
+    counts = swarm_dir.counts()
+    assert counts["done"] >= 1 and counts["running"] == 0
+    # resume
+    again = Project.load(p.root)
+    assert pipeline.train_swarm(again, SwarmDir(swarm_dir.path))["done"] == 3
+    for run, data in finished.items():
+        assert swarm_dir.status(run).data == data  # finished runs untouched
+
+
+def test_nan_metrics_are_left_out_of_the_table(small_project):
+    swarm_dir, _ = plan(small_project)
+    pipeline.train_swarm(small_project, swarm_dir)
+    run = swarm_dir.run_ids[0]
+    metrics = swarm_dir.status(run).metrics
+    metrics["code/bpb"] = float("nan")
+    swarm_dir.write_status(run, metrics=metrics)
+    assert run not in swarm_dir.table().run_ids
+    assert swarm_dir.skipped_runs() == [run]
+
+
+def test_swarm_status_json(small_project):
+    swarm_dir, _ = plan(small_project)
+    r = CliRunner().invoke(app, ["swarm", "status", str(small_project.root), "--json"])
+    assert r.exit_code == 0
+    info = json.loads(r.stdout)
+    assert info["swarm"] == swarm_dir.id and info["counts"]["pending"] == 3
