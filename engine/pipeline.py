@@ -185,3 +185,43 @@ def run_batch(project: Project, on_event: EventSink = ignore) -> BatchReport:
              "metrics": s.metrics, "error": s.data.get("error", "")} for s in swarm_dir.statuses()]
     return BatchReport(domains, ctx.prior, tokenizer.fingerprint, tokenizer.vocab_size, plan.to_dict(), swarm_dir.id,
                        runs, time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------- verification
+
+
+def plan_verification(project: Project, ctx: UpdateContext, mixtures: dict[str, dict[str, float]], seeds: int) -> SwarmDir:
+    """A swarm of verification runs: each labelled leaf mixture trained with `seeds` seeds (no groups)."""
+    tokenizer = project.tokenizer()
+    scale = proxy_scale(project, tokenizer.vocab_size)
+    leaves = ctx.leaves
+    labels = sorted(mixtures)
+    weights = np.array([[mixtures[label].get(x, 0.0) for x in leaves] for label in labels])
+    spec = {
+        "purpose": "verify",
+        "plan": "verify",
+        "labels": labels,
+        "leaves": leaves,
+        "groups": [],
+        "prior": dict(ctx.prior),
+        "proxy": scale,
+        "data": {"vocab_size": tokenizer.vocab_size, "keys": {x: ctx.tokens[x].key for x in leaves},
+                 "eval_sets": dict(project.settings.data.eval_sets)},
+    }
+    base = project.settings.proxy.seed
+    sid = _spec_id({"verify": weights.round(8).tolist(), "labels": labels, "seeds": seeds, "proxy": scale, "data": spec["data"]})
+    runs = [f"{sid}-{i:02d}-s{base + s}" for i in range(len(labels)) for s in range(seeds)]
+    with project.lock():
+        return SwarmDir.create(project.swarms_dir / sid, spec, runs, leaves, np.repeat(weights, seeds, axis=0),
+                               [base + s for _ in labels for s in range(seeds)], [x for x in labels for _ in range(seeds)])
+
+
+def measured_objective(swarm: SwarmDir, objective) -> dict[str, dict]:
+    """Per label of a verification swarm: the objective of each seed's run, their mean and spread (std)."""
+    out: dict[str, dict] = {}
+    for label in swarm.spec["labels"]:
+        values = [objective(s.metrics) for s in swarm.statuses() if s.state == "done" and s.data.get("label") == label]
+        if values:
+            out[label] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                          "values": values}
+    return out

@@ -76,15 +76,18 @@ class SwarmDir:
 
     @classmethod
     def create(cls, path: Path, spec: dict, run_ids: list[str], units: list[str], unit_weights: np.ndarray,
-               seeds: list[int]) -> "SwarmDir":
-        """Write a new swarm (or return the existing one with the same id: plans are content-addressed)."""
+               seeds: list[int], labels: list[str] | None = None) -> "SwarmDir":
+        """Write a new swarm (or return the existing one with the same id: plans are content-addressed).
+
+        `labels` name what each run stands for (verification runs: the mixture it checks)."""
         path = Path(path)
         if (path / "swarm.toml").exists():
             return cls(path)
-        for run, weights, seed in zip(run_ids, unit_weights, seeds):
-            atomic.write_json(path / "runs" / run / "status.json",
-                              {"run": run, "state": "pending", "seed": int(seed),
-                               "weights": dict(zip(units, map(float, weights)))})
+        for i, (run, weights, seed) in enumerate(zip(run_ids, unit_weights, seeds)):
+            status = {"run": run, "state": "pending", "seed": int(seed), "weights": dict(zip(units, map(float, weights)))}
+            if labels:
+                status["label"] = labels[i]
+            atomic.write_json(path / "runs" / run / "status.json", status)
         atomic.write_csv(path / "plan.csv", ["run", *units], ([r, *map(float, w)] for r, w in zip(run_ids, unit_weights)))
         atomic.write_toml(path / "swarm.toml", {**spec, "units": units, "runs": run_ids})  # last: marks it complete
         return cls(path)
