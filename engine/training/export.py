@@ -18,6 +18,12 @@ from engine import atomic
 from engine.training.model import StackedLlama
 
 
+def hf_rope_order(columns: torch.Tensor, n_heads: int, head_dim: int) -> torch.Tensor:
+    """[D, heads * hd] q/k columns with rotation pairs adjacent -> HF's half-split order per head."""
+    d = columns.shape[0]
+    return columns.reshape(d, n_heads, head_dim // 2, 2).transpose(2, 3).reshape(d, n_heads * head_dim)
+
+
 def proxy_state_dict(model: StackedLlama, k: int) -> dict[str, torch.Tensor]:
     """Proxy k's weights under LlamaForCausalLM names and [out, in] layout, float32 on CPU."""
     cfg = model.config
@@ -29,7 +35,7 @@ def proxy_state_dict(model: StackedLlama, k: int) -> dict[str, torch.Tensor]:
     state = {"model.embed_tokens.weight": t(model.embed[k]), "model.norm.weight": t(model.norm[k])}
     for i, layer in enumerate(model.layers):
         prefix = f"model.layers.{i}."
-        qk = layer.qk[k]
+        qk = hf_rope_order(layer.qk[k], 2 * cfg.num_attention_heads, cfg.head_dim)
         state.update({
             prefix + "input_layernorm.weight": t(layer.attn_norm[k]),
             prefix + "self_attn.q_proj.weight": t(qk[:, :attn].T),

@@ -7,9 +7,10 @@ Numerically this is transformers' LlamaForCausalLM (RMSNorm computed in float32,
 computes it, SwiGLU MLP, no biases, tied or untied head); `export.export_hf` writes proxy k as
 such a checkpoint and the tests compare logits.
 
-Weights are stored in "x @ W" orientation ([K, in, out]); q and k share one bmm and RoPE runs
-as a small autograd function that writes its outputs and gradients in place of the usual
-rotate_half concatenations (on CPU these copies of K-times-larger activations are not free).
+Weights are stored in "x @ W" orientation ([K, in, out]); q and k share one bmm. Within each
+head, q and k columns are stored with RoPE's rotation pairs adjacent (HF dims i and i + hd/2 at
+2i and 2i + 1), so RoPE is one complex multiply instead of rotate_half's copies; the same
+permutation of q and k leaves every attention score unchanged, and export_hf permutes back.
 """
 
 from __future__ import annotations
@@ -43,37 +44,14 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight[:, None, :] * normed
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: float, out: torch.Tensor) -> torch.Tensor:
-    """RoPE in HF's half-split layout, written into `out`: [x1, x2] -> [x1 c - x2 s, x2 c + x1 s] (sign=1);
-    sign=-1 applies the inverse (transposed) rotation. cos / sin hold one half of HF's tables."""
-    half = x.shape[-1] // 2
-    x1, x2, o1, o2 = x[..., :half], x[..., half:], out[..., :half], out[..., half:]
-    torch.mul(x1, cos, out=o1)
-    o1.addcmul_(x2, sin, value=-sign)
-    torch.mul(x2, cos, out=o2)
-    o2.addcmul_(x1, sin, value=sign)
-    return out
+def apply_rope(qk: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """RoPE on [..., T, heads, hd] whose rotation pairs are adjacent, as one complex multiply.
 
-
-class _RopeQK(torch.autograd.Function):
-    """qk [KB, T, 2H, hd] -> rotated q, k [KB, T, H, hd]; the backward writes one qk gradient (no cat)."""
-
-    @staticmethod
-    def forward(ctx, qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        ctx.save_for_backward(cos, sin)
-        h = qk.shape[2] // 2
-        q = _rotate(qk[:, :, :h], cos, sin, 1.0, qk.new_empty(qk[:, :, :h].shape))
-        k = _rotate(qk[:, :, h:], cos, sin, 1.0, qk.new_empty(qk[:, :, h:].shape))
-        return q, k
-
-    @staticmethod
-    def backward(ctx, grad_q: torch.Tensor, grad_k: torch.Tensor):
-        cos, sin = ctx.saved_tensors
-        h = grad_q.shape[2]
-        grad = grad_q.new_empty(grad_q.shape[:2] + (2 * h,) + grad_q.shape[3:])
-        _rotate(grad_q, cos, sin, -1.0, grad[:, :, :h])
-        _rotate(grad_k, cos, sin, -1.0, grad[:, :, h:])
-        return grad, None, None
+    `rotation` [T, 1, hd/2] holds cos + i sin of HF's tables. Computed in float32 (complex64) and
+    returned in the input dtype.
+    """
+    pairs = torch.view_as_complex(qk.float().reshape(*qk.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * rotation).reshape(qk.shape).to(qk.dtype)
 
 
 class StackedLlama(nn.Module):
@@ -110,8 +88,7 @@ class StackedLlama(nn.Module):
         self.head = None if config.tie_word_embeddings else nn.Parameter(torch.empty(k, d, v))
         cos, sin = rope_tables(config, config.max_position_embeddings)
         half = config.head_dim // 2  # HF's tables repeat the same half twice
-        self.register_buffer("rope_cos", cos[:, None, :half].contiguous(), persistent=False)
-        self.register_buffer("rope_sin", sin[:, None, :half].contiguous(), persistent=False)
+        self.register_buffer("rope_rotation", torch.complex(cos[:, None, :half], sin[:, None, :half]), persistent=False)
         self.register_buffer("vocab_offsets", torch.arange(k)[:, None, None] * v, persistent=False)
 
     def init_weights(self, seeds: Sequence[int]) -> None:
@@ -144,13 +121,13 @@ class StackedLlama(nn.Module):
         attn = h * hd
         x = F.embedding(tokens + self.vocab_offsets, self.embed.reshape(-1, cfg.hidden_size))
         x = x.reshape(k, b * t, cfg.hidden_size)
-        cos, sin = self.rope_cos[:t], self.rope_sin[:t]
+        rotation = self.rope_rotation[:t]
         for layer in self.layers:
             normed = rms_norm(x, layer.attn_norm, cfg.rms_norm_eps)
-            q, key = _RopeQK.apply(torch.bmm(normed, layer.qk).view(k * b, t, 2 * h, hd), cos, sin)
-            v = torch.bmm(normed, layer.v).view(k * b, t, h, hd)
-            y = F.scaled_dot_product_attention(q.transpose(1, 2), key.transpose(1, 2), v.transpose(1, 2),
-                                               is_causal=True, scale=hd**-0.5)
+            v = torch.bmm(normed, layer.v).view(k * b, t, h, hd).transpose(1, 2)
+            qk = apply_rope(torch.bmm(normed, layer.qk).view(k * b, t, 2 * h, hd), rotation).to(v.dtype)
+            q, key = qk.transpose(1, 2).split(h, dim=1)
+            y = F.scaled_dot_product_attention(q, key, v, is_causal=True, scale=hd**-0.5)
             x = x + torch.bmm(y.transpose(1, 2).reshape(k, b * t, attn), layer.o)
             normed = rms_norm(x, layer.mlp_norm, cfg.rms_norm_eps)
             x = x + torch.bmm(F.silu(torch.bmm(normed, layer.gate)) * torch.bmm(normed, layer.up), layer.down)

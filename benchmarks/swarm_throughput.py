@@ -1,0 +1,169 @@
+"""Swarm throughput: K proxies one at a time (plain transformers loop) vs the batched trainer.
+
+Both train the same K proxies (same preset, mixtures, seeds, initial weights, batches, lr schedule,
+AdamW settings, per-proxy gradient clipping, dtype and threads) on byte-level text from the
+Python installation. (a) is the idiomatic loop: LlamaForCausalLM, cross-entropy, backward,
+clip_grad_norm_, AdamW step, proxy after proxy. (b) is engine.training.train_proxies, all K at
+once. Training time only (no evaluation) is compared. MFU = tokens/s x FLOPs per token
+(flops.train_flops_per_token: 6 x matmul weights incl. LM head + attention) / the matmul peak
+measured in this run. The last line printed is one JSON object with the figures.
+
+    python benchmarks/swarm_throughput.py                # cpu preset, K=8, 262,144 tokens per proxy
+    python benchmarks/swarm_throughput.py --quick        # smoke test: a few steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import LlamaForCausalLM
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.events import TaskFinished  # noqa: E402
+from engine.training.device import autocast, autocast_dtype, cpu_threads, pick_device, use_all_cores  # noqa: E402
+from engine.training.export import proxy_state_dict  # noqa: E402
+from engine.training.flops import measure_matmul_peak, train_flops_per_token  # noqa: E402
+from engine.training.model import StackedLlama  # noqa: E402
+from engine.training.optim import lr_at  # noqa: E402
+from engine.training.presets import ProxyPreset, get_preset  # noqa: E402
+from engine.training.sampler import SequenceBatcher, available_windows, plan_proxy_data  # noqa: E402
+from engine.training.textdata import BYTE_VOCAB_SIZE, TokenDomain, stdlib_text_domains  # noqa: E402
+from engine.training.trainer import train_proxies  # noqa: E402
+
+SPEEDUP_FLOOR = 2.0
+MAX_REPETITION = 4.0
+
+
+def load_domains() -> tuple[list[TokenDomain], int]:
+    """The benchmark's data: (domains, vocab size). Swap this for the sample project's token store."""
+    return stdlib_text_domains(max_bytes_per_domain=1_500_000), BYTE_VOCAB_SIZE
+
+
+def one_at_a_time(preset: ProxyPreset, vocab_size: int, mixtures: np.ndarray, seeds: list[int],
+                  domains: list[TokenDomain], steps: int, device: torch.device) -> float:
+    """Train each proxy alone with LlamaForCausalLM + torch AdamW; returns training seconds."""
+    arrays = [d.train for d in domains]
+    available = available_windows(arrays, preset.seq_len)
+    config = preset.llama_config(vocab_size)
+    amp = autocast_dtype(device)
+    seconds = 0.0
+    for weights, seed in zip(mixtures, seeds):
+        init = StackedLlama(config, 1)
+        init.init_weights([seed])  # the same initial weights as the batched trainer's proxy
+        model = LlamaForCausalLM(config)
+        model.load_state_dict(proxy_state_dict(init, 0))
+        model.to(device).train()
+        decay = [p for p in model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in model.parameters() if p.dim() < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": preset.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=preset.lr, betas=preset.betas, fused=True)
+        plan = plan_proxy_data(weights, steps * preset.batch_size, available, MAX_REPETITION, seed, preset.batch_size)
+        batcher = SequenceBatcher(arrays, preset.seq_len, [plan], preset.batch_size)
+        _synchronize(device)
+        start = time.perf_counter()
+        for step in range(steps):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, steps, preset)
+            batch = torch.from_numpy(batcher.batch(step)[0]).to(device)
+            with autocast(device, amp):
+                logits = model(input_ids=batch[:, :-1]).logits
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        _synchronize(device)
+        seconds += time.perf_counter() - start
+    return seconds
+
+
+def batched(preset: ProxyPreset, vocab_size: int, mixtures: np.ndarray, seeds: list[int],
+            domains: list[TokenDomain], steps: int, device: str, compile: bool | str) -> dict:
+    """Train all proxies with the batched trainer; returns its TaskFinished info."""
+    finished = []
+    train_proxies(
+        preset, vocab_size, mixtures, [d.train for d in domains], [d.val for d in domains],
+        [d.bytes_per_token for d in domains], steps * preset.tokens_per_step, seeds, MAX_REPETITION,
+        domain_names=[d.name for d in domains], eval_tokens_per_domain=preset.seq_len, device=device,
+        compile=compile, on_event=lambda e: finished.append(e.info) if isinstance(e, TaskFinished) else None)
+    return finished[-1]
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--k", type=int, default=8, help="proxies")
+    parser.add_argument("--tokens-per-proxy", type=int, default=262_144)
+    parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                        help="torch.compile in the batched trainer (auto: for runs of 300+ steps)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 4 proxies, 3 steps")
+    args = parser.parse_args(argv)
+
+    device = pick_device(args.device)
+    threads = use_all_cores() if device.type == "cpu" else torch.get_num_threads()
+    preset = get_preset(args.preset)
+    k = min(args.k, 4) if args.quick else args.k
+    tokens = 3 * preset.tokens_per_step if args.quick else args.tokens_per_proxy
+    steps = tokens // preset.tokens_per_step
+    compile = {"auto": "auto", "on": True, "off": False}[args.compile]
+    domains, vocab_size = load_domains()
+    mixtures = np.random.default_rng(0).dirichlet(np.ones(len(domains)), size=k)
+    seeds = list(range(k))
+    config = preset.llama_config(vocab_size)
+    flops_per_token = train_flops_per_token(config, preset.seq_len)
+    amp = autocast_dtype(device)
+
+    print(f"device {device} ({threads} threads, {cpu_threads()} usable cores), preset {preset.name}: "
+          f"{preset.n_layers} layers, d_model {preset.d_model}, {preset.n_heads} heads, seq_len {preset.seq_len}, "
+          f"batch {preset.batch_size}; vocab {vocab_size}; {k} proxies x {steps} steps "
+          f"({steps * preset.tokens_per_step:,} tokens each); domains {', '.join(d.name for d in domains)}")
+    load_before = os.getloadavg()[0]
+    peak = measure_matmul_peak(device, amp or torch.float32, size=8192 if device.type == "cuda" else 2048)
+    print(f"matmul peak {peak / 1e9:.1f} GFLOP/s; {flops_per_token / 1e6:.3f} MFLOP per trained token")
+
+    base_seconds = one_at_a_time(preset, vocab_size, mixtures, seeds, domains, steps, device)
+    base_tps = k * steps * preset.tokens_per_step / base_seconds
+    print(f"(a) one at a time, LlamaForCausalLM + AdamW: {base_tps:,.0f} tokens/s "
+          f"({base_seconds:.1f} s), MFU {base_tps * flops_per_token / peak:.1%}")
+
+    info = batched(preset, vocab_size, mixtures, seeds, domains, steps, str(device), compile)
+    batched_tps = info["tokens_per_s"]
+    print(f"(b) batched trainer, {k} proxies at once: {batched_tps:,.0f} tokens/s "
+          f"({info['train_time_s']:.1f} s), MFU {batched_tps * flops_per_token / peak:.1%}")
+
+    speedup = batched_tps / base_tps
+    floor_met = speedup >= SPEEDUP_FLOOR
+    print(f"speedup {speedup:.2f}x; floor {SPEEDUP_FLOOR:.0f}x {'met' if floor_met else 'NOT met'}; "
+          f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after (>{cpu_threads()} means other "
+          "processes shared the cores)")
+    figures = {
+        "device": str(device), "threads": threads, "preset": preset.name, "k": k, "steps": steps,
+        "tokens_per_proxy": steps * preset.tokens_per_step, "vocab_size": vocab_size,
+        "flops_per_token": flops_per_token, "matmul_peak_flops": peak,
+        "baseline_tokens_per_s": base_tps, "batched_tokens_per_s": batched_tps, "speedup": speedup,
+        "baseline_mfu": base_tps * flops_per_token / peak, "batched_mfu": batched_tps * flops_per_token / peak,
+        "speedup_floor": SPEEDUP_FLOOR, "floor_met": floor_met, "quick": args.quick,
+        "load_average": [load_before, os.getloadavg()[0]],
+    }
+    print(json.dumps(figures, sort_keys=True))
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""benchmarks/swarm_throughput.py runs end to end and reports its figures as JSON."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "swarm_throughput.py"
+
+
+def test_swarm_throughput_quick_mode_reports_figures():
+    out = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--device", "cpu"], capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    lines = out.strip().splitlines()
+    figures = json.loads(lines[-1])
+    assert figures["quick"] is True and figures["device"] == "cpu" and figures["threads"] >= 1
+    for key in ("baseline_tokens_per_s", "batched_tokens_per_s", "speedup", "matmul_peak_flops", "flops_per_token"):
+        assert figures[key] > 0, key
+    assert 0 < figures["baseline_mfu"] < 1 and 0 < figures["batched_mfu"] < 1
+    assert figures["floor_met"] == (figures["speedup"] >= figures["speedup_floor"])
+    assert any(line.startswith("(a) one at a time") for line in lines)
+    assert any(line.startswith("(b) batched trainer") for line in lines)
