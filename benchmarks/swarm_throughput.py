@@ -15,6 +15,7 @@ measured in this run. The last line printed is one JSON object with the figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -29,7 +30,7 @@ from transformers import LlamaForCausalLM
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.events import TaskFinished  # noqa: E402
-from engine.training.device import autocast, autocast_dtype, cpu_threads, pick_device, use_all_cores  # noqa: E402
+from engine.training.device import autocast, autocast_dtype, cpu_threads, pick_device  # noqa: E402
 from engine.training.export import proxy_state_dict  # noqa: E402
 from engine.training.flops import measure_matmul_peak, train_flops_per_token  # noqa: E402
 from engine.training.model import StackedLlama  # noqa: E402
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=0, help="sequences per step per proxy (0: the preset's)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: every usable core)")
     parser.add_argument("--k", type=int, default=8, help="proxies")
     parser.add_argument("--tokens-per-proxy", type=int, default=262_144)
     parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
@@ -116,8 +119,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     device = pick_device(args.device)
-    threads = use_all_cores() if device.type == "cpu" else torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads or cpu_threads())
+    threads = torch.get_num_threads()
     preset = get_preset(args.preset)
+    if args.batch_size:
+        preset = dataclasses.replace(preset, batch_size=args.batch_size)
     k = min(args.k, 4) if args.quick else args.k
     tokens = 3 * preset.tokens_per_step if args.quick else args.tokens_per_proxy
     steps = tokens // preset.tokens_per_step

@@ -61,10 +61,3 @@ def cpu_threads() -> int:
     except AttributeError:
         return os.cpu_count() or 1
 
-
-def use_all_cores() -> int:
-    """Set torch's intra-op threads to the usable cores; returns the count."""
-    n = cpu_threads()
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    return n

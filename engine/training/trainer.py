@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -207,6 +208,8 @@ class _BatchedRun:
         self.flops_per_token = train_flops_per_token(config, preset.seq_len)
         self.loss_fn = self.model.losses
         if _wants_compile(compile, device, self.batcher.steps):
+            # RoPE's complex multiply stays an eager kernel inside the compiled graph; that is intended.
+            warnings.filterwarnings("ignore", message="Torchinductor does not support code generation for complex")
             self.loss_fn = torch.compile(self.model.losses)
 
     def _step_losses(self, batch: torch.Tensor) -> torch.Tensor:
