@@ -1,0 +1,86 @@
+"""Olmix's log-linear mixing law: per metric y = exp(c) + exp(t . x).
+
+As in Olmix (allenai/olmix, olmix/fit/utils.py), each metric is fitted under a Huber loss
+(delta 0.02, summed over runs) from many random initialisations: log c on a grid over [-2, 1.5],
+t ~ U(0, 0.1) except the metric's own domain at -U(0, 1); the best initialisation per metric
+(lowest training Huber loss) is kept. Olmix ties a metric to a domain by position; here the "own"
+domain is the one whose weight is most negatively correlated with the metric in the data, which
+works for any metric names. All metrics and initialisations are fitted in one batched
+Levenberg-Marquardt solve (engine.regression.lawfit). The fitted (c, t) feed the exact proposer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.regression.base import Regressor, load_arrays, register, save_arrays
+from engine.regression.lawfit import fit_huber
+
+PARAMS_FILE = "loglinear.npz"
+LOG_C_GRID = (-2.0, 1.5)
+
+
+def own_domain(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Per metric [k], the domain whose weight correlates most negatively with it."""
+    Xc = X - X.mean(0)
+    Yc = Y - Y.mean(0)
+    norms = np.linalg.norm(Xc, axis=0)[:, None] * np.linalg.norm(Yc, axis=0)[None, :]
+    corr = (Xc.T @ Yc) / np.where(norms > 0, norms, 1.0)
+    return corr.argmin(axis=0)
+
+
+def _law(X: torch.Tensor, P: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    ec = torch.exp(P[:, :1])
+    e = torch.exp(P[:, 1:] @ X.T)
+    J = torch.cat([ec.expand_as(e)[..., None], e[..., None] * X[None]], dim=-1)
+    return ec + e, J
+
+
+@register
+class LogLinearRegressor(Regressor):
+    """y_i = exp(c_i) + exp(t_i . x), Huber-fitted per metric from `inits` random starts."""
+
+    name = "loglinear"
+
+    def __init__(self, inits: int = 64, delta: float = 0.02, iterations: int = 200, seed: int = 0):
+        super().__init__(inits=inits, delta=delta, iterations=iterations, seed=seed)
+        self.c = np.zeros(0)
+        self.t = np.zeros((0, 0))
+
+    def _initial_params(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+        k, m, inits = Y.shape[1], X.shape[1], self.settings["inits"]
+        rng = np.random.default_rng(self.settings["seed"])
+        P = np.empty((k, inits, m + 1))
+        P[:, :, 0] = np.linspace(*LOG_C_GRID, 10)[np.arange(inits) % 10]
+        P[:, :, 1:] = rng.random((k, inits, m)) * 0.1
+        P[np.arange(k), :, 1 + own_domain(X, Y)] = -rng.random((k, inits))
+        return P
+
+    def _fit(self, X: np.ndarray, Y: np.ndarray) -> None:
+        k, m, inits = Y.shape[1], X.shape[1], self.settings["inits"]
+        P0 = torch.from_numpy(self._initial_params(X, Y).reshape(k * inits, m + 1))
+        targets = torch.from_numpy(np.repeat(Y.T, inits, axis=0))
+        P, loss = fit_huber(
+            _law, torch.from_numpy(X), targets, P0, self.settings["delta"], self.settings["iterations"]
+        )
+        loss = torch.nan_to_num(loss.reshape(k, inits), nan=np.inf)
+        best = P.reshape(k, inits, m + 1)[torch.arange(k), loss.argmin(1)].numpy()
+        self.c, self.t = best[:, 0].copy(), best[:, 1:].copy()
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        X = self._check_predict(X)
+        return np.exp(self.c)[None, :] + np.exp(X @ self.t.T)
+
+    def law(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.c.copy(), self.t.copy()
+
+    def _state(self, folder: Path) -> dict:
+        save_arrays(folder / PARAMS_FILE, c=self.c, t=self.t)
+        return {"file": PARAMS_FILE}
+
+    def _restore(self, folder: Path, info: dict) -> None:
+        arrays = load_arrays(folder / info["file"])
+        self.c, self.t = arrays["c"], arrays["t"]

@@ -1,0 +1,240 @@
+"""Content-addressed regression fits: fits/<id>/ holds one fitted model and its CV scores.
+
+The id is a short sha256 of everything a fit depends on (ratios, metrics, domain and metric names,
+regressor and its settings, CV folds and seed), so fitting unchanged inputs again loads the stored
+fit instead of refitting. A fit folder holds:
+
+  fit.toml   regressor, what it chose, domains, metrics, settings, source swarm ids, CV means
+  cv.csv     per metric: spearman (x100), r2, mae
+  model/     the saved regressor (engine.regression.base)
+
+fit.toml is written last, so a folder without it is an interrupted fit and is redone.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import os
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from engine.atomic import write_csv, write_toml
+from engine.errors import ConfigError, DataError
+from engine.events import EventSink, Message, TaskFinished, TaskStarted, ignore
+from engine.mixture_table import MixtureTable
+from engine.regression.base import REGRESSORS, Regressor, make_regressor
+from engine.regression.cv import CVReport, cross_validate
+from engine.regression.ensemble import DEFAULT_CANDIDATES
+
+FIT_FILE = "fit.toml"
+CV_FILE = "cv.csv"
+MODEL_DIR = "model"
+ID_LENGTH = 12
+
+
+@dataclass(frozen=True)
+class RegressionSettings:
+    """The [regression] section of olmix.toml: which regressor to fit and how.
+
+    Fields:
+        regressor: loglinear, lightgbm, ridge, gp, powerlaw, ensemble (average of `candidates`) or
+            auto (chosen among `candidates` by cross-validation).
+        folds: K of the K-fold cross-validation reported with every fit (and used by auto).
+        seed: seed of the CV folds and of every regressor's randomness.
+        candidates: regressors auto chooses among (and ensemble averages).
+        ensemble: whether auto may also pick an average of its best candidates.
+        loglinear_inits: random initialisations per metric of the log-linear law (Olmix uses 300).
+        loglinear_delta: Huber delta of the log-linear fit (Olmix: 0.02).
+        loglinear_iterations: Levenberg-Marquardt iterations of the log-linear fit.
+        lightgbm_learning_rate: LightGBM learning rate (RegMix: 0.01).
+        lightgbm_rounds: maximum boosting rounds (RegMix: 1000).
+        lightgbm_patience: early-stopping patience in rounds (RegMix: 3).
+        lightgbm_valid_fraction: share of training runs held out for early stopping (0 = none).
+        lightgbm_bags: LightGBM models per metric, each with its own held-out split, averaged.
+        lightgbm_threads: LightGBM threads (small data: 1 is fastest on a shared machine).
+        gp_max_opt_points: runs used to tune the Gaussian process kernel.
+        powerlaw_inits: random initialisations per metric of the power law.
+    """
+
+    regressor: str = "auto"
+    folds: int = 5
+    seed: int = 0
+    candidates: list[str] = field(default_factory=lambda: list(DEFAULT_CANDIDATES))
+    ensemble: bool = True
+    loglinear_inits: int = 32
+    loglinear_delta: float = 0.02
+    loglinear_iterations: int = 100
+    lightgbm_learning_rate: float = 0.01
+    lightgbm_rounds: int = 1000
+    lightgbm_patience: int = 3
+    lightgbm_valid_fraction: float = 0.125
+    lightgbm_bags: int = 4
+    lightgbm_threads: int = 1
+    gp_max_opt_points: int = 192
+    powerlaw_inits: int = 8
+
+    def __post_init__(self):
+        if self.regressor not in REGRESSORS:
+            raise ConfigError(f"regressor '{self.regressor}' is unknown; use one of {', '.join(sorted(REGRESSORS))}.")
+        bad = [c for c in self.candidates if c not in REGRESSORS or c in ("auto", "ensemble")]
+        if bad or not self.candidates:
+            raise ConfigError(
+                f"candidates {bad or '[]'} are not usable; list some of "
+                f"{', '.join(sorted(set(REGRESSORS) - {'auto', 'ensemble'}))}."
+            )
+        if self.folds < 2:
+            raise ConfigError(f"folds is {self.folds}; use 2 or more.")
+
+    def regressor_settings(self, name: str) -> dict[str, Any]:
+        """Keyword settings for make_regressor(name)."""
+        singles = {
+            "loglinear": {"inits": self.loglinear_inits, "delta": self.loglinear_delta,
+                          "iterations": self.loglinear_iterations, "seed": self.seed},
+            "lightgbm": {"learning_rate": self.lightgbm_learning_rate, "rounds": self.lightgbm_rounds,
+                         "patience": self.lightgbm_patience, "valid_fraction": self.lightgbm_valid_fraction,
+                         "bags": self.lightgbm_bags, "threads": self.lightgbm_threads, "seed": self.seed},
+            "gp": {"max_opt_points": self.gp_max_opt_points, "seed": self.seed},
+            "ridge": {},
+            "powerlaw": {"inits": self.powerlaw_inits, "seed": self.seed},
+        }
+        if name in singles:
+            return singles[name]
+        members = {c: singles[c] for c in self.candidates}
+        if name == "ensemble":
+            return {"members": list(self.candidates), "member_settings": members}
+        return {"candidates": list(self.candidates), "folds": self.folds, "seed": self.seed,
+                "ensemble": self.ensemble, "member_settings": members}
+
+
+@dataclass
+class FitResult:
+    """A stored fit: the model, its CV scores and where it lives."""
+
+    fit_id: str
+    folder: Path
+    regressor: str  # as requested (e.g. auto)
+    chosen: str  # what was fitted (e.g. "auto: gp+lightgbm")
+    model: Regressor
+    domains: list[str]
+    metric_names: list[str]
+    cv: CVReport
+    source_swarms: list[str]
+    reused: bool  # True when an identical earlier fit was loaded instead of refitting
+    seconds: float  # fitting time of the stored fit
+
+
+def check_metrics_finite(table: MixtureTable) -> None:
+    """Raise DataError naming the first run and metric whose value is not finite."""
+    if not table.metric_names:
+        raise DataError("The swarm table has no metrics; train the swarm's runs before fitting.")
+    bad = np.argwhere(~np.isfinite(table.metrics))
+    if len(bad):
+        r, c = bad[0]
+        raise DataError(
+            f"Run '{table.run_ids[r]}' has metric '{table.metric_names[c]}' = {table.metrics[r, c]}; "
+            f"rerun that run or drop it before fitting."
+        )
+
+
+def fit_id(table: MixtureTable, regressor: str, settings: "RegressionSettings") -> str:
+    """Short sha256 of the table, the regressor and the settings it uses."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(table.ratios, dtype="<f8").tobytes())
+    h.update(np.ascontiguousarray(table.metrics, dtype="<f8").tobytes())
+    spec = {
+        "domains": table.domains, "metrics": table.metric_names, "regressor": regressor,
+        "settings": settings.regressor_settings(regressor), "folds": settings.folds, "seed": settings.seed,
+    }
+    h.update(json.dumps(spec, sort_keys=True).encode())
+    return h.hexdigest()[:ID_LENGTH]
+
+
+def fit_and_store(
+    fits_dir: str | os.PathLike,
+    table: MixtureTable,
+    regressor: str | None = None,
+    settings: RegressionSettings = RegressionSettings(),
+    on_event: EventSink = ignore,
+    source_swarms: Sequence[str] = (),
+) -> FitResult:
+    """Fit `regressor` (default settings.regressor) on `table`, or load the identical stored fit."""
+    name = regressor or settings.regressor
+    settings = dataclasses.replace(settings, regressor=name)
+    check_metrics_finite(table)
+    if table.n_runs < settings.folds:
+        raise DataError(
+            f"The swarm has {table.n_runs} runs, fewer than the {settings.folds} CV folds; train more runs or lower folds."
+        )
+    fid = fit_id(table, name, settings)
+    folder = Path(fits_dir) / fid
+    if (folder / FIT_FILE).is_file():
+        on_event(Message(f"Inputs unchanged: reusing fit {fid}."))
+        result = load_fit(folder)
+        result.reused = True
+        return result
+
+    task = f"fit {name}"
+    on_event(TaskStarted(task))
+    start = time.perf_counter()
+    X, Y = table.ratios, table.metrics
+    if name == "auto":
+        model = make_regressor(name, on_event=on_event, **settings.regressor_settings(name)).fit(X, Y)
+        cv = model.report
+    else:
+        cv = cross_validate(
+            name, X, Y, on_event=on_event, **{**settings.regressor_settings(name), "folds": settings.folds, "seed": settings.seed}
+        )
+        model = make_regressor(name, **settings.regressor_settings(name)).fit(X, Y)
+    seconds = time.perf_counter() - start
+
+    model.save(folder / MODEL_DIR)
+    write_csv(
+        folder / CV_FILE,
+        ["metric", "spearman", "r2", "mae"],
+        ([m, float(s), float(r), float(a)] for m, s, r, a in zip(table.metric_names, cv.spearman, cv.r2, cv.mae)),
+    )
+    write_toml(
+        folder / FIT_FILE,
+        {
+            "fit_id": fid, "regressor": name, "chosen": model.describe(), "domains": table.domains,
+            "metrics": table.metric_names, "n_runs": table.n_runs, "source_swarms": list(source_swarms),
+            "settings": dataclasses.asdict(settings), "seconds": seconds,
+            "cv": {"folds": settings.folds, "seed": settings.seed, "cv_of": cv.regressor, **cv.means()},
+        },
+    )
+    on_event(TaskFinished(task, info={"fit_id": fid, "chosen": model.describe(), **cv.means()}))
+    return FitResult(
+        fid, folder, name, model.describe(), model, list(table.domains), list(table.metric_names),
+        cv, list(source_swarms), False, seconds,
+    )
+
+
+def load_fit(folder: str | os.PathLike) -> FitResult:
+    """Load the fit stored in `folder` (a fits/<id> folder)."""
+    folder = Path(folder)
+    if not (folder / FIT_FILE).is_file():
+        raise DataError(f"{folder} holds no finished fit ({FIT_FILE} is missing); fit the swarm again.")
+    info = tomllib.loads((folder / FIT_FILE).read_text(encoding="utf-8"))
+    with open(folder / CV_FILE, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    cv = CVReport(
+        info["cv"]["cv_of"],
+        np.array([float(r["spearman"]) for r in rows]),
+        np.array([float(r["r2"]) for r in rows]),
+        np.array([float(r["mae"]) for r in rows]),
+        int(info["cv"]["folds"]),
+        int(info["cv"]["seed"]),
+    )
+    return FitResult(
+        info["fit_id"], folder, info["regressor"], info["chosen"], Regressor.load(folder / MODEL_DIR),
+        list(info["domains"]), list(info["metrics"]), cv, list(info["source_swarms"]), False,
+        float(info["seconds"]),
+    )
