@@ -171,3 +171,23 @@ def test_lightgbm_needs_enough_runs_to_hold_out():
     with pytest.raises(DataError, match="valid_fraction"):
         make_regressor("lightgbm").fit(X, Y)
     make_regressor("lightgbm", valid_fraction=0.0, rounds=20).fit(X, Y)
+
+
+def test_regmix_benchmark_quick_mode_prints_a_json_summary():
+    if not REGMIX.is_dir():
+        pytest.skip("RegMix swarm results not present")
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "regmix_public.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--quick", "--data", str(REGMIX)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["quick"] is True and summary["train_runs"] == 96
+    assert set(summary["regressors"]) == {"loglinear", "lightgbm", "ridge", "gp", "powerlaw", "auto"}
+    assert all(f["met"] is None for f in summary["floors"].values())
+    assert summary["exact_proposer"]["kkt_residual"] < 1e-7
+    assert "floor mean_spearman" in out.stdout

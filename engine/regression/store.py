@@ -113,6 +113,10 @@ class RegressionSettings:
         return {"candidates": list(self.candidates), "folds": self.folds, "seed": self.seed,
                 "ensemble": self.ensemble, "member_settings": members}
 
+    def cv_kwargs(self, name: str) -> dict[str, Any]:
+        """Keyword arguments of cross_validate(name, X, Y, **kwargs): folds, seed and the regressor's settings."""
+        return {**self.regressor_settings(name), "folds": self.folds, "seed": self.seed}
+
 
 @dataclass
 class FitResult:
@@ -189,9 +193,7 @@ def fit_and_store(
         model = make_regressor(name, on_event=on_event, **settings.regressor_settings(name)).fit(X, Y)
         cv = model.report
     else:
-        cv = cross_validate(
-            name, X, Y, on_event=on_event, **{**settings.regressor_settings(name), "folds": settings.folds, "seed": settings.seed}
-        )
+        cv = cross_validate(name, X, Y, on_event=on_event, **settings.cv_kwargs(name))
         model = make_regressor(name, **settings.regressor_settings(name)).fit(X, Y)
     seconds = time.perf_counter() - start
 
