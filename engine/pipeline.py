@@ -9,23 +9,33 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import shutil
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from engine.atomic import dumps_json
-from engine.data.store import DomainTokens, natural_prior
+from engine.data.store import DomainTokens, TokenStore, natural_prior
 from engine.domains import DomainSet
 from engine.errors import OlmixError
 from engine.events import EventSink, Message, ignore
 from engine.executors.base import run_swarm
 from engine.executors.local import LocalExecutor
-from engine.history import current_mixture
+from engine.atomic import write_csv
+from engine.compare import compare, kl, l1
+from engine.domains import check_name
+from engine.export import export_mixture
+from engine.mixture_table import MixtureTable, read_tables
+from engine.domains import affected_set
+from engine.history import current_mixture, read_history, write_entry
+from engine.propose import Proposal, propose
+from engine.regression.store import FitResult, fit_and_store
 from engine.project import Project
 from engine.reuse import UpdatePlan, compare_plans, plan_update
 from engine.runs import SwarmDir, list_swarms
-from engine.swarm import Swarm, sample_swarm
+from engine.swarm import FrozenGroup, Swarm, sample_swarm, unit_layout
 
 
 @dataclass
@@ -37,17 +47,20 @@ class UpdateContext:
     current: dict[str, float] | None
     tokens: dict[str, DomainTokens]
     prior: dict[str, float]  # natural distribution over the new leaves
+    initial: bool = False  # the first mixture over the current domains, not the pending update
 
     @property
     def leaves(self) -> list[str]:
         return self.after.names
 
 
-def update_context(project: Project, on_event: EventSink = ignore) -> UpdateContext:
-    after = project.staged_domains()
+def update_context(project: Project, on_event: EventSink = ignore, initial: bool = False) -> UpdateContext:
+    """The update to work on: the pending changes, or with `initial` the first mixture over the current domains."""
+    after = project.domains if initial else project.staged_domains()
     tokens = project.tokens(on_event=on_event)
     leaf_tokens = {n: tokens[n] for n in after.names}
-    return UpdateContext(project.domains, after, current_mixture(project), leaf_tokens, natural_prior(leaf_tokens))
+    current = None if initial else current_mixture(project)
+    return UpdateContext(project.domains, after, current, leaf_tokens, natural_prior(leaf_tokens), initial)
 
 
 # ---------------------------------------------------------------- proxy scale
@@ -119,12 +132,14 @@ def plan_swarm(project: Project, ctx: UpdateContext, plan: UpdatePlan) -> tuple[
 
 
 def find_swarm(project: Project, swarm_id: str | None) -> SwarmDir:
-    """A swarm by id (or unique prefix); without an id, the most recently planned one."""
+    """A swarm by id (or unique prefix); without an id, the most recently planned (or imported) one
+    that is not a set of verification runs."""
     swarms = list_swarms(project.swarms_dir)
-    if not swarms:
+    candidates = [s for s in swarms if s.spec.get("purpose") != "verify"]
+    if not candidates:
         raise OlmixError(f"the project has no swarm yet; plan one with `olmix-tui swarm plan {project.root}`.")
     if swarm_id is None:
-        return max(swarms, key=lambda s: (s.path / "swarm.toml").stat().st_mtime_ns)
+        return max(candidates, key=lambda s: (s.path / "swarm.toml").stat().st_mtime_ns)
     matches = [s for s in swarms if s.id.startswith(swarm_id)]
     if len(matches) != 1:
         known = ", ".join(s.id for s in swarms)
@@ -150,41 +165,185 @@ def train_swarm(project: Project, swarm: SwarmDir, retry_failed: bool = False, o
         return run_swarm(LocalExecutor(s, project.cache / "logs"), swarm, runs, s.max_batch, on_event, s.poll_seconds)
 
 
+# ---------------------------------------------------------------- fit, propose, apply
+
+
+def fit_swarm(project: Project, swarm: SwarmDir, regressor: str | None = None, on_event: EventSink = ignore) -> FitResult:
+    """Fit the configured regression on a swarm's finished runs (reusing an identical stored fit)."""
+    table = swarm.table()
+    skipped = swarm.skipped_runs()
+    if skipped:
+        on_event(Message(f"{len(skipped)} run(s) with NaN or infinite metrics are left out of the fit: {', '.join(skipped)}",
+                         level="warning"))
+    with project.lock():
+        return fit_and_store(project.fits_dir, table, regressor, project.settings.regression, on_event, [swarm.id])
+
+
+def objective_fn(project: Project, metric_names: list[str]):
+    """The project's objective (weighted average of metrics) as a function of a run's metrics dict."""
+    weights = project.settings.objective.vector(metric_names)
+    return lambda metrics: float(sum(w * metrics[m] for w, m in zip(weights, metric_names) if w))
+
+
+@dataclass
+class UpdateResult:
+    """One path through an update: plan, swarm, fit, proposal, and the compute it spent."""
+
+    plan: UpdatePlan
+    mixture: dict[str, float]
+    swarm: str = ""
+    fit: str = ""
+    predicted: float | None = None
+    proposal: dict | None = None
+    compute: dict = dataclasses.field(default_factory=lambda: {"runs": 0, "tokens": 0, "flops": 0.0})
+
+    def record(self) -> dict:
+        return {"plan": self.plan.to_dict(), "mixture": self.mixture, "swarm": self.swarm, "fit": self.fit,
+                "predicted": self.predicted, "proposal": self.proposal or {}, "compute": self.compute}
+
+
+def run_update(project: Project, ctx: UpdateContext, kind: str | None = None, on_event: EventSink = ignore) -> UpdateResult:
+    """Plan, train, fit and propose for the update (nothing is applied yet)."""
+    plan = make_plan(project, ctx, kind)
+    on_event(Message(plan.describe()))
+    if not plan.needs_swarm:
+        return UpdateResult(plan, dict(plan.start))
+    swarm_dir, _ = plan_swarm(project, ctx, plan)
+    counts = train_swarm(project, swarm_dir, on_event=on_event)
+    if counts["failed"]:
+        raise OlmixError(f"{counts['failed']} run(s) of swarm {swarm_dir.id} failed; see `olmix-tui swarm status "
+                         f"{project.root} --swarm {swarm_dir.id}` and rerun with `swarm run --retry-failed`.")
+    fit = fit_swarm(project, swarm_dir, on_event=on_event)
+    proposal = propose_for_swarm(project, swarm_dir, fit)
+    done = [s.data for s in swarm_dir.statuses() if s.state == "done"]
+    compute = {"runs": len(done), "tokens": int(sum(d["tokens"] for d in done)), "flops": float(sum(d["flops"] for d in done))}
+    info = {"proposer": proposal.proposer, "predicted_objective": proposal.predicted_objective, "kl": proposal.kl,
+            "binding_caps": proposal.binding_caps, "kkt_residual": proposal.kkt_residual,
+            "fit_cv_spearman": fit.cv.mean_spearman}
+    return UpdateResult(plan, proposal.mixture, swarm_dir.id, fit.fit_id, proposal.predicted_objective, info, compute)
+
+
+def history_kind(ctx: UpdateContext, has_history: bool) -> str:
+    if not has_history:
+        return "initial"
+    affected = affected_set(ctx.before, ctx.after)
+    return "+".join(affected.kinds) or "update"
+
+
+def apply_update(project: Project, ctx: UpdateContext, result: UpdateResult, extra: dict | None = None):
+    """Record the update in history (mixture over leaves, plan, swarm, fit, compute) and make it current."""
+    with project.lock():
+        entry = write_entry(project, history_kind(ctx, bool(read_history(project))), {
+            "changes": [] if ctx.initial else [c.describe() for c in project.pending],
+            "domains": {d.name: d.revision for d in ctx.after},
+            **result.record(),
+            **(extra or {}),
+        })
+        if not ctx.initial:
+            project.domains = ctx.after
+            project.pending = []
+            project.save_domains()
+            project.save_pending()
+    return entry
+
+
+def swarm_plan_of(project: Project, swarm: SwarmDir) -> tuple[UpdatePlan | None, dict[str, float], dict[str, int] | None]:
+    """What proposing from a swarm needs: its unit layout as a plan (None for imported swarms, whose
+    units are the leaves), the prior over leaves, and the leaves' available tokens (None when unknown).
+
+    An imported swarm's prior is its mean mixture (it carries no token counts), and its caps are off."""
+    spec = swarm.spec
+    if spec.get("purpose") == "import":
+        table = swarm.table()
+        mean = table.ratios.mean(axis=0)
+        return None, dict(zip(table.domains, (mean / mean.sum()).tolist())), None
+    leaves = list(spec["leaves"])
+    groups = [FrozenGroup(g["name"], dict(g["ratios"])) for g in spec.get("groups", [])]
+    units, expand = unit_layout(leaves, groups)
+    store_tokens = {}
+    store = TokenStore(project.cache / "tokens")
+    for leaf in leaves:
+        t = store.load(leaf, spec["data"]["keys"][leaf])
+        if t is None:
+            raise OlmixError(f"the token store has no entry for domain '{leaf}' as planned; run `olmix-tui tokenize {project.root}`.")
+        store_tokens[leaf] = t.train_tokens
+    free = [u for u in units if u in leaves]
+    plan = UpdatePlan(spec.get("plan", "full"), leaves, free, groups, units, expand, dict(spec["prior"]), True,
+                      affected_set(DomainSet(), DomainSet()))
+    return plan, dict(spec["prior"]), store_tokens
+
+
+def propose_for_swarm(project: Project, swarm: SwarmDir, fit: FitResult, proposer: str | None = None) -> Proposal:
+    """Propose from a swarm's fit: leaf caps and KL through the swarm's frozen groups."""
+    settings = project.settings.propose
+    if proposer:
+        settings = dataclasses.replace(settings, proposer=proposer)
+    plan, prior, tokens = swarm_plan_of(project, swarm)
+    table = swarm.table()
+    if plan is None:
+        if tokens is None and settings.target_tokens:
+            settings = dataclasses.replace(settings, target_tokens=0)
+        return propose(fit.model, table, prior, None, settings, project.settings.objective)
+    return propose(fit.model, table, prior, tokens, settings, project.settings.objective,
+                   expand=plan.expand, domains_leaf=plan.leaves)
+
+
 # ---------------------------------------------------------------- the main job
 
 
 @dataclass
 class BatchReport:
     domains: list[dict]
-    prior: dict[str, float]
     tokenizer: str
     vocab_size: int
-    plan: dict
-    swarm: str
-    runs: list[dict]
+    updates: list[dict]
     seconds: float
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def run_batch(project: Project, on_event: EventSink = ignore) -> BatchReport:
-    """Tokenize, plan the update's swarm with the configured plan, and train it."""
+def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on_event: EventSink = ignore) -> BatchReport:
+    """The main job: the first mixture if the project has none, then the pending update (if any),
+    each planned, trained, fitted, proposed and written to history. With `compare`, the pending
+    update is also recomputed in full and both mixtures are checked on verification proxies."""
     start = time.perf_counter()
     on_event(Message(f"project {project.settings.project.name}: {len(project.domains)} domains, "
                      f"{len(project.pending)} pending change(s)"))
-    ctx = update_context(project, on_event)
+    updates = []
+    if not read_history(project):
+        ctx = update_context(project, on_event, initial=True)
+        result = run_update(project, ctx, "full", on_event)
+        updates.append({"entry": apply_update(project, ctx, result).label, **result.record()})
+    if project.pending:
+        ctx = update_context(project, on_event)
+        result = run_update(project, ctx, None, on_event)
+        extra = {}
+        if compare:
+            extra["compare"] = compare_with_full(project, ctx, result, verify_seeds, on_event)
+        updates.append({"entry": apply_update(project, ctx, result, extra).label, **result.record(), **extra})
+    tokens = project.tokens(project.domains)
+    prior = natural_prior(tokens)
     tokenizer = project.tokenizer()
     domains = [{"name": n, "train_tokens": t.train_tokens, "val_tokens": t.val_tokens,
-                "bytes_per_token": t.bytes_per_token, "prior": ctx.prior[n]} for n, t in ctx.tokens.items()]
-    plan = make_plan(project, ctx)
-    on_event(Message(plan.describe()))
-    swarm_dir, _ = plan_swarm(project, ctx, plan)
-    train_swarm(project, swarm_dir, on_event=on_event)
-    runs = [{"run": s.run, "state": s.state, "weights": s.data.get("realised_weights") or s.data["weights"],
-             "metrics": s.metrics, "error": s.data.get("error", "")} for s in swarm_dir.statuses()]
-    return BatchReport(domains, ctx.prior, tokenizer.fingerprint, tokenizer.vocab_size, plan.to_dict(), swarm_dir.id,
-                       runs, time.perf_counter() - start)
+                "bytes_per_token": t.bytes_per_token, "prior": prior[n]} for n, t in tokens.items()]
+    return BatchReport(domains, tokenizer.fingerprint, tokenizer.vocab_size, updates, time.perf_counter() - start)
+
+
+def compare_with_full(project: Project, ctx: UpdateContext, result: UpdateResult, seeds: int,
+                      on_event: EventSink = ignore) -> dict:
+    """Recompute the update in full, train verification proxies on both mixtures, and compare them."""
+    full = result if result.plan.kind == "full" else run_update(project, ctx, "full", on_event)
+    mixtures = {"chosen": result.mixture, "full": full.mixture}
+    verify = plan_verification(project, ctx, mixtures, seeds)
+    train_swarm(project, verify, on_event=on_event)
+    measured = measured_objective(verify, objective_fn(project, verify.table().metric_names))
+    return {
+        "full": full.record(),
+        "verification": {"swarm": verify.id, "seeds": seeds, "measured": measured},
+        "l1": l1(result.mixture, full.mixture),
+        "kl": kl(result.mixture, full.mixture),
+    }
 
 
 # ---------------------------------------------------------------- verification
@@ -225,3 +384,89 @@ def measured_objective(swarm: SwarmDir, objective) -> dict[str, dict]:
             out[label] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                           "values": values}
     return out
+
+
+# ---------------------------------------------------------------- import, predict, export, diff
+
+
+def import_swarm(project: Project, ratios_csv, metrics_csv, name: str | None = None) -> SwarmDir:
+    """Store swarm results trained elsewhere as a finished swarm (Olmix or RegMix CSV layout)."""
+    table = read_tables(ratios_csv, metrics_csv)
+    sid = name or _spec_id({"ratios": table.ratios.round(10).tolist(), "metrics": table.metrics.round(10).tolist(),
+                            "domains": table.domains, "names": table.metric_names})
+    if name is not None:
+        check_name(name, "--name")
+    folder = project.swarms_dir / sid
+    if (folder / "swarm.toml").exists():
+        raise OlmixError(f"a swarm named '{sid}' exists already; pick another --name.")
+    spec = {"purpose": "import", "plan": "import", "source": {"ratios": str(ratios_csv), "metrics": str(metrics_csv)}}
+    with project.lock():
+        staging = project.swarms_dir / f".{sid}.importing"
+        shutil.rmtree(staging, ignore_errors=True)
+        swarm = SwarmDir.create(staging, spec, table.run_ids, table.domains, table.ratios, [0] * table.n_runs)
+        for run, row in zip(table.run_ids, table.metrics):
+            swarm.write_status(run, state="done", progress=1.0, metrics=dict(zip(table.metric_names, map(float, row))))
+        swarm.write_tables()
+        os.replace(staging, folder)  # the swarm appears whole or not at all
+    return SwarmDir(folder)
+
+
+def predict_mixtures(fit: FitResult, mixtures_csv, out_csv=None) -> MixtureTable:
+    """Predicted metrics of candidate mixtures (columns matched to the fit's domains by name)."""
+    candidates = read_tables(mixtures_csv)
+    missing = [d for d in fit.domains if d not in candidates.domains]
+    extra = [d for d in candidates.domains if d not in fit.domains]
+    if missing or extra:
+        raise OlmixError(f"{mixtures_csv} has domains that do not match the fit's: missing {missing or '-'}, "
+                         f"unknown {extra or '-'}; give one column per fit domain ({', '.join(fit.domains)}).")
+    X = candidates.ratios[:, [candidates.domains.index(d) for d in fit.domains]]
+    table = MixtureTable(candidates.run_ids, fit.domains, X, fit.metric_names, fit.model.predict(X))
+    if out_csv is not None:
+        write_csv(out_csv, ["run", *table.metric_names],
+                  ([r, *map(float, row)] for r, row in zip(table.run_ids, table.metrics)))
+    return table
+
+
+def export_current(project: Project, fmt: str) -> str:
+    entries = read_history(project)
+    if not entries:
+        raise OlmixError(f"the project has no mixture yet; run `olmix-tui {project.root} --batch` first.")
+    last = entries[-1]
+    tokens = {n: t.train_tokens for n, t in project.cached_tokens().items() if t is not None}
+    sources = {d.name: list(d.sources) for d in project.domains}
+    p = project.settings.propose
+    return export_mixture(fmt, last.mixture, last.label, sources, tokens, p.target_tokens, p.repetition_factor)
+
+
+def _entry(entries, key: str):
+    for e in entries:
+        if key in (e.label, str(e.number), f"{e.number:04d}"):
+            return e
+    raise OlmixError(f"no history entry '{key}'; entries are {', '.join(e.label for e in entries) or '(none)'}.")
+
+
+def diff_entries(project: Project, a: str | None, b: str | None) -> dict:
+    """Compare two history entries, or the last update's chosen mixture with its full recomputation."""
+    entries = read_history(project)
+    if not entries:
+        raise OlmixError(f"the project has no history yet; run `olmix-tui {project.root} --batch` first.")
+
+    def record(e, label: str, data: dict, measured: dict | None = None) -> dict:
+        return {"label": label, "mixture": data["mixture"], "compute": data.get("compute", {}),
+                "predicted": data.get("predicted"), "measured": measured, "plan": data.get("plan", {}).get("kind")}
+
+    if a is None and b is None:
+        last = entries[-1]
+        cmp = last.data.get("compare")
+        if cmp:
+            measured = cmp.get("verification", {}).get("measured", {})
+            return compare(record(last, f"{last.label} ({last.data['plan']['kind']})", last.data, measured.get("chosen")),
+                           record(last, f"{last.label} (full)", cmp["full"], measured.get("full")))
+        if len(entries) < 2:
+            raise OlmixError("there is only one history entry; name two entries or run an update with --compare.")
+        ea, eb = entries[-2], entries[-1]
+    elif a is not None and b is not None:
+        ea, eb = _entry(entries, a), _entry(entries, b)
+    else:
+        raise OlmixError("give two history entries (e.g. `diff DIR 1 2`) or none.")
+    return compare(record(ea, ea.label, ea.data), record(eb, eb.label, eb.data))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import typing
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from engine.domains import AffectedSet, Change, DomainSet, affected_set, apply_c
 from engine.errors import ConfigError, DataError, LockedError, OlmixError
 from engine.events import EventSink, Message, ignore
 from engine.executors.base import ExecutorSettings
+from engine.propose import ObjectiveSettings, ProposeSettings
+from engine.regression.store import RegressionSettings
 from engine.reuse import ReuseSettings
 from engine.training.presets import ProxySettings
 from engine.swarm import SwarmSettings
@@ -57,24 +60,51 @@ class Settings:
     proxy: ProxySettings = field(default_factory=ProxySettings)
     swarm: SwarmSettings = field(default_factory=SwarmSettings)
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
+    regression: RegressionSettings = field(default_factory=lambda: RegressionSettings(regressor="loglinear"))
+    objective: ObjectiveSettings = field(default_factory=ObjectiveSettings)
+    propose: ProposeSettings = field(default_factory=ProposeSettings)
     reuse: ReuseSettings = field(default_factory=ReuseSettings)
 
     @classmethod
     def from_toml(cls, data: dict, file: str) -> "Settings":
-        sections = {f.name: f.default_factory for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(sections))
+        hints = typing.get_type_hints(cls)
+        defaults = {f.name: f.default_factory() for f in dataclasses.fields(cls)}  # type: ignore[misc]
+        unknown = sorted(set(data) - set(defaults))
         if unknown:
-            raise ConfigError(f"{file}: unknown table [{unknown[0]}]; known tables are {', '.join(sections)}. Remove it or fix its name.")
+            raise ConfigError(f"{file}: unknown table [{unknown[0]}]; known tables are {', '.join(defaults)}. Remove it or fix its name.")
         kwargs = {}
-        for name, section_cls in sections.items():
+        for name, default in defaults.items():
             value = data.get(name, {})
             if not isinstance(value, dict):
                 raise ConfigError(f"{file}: '{name}' must be a table ([{name}]).")
-            kwargs[name] = load_section(section_cls, value, file, name)
-        return cls(**kwargs)
+            if not value:
+                kwargs[name] = default
+                continue
+            # keys left out keep the project default ([swarm] fills them from its sampler preset instead)
+            section = dict(value) if hints[name] is SwarmSettings else {**dump_section(default), **value}
+            kwargs[name] = load_section(hints[name], section, file, name)
+        settings = cls(**kwargs)
+        if settings.propose.proposer == "exact" and settings.regression.regressor != "loglinear":
+            raise ConfigError(
+                f"{file}: [propose] proposer = \"exact\" needs [regression] regressor = \"loglinear\" "
+                f"(got \"{settings.regression.regressor}\"); change one of them (e.g. proposer = \"simulation\")."
+            )
+        return settings
 
     def to_toml(self) -> dict:
         return {f.name: dump_section(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def read_pending(path: Path) -> list[Change]:
+    """The staged changes of a pending.toml file."""
+    data = read_toml(path)
+    unknown = sorted(set(data) - {"changes"})
+    if unknown:
+        raise ConfigError(f"{PENDING_FILE}: unknown key '{unknown[0]}'; only [[changes]] entries belong here.")
+    changes = data.get("changes", [])
+    if not isinstance(changes, list):
+        raise ConfigError(f"{PENDING_FILE}: 'changes' must be an array of tables ([[changes]]).")
+    return [Change.from_toml(c, PENDING_FILE, i) for i, c in enumerate(changes)]
 
 
 class Project:
@@ -95,16 +125,7 @@ class Project:
             raise ConfigError(f"{root} is not a project folder; create one with `olmix-tui init {root}`.")
         settings = Settings.from_toml(read_toml(root / SETTINGS_FILE), SETTINGS_FILE)
         domains = DomainSet.from_toml(read_toml(root / DOMAINS_FILE), DOMAINS_FILE)
-        pending: list[Change] = []
-        if (root / PENDING_FILE).exists():
-            data = read_toml(root / PENDING_FILE)
-            unknown = sorted(set(data) - {"changes"})
-            if unknown:
-                raise ConfigError(f"{PENDING_FILE}: unknown key '{unknown[0]}'; only [[changes]] entries belong here.")
-            changes = data.get("changes", [])
-            if not isinstance(changes, list):
-                raise ConfigError(f"{PENDING_FILE}: 'changes' must be an array of tables ([[changes]]).")
-            pending = [Change.from_toml(c, PENDING_FILE, i) for i, c in enumerate(changes)]
+        pending = read_pending(root / PENDING_FILE) if (root / PENDING_FILE).exists() else []
         return cls(root, settings, domains, pending)
 
     @classmethod

@@ -254,10 +254,13 @@ def kl_divergence(x: np.ndarray, prior: np.ndarray) -> np.ndarray:
     return terms.sum(-1)
 
 
-def _solve_exact(
-    c: np.ndarray, t: np.ndarray, w: np.ndarray, lam: float, prior: np.ndarray, cons: Constraints
-) -> tuple[np.ndarray, float]:
-    """Primal-dual interior-point solve of the exact problem; returns (z, KKT residual)."""
+def _solve_exact(t: np.ndarray, w: np.ndarray, lam: float, prior: np.ndarray, cons: Constraints) -> tuple[np.ndarray, float]:
+    """Primal-dual interior-point solve of the exact problem; returns (z, KKT residual).
+
+    The constants exp(c_i) do not move the optimum. Units feeding a leaf capped at 0 are fixed at 0;
+    the rest start from the LP's most interior point and follow Newton steps on the perturbed KKT
+    system (centring 0.1, fraction-to-boundary 0.99, backtracking on the residual norm).
+    """
     E = cons.expand
     m, u = E.shape
     free = np.flatnonzero(cons.free)  # a unit feeding a leaf capped at 0 stays 0
@@ -390,7 +393,7 @@ def propose(
                 f"The exact proposer needs a log-linear fit, but this fit is {model.describe()}; "
                 f"refit with regressor = 'loglinear' or use proposer = 'simulation'."
             )
-        z, kkt = _solve_exact(law[0], law[1], w, lam, prior, cons)
+        z, kkt = _solve_exact(law[1], w, lam, prior, cons)
     elif settings.proposer == "simulation":
         z = _simulate(model, w, lam, prior, cons, settings)
     else:

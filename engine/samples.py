@@ -11,7 +11,7 @@ from engine import atomic
 from engine.domains import DomainSet, with_revision
 from engine.errors import OlmixError
 from engine.config import read_toml
-from engine.project import DOMAINS_FILE, SETTINGS_FILE, Project, Settings
+from engine.project import DOMAINS_FILE, PENDING_FILE, SETTINGS_FILE, Project, Settings, read_pending
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "sample_projects"
 
@@ -41,4 +41,8 @@ def create(root: str | Path, name: str) -> Project:
         if (source / extra).exists():
             shutil.copyfile(source / extra, root / extra)
     atomic.write_text(root / ".gitignore", ".olmix/\ndata/\nevals/\n")
-    return Project.init(root, settings, domains)
+    project = Project.init(root, settings, domains)
+    if (source / PENDING_FILE).exists():
+        for change in read_pending(source / PENDING_FILE):
+            project.stage(change)
+    return project

@@ -295,7 +295,7 @@ def swarm_run(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
         else:
             swarm_dir = pipeline.find_swarm(project, swarm_id)
         counts = pipeline.train_swarm(project, swarm_dir, retry_failed, on_event)
-    _show_swarm(swarm_dir, as_json)
+    render.show_swarm(swarm_dir, as_json)
     if counts["failed"]:
         raise OlmixError(f"{counts['failed']} run(s) failed (see the error column); fix the cause and run "
                          f"`olmix-tui swarm run {directory} --swarm {swarm_dir.id} --retry-failed`.")
@@ -308,27 +308,198 @@ def swarm_status(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt, a
 
     Example: [bold]olmix-tui swarm status demo --json[/]
     """
-    _show_swarm(pipeline.find_swarm(Project.load(directory), swarm_id), as_json)
+    render.show_swarm(pipeline.find_swarm(Project.load(directory), swarm_id), as_json)
 
 
-def _show_swarm(swarm_dir, as_json: bool) -> None:
-    statuses = swarm_dir.statuses()
+# ---------------------------------------------------------------- fit, propose, predict, import
+
+
+@app.command("import-swarm")
+@user_errors
+def import_swarm(directory: Path = DirArg,
+                 ratios: Path = typer.Option(..., "--ratios", help="Mixtures CSV (Olmix or RegMix layout)."),
+                 metrics: Path = typer.Option(..., "--metrics", help="Metrics CSV joined on the run id."),
+                 name: Optional[str] = typer.Option(None, "--name", help="Swarm id (default: a content hash)."),
+                 as_json: bool = JsonOpt):
+    """Import swarm results trained elsewhere (Olmix's ratios.csv/metrics.csv or RegMix's CSVs).
+
+    Example: [bold]olmix-tui import-swarm demo --ratios train_mixture_1m.csv --metrics train_pile_loss_1m.csv --name regmix[/]
+    """
+    project = Project.load(directory)
+    swarm_dir = pipeline.import_swarm(project, ratios, metrics, name)
+    table = swarm_dir.table()
     if as_json:
-        print_json({"swarm": swarm_dir.id, "counts": swarm_dir.counts(), "units": swarm_dir.units,
-                    "runs": [{"run": s.run, "state": s.state, **{k: v for k, v in s.data.items() if k not in ("run", "state")}}
-                             for s in statuses]})
+        print_json({"swarm": swarm_dir.id, "runs": table.n_runs, "domains": table.domains, "metrics": table.metric_names})
         return
-    metric_names = render.headline_metrics(statuses)
+    console.print(f"imported swarm [bold]{swarm_dir.id}[/]: {table.n_runs} runs, {len(table.domains)} domains, "
+                  f"{len(table.metric_names)} metrics")
+    console.print(f"next: olmix-tui fit {directory} --swarm {swarm_dir.id}")
+
+
+@app.command()
+@user_errors
+def fit(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
+        regressor: Optional[str] = typer.Option(None, "--regressor", help="loglinear | lightgbm | ridge | gp | powerlaw | ensemble | auto."),
+        as_json: bool = JsonOpt):
+    """Fit a regression from mixtures to metrics on a swarm's finished runs; prints the cross-validation table.
+
+    Example: [bold]olmix-tui fit demo --regressor auto[/]
+    """
+    project = Project.load(directory)
+    swarm_dir = pipeline.find_swarm(project, swarm_id)
+    with render.progress(quiet=as_json) as on_event:
+        result = pipeline.fit_swarm(project, swarm_dir, regressor, on_event)
+    cv = result.cv
+    if as_json:
+        print_json({"fit": result.fit_id, "regressor": result.regressor, "chosen": result.chosen, "reused": result.reused,
+                    "swarm": swarm_dir.id, "cv": {"means": cv.means(), "per_metric": {
+                        m: {"spearman": float(a), "r2": float(b), "mae": float(c)}
+                        for m, a, b, c in zip(result.metric_names, cv.spearman, cv.r2, cv.mae)}}})
+        return
+    rows = [[m, float(a), float(b), float(c)] for m, a, b, c in zip(result.metric_names, cv.spearman, cv.r2, cv.mae)]
+    rows.append(["mean", cv.mean_spearman, cv.mean_r2, cv.mean_mae])
+    console.print(table(f"fit {result.fit_id}: {result.chosen} on swarm {swarm_dir.id} ({cv.folds}-fold CV)"
+                        + (" [reused]" if result.reused else ""), ["metric", "spearman x100", "R^2", "MAE"], rows))
+    plot = render.predicted_vs_true(project, result, swarm_dir)
+    console.print(plot)
+    console.print(f"next: olmix-tui propose {directory} --swarm {swarm_dir.id}")
+
+
+@app.command()
+@user_errors
+def propose(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
+            proposer: Optional[str] = typer.Option(None, "--proposer", help="exact | simulation | search."),
+            as_json: bool = JsonOpt):
+    """Propose the mixture the fit predicts best, under repetition caps and KL to the prior.
+
+    Example: [bold]olmix-tui propose demo --proposer exact[/]
+    """
+    project = Project.load(directory)
+    swarm_dir = pipeline.find_swarm(project, swarm_id)
+    with render.progress(quiet=as_json) as on_event:
+        exact = (proposer or project.settings.propose.proposer) == "exact"
+        result = pipeline.fit_swarm(project, swarm_dir, "loglinear" if exact else None, on_event)
+        proposal = pipeline.propose_for_swarm(project, swarm_dir, result, proposer)
+    _, prior, _ = pipeline.swarm_plan_of(project, swarm_dir)
+    if as_json:
+        print_json({"swarm": swarm_dir.id, "fit": result.fit_id, "proposer": proposal.proposer, "mixture": proposal.mixture,
+                    "prior": prior, "predicted_objective": proposal.predicted_objective,
+                    "predicted_metrics": proposal.predicted_metrics, "kl": proposal.kl,
+                    "binding_caps": proposal.binding_caps, "kkt_residual": proposal.kkt_residual})
+        return
+    mix = proposal.mixture
+    rows = [[d, pct(prior.get(d)), pct(mix[d]), "cap" if d in proposal.binding_caps else ""] for d in proposal.domains]
+    console.print(table(f"{proposal.proposer} proposal from fit {result.fit_id}", ["domain", "prior", "proposed", "binding"], rows))
+    console.print(render.bars_vs(proposal.domains, [prior.get(d, 0.0) for d in proposal.domains],
+                                 [mix[d] for d in proposal.domains], "prior", "proposed"))
+    line = f"predicted objective {proposal.predicted_objective:.4f}   KL(proposed || prior) {proposal.kl:.4f}"
+    if proposal.kkt_residual is not None:
+        line += f"   KKT residual {proposal.kkt_residual:.2e}"
+    console.print(line)
+
+
+@app.command()
+@user_errors
+def predict(directory: Path = DirArg,
+            mixtures: Path = typer.Option(..., "--mixtures", help="Candidate mixtures CSV (Olmix or RegMix layout)."),
+            out: Optional[Path] = typer.Option(None, "--out", help="Write the predictions to this CSV."),
+            swarm_id: Optional[str] = SwarmOpt, as_json: bool = JsonOpt):
+    """Predicted metrics for candidate mixtures, one column per metric, in input order.
+
+    Example: [bold]olmix-tui predict demo --mixtures candidates.csv --out predicted.csv[/]
+    """
+    project = Project.load(directory)
+    swarm_dir = pipeline.find_swarm(project, swarm_id)
+    result = pipeline.fit_swarm(project, swarm_dir)
+    table = pipeline.predict_mixtures(result, mixtures, out)
+    if as_json:
+        print_json({"fit": result.fit_id, "predictions": {r: dict(zip(table.metric_names, map(float, row)))
+                                                          for r, row in zip(table.run_ids, table.metrics)}})
+        return
+    shown = table.metric_names[:6]
+    console.print(table_view(table, shown, result.fit_id))
+    if out:
+        console.print(f"wrote {out}")
+
+
+def table_view(t, shown, fit_id):
+    cols = [t.metric_names.index(m) for m in shown]
+    return table(f"predicted by fit {fit_id}" + (f" (first {len(shown)} of {len(t.metric_names)} metrics)"
+                                                 if len(shown) < len(t.metric_names) else ""),
+                 ["run", *shown], [[r, *[float(row[c]) for c in cols]] for r, row in zip(t.run_ids, t.metrics)])
+
+
+# ---------------------------------------------------------------- history, export, diff
+
+
+@app.command()
+@user_errors
+def history(directory: Path = DirArg, as_json: bool = JsonOpt):
+    """The mixture history: one entry per applied update, the current mixture last.
+
+    Example: [bold]olmix-tui history demo --json[/]
+    """
+    from engine.history import read_history
+
+    entries = read_history(Project.load(directory))
+    if as_json:
+        print_json([{"entry": e.label, **e.data} for e in entries])
+        return
     rows = []
-    for s in statuses:
-        w = s.data.get("realised_weights") or s.data["weights"]
-        top = ", ".join(f"{u} {100 * v:.0f}%" for u, v in sorted(w.items(), key=lambda kv: -kv[1])[:3] if v > 0)
-        progress = f"{100 * s.data.get('progress', 0):.0f}%" if s.state == "running" else ""
-        rows.append([s.run, s.state + (f" {progress}" if progress else ""), top,
-                     *[s.metrics.get(m) for m in metric_names], s.data.get("error", "")[:60] or ""])
-    console.print(table(f"swarm {swarm_dir.id} ({swarm_dir.spec.get('plan', '')})", ["run", "state", "mixture (top 3)",
-                        *metric_names, "error"], rows))
-    console.print("  ".join(f"{k}: {v}" for k, v in swarm_dir.counts().items() if v))
+    for e in entries:
+        c = e.data.get("compute", {})
+        top = ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(e.mixture.items(), key=lambda kv: -kv[1])[:3])
+        rows.append([e.label, "; ".join(e.data.get("changes", [])) or "-", e.data.get("plan", {}).get("kind", ""),
+                     str(c.get("runs", 0)), f"{c.get('flops', 0.0):.3g}", top])
+    console.print(table("history", ["entry", "changes", "plan", "runs", "FLOPs", "mixture (top 3)"], rows, justify_numbers=False))
+
+
+@app.command()
+@user_errors
+def export(directory: Path = DirArg,
+           fmt: str = typer.Option("json", "--format", help="json | olmo | regmix."),
+           out: Optional[Path] = typer.Option(None, "--out", help="Write to this file instead of stdout.")):
+    """The current mixture as JSON, an OLMo-core style source mix, or a RegMix style YAML.
+
+    Example: [bold]olmix-tui export demo --format olmo --out mix.yaml[/]
+    """
+    text = pipeline.export_current(Project.load(directory), fmt)
+    if out:
+        from engine.atomic import write_text
+
+        write_text(out, text)
+        err_console.print(f"wrote {out}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+@user_errors
+def diff(directory: Path = DirArg,
+         a: Optional[str] = typer.Argument(None, help="History entry (number or label); default: the last update's result."),
+         b: Optional[str] = typer.Argument(None, help="History entry; default: the last update's full recomputation."),
+         as_json: bool = JsonOpt):
+    """Two mixtures side by side: weights, L1, KL, compute, predicted and measured objective.
+
+    Without A and B: the last update's chosen mixture against its full recomputation (batch --compare),
+    or the last two entries. Example: [bold]olmix-tui diff demo 1 2[/]
+    """
+    result = pipeline.diff_entries(Project.load(directory), a, b)
+    if as_json:
+        print_json(result)
+        return
+    ra, rb = result["a"], result["b"]
+    console.print(table(f"{ra['label']}  vs  {rb['label']}", ["domain", ra["label"], rb["label"], "diff"],
+                        [[x["domain"], pct(x["a"]), pct(x["b"]), f"{100 * x['diff']:+.2f}%"] for x in result["leaves"]]))
+    console.print(f"L1 {result['l1']:.4f}   KL(a||b) {result['kl_ab']:.4f}   KL(b||a) {result['kl_ba']:.4f}")
+    rows = []
+    for r in (ra, rb):
+        c = r.get("compute", {})
+        m = r.get("measured") or {}
+        rows.append([r["label"], str(c.get("runs", "-")), f"{c.get('flops', 0.0):.3g}",
+                     None if r.get("predicted") is None else f"{r['predicted']:.4f}",
+                     f"{m['mean']:.4f} ± {m['std']:.4f} (n={len(m['values'])})" if m else "-"])
+    console.print(table("compute and objective", ["mixture", "runs", "FLOPs", "predicted", "measured (mean ± std)"], rows))
 
 # ---------------------------------------------------------------- the main job
 
@@ -339,11 +510,16 @@ def run(
     directory: Path = DirArg,
     batch: bool = typer.Option(False, "--batch", help="Run the whole pipeline headless (no TUI)."),
     sample: Optional[str] = typer.Option(None, "--sample", help="Create DIR from this sample project first if it does not exist."),
+    compare: bool = typer.Option(False, "--compare", help="Also recompute the pending update in full and check both mixtures on verification proxies."),
+    seeds: int = typer.Option(3, "--seeds", help="Verification proxies per mixture (seed repeats) with --compare."),
     as_json: bool = JsonOpt,
 ):
     """Run the mixing pipeline on a project; `olmix-tui DIR --batch` is the same.
 
-    Example: [bold]olmix-tui run demo --sample stdlib --batch[/]
+    The first mixture if the project has none (full swarm, fit, propose), then the pending domain-set
+    update with the configured plan (reuse by default), each written to history/.
+
+    Example: [bold]olmix-tui run demo --sample stdlib --batch --compare[/]
     """
     if not batch:
         raise typer.BadParameter("the interactive app is not available yet; add --batch to run headless.")
@@ -353,20 +529,15 @@ def run(
         samples.create(directory, sample)
     project = Project.load(directory)
     with render.progress(quiet=as_json) as on_event:
-        report = pipeline.run_batch(project, on_event)
+        report = pipeline.run_batch(project, compare, seeds, on_event)
     if as_json:
         print_json(report.to_dict())
         return
-    console.print(table(f"project {project.settings.project.name}: natural distribution",
-                        ["domain", "train tokens", "val tokens", "bytes/token", "prior"],
-                        [[d["name"], count(d["train_tokens"]), count(d["val_tokens"]), f"{d['bytes_per_token']:.2f}",
-                          pct(d["prior"])] for d in report.domains]))
-    console.print(f"tokenizer {report.tokenizer} (vocab {report.vocab_size})")
-    _show_swarm(pipeline.find_swarm(project, report.swarm), False)
-    console.print(f"done in {report.seconds:.1f}s")
+    render.batch_report(report, project)
 
 
-COMMANDS = {"init", "status", "domains", "tokenize", "swarm", "run"}
+COMMANDS = {"init", "status", "domains", "tokenize", "swarm", "import-swarm", "fit", "propose", "predict",
+            "history", "export", "diff", "run"}
 
 
 def main() -> None:

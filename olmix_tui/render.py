@@ -14,6 +14,7 @@ from rich.text import Text
 
 from engine.atomic import round_floats
 from engine.events import Event, Message, TaskFinished, TaskProgress, TaskStarted
+from engine.runs import SwarmDir
 
 console = Console()
 err_console = Console(stderr=True)
@@ -43,7 +44,8 @@ def progress(quiet: bool = False) -> Iterator:
             bars.update(tasks[event.task], completed=event.completed, info=info)
         elif isinstance(event, TaskFinished) and event.task in tasks:
             task = bars.tasks[tasks[event.task]]
-            bars.update(tasks[event.task], completed=task.total if task.total is not None else task.completed)
+            total = task.total if task.total is not None else 1
+            bars.update(tasks[event.task], total=total, completed=total)
         elif isinstance(event, Message):
             bars.console.print(("[yellow]warning:[/] " if event.level == "warning" else "") + event.text)
 
@@ -93,3 +95,108 @@ def stacked_bars(weights, units: list[str], title: str, width: int = 100, height
     plt.title(title)
     plt.xlabel("run")
     return Text.from_ansi(plt.build())
+
+
+def _plot(build) -> Text:
+    import plotext as plt
+
+    plt.clear_figure()
+    build(plt)
+    return Text.from_ansi(plt.build())
+
+
+def bars_vs(names: list[str], a: list[float], b: list[float], label_a: str, label_b: str, width: int = 100) -> Text:
+    """Two mixtures as grouped horizontal bars (e.g. prior vs proposed)."""
+    def build(plt):
+        plt.plotsize(width, max(8, 3 * len(names) + 4))
+        plt.multiple_bar(names, [a, b], labels=[label_a, label_b], orientation="horizontal")
+        plt.title(f"{label_b} vs {label_a}")
+    return _plot(build)
+
+
+def scatter_true_pred(y_true, y_pred, title: str, width: int = 70, height: int = 20) -> Text:
+    def build(plt):
+        plt.plotsize(width, height)
+        plt.scatter(list(map(float, y_true)), list(map(float, y_pred)), marker="dot")
+        lo, hi = float(min(min(y_true), min(y_pred))), float(max(max(y_true), max(y_pred)))
+        plt.plot([lo, hi], [lo, hi], marker="braille")
+        plt.xlabel("true")
+        plt.ylabel("predicted")
+        plt.title(title)
+    return _plot(build)
+
+
+def predicted_vs_true(project, result, swarm_dir) -> Text:
+    """Predicted vs true of the objective's heaviest metric (out-of-fold when the fit was just made),
+    also saved as text and HTML under the fit folder."""
+    import numpy as np
+    import plotext as plt
+
+    table = swarm_dir.table()
+    weights = project.settings.objective.vector(table.metric_names)
+    j = int(np.argmax(weights))
+    oof = result.cv.predictions
+    pred = oof[:, j] if oof is not None else result.model.predict(table.ratios)[:, j]
+    kind = "out-of-fold" if oof is not None else "in-sample"
+    text = scatter_true_pred(table.metrics[:, j], pred, f"{table.metric_names[j]}: {kind} predicted vs true")
+    plots = result.folder / "plots"
+    plots.mkdir(exist_ok=True)
+    plt.save_fig(str(plots / "predicted_vs_true.html"), keep_colors=True)
+    plt.save_fig(str(plots / "predicted_vs_true.txt"))
+    return text
+
+
+def batch_report(report, project) -> None:
+    """The main job's closing report: domains, then each update's plan, compute and mixture."""
+    console.print(table(f"project {project.settings.project.name}: domains", ["domain", "train tokens", "val tokens",
+                        "bytes/token", "prior"],
+                        [[d["name"], count(d["train_tokens"]), count(d["val_tokens"]), f"{d['bytes_per_token']:.2f}",
+                          pct(d["prior"])] for d in report.domains]))
+    prior = {d["name"]: d["prior"] for d in report.domains}
+    for u in report.updates:
+        c = u["compute"]
+        console.print(f"\n[bold]{u['entry']}[/]: {u['plan']['kind']} plan, {c['runs']} proxy runs, "
+                      f"{count(c['tokens'])} tokens, {c['flops']:.3g} FLOPs"
+                      + (f", swarm {u['swarm']}, fit {u['fit']}" if u["swarm"] else ""))
+        cols = ["domain", "prior", "mixture"]
+        cmp = u.get("compare")
+        if cmp:
+            cols.append("full recomputation")
+        rows = [[x, pct(prior.get(x)), pct(w)] + ([pct(cmp["full"]["mixture"].get(x))] if cmp else [])
+                for x, w in u["mixture"].items()]
+        if u["swarm"]:
+            show_swarm(SwarmDir(project.swarms_dir / u["swarm"]))
+        console.print(table(u["entry"], cols, rows))
+        if u.get("predicted") is not None:
+            p = u["proposal"]
+            console.print(f"predicted objective {u['predicted']:.4f}; fit CV spearman {p.get('fit_cv_spearman', float('nan')):.1f}; "
+                          f"binding caps: {', '.join(p.get('binding_caps', [])) or 'none'}")
+        if cmp:
+            fc = cmp["full"]["compute"]
+            share = c["flops"] / fc["flops"] if fc["flops"] else float("nan")
+            console.print(f"full recomputation: {fc['runs']} runs, {fc['flops']:.3g} FLOPs; this plan spent "
+                          f"{100 * share:.0f}% of it. L1 between the mixtures {cmp['l1']:.3f}")
+            for label, m in cmp["verification"]["measured"].items():
+                console.print(f"  measured objective ({label}): {m['mean']:.4f} ± {m['std']:.4f} over {len(m['values'])} seeds")
+    console.print(f"\ndone in {report.seconds:.1f}s; see `olmix-tui history {project.root}` and `olmix-tui diff {project.root}`")
+
+
+def show_swarm(swarm_dir, as_json: bool = False) -> None:
+    """A swarm's runs: state, progress, top of the mixture, headline metrics, error."""
+    statuses = swarm_dir.statuses()
+    if as_json:
+        print_json({"swarm": swarm_dir.id, "counts": swarm_dir.counts(), "units": swarm_dir.units,
+                    "runs": [{"run": s.run, "state": s.state, **{k: v for k, v in s.data.items() if k not in ("run", "state")}}
+                             for s in statuses]})
+        return
+    metric_names = headline_metrics(statuses)
+    rows = []
+    for s in statuses:
+        w = s.data.get("realised_weights") or s.data["weights"]
+        top = ", ".join(f"{u} {100 * v:.0f}%" for u, v in sorted(w.items(), key=lambda kv: -kv[1])[:3] if v > 0)
+        progress = f"{100 * s.data.get('progress', 0):.0f}%" if s.state == "running" else ""
+        rows.append([s.run, s.state + (f" {progress}" if progress else ""), top,
+                     *[s.metrics.get(m) for m in metric_names], s.data.get("error", "")[:60] or ""])
+    console.print(table(f"swarm {swarm_dir.id} ({swarm_dir.spec.get('plan', '')})", ["run", "state", "mixture (top 3)",
+                        *metric_names, "error"], rows))
+    console.print("  ".join(f"{k}: {v}" for k, v in swarm_dir.counts().items() if v))

@@ -1,7 +1,8 @@
 """Batched robust least squares: fit many small parametric laws at once.
 
-A law maps mixtures X [n, m] and parameters P [B, p] to predictions [B, n] with their Jacobian
-[B, n, p]. `fit_huber` minimises, independently for each of the B problems (one per metric and
+A law maps mixtures X [n, m] and parameters P [B, p] to predictions [B, n] (`predict`) and gives
+the gradient and Gauss-Newton matrix of a weighted least-squares loss (`normal`; a law can build
+them from its Jacobian with `normal_from_jacobian` or in closed form). `fit_huber` minimises, independently for each of the B problems (one per metric and
 random initialisation), the summed Huber loss between the law and its targets, with
 Levenberg-Marquardt steps on the iteratively reweighted Gauss-Newton model of the Huber loss
 (IRLS weights min(1, delta / |r|)). Each problem keeps its own damping, so all B problems converge
@@ -11,11 +12,24 @@ as if solved alone, while every step is a handful of batched tensor operations.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Iterator, Protocol
 
 import torch
 
-Law = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+class Law(Protocol):
+    def predict(self, X: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+        """Predictions [B, n] of every problem's parameters P [B, p] on X [n, m]."""
+
+    def normal(
+        self, X: torch.Tensor, P: torch.Tensor, w: torch.Tensor, wr: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """J^T (w r) [B, p] and J^T diag(w) J [B, p, p], J the Jacobian of predict at P."""
+
+
+def normal_from_jacobian(J: torch.Tensor, w: torch.Tensor, wr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient and Gauss-Newton matrix from an explicit Jacobian J [B, n, p]."""
+    return torch.einsum("bnp,bn->bp", J, wr), (J * w[..., None]).transpose(1, 2) @ J
 
 MAX_JACOBIAN_ELEMENTS = 2**23  # problems are solved in chunks to bound memory (64 MB of float64)
 
@@ -61,26 +75,20 @@ def _fit_chunk(
     law: Law, X: torch.Tensor, Y: torch.Tensor, P: torch.Tensor, delta: float, iterations: int, tolerance: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     damping = torch.full((P.shape[0],), 1e-3, dtype=P.dtype)
-    pred, J = law(X, P)
-    r = pred - Y
+    r = law.predict(X, P) - Y
     loss = huber(r, delta).sum(1)
     eye = torch.eye(P.shape[1], dtype=P.dtype)
     for _ in range(iterations):
         w = torch.clamp(delta / r.abs().clamp_min(1e-300), max=1.0)
-        grad = torch.einsum("bnp,bn->bp", J, w * r)
-        Jw = J * w[..., None]
-        H = Jw.transpose(1, 2) @ J
+        grad, H = law.normal(X, P, w, w * r)
         scale = torch.diag_embed(torch.diagonal(H, dim1=1, dim2=2)) + 1e-12 * eye
-        step = torch.linalg.solve(H + damping[:, None, None] * scale, -grad)
-        trial = P + step
-        trial_pred, trial_J = law(X, trial)
-        trial_r = trial_pred - Y
+        trial = P + torch.linalg.solve(H + damping[:, None, None] * scale, -grad)
+        trial_r = law.predict(X, trial) - Y
         trial_loss = huber(trial_r, delta).sum(1)
         better = torch.isfinite(trial_loss) & (trial_loss < loss)
         improvement = torch.where(better, loss - trial_loss, torch.zeros_like(loss))
         P = torch.where(better[:, None], trial, P)
         r = torch.where(better[:, None], trial_r, r)
-        J = torch.where(better[:, None, None], trial_J, J)
         loss = torch.where(better, trial_loss, loss)
         damping = torch.where(better, damping / 3, damping * 4).clamp(1e-12, 1e12)
         converged = torch.where(better, improvement <= tolerance * (1 + loss), damping > 1e8)

@@ -32,11 +32,26 @@ def own_domain(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     return corr.argmin(axis=0)
 
 
-def _law(X: torch.Tensor, P: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    ec = torch.exp(P[:, :1])
-    e = torch.exp(P[:, 1:] @ X.T)
-    J = torch.cat([ec.expand_as(e)[..., None], e[..., None] * X[None]], dim=-1)
-    return ec + e, J
+class _LogLinearLaw:
+    """y = exp(P0) + exp(P[1:] . x), with its normal equations in closed form (no Jacobian tensor)."""
+
+    def __init__(self, X: torch.Tensor):
+        self.outer = (X[:, :, None] * X[:, None, :]).reshape(X.shape[0], -1)  # [n, m*m]
+
+    def predict(self, X: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+        return torch.exp(P[:, :1]) + torch.exp(P[:, 1:] @ X.T)
+
+    def normal(self, X, P, w, wr):
+        B, m = P.shape[0], X.shape[1]
+        ec = torch.exp(P[:, 0])
+        e = torch.exp(P[:, 1:] @ X.T)  # [B, n]
+        grad = torch.cat([(ec * wr.sum(1))[:, None], (wr * e) @ X], dim=1)
+        H = torch.empty(B, m + 1, m + 1, dtype=P.dtype)
+        H[:, 0, 0] = ec**2 * w.sum(1)
+        H[:, 0, 1:] = ec[:, None] * ((w * e) @ X)
+        H[:, 1:, 0] = H[:, 0, 1:]
+        H[:, 1:, 1:] = ((w * e * e) @ self.outer).reshape(B, m, m)
+        return grad, H
 
 
 @register
@@ -63,9 +78,8 @@ class LogLinearRegressor(Regressor):
         k, m, inits = Y.shape[1], X.shape[1], self.settings["inits"]
         P0 = torch.from_numpy(self._initial_params(X, Y).reshape(k * inits, m + 1))
         targets = torch.from_numpy(np.repeat(Y.T, inits, axis=0))
-        P, loss = fit_huber(
-            _law, torch.from_numpy(X), targets, P0, self.settings["delta"], self.settings["iterations"]
-        )
+        Xt = torch.from_numpy(X)
+        P, loss = fit_huber(_LogLinearLaw(Xt), Xt, targets, P0, self.settings["delta"], self.settings["iterations"])
         loss = torch.nan_to_num(loss.reshape(k, inits), nan=np.inf)
         best = P.reshape(k, inits, m + 1)[torch.arange(k), loss.argmin(1)].numpy()
         self.c, self.t = best[:, 0].copy(), best[:, 1:].copy()

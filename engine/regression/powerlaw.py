@@ -20,22 +20,32 @@ import numpy as np
 import torch
 
 from engine.regression.base import Regressor, load_arrays, register, save_arrays
-from engine.regression.lawfit import fit_huber
+from engine.regression.lawfit import fit_huber, normal_from_jacobian
 
 PARAMS_FILE = "powerlaw.npz"
 
 
-def _make_law(eps: float):
-    def law(X: torch.Tensor, P: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m = X.shape[1]
-        log_u = torch.log(X + eps)  # [n, m]
-        alpha = torch.exp(P[:, 1 + m :])  # [B, m]
-        terms = torch.exp(P[:, None, 1 : 1 + m] - alpha[:, None, :] * log_u[None])  # [B, n, m]
-        pred = P[:, :1] + terms.sum(-1)
-        J = torch.cat([torch.ones_like(pred)[..., None], terms, -terms * alpha[:, None, :] * log_u[None]], dim=-1)
-        return pred, J
+class _PowerLaw:
+    """y = P0 + sum_j exp(f_j - exp(g_j) log(x_j + eps)) with P = [C, f, g]."""
 
-    return law
+    def __init__(self, eps: float):
+        self.eps = eps
+
+    def _terms(self, X: torch.Tensor, P: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        m = X.shape[1]
+        log_u = torch.log(X + self.eps)  # [n, m]
+        alpha = torch.exp(P[:, 1 + m :])  # [B, m]
+        return torch.exp(P[:, None, 1 : 1 + m] - alpha[:, None, :] * log_u[None]), alpha, log_u  # terms [B, n, m]
+
+    def predict(self, X: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+        return P[:, :1] + self._terms(X, P)[0].sum(-1)
+
+    def normal(self, X, P, w, wr):
+        terms, alpha, log_u = self._terms(X, P)
+        J = torch.cat(
+            [torch.ones_like(terms[..., :1]), terms, -terms * alpha[:, None, :] * log_u[None]], dim=-1
+        )
+        return normal_from_jacobian(J, w, wr)
 
 
 @register
@@ -58,7 +68,7 @@ class PowerLawRegressor(Regressor):
         P0[:, :, 1 : 1 + m] = np.log(spread / m * rng.uniform(0.1, 1.0, (k, inits, m)))
         P0[:, :, 1 + m :] = np.log(rng.uniform(0.05, 0.5, (k, inits, m)))
         P, loss = fit_huber(
-            _make_law(self.settings["eps"]),
+            _PowerLaw(self.settings["eps"]),
             torch.from_numpy(X),
             torch.from_numpy(np.repeat(Y.T, inits, axis=0)),
             torch.from_numpy(P0.reshape(k * inits, -1)),

@@ -48,11 +48,11 @@ def write_text(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def pick(files: list[Path], budget: int, base: Path) -> list[Path]:
+def pick(files: list[Path], budget: int, base: Path, salt: str = "") -> list[Path]:
     """Files chosen by hash order until their sizes reach `budget` bytes (deterministic)."""
     chosen, total = [], 0
     files = [f for f in files if read(f).strip()]
-    for f in sorted(files, key=lambda p: frac(str(p.relative_to(base)))):
+    for f in sorted(files, key=lambda p: frac(salt + str(p.relative_to(base)))):
         if total >= budget:
             break
         chosen.append(f)
@@ -84,12 +84,15 @@ def build_code(out: Path) -> list[Path]:
     return held_out
 
 
-def build_tests(out: Path) -> None:
-    """code:tests as plain text files, one document per test module."""
+def build_tests(out: Path, folder: str = "tests", salt: str = "") -> None:
+    """code:tests as plain text files, one document per test module.
+
+    With another `folder` and `salt`, a second selection of test modules: the new data a
+    `domains revise` of code:tests points at in the walkthrough and the reuse benchmark."""
     files = [p for p in (STDLIB / "test").rglob("*.py") if "__pycache__" not in p.parts]
-    for p in pick(files, BUDGETS["tests"], STDLIB):
+    for p in pick(files, BUDGETS["tests"], STDLIB, salt):
         name = str(p.relative_to(STDLIB / "test")).replace("/", "__")
-        write_text(out / "data" / "tests" / (name[:-3] + ".txt"), read(p))
+        write_text(out / "data" / folder / (name[:-3] + ".txt"), read(p))
 
 
 def build_headers(out: Path) -> None:
@@ -171,6 +174,7 @@ def build(out: Path) -> None:
     out = Path(out)
     held_code = build_code(out)
     build_tests(out)
+    build_tests(out, "tests-v2", salt="v2:")
     build_headers(out)
     held_topics = build_docs(out)
     build_notes(out)
