@@ -75,15 +75,16 @@ def round_floats(obj: Any, digits: int = FLOAT_DIGITS) -> Any:
 
 
 def _sorted(obj: Any) -> Any:
+    """Keys sorted; None values dropped (TOML has no null: a missing key reads back as absent)."""
     if isinstance(obj, Mapping):
-        return {k: _sorted(obj[k]) for k in sorted(obj)}
+        return {k: _sorted(obj[k]) for k in sorted(obj) if obj[k] is not None}
     if isinstance(obj, list):
         return [_sorted(v) for v in obj]
     return obj
 
 
 def dumps_toml(data: Mapping[str, Any]) -> str:
-    """Deterministic TOML: sorted keys, floats rounded to FLOAT_DIGITS significant digits."""
+    """Deterministic TOML: sorted keys, floats rounded to FLOAT_DIGITS significant digits, None dropped."""
     return tomli_w.dumps(_sorted(round_floats(dict(data))))
 
 

@@ -11,6 +11,7 @@ import pytest
 from engine.data.tokenizer import TokenizerSettings
 from engine.domains import Domain, DomainSet, with_revision
 from engine.project import Project, Settings
+from engine.regression.store import RegressionSettings
 from engine.swarm import SwarmSettings
 from engine.training.presets import ProxySettings
 
@@ -49,5 +50,6 @@ def small_project(tmp_path) -> Project:
         Domain("notes", ("data/notes/*.txt",)),
         Domain("decimal", ("data/decimal/*.txt",)),
     )))
-    settings = Settings(tokenizer=TokenizerSettings(kind="bytes"), proxy=TINY_PROXY, swarm=SwarmSettings(size=3))
+    settings = Settings(tokenizer=TokenizerSettings(kind="bytes"), proxy=TINY_PROXY, swarm=SwarmSettings(size=3),
+                        regression=RegressionSettings(regressor="loglinear", folds=3))
     return Project.init(root, settings, domains)
