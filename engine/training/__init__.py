@@ -8,17 +8,8 @@ evaluate  held-out loss / bits per byte per domain, user eval sets
 trainer   train_proxies -> ProxyResult
 export    one proxy as a transformers LlamaForCausalLM checkpoint
 device    device / dtype choice; flops: FLOPs per token and the measured matmul peak (MFU)
+textdata  byte-level token domains from text shipped with Python (tests, benchmarks, demos)
+
+Import the submodules directly: the package itself imports nothing, so reading a project's
+[proxy] settings does not load torch.
 """
-
-from engine.training.evaluate import EvalItem, EvalSet, TokenizedEvalSet, bits_per_byte, load_eval_set, tokenize_eval_set
-from engine.training.export import export_hf
-from engine.training.model import StackedLlama
-from engine.training.presets import PRESETS, ProxyPreset, ProxySettings, get_preset, tokens_per_proxy
-from engine.training.sampler import apportion_sequences
-from engine.training.trainer import ProxyResult, train_proxies
-
-__all__ = [
-    "EvalItem", "EvalSet", "PRESETS", "ProxyPreset", "ProxyResult", "ProxySettings", "StackedLlama",
-    "TokenizedEvalSet", "apportion_sequences", "bits_per_byte", "export_hf", "get_preset", "load_eval_set",
-    "tokenize_eval_set", "tokens_per_proxy", "train_proxies",
-]
