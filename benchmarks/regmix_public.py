@@ -26,7 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.mixture_table import read_tables  # noqa: E402
 from engine.propose import ObjectiveSettings, ProposeSettings, propose  # noqa: E402
-from engine.regression import RegressionSettings, cross_validate, make_regressor  # noqa: E402
+from engine.regression.base import make_regressor  # noqa: E402
+from engine.regression.cv import cross_validate  # noqa: E402
+from engine.regression.store import RegressionSettings  # noqa: E402
 from engine.regression.cv import spearman  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

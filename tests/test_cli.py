@@ -74,4 +74,5 @@ def test_console_script_dir_batch_spelling(small_project):
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert {d["name"] for d in report["domains"]} == {"code", "decimal", "notes"}
-    assert abs(sum(report["prior"].values()) - 1) < 1e-9
+    assert abs(sum(d["prior"] for d in report["domains"]) - 1) < 1e-9
+    assert [u["entry"] for u in report["updates"]] == ["0001-initial"]

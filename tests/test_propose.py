@@ -9,7 +9,7 @@ from scipy.optimize import minimize
 from engine.errors import ConfigError, InfeasibleError
 from engine.mixture_table import MixtureTable
 from engine.propose import ObjectiveSettings, ProposeSettings, kl_divergence, propose
-from engine.regression import make_regressor
+from engine.regression.base import make_regressor
 
 DOMAINS = ["web", "code", "math", "books"]
 METRICS = ["web/bpb", "code/bpb"]

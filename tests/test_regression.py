@@ -8,16 +8,9 @@ import pytest
 
 from engine.errors import ConfigError, DataError
 from engine.mixture_table import MixtureTable, read_tables
-from engine.regression import (
-    REGRESSORS,
-    RegressionSettings,
-    Regressor,
-    cross_validate,
-    fit_and_store,
-    fit_id,
-    load_fit,
-    make_regressor,
-)
+from engine.regression.base import REGRESSOR_NAMES, REGRESSORS, Regressor, load_regressors, make_regressor
+from engine.regression.cv import cross_validate
+from engine.regression.store import RegressionSettings, fit_and_store, fit_id, load_fit
 from engine.regression.cv import spearman
 
 REGMIX = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "regmix"
@@ -52,7 +45,7 @@ def synthetic(n=60, m=4, seed=0, noise=0.0):
 
 
 def test_registry_lists_every_regressor_and_rejects_unknown_names():
-    assert {"loglinear", "lightgbm", "ridge", "gp", "powerlaw", "ensemble", "auto"} <= set(REGRESSORS)
+    assert set(load_regressors()) == set(REGRESSOR_NAMES) == {"loglinear", "lightgbm", "ridge", "gp", "powerlaw", "ensemble", "auto"}
     with pytest.raises(ConfigError, match="use one of"):
         make_regressor("xgboost")
     with pytest.raises(ConfigError, match="does not take"):

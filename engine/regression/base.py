@@ -22,6 +22,20 @@ from engine.errors import ConfigError, DataError
 META_FILE = "regressor.json"
 
 REGRESSORS: dict[str, type["Regressor"]] = {}
+REGRESSOR_NAMES = ("auto", "ensemble", "gp", "lightgbm", "loglinear", "powerlaw", "ridge")
+"""Every regressor's name, known without importing them (their modules pull in torch, LightGBM, scikit-learn)."""
+DEFAULT_CANDIDATES = ["loglinear", "lightgbm", "gp", "ridge", "powerlaw"]
+"""What auto chooses among and ensemble averages by default."""
+_MODULES = ("gbm", "gp", "linear", "loglinear", "powerlaw", "ensemble")
+
+
+def load_regressors() -> dict[str, type["Regressor"]]:
+    """Import every regressor module, registering them (cheap after the first call); returns the registry."""
+    import importlib
+
+    for module in _MODULES:
+        importlib.import_module(f"engine.regression.{module}")
+    return REGRESSORS
 
 
 def register(cls: type["Regressor"]) -> type["Regressor"]:
@@ -32,6 +46,7 @@ def register(cls: type["Regressor"]) -> type["Regressor"]:
 
 def make_regressor(name: str, **settings: Any) -> "Regressor":
     """A new, unfitted regressor `name` with `settings` (keyword arguments of its class)."""
+    load_regressors()
     if name not in REGRESSORS:
         raise ConfigError(f"Regressor '{name}' is unknown; use one of {', '.join(sorted(REGRESSORS))}.")
     try:

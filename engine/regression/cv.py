@@ -15,7 +15,7 @@ from scipy.stats import rankdata
 
 from engine.errors import DataError
 from engine.events import EventSink, TaskFinished, TaskProgress, TaskStarted, ignore
-from engine.regression.base import REGRESSORS, check_xy, make_regressor
+from engine.regression.base import REGRESSORS, check_xy, load_regressors, make_regressor
 
 
 @dataclass
@@ -86,6 +86,7 @@ def cross_validate(
     `seed` cuts the folds and also seeds the regressor when it takes a seed.
     """
     X, Y = check_xy(X, Y)
+    load_regressors()
     if name in REGRESSORS and "seed" in inspect.signature(REGRESSORS[name]).parameters:
         settings["seed"] = seed
     ids = fold_ids(len(X), folds, seed)

@@ -30,9 +30,8 @@ from engine.atomic import write_csv, write_toml
 from engine.errors import ConfigError, DataError
 from engine.events import EventSink, Message, TaskFinished, TaskStarted, ignore
 from engine.mixture_table import MixtureTable
-from engine.regression.base import REGRESSORS, Regressor, make_regressor
+from engine.regression.base import DEFAULT_CANDIDATES, REGRESSOR_NAMES, Regressor, make_regressor
 from engine.regression.cv import CVReport, cross_validate
-from engine.regression.ensemble import DEFAULT_CANDIDATES
 
 FIT_FILE = "fit.toml"
 CV_FILE = "cv.csv"
@@ -82,13 +81,13 @@ class RegressionSettings:
     powerlaw_inits: int = 8
 
     def __post_init__(self):
-        if self.regressor not in REGRESSORS:
-            raise ConfigError(f"regressor '{self.regressor}' is unknown; use one of {', '.join(sorted(REGRESSORS))}.")
-        bad = [c for c in self.candidates if c not in REGRESSORS or c in ("auto", "ensemble")]
+        if self.regressor not in REGRESSOR_NAMES:
+            raise ConfigError(f"regressor '{self.regressor}' is unknown; use one of {', '.join(REGRESSOR_NAMES)}.")
+        bad = [c for c in self.candidates if c not in REGRESSOR_NAMES or c in ("auto", "ensemble")]
         if bad or not self.candidates:
             raise ConfigError(
                 f"candidates {bad or '[]'} are not usable; list some of "
-                f"{', '.join(sorted(set(REGRESSORS) - {'auto', 'ensemble'}))}."
+                f"{', '.join(sorted(set(REGRESSOR_NAMES) - {'auto', 'ensemble'}))}."
             )
         if self.folds < 2:
             raise ConfigError(f"folds is {self.folds}; use 2 or more.")
