@@ -134,3 +134,12 @@ def test_swarm_status_json(small_project):
     assert r.exit_code == 0
     info = json.loads(r.stdout)
     assert info["swarm"] == swarm_dir.id and info["counts"]["pending"] == 3
+
+
+def test_batches_are_even():
+    from engine.executors.base import batches
+
+    assert [len(b) for b in batches([str(i) for i in range(18)], 16)] == [9, 9]
+    assert [len(b) for b in batches([str(i) for i in range(33)], 16)] == [11, 11, 11]
+    assert batches([], 4) == []
+    assert sum(batches([str(i) for i in range(7)], 2), []) == [str(i) for i in range(7)]

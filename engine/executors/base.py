@@ -82,7 +82,12 @@ class Executor(ABC):
         return "the worker exited without a result"
 
 
-def batches(runs: list[str], size: int) -> list[list[str]]:
+def batches(runs: list[str], max_size: int) -> list[list[str]]:
+    """Runs split into the fewest batches of at most max_size, as even as possible (18 -> 9 + 9, not 16 + 2)."""
+    if not runs:
+        return []
+    n = -(-len(runs) // max_size)
+    size = -(-len(runs) // n)
     return [runs[i:i + size] for i in range(0, len(runs), size)]
 
 
