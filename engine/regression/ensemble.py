@@ -9,13 +9,13 @@ preferring fewer models on ties, and refits it on all runs.
 from __future__ import annotations
 
 from pathlib import Path
+
 import numpy as np
 
 from engine.errors import ConfigError
 from engine.events import EventSink, ignore
 from engine.regression.base import DEFAULT_CANDIDATES, REGRESSORS, Regressor, make_regressor, register
 from engine.regression.cv import CVReport, cross_validate, score
-
 
 
 @register
