@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--k", type=int, default=8, help="proxies")
     parser.add_argument("--tokens-per-proxy", type=int, default=262_144)
     parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
-                        help="torch.compile in the batched trainer (auto: for runs of 300+ steps)")
+                        help="torch.compile in the batched trainer (auto: for long runs, see trainer.COMPILE_MIN_STEPS)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 4 proxies, 3 steps")
     args = parser.parse_args(argv)
 
@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     info = batched(preset, vocab_size, mixtures, seeds, domains, steps, str(device), compile)
     batched_tps = info["tokens_per_s"]
-    print(f"(b) batched trainer, {k} proxies at once: {batched_tps:,.0f} tokens/s "
-          f"({info['train_time_s']:.1f} s), MFU {batched_tps * flops_per_token / peak:.1%}")
+    print(f"(b) batched trainer, {k} proxies at once{' (torch.compile)' if info['compiled'] else ''}: "
+          f"{batched_tps:,.0f} tokens/s ({info['train_time_s']:.1f} s), MFU {batched_tps * flops_per_token / peak:.1%}")
 
     speedup = batched_tps / base_tps
     floor_met = speedup >= SPEEDUP_FLOOR
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
         "flops_per_token": flops_per_token, "matmul_peak_flops": peak,
         "baseline_tokens_per_s": base_tps, "batched_tokens_per_s": batched_tps, "speedup": speedup,
         "baseline_mfu": base_tps * flops_per_token / peak, "batched_mfu": batched_tps * flops_per_token / peak,
-        "speedup_floor": SPEEDUP_FLOOR, "floor_met": floor_met, "quick": args.quick,
+        "speedup_floor": SPEEDUP_FLOOR, "floor_met": floor_met, "quick": args.quick, "compiled": info["compiled"],
         "load_average": [load_before, os.getloadavg()[0]],
     }
     print(json.dumps(figures, sort_keys=True))
