@@ -53,6 +53,10 @@ def test_init_status_domains_flow(small_project, tmp_path):
     (["domains", "remove", "{root}", "nope"], "unknown domain 'nope'"),
     (["domains", "add", "{root}", "x", "missing/*.txt"], "matches no file"),
     (["status", "{root}/nothing-here"], "olmix-tui init"),
+    (["fit", "{root}"], "no swarm yet"),
+    (["swarm", "status", "{root}", "--swarm", "nope"], "no swarm yet"),
+    (["diff", "{root}", "1", "2"], "no history yet"),
+    (["export", "{root}"], "no mixture yet"),
 ])
 def test_user_errors_exit_1_with_one_sentence(small_project, args, message):
     r = invoke(*[a.format(root=small_project.root) for a in args])

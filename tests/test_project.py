@@ -34,6 +34,8 @@ def test_init_refuses_existing_project(tmp_path):
     ("[data]\nval_fraction = 0.9\n", "val_fraction must be between"),
     ("tokenizer = 3\n", "must be a table"),
     ("[tokenizer\n", "not valid TOML"),
+    ("[regression]\nregressor = 'gp'\n", 'proposer = "exact" needs'),
+    ("[swarm]\nsampler = 'uniform'\n", "sampler 'uniform' is unknown"),
 ])
 def test_bad_settings_name_file_and_key(tmp_path, text, message):
     p = Project.init(tmp_path / "p")
