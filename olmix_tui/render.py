@@ -132,9 +132,13 @@ def predicted_vs_true(project, result, swarm_dir) -> Text:
     import numpy as np
     import plotext as plt
 
+    from engine.errors import ConfigError
+
     table = swarm_dir.table()
-    weights = project.settings.objective.vector(table.metric_names)
-    j = int(np.argmax(weights))
+    try:
+        j = int(np.argmax(project.settings.objective.vector(table.metric_names)))
+    except ConfigError:  # an imported swarm's metrics need not be the project's objective
+        j = 0
     oof = result.cv.predictions
     pred = oof[:, j] if oof is not None else result.model.predict(table.ratios)[:, j]
     kind = "out-of-fold" if oof is not None else "in-sample"
