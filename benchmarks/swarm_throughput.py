@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tokens-per-proxy", type=int, default=262_144)
     parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                         help="torch.compile in the batched trainer (auto: for long runs, see trainer.COMPILE_MIN_STEPS)")
-    parser.add_argument("--quick", action="store_true", help="smoke test: 4 proxies, 3 steps")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 2 proxies, 2 steps")
     args = parser.parse_args(argv)
 
     device = pick_device(args.device)
@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
     preset = get_preset(args.preset)
     if args.batch_size:
         preset = dataclasses.replace(preset, batch_size=args.batch_size)
-    k = min(args.k, 4) if args.quick else args.k
-    tokens = 3 * preset.tokens_per_step if args.quick else args.tokens_per_proxy
+    k = min(args.k, 2) if args.quick else args.k
+    tokens = 2 * preset.tokens_per_step if args.quick else args.tokens_per_proxy
     steps = tokens // preset.tokens_per_step
     compile = {"auto": "auto", "on": True, "off": False}[args.compile]
     domains, vocab_size = load_domains()
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"batch {preset.batch_size}; vocab {vocab_size}; {k} proxies x {steps} steps "
           f"({steps * preset.tokens_per_step:,} tokens each); domains {', '.join(d.name for d in domains)}")
     load_before = os.getloadavg()[0]
-    peak = measure_matmul_peak(device, amp or torch.float32, size=8192 if device.type == "cuda" else 2048)
+    peak = measure_matmul_peak(device, amp or torch.float32, size=8192 if device.type == "cuda" else 1024 if args.quick else 2048)
     print(f"matmul peak {peak / 1e9:.1f} GFLOP/s; {flops_per_token / 1e6:.3f} MFLOP per trained token")
 
     base_seconds = one_at_a_time(preset, vocab_size, mixtures, seeds, domains, steps, device)

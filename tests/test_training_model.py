@@ -30,6 +30,15 @@ SEEDS = [11, 12, 13]
 MAX_REPETITION = 4.0
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These proxies are tiny: one thread is as fast, and immune to other processes on the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def domains():
     return stdlib_text_domains(max_bytes_per_domain=60_000, names=("code", "tests", "docs"))

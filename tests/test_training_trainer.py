@@ -21,6 +21,15 @@ SMALL = ProxyPreset(name="small", n_layers=2, n_heads=4, d_model=64, d_ff=128, s
                     lr=3e-3, warmup_fraction=0.05, schedule="cosine")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These proxies are tiny: one thread is as fast, and immune to other processes on the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def domains():
     return stdlib_text_domains(max_bytes_per_domain=300_000, names=("code", "docs"))

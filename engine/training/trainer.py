@@ -208,8 +208,9 @@ class _BatchedRun:
         self.optimizer = make_optimizer(self.model, preset, device)
         self.micro_rows = micro_batch_rows(preset, vocab_size, len(plans), device)
         self.flops_per_token = train_flops_per_token(config, preset.seq_len)
+        self.compiled = _wants_compile(compile, device, self.batcher.steps)
         self.loss_fn = self.model.losses
-        if _wants_compile(compile, device, self.batcher.steps):
+        if self.compiled:
             # RoPE's complex multiply stays an eager kernel inside the compiled graph; that is intended.
             warnings.filterwarnings("ignore", message="Torchinductor does not support code generation for complex")
             self.loss_fn = torch.compile(self.model.losses)
@@ -226,12 +227,13 @@ class _BatchedRun:
         return total
 
     def _losses(self, chunk: torch.Tensor) -> torch.Tensor:
-        if self.loss_fn is self.model.losses:
+        if not self.compiled:
             return self.loss_fn(chunk)
         try:
             return self.loss_fn(chunk)
         except Exception as err:  # a missing or broken compiler toolchain: train eagerly instead
             self.on_event(Message(f"torch.compile failed ({type(err).__name__}); training without it.", level="warning"))
+            self.compiled = False
             self.loss_fn = self.model.losses
             return self.loss_fn(chunk)
 
@@ -277,7 +279,7 @@ class _BatchedRun:
         wall = time.perf_counter() - start
         self.on_event(TaskFinished(self.task, info={
             "proxies": model.n_models, "steps": steps, "wall_time_s": wall, "train_time_s": wall - eval_seconds,
-            "eval_time_s": eval_seconds, "compiled": self.loss_fn is not self.model.losses,
+            "eval_time_s": eval_seconds, "compiled": self.compiled,
             **self._throughput(steps, wall - eval_seconds, peak)}))
         return [self._result(k, train_loss[k], metrics[k], wall) for k in range(model.n_models)]
 
