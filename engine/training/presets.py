@@ -147,6 +147,8 @@ class ProxySettings:
     eval_tokens_per_domain: held-out tokens per domain scored for loss / BPB (first tokens of
         each domain's validation split).
     eval_every: steps between curve points (train loss, lr, held-out metrics); 0 = only at the end.
+        Each point scores eval_tokens_per_domain tokens of every domain, so keep points sparse
+        (with the cpu preset, 1000 steps = 512k training tokens per proxy).
     seed: base seed; proxy i of a swarm is seeded from it by the swarm.
     dtype: "auto" (bfloat16 autocast on CUDA, float32 on CPU), "float32" or "bfloat16".
     """
@@ -155,7 +157,7 @@ class ProxySettings:
     tokens_per_proxy: int = 0
     chinchilla_multiple: float = 0.2
     eval_tokens_per_domain: int = 32_768
-    eval_every: int = 100
+    eval_every: int = 1000
     seed: int = 0
     dtype: str = "auto"
 
