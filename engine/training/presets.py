@@ -110,12 +110,13 @@ PRESETS: dict[str, ProxyPreset] = {
             name="regmix-1m", n_layers=2, n_heads=8, d_model=256, d_ff=512, seq_len=2048, batch_size=512,
             lr=4e-4, min_lr_ratio=1.0, warmup_fraction=0.1, schedule="constant", rms_norm_eps=1e-5,
         ),
-        # OLMo-2 30M shape (OLMo-core olmo2_30M: SwiGLU width 8/3 d rounded up to 256) as a Llama.
+        # OLMo-2 30M shape (OLMo-core olmo2_30M: SwiGLU width 8/3 d rounded up to 256) as a Llama;
+        # lr near OLMo-core's ladder rule 0.0047 * (N / 108M)^(-1/3) / 2 (N counted with embeddings).
         ProxyPreset(
             name="olmix-30m", n_layers=4, n_heads=8, d_model=256, d_ff=768, seq_len=2048, batch_size=128,
             lr=4e-3, min_lr_ratio=0.1, warmup_fraction=0.05, schedule="cosine", rope_theta=500_000.0,
         ),
-        # OLMo-2 60M shape (OLMo-core olmo2_60M: d 384, 8 layers, SwiGLU width 1536) as a Llama.
+        # OLMo-2 60M shape (OLMo-core olmo2_60M: d 384, 8 layers, SwiGLU width 1536) as a Llama, same lr rule.
         ProxyPreset(
             name="olmix-60m", n_layers=8, n_heads=8, d_model=384, d_ff=1536, seq_len=2048, batch_size=128,
             lr=3e-3, min_lr_ratio=0.1, warmup_fraction=0.05, schedule="cosine", rope_theta=500_000.0,
