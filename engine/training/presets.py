@@ -98,8 +98,8 @@ PRESETS: dict[str, ProxyPreset] = {
     p.name: p
     for p in (
         # CPU-sized for tests and demos (NOTES-cpu-scale.md's shape). Small steps: on 600k tokens of
-        # byte-level text, mean held-out BPB of 4 proxies was 2.78 at batch 4 / lr 1.5e-3, 2.85 at
-        # 8 / 2e-3, 3.04 at 8 / 3e-3 and 3.24 at 16 / 3e-3 (seed-to-seed spread 0.03 at batch 4).
+        # byte-level text, mean held-out BPB of 4 proxies was 2.78 at batch 4 / lr 1.5e-3 (2.76 at
+        # 1e-3), 2.85 at 8 / 2e-3, 3.04 at 8 / 3e-3 and 3.24 at 16 / 3e-3 (seed spread ~0.03 at batch 4).
         ProxyPreset(
             name="cpu", n_layers=2, n_heads=4, d_model=128, d_ff=384, seq_len=128, batch_size=4,
             lr=1.5e-3, min_lr_ratio=0.1, warmup_fraction=0.05, schedule="cosine",
