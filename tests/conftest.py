@@ -17,7 +17,7 @@ from engine.training.presets import ProxySettings
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 TINY_PROXY = ProxySettings(preset="cpu", tokens_per_proxy=4096, eval_tokens_per_domain=1024, eval_every=0)
-"""Two optimiser steps of the cpu preset: real training, seconds per swarm."""
+"""A few optimiser steps of the cpu preset: real training, seconds per swarm."""
 
 
 def write_jsonl(path: Path, texts: list[str]) -> None:

@@ -18,6 +18,7 @@ from engine.executors.base import ExecutorSettings
 from engine.mixture_table import read_tables
 from engine.project import Project
 from engine.runs import SwarmDir
+from engine.training.presets import get_preset
 from olmix_tui.cli import app
 
 
@@ -40,7 +41,7 @@ def test_plan_train_tables_and_idempotence(small_project):
     assert np.all(np.isfinite(table.metrics)) and np.all(table.metrics > 0)
     for s in swarm_dir.statuses():
         assert sum(s.data["realised_tokens"].values()) == s.data["tokens"] == 4096
-        assert swarm_dir.curve(s.run)[-1]["step"] == 2
+        assert swarm_dir.curve(s.run)[-1]["step"] == 4096 // get_preset("cpu").tokens_per_step
     before = {s.run: s.data for s in swarm_dir.statuses()}
     t0 = time.perf_counter()
     assert pipeline.train_swarm(small_project, swarm_dir)["done"] == 3  # nothing left to do
@@ -55,8 +56,9 @@ def test_realised_weights_follow_the_repetition_cap(small_project):
         realised = s.data["realised_weights"]
         assert abs(sum(realised.values()) - 1) < 1e-9
         # whole sequences: the realised share differs from the planned one by at most a sequence's worth per domain
+        seq = get_preset("cpu").seq_len
         for unit, w in s.data["weights"].items():
-            assert abs(realised[unit] - w) <= 2 * 129 / 4096 + 1e-9
+            assert abs(realised[unit] - w) <= 2 * seq / 4096 + 1e-9
 
 
 def test_failed_runs_are_marked_and_retried(small_project):
@@ -82,7 +84,7 @@ def test_sigkill_resumes_without_losing_finished_runs(small_project):
     p = small_project
     p.settings = dataclasses.replace(
         p.settings,
-        proxy=dataclasses.replace(p.settings.proxy, tokens_per_proxy=2048 * 12),
+        proxy=dataclasses.replace(p.settings.proxy, tokens_per_proxy=get_preset("cpu").tokens_per_step * 8),
         executor=ExecutorSettings(max_batch=1, poll_seconds=0.2),
     )
     with p.lock():
