@@ -31,9 +31,9 @@ from engine.mixture_table import MixtureTable, read_tables
 from engine.domains import affected_set
 from engine.history import current_mixture, read_history, write_entry
 from engine.propose import Proposal, propose
-from engine.regression.store import FitResult, fit_and_store
+from engine.regression.store import FitResult, fit_and_store, load_fit
 from engine.project import Project
-from engine.reuse import UpdatePlan, compare_plans, plan_update
+from engine.reuse import UpdatePlan, affected_fit_names, compare_plans, plan_update, suggest_unfreeze
 from engine.runs import SwarmDir, list_swarms
 from engine.swarm import FrozenGroup, Swarm, sample_swarm, unit_layout
 
@@ -85,10 +85,30 @@ def proxy_scale(project: Project, vocab_size: int) -> dict:
 
 
 def make_plan(project: Project, ctx: UpdateContext, kind: str | None = None, unfreeze: list[str] | None = None) -> UpdatePlan:
-    """The update plan of the configured (or given) kind."""
+    """The update plan of the configured (or given) kind; partial reuse without domains to unfreeze
+    unfreezes the ones the last fit suggests."""
     r = project.settings.reuse
-    return plan_update(ctx.before, ctx.after, ctx.current, ctx.prior, kind or r.plan,
-                       unfreeze if unfreeze is not None else r.unfreeze, r.virtual_name)
+    kind = kind or r.plan
+    chosen = list(unfreeze) if unfreeze else list(r.unfreeze)
+    if kind == "partial_reuse" and not chosen and ctx.current is not None:
+        chosen = [name for name, _ in suggested_unfreeze(project, ctx)]
+    return plan_update(ctx.before, ctx.after, ctx.current, ctx.prior, kind, chosen, r.virtual_name)
+
+
+def suggested_unfreeze(project: Project, ctx: UpdateContext) -> list[tuple[str, float]]:
+    """Unaffected domains that interact most with the affected ones in the last log-linear fit
+    (empty when the last mixture came without one)."""
+    entries = read_history(project)
+    fit_id = entries[-1].data.get("fit") if entries else None
+    if not fit_id or not (project.fits_dir / fit_id).is_dir():
+        return []
+    fit = load_fit(project.fits_dir / fit_id)
+    law = fit.model.law()
+    if law is None:
+        return []
+    affected = affected_set(ctx.before, ctx.after)
+    return suggest_unfreeze(affected_fit_names(affected), affected.unaffected, fit.domains, law[1], fit.metric_names,
+                            project.settings.reuse.suggest)
 
 
 def plan_costs(project: Project, ctx: UpdateContext) -> dict[str, dict]:

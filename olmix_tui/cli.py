@@ -390,12 +390,14 @@ def propose(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
     mix = proposal.mixture
     rows = [[d, pct(prior.get(d)), pct(mix[d]), "cap" if d in proposal.binding_caps else ""] for d in proposal.domains]
     console.print(table(f"{proposal.proposer} proposal from fit {result.fit_id}", ["domain", "prior", "proposed", "binding"], rows))
+    plot_file = result.folder / "plots" / f"proposed_vs_prior-{proposal.proposer}"
     console.print(render.bars_vs(proposal.domains, [prior.get(d, 0.0) for d in proposal.domains],
-                                 [mix[d] for d in proposal.domains], "prior", "proposed"))
+                                 [mix[d] for d in proposal.domains], "prior", "proposed", save_as=plot_file))
     line = f"predicted objective {proposal.predicted_objective:.4f}   KL(proposed || prior) {proposal.kl:.4f}"
     if proposal.kkt_residual is not None:
         line += f"   KKT residual {proposal.kkt_residual:.2e}"
     console.print(line)
+    console.print(f"plots saved under {result.folder / 'plots'}")
 
 
 @app.command()

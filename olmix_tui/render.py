@@ -97,24 +97,31 @@ def stacked_bars(weights, units: list[str], title: str, width: int = 100, height
     return Text.from_ansi(plt.build())
 
 
-def _plot(build) -> Text:
+def _plot(build, save_as=None) -> Text:
+    """Build a plotext figure; with `save_as` (a path without suffix) also save it as .txt and .html."""
     import plotext as plt
 
     plt.clear_figure()
     build(plt)
-    return Text.from_ansi(plt.build())
+    text = Text.from_ansi(plt.build())
+    if save_as is not None:
+        save_as.parent.mkdir(parents=True, exist_ok=True)
+        plt.save_fig(str(save_as.with_suffix(".html")), keep_colors=True)
+        plt.save_fig(str(save_as.with_suffix(".txt")))
+    return text
 
 
-def bars_vs(names: list[str], a: list[float], b: list[float], label_a: str, label_b: str, width: int = 100) -> Text:
+def bars_vs(names: list[str], a: list[float], b: list[float], label_a: str, label_b: str, width: int = 100,
+            save_as=None) -> Text:
     """Two mixtures as grouped horizontal bars (e.g. prior vs proposed)."""
     def build(plt):
         plt.plotsize(width, max(8, 3 * len(names) + 4))
         plt.multiple_bar(names, [a, b], labels=[label_a, label_b], orientation="horizontal")
         plt.title(f"{label_b} vs {label_a}")
-    return _plot(build)
+    return _plot(build, save_as)
 
 
-def scatter_true_pred(y_true, y_pred, title: str, width: int = 70, height: int = 20) -> Text:
+def scatter_true_pred(y_true, y_pred, title: str, width: int = 70, height: int = 20, save_as=None) -> Text:
     def build(plt):
         plt.plotsize(width, height)
         plt.scatter(list(map(float, y_true)), list(map(float, y_pred)), marker="dot")
@@ -123,14 +130,13 @@ def scatter_true_pred(y_true, y_pred, title: str, width: int = 70, height: int =
         plt.xlabel("true")
         plt.ylabel("predicted")
         plt.title(title)
-    return _plot(build)
+    return _plot(build, save_as)
 
 
 def predicted_vs_true(project, result, swarm_dir) -> Text:
     """Predicted vs true of the objective's heaviest metric (out-of-fold when the fit was just made),
     also saved as text and HTML under the fit folder."""
     import numpy as np
-    import plotext as plt
 
     from engine.errors import ConfigError
 
@@ -142,12 +148,8 @@ def predicted_vs_true(project, result, swarm_dir) -> Text:
     oof = result.cv.predictions
     pred = oof[:, j] if oof is not None else result.model.predict(table.ratios)[:, j]
     kind = "out-of-fold" if oof is not None else "in-sample"
-    text = scatter_true_pred(table.metrics[:, j], pred, f"{table.metric_names[j]}: {kind} predicted vs true")
-    plots = result.folder / "plots"
-    plots.mkdir(exist_ok=True)
-    plt.save_fig(str(plots / "predicted_vs_true.html"), keep_colors=True)
-    plt.save_fig(str(plots / "predicted_vs_true.txt"))
-    return text
+    return scatter_true_pred(table.metrics[:, j], pred, f"{table.metric_names[j]}: {kind} predicted vs true",
+                             save_as=result.folder / "plots" / "predicted_vs_true")
 
 
 def batch_report(report, project) -> None:

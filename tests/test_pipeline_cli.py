@@ -94,3 +94,18 @@ def test_batch_compare_history_diff_export(small_project):
     status = json.loads(invoke("status", root, "--json").stdout)
     assert status["pending"] is None and status["last_entry"] == "0003-add"
     assert np.isclose(sum(d["weight"] for d in status["domains"]), 1)
+
+
+def test_partial_reuse_unfreezes_the_suggested_domain(small_project):
+    from engine import pipeline
+
+    assert invoke("run", small_project.root, "--batch").exit_code == 0
+    notes = sorted((small_project.root / "data/notes").iterdir())[0]
+    notes.write_text(notes.read_text() + "\nrevised notes\n")
+    small_project.stage(Change("revise", "notes"))
+    ctx = pipeline.update_context(small_project)
+    suggested = pipeline.suggested_unfreeze(small_project, ctx)
+    assert len(suggested) == 1 and suggested[0][0] in ("code", "decimal") and suggested[0][1] > 0
+    plan = pipeline.make_plan(small_project, ctx, "partial_reuse")
+    assert plan.unfrozen == [suggested[0][0]] and "notes" in plan.free
+    assert pipeline.make_plan(small_project, ctx, "full_reuse").unfrozen == []
