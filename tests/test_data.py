@@ -138,3 +138,21 @@ def test_out_of_vocab_token_file(small_project):
 def test_natural_prior_needs_tokens():
     with pytest.raises(DataError):
         natural_prior({})
+
+
+def test_local_hugging_face_tokenizer_folder(small_project, tmp_path):
+    """kind = "hf": a local tokenizer folder loaded offline with AutoTokenizer."""
+    import dataclasses
+
+    from transformers import PreTrainedTokenizerFast
+
+    texts = [p.read_text() for p in sorted((STDLIB / "json").glob("*.py"))]
+    train_bpe(texts, 500, tmp_path / "tok.json")
+    PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tok.json"), eos_token="<|endoftext|>").save_pretrained(tmp_path / "hf")
+    p = small_project
+    p.settings = dataclasses.replace(p.settings, tokenizer=dataclasses.replace(p.settings.tokenizer, kind="hf", path=str(tmp_path / "hf")))
+    tok = p.tokenizer()
+    assert tok.vocab_size == 500 and tok.fingerprint.startswith("hf-")
+    tokens = p.tokens()["code"]
+    assert tokens.train_tokens < tokens.train_bytes  # BPE merges: fewer tokens than bytes
+    assert (np.asarray(tokens.train) == tok.eos_id).sum() == tokens.train_docs
