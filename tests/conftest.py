@@ -53,3 +53,14 @@ def small_project(tmp_path) -> Project:
     settings = Settings(tokenizer=TokenizerSettings(kind="bytes"), proxy=TINY_PROXY, swarm=SwarmSettings(size=3),
                         regression=RegressionSettings(regressor="loglinear", folds=3))
     return Project.init(root, settings, domains)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny proxies: one torch thread is as fast, and immune to other processes on the cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

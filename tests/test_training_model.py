@@ -30,13 +30,7 @@ SEEDS = [11, 12, 13]
 MAX_REPETITION = 4.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These proxies are tiny: one thread is as fast, and immune to other processes on the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

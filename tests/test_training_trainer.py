@@ -21,13 +21,7 @@ SMALL = ProxyPreset(name="small", n_layers=2, n_heads=4, d_model=64, d_ff=128, s
                     lr=3e-3, warmup_fraction=0.05, schedule="cosine")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These proxies are tiny: one thread is as fast, and immune to other processes on the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
