@@ -49,54 +49,84 @@ def load_domains() -> tuple[list[TokenDomain], int]:
     return stdlib_text_domains(max_bytes_per_domain=1_500_000), BYTE_VOCAB_SIZE
 
 
+def hf_proxy(config, seed: int, attention: str, device: torch.device) -> LlamaForCausalLM:
+    """LlamaForCausalLM with the batched trainer's initial weights for `seed`, on `device`."""
+    init = StackedLlama(config, 1)
+    init.init_weights([seed])  # the same initial weights as the batched trainer's proxy
+    model = LlamaForCausalLM(config)
+    model.set_attn_implementation(attention)
+    model.load_state_dict(proxy_state_dict(init, 0))
+    return model.to(device).train()
+
+
+def hf_steps(model: LlamaForCausalLM, preset: ProxyPreset, batches, steps: int, device: torch.device,
+             amp: torch.dtype | None) -> float:
+    """The idiomatic loop: forward, cross-entropy, backward, clip_grad_norm_, AdamW; returns seconds."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": preset.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=preset.lr, betas=preset.betas, fused=True)
+    _synchronize(device)
+    start = time.perf_counter()
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, steps, preset)
+        batch = torch.from_numpy(batches(step)).to(device)
+        with autocast(device, amp):
+            logits = model(input_ids=batch[:, :-1]).logits
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    _synchronize(device)
+    return time.perf_counter() - start
+
+
+def fastest_attention(preset: ProxyPreset, vocab_size: int, device: torch.device, amp: torch.dtype | None,
+                      steps: int = 6) -> tuple[str, dict[str, float]]:
+    """The baseline's quickest transformers attention implementation here, by timing a few steps of each.
+
+    Which one wins depends on device and dtype (on CPU, bfloat16 SDPA's backward is slow), so the
+    baseline is never held back by a default that is slow on this machine.
+    """
+    config = preset.llama_config(vocab_size)
+    gen = np.random.default_rng(0)
+    batch = gen.integers(0, vocab_size, size=(preset.batch_size, preset.seq_len + 1))
+    seconds = {}
+    for attention in ("sdpa", "eager"):
+        model = hf_proxy(config, 0, attention, device)
+        hf_steps(model, preset, lambda _: batch, 2, device, amp)  # warm up
+        seconds[attention] = hf_steps(model, preset, lambda _: batch, steps, device, amp)
+    return min(seconds, key=seconds.get), seconds
+
+
 def one_at_a_time(preset: ProxyPreset, vocab_size: int, mixtures: np.ndarray, seeds: list[int],
-                  domains: list[TokenDomain], steps: int, device: torch.device) -> float:
+                  domains: list[TokenDomain], steps: int, device: torch.device, amp: torch.dtype | None,
+                  attention: str) -> float:
     """Train each proxy alone with LlamaForCausalLM + torch AdamW; returns training seconds."""
     arrays = [d.train for d in domains]
     available = available_windows(arrays, preset.seq_len)
     config = preset.llama_config(vocab_size)
-    amp = autocast_dtype(device)
     seconds = 0.0
     for weights, seed in zip(mixtures, seeds):
-        init = StackedLlama(config, 1)
-        init.init_weights([seed])  # the same initial weights as the batched trainer's proxy
-        model = LlamaForCausalLM(config)
-        model.load_state_dict(proxy_state_dict(init, 0))
-        model.to(device).train()
-        decay = [p for p in model.parameters() if p.dim() >= 2]
-        no_decay = [p for p in model.parameters() if p.dim() < 2]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": preset.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=preset.lr, betas=preset.betas, fused=True)
+        model = hf_proxy(config, seed, attention, device)
         plan = plan_proxy_data(weights, steps * preset.batch_size, available, MAX_REPETITION, seed, preset.batch_size)
         batcher = SequenceBatcher(arrays, preset.seq_len, [plan], preset.batch_size)
-        _synchronize(device)
-        start = time.perf_counter()
-        for step in range(steps):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, steps, preset)
-            batch = torch.from_numpy(batcher.batch(step)[0]).to(device)
-            with autocast(device, amp):
-                logits = model(input_ids=batch[:, :-1]).logits
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        _synchronize(device)
-        seconds += time.perf_counter() - start
+        seconds += hf_steps(model, preset, lambda step: batcher.batch(step)[0], steps, device, amp)
     return seconds
 
 
 def batched(preset: ProxyPreset, vocab_size: int, mixtures: np.ndarray, seeds: list[int],
-            domains: list[TokenDomain], steps: int, device: str, compile: bool | str) -> dict:
+            domains: list[TokenDomain], steps: int, device: str, dtype: str, compile: bool | str) -> dict:
     """Train all proxies with the batched trainer; returns its TaskFinished info."""
     finished = []
     train_proxies(
         preset, vocab_size, mixtures, [d.train for d in domains], [d.val for d in domains],
         [d.bytes_per_token for d in domains], steps * preset.tokens_per_step, seeds, MAX_REPETITION,
         domain_names=[d.name for d in domains], eval_tokens_per_domain=preset.seq_len, device=device,
-        compile=compile, on_event=lambda e: finished.append(e.info) if isinstance(e, TaskFinished) else None)
+        dtype=dtype, compile=compile, on_event=lambda e: finished.append(e.info) if isinstance(e, TaskFinished) else None)
     return finished[-1]
 
 
@@ -111,6 +141,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--batch-size", type=int, default=0, help="sequences per step per proxy (0: the preset's)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: every usable core)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="both arms' dtype (auto: the trainer's choice for this device, see engine/training/device.py)")
     parser.add_argument("--k", type=int, default=8, help="proxies")
     parser.add_argument("--tokens-per-proxy", type=int, default=262_144)
     parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
@@ -134,22 +166,24 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = list(range(k))
     config = preset.llama_config(vocab_size)
     flops_per_token = train_flops_per_token(config, preset.seq_len)
-    amp = autocast_dtype(device)
+    amp = autocast_dtype(device, args.dtype)
 
     print(f"device {device} ({threads} threads, {cpu_threads()} usable cores), preset {preset.name}: "
           f"{preset.n_layers} layers, d_model {preset.d_model}, {preset.n_heads} heads, seq_len {preset.seq_len}, "
-          f"batch {preset.batch_size}; vocab {vocab_size}; {k} proxies x {steps} steps "
+          f"batch {preset.batch_size}; {'bfloat16 autocast' if amp else 'float32'}; vocab {vocab_size}; {k} proxies x {steps} steps "
           f"({steps * preset.tokens_per_step:,} tokens each); domains {', '.join(d.name for d in domains)}")
     load_before = os.getloadavg()[0]
     peak = measure_matmul_peak(device, amp or torch.float32, size=8192 if device.type == "cuda" else 1024 if args.quick else 2048)
     print(f"matmul peak {peak / 1e9:.1f} GFLOP/s; {flops_per_token / 1e6:.3f} MFLOP per trained token")
 
-    base_seconds = one_at_a_time(preset, vocab_size, mixtures, seeds, domains, steps, device)
+    attention, probe = fastest_attention(preset, vocab_size, device, amp, steps=2 if args.quick else 6)
+    print(f"baseline attention: {attention} (probe: " + ", ".join(f"{n} {t:.2f} s" for n, t in probe.items()) + ")")
+    base_seconds = one_at_a_time(preset, vocab_size, mixtures, seeds, domains, steps, device, amp, attention)
     base_tps = k * steps * preset.tokens_per_step / base_seconds
-    print(f"(a) one at a time, LlamaForCausalLM + AdamW: {base_tps:,.0f} tokens/s "
+    print(f"(a) one at a time, LlamaForCausalLM ({attention} attention) + AdamW: {base_tps:,.0f} tokens/s "
           f"({base_seconds:.1f} s), MFU {base_tps * flops_per_token / peak:.1%}")
 
-    info = batched(preset, vocab_size, mixtures, seeds, domains, steps, str(device), compile)
+    info = batched(preset, vocab_size, mixtures, seeds, domains, steps, str(device), args.dtype, compile)
     batched_tps = info["tokens_per_s"]
     print(f"(b) batched trainer, {k} proxies at once{' (torch.compile)' if info['compiled'] else ''}: "
           f"{batched_tps:,.0f} tokens/s ({info['train_time_s']:.1f} s), MFU {batched_tps * flops_per_token / peak:.1%}")
@@ -160,7 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after (>{cpu_threads()} means other "
           "processes shared the cores)")
     figures = {
-        "device": str(device), "threads": threads, "preset": preset.name, "k": k, "steps": steps,
+        "device": str(device), "threads": threads, "dtype": str(amp or torch.float32).removeprefix("torch."),
+        "baseline_attention": attention, "preset": preset.name, "k": k, "steps": steps,
         "tokens_per_proxy": steps * preset.tokens_per_step, "vocab_size": vocab_size,
         "flops_per_token": flops_per_token, "matmul_peak_flops": peak,
         "baseline_tokens_per_s": base_tps, "batched_tokens_per_s": batched_tps, "speedup": speedup,

@@ -38,12 +38,14 @@ def domains():
     return stdlib_text_domains(max_bytes_per_domain=60_000, names=("code", "tests", "docs"))
 
 
-def _train(domains, mixtures, seeds, preset=TINY, records=None):
+def _train(domains, mixtures, seeds, preset=TINY, records=None, dtype="float32"):
+    """Float32 by default: the equivalence tests compare against float32 transformers at 1e-4."""
     return train_proxies(
         preset, BYTE_VOCAB_SIZE, mixtures, [d.train for d in domains], [d.val for d in domains],
         [d.bytes_per_token for d in domains], STEPS * preset.tokens_per_step, seeds, MAX_REPETITION,
         domain_names=[d.name for d in domains], eval_tokens_per_domain=2048, eval_every=1, device="cpu",
-        compile=False, on_record=None if records is None else (lambda k, r: records.setdefault(k, []).append(r)),
+        dtype=dtype, compile=False,
+        on_record=None if records is None else (lambda k, r: records.setdefault(k, []).append(r)),
     )
 
 
@@ -168,3 +170,18 @@ def test_same_seed_gives_bit_identical_runs(batched, domains):
         assert torch.equal(a, b)
     other = _train(domains, MIXTURES[:1], [99])
     assert other[0].metrics != results[0].metrics
+
+
+def test_bfloat16_autocast_tracks_float32_and_is_deterministic(batched, domains):
+    """Mixed precision (bfloat16 matmuls, float32 norms, attention and master weights) stays close to
+    float32 training and reproduces itself bit for bit."""
+    _, records = batched
+    runs = []
+    for _ in range(2):
+        bf16_records: dict[int, list[dict]] = {}
+        results = _train(domains, MIXTURES, SEEDS, records=bf16_records, dtype="bfloat16")
+        runs.append((bf16_records, [r.metrics for r in results]))
+    assert runs[0] == runs[1]
+    for k in range(len(MIXTURES)):
+        np.testing.assert_allclose(_train_losses(runs[0][0], k), _train_losses(records, k), atol=0.03)
+        assert not np.array_equal(_train_losses(runs[0][0], k), _train_losses(records, k))

@@ -37,14 +37,21 @@ def train_flops_per_token(config: LlamaConfig, seq_len: int) -> float:
 
 
 def measure_matmul_peak(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                        size: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of the best of `repeats` timed (size x size) @ (size x size) GEMMs on `device`."""
+                        size: int = 2048, repeats: int = 10, warmup_seconds: float = 0.5) -> float:
+    """FLOP/s of the best of `repeats` timed (size x size) @ (size x size) GEMMs on `device`.
+
+    GEMMs run untimed for `warmup_seconds` first: bfloat16 matrix units (AMX) and GPUs take a
+    while to reach full speed, and a cold measurement would understate the peak and inflate MFU.
+    """
     device = torch.device(device)
     gen = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randn(size, size, generator=gen).to(device=device, dtype=dtype)
     b = torch.randn(size, size, generator=gen).to(device=device, dtype=dtype)
     out = torch.empty(size, size, device=device, dtype=dtype)
-    torch.mm(a, b, out=out)  # warm up kernels and caches
+    start = time.perf_counter()
+    while time.perf_counter() - start < warmup_seconds:
+        torch.mm(a, b, out=out)
+        _synchronize(device)
     best = float("inf")
     for _ in range(repeats):
         _synchronize(device)

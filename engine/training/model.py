@@ -11,6 +11,10 @@ Weights are stored in "x @ W" orientation ([K, in, out]); q and k share one bmm.
 head, q and k columns are stored with RoPE's rotation pairs adjacent (HF dims i and i + hd/2 at
 2i and 2i + 1), so RoPE is one complex multiply instead of rotate_half's copies; the same
 permutation of q and k leaves every attention score unchanged, and export_hf permutes back.
+
+Under bfloat16 autocast the projections run in bfloat16 while norms, RoPE and the residual stream
+stay in float32, as in HF. On CPU attention runs in float32 too: torch's CPU flash-attention
+backward is several times slower in bfloat16 than in float32.
 """
 
 from __future__ import annotations
@@ -39,19 +43,31 @@ def rope_tables(config: LlamaConfig, seq_len: int) -> tuple[torch.Tensor, torch.
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """LlamaRMSNorm over the last axis; `weight` is [K, D] and x is [K, N, D]."""
-    normed = F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
-    return weight[:, None, :] * normed
+    """LlamaRMSNorm over the last axis; `weight` is [K, D] and x is [K, N, D].
+
+    Under autocast the result is cast once to the autocast dtype here, rather than once per
+    projection that reads it (and once per gradient coming back).
+    """
+    normed = weight[:, None, :] * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+    device = x.device.type
+    return normed.to(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else normed
 
 
 def apply_rope(qk: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     """RoPE on [..., T, heads, hd] whose rotation pairs are adjacent, as one complex multiply.
 
-    `rotation` [T, 1, hd/2] holds cos + i sin of HF's tables. Computed in float32 (complex64) and
-    returned in the input dtype.
+    `rotation` [T, 1, hd/2] holds cos + i sin of HF's tables. Computed and returned in float32.
     """
     pairs = torch.view_as_complex(qk.float().reshape(*qk.shape[:-1], -1, 2))
-    return torch.view_as_real(pairs * rotation).reshape(qk.shape).to(qk.dtype)
+    return torch.view_as_real(pairs * rotation).reshape(qk.shape)
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Causal softmax attention on [batch, heads, T, hd]: in float32 on CPU, in v's dtype elsewhere."""
+    if q.device.type == "cpu":
+        with torch.autocast("cpu", enabled=False):
+            return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True, scale=scale)
+    return F.scaled_dot_product_attention(q.to(v.dtype), k.to(v.dtype), v, is_causal=True, scale=scale)
 
 
 class StackedLlama(nn.Module):
@@ -125,9 +141,9 @@ class StackedLlama(nn.Module):
         for layer in self.layers:
             normed = rms_norm(x, layer.attn_norm, cfg.rms_norm_eps)
             v = torch.bmm(normed, layer.v).view(k * b, t, h, hd).transpose(1, 2)
-            qk = apply_rope(torch.bmm(normed, layer.qk).view(k * b, t, 2 * h, hd), rotation).to(v.dtype)
+            qk = apply_rope(torch.bmm(normed, layer.qk).view(k * b, t, 2 * h, hd), rotation)
             q, key = qk.transpose(1, 2).split(h, dim=1)
-            y = F.scaled_dot_product_attention(q, key, v, is_causal=True, scale=hd**-0.5)
+            y = causal_attention(q, key, v, scale=hd**-0.5)
             x = x + torch.bmm(y.transpose(1, 2).reshape(k, b * t, attn), layer.o)
             normed = rms_norm(x, layer.mlp_norm, cfg.rms_norm_eps)
             x = x + torch.bmm(F.silu(torch.bmm(normed, layer.gate)) * torch.bmm(normed, layer.up), layer.down)
