@@ -30,7 +30,7 @@ from transformers import LlamaForCausalLM
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.events import TaskFinished  # noqa: E402
-from engine.training.device import autocast, autocast_dtype, cpu_threads, pick_device  # noqa: E402
+from engine.training.device import autocast, autocast_dtype, cpu_threads, keep_freed_memory, pick_device  # noqa: E402
 from engine.training.export import proxy_state_dict  # noqa: E402
 from engine.training.flops import measure_matmul_peak, train_flops_per_token  # noqa: E402
 from engine.training.model import StackedLlama  # noqa: E402
@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = pick_device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads or cpu_threads())
+        keep_freed_memory()  # the trainer does this on CPU; done first so that both arms run with it
     threads = torch.get_num_threads()
     preset = get_preset(args.preset)
     if args.batch_size:

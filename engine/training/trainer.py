@@ -22,7 +22,7 @@ import torch
 
 from engine.errors import ConfigError, DataError, InfeasibleError
 from engine.events import EventSink, Message, TaskFinished, TaskProgress, TaskStarted, ignore
-from engine.training.device import autocast, autocast_dtype, pick_device
+from engine.training.device import autocast, autocast_dtype, keep_freed_memory, pick_device
 from engine.training.evaluate import Evaluator, TokenizedEvalSet
 from engine.training.flops import measure_matmul_peak, train_flops_per_token
 from engine.training.model import StackedLlama
@@ -126,6 +126,8 @@ def train_proxies(
 
     dev = pick_device(device)
     amp = autocast_dtype(dev, dtype)
+    if dev.type == "cpu":
+        keep_freed_memory()
     available = available_windows(train_arrays, preset.seq_len)
     plans = [
         plan_proxy_data(w, steps * preset.batch_size, available, max_repetition, int(seed), preset.batch_size)
