@@ -76,12 +76,11 @@ def count(x) -> str | None:
     return None if x is None else f"{x:,}"
 
 
-def headline_metrics(statuses, limit: int = 4) -> list[str]:
-    """The metrics worth a column: eval sets first, then the mean-like per-domain BPBs, at most `limit`."""
+def headline_metrics(statuses, limit: int = 3) -> list[str]:
+    """The metrics worth a column: the eval sets when there are any, else per-domain BPBs; at most `limit`."""
     names = sorted({k for s in statuses for k in s.metrics})
     evals = [n for n in names if n.startswith("eval:")]
-    bpb = [n for n in names if n.endswith("/bpb") and n not in evals]
-    return (evals + bpb)[:limit]
+    return (evals or [n for n in names if n.endswith("/bpb")])[:limit]
 
 
 def stacked_bars(weights, units: list[str], title: str, width: int = 100, height: int = 18) -> Text:
@@ -196,13 +195,15 @@ def show_swarm(swarm_dir, as_json: bool = False) -> None:
                              for s in statuses]})
         return
     metric_names = headline_metrics(statuses)
+    errors = any(s.data.get("error") for s in statuses)
+    prefix = f"{swarm_dir.id}-"
     rows = []
     for s in statuses:
         w = s.data.get("realised_weights") or s.data["weights"]
-        top = ", ".join(f"{u} {100 * v:.0f}%" for u, v in sorted(w.items(), key=lambda kv: -kv[1])[:3] if v > 0)
+        top = ", ".join(f"{u} {100 * v:.0f}%" for u, v in sorted(w.items(), key=lambda kv: -kv[1])[:3] if v >= 0.005)
         progress = f"{100 * s.data.get('progress', 0):.0f}%" if s.state == "running" else ""
-        rows.append([s.run, s.state + (f" {progress}" if progress else ""), top,
-                     *[s.metrics.get(m) for m in metric_names], s.data.get("error", "")[:60] or ""])
-    console.print(table(f"swarm {swarm_dir.id} ({swarm_dir.spec.get('plan', '')})", ["run", "state", "mixture (top 3)",
-                        *metric_names, "error"], rows))
+        rows.append([s.run.removeprefix(prefix), s.state + (f" {progress}" if progress else ""), top,
+                     *[s.metrics.get(m) for m in metric_names]] + ([s.data.get("error", "")[:60]] if errors else []))
+    console.print(table(f"swarm {swarm_dir.id} ({swarm_dir.spec.get('plan', '')}): runs {prefix}*",
+                        ["run", "state", "mixture (top 3)", *metric_names] + (["error"] if errors else []), rows))
     console.print("  ".join(f"{k}: {v}" for k, v in swarm_dir.counts().items() if v))
