@@ -89,6 +89,19 @@ def test_exported_trained_proxies_match_llama(batched, tmp_path):
             torch.testing.assert_close(logits[k], hf(tokens[k]).logits, atol=1e-4, rtol=1e-4)
 
 
+def test_bfloat16_logits_match_llama_eager_attention_under_autocast(batched, tmp_path):
+    """Under bfloat16 autocast the stacked model computes what transformers' eager attention does."""
+    results, _ = batched
+    model = results[0].model
+    tokens = torch.randint(0, BYTE_VOCAB_SIZE, (3, 2, TINY.seq_len), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(tokens)
+        assert logits.dtype == torch.bfloat16
+        for k in (0, 2):
+            hf = LlamaForCausalLM.from_pretrained(export_hf(model, k, tmp_path / str(k)), attn_implementation="eager")
+            torch.testing.assert_close(logits[k].float(), hf.eval()(tokens[k]).logits.float(), atol=2e-2, rtol=2e-2)
+
+
 def test_batched_training_matches_a_plain_transformers_loop(batched, domains):
     """Proxy 1 of the batched run == LlamaForCausalLM + torch AdamW + clip_grad_norm_ on the same data."""
     _, records = batched
@@ -173,8 +186,8 @@ def test_same_seed_gives_bit_identical_runs(batched, domains):
 
 
 def test_bfloat16_autocast_tracks_float32_and_is_deterministic(batched, domains):
-    """Mixed precision (bfloat16 matmuls, float32 norms, attention and master weights) stays close to
-    float32 training and reproduces itself bit for bit."""
+    """Mixed precision (bfloat16 matmuls and attention, float32 norms, RoPE and master weights) stays
+    close to float32 training and reproduces itself bit for bit."""
     _, records = batched
     runs = []
     for _ in range(2):

@@ -12,9 +12,8 @@ head, q and k columns are stored with RoPE's rotation pairs adjacent (HF dims i 
 2i and 2i + 1), so RoPE is one complex multiply instead of rotate_half's copies; the same
 permutation of q and k leaves every attention score unchanged, and export_hf permutes back.
 
-Under bfloat16 autocast the projections run in bfloat16 while norms, RoPE and the residual stream
-stay in float32, as in HF. On CPU attention runs in float32 too: torch's CPU flash-attention
-backward is several times slower in bfloat16 than in float32.
+Under bfloat16 autocast the projections and attention run in bfloat16 while norms, RoPE and the
+residual stream stay in float32, as in HF.
 """
 
 from __future__ import annotations
@@ -63,11 +62,18 @@ def apply_rope(qk: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """Causal softmax attention on [batch, heads, T, hd]: in float32 on CPU, in v's dtype elsewhere."""
-    if q.device.type == "cpu":
-        with torch.autocast("cpu", enabled=False):
-            return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True, scale=scale)
-    return F.scaled_dot_product_attention(q.to(v.dtype), k.to(v.dtype), v, is_causal=True, scale=scale)
+    """Causal softmax attention on [batch, heads, T, hd], in v's dtype (float32 q, k are cast to it).
+
+    SDPA's fused kernel everywhere except bfloat16 on CPU, where its backward is several times
+    slower than in float32. There it runs as transformers' eager attention does: bfloat16 matmuls
+    and an additive causal mask, softmax accumulated in float32 and rounded to bfloat16.
+    """
+    if q.device.type != "cpu" or v.dtype == torch.float32:
+        return F.scaled_dot_product_attention(q.to(v.dtype), k.to(v.dtype), v, is_causal=True, scale=scale)
+    t = q.shape[-2]
+    mask = torch.full((t, t), float("-inf"), dtype=v.dtype, device=v.device).triu_(1)
+    scores = torch.matmul((q * scale).to(v.dtype), k.to(v.dtype).transpose(-1, -2))
+    return torch.matmul(torch.softmax(scores + mask, dim=-1), v)
 
 
 class StackedLlama(nn.Module):

@@ -151,8 +151,8 @@ class ProxySettings:
         Each point scores eval_tokens_per_domain tokens of every domain, so keep points sparse
         (with the cpu preset, 1000 steps = 512k training tokens per proxy).
     seed: base seed; proxy i of a swarm is seeded from it by the swarm.
-    dtype: "auto" (bfloat16 autocast on CUDA and on CPUs with bfloat16 matmul units such as Intel
-        AMX, float32 on other CPUs), "float32" or "bfloat16". Attention on CPU always runs in float32.
+    dtype: "auto" (bfloat16 autocast on CUDA and on CPUs with bfloat16 instructions, AVX512-BF16 or
+        AMX; float32 on other CPUs), "float32" or "bfloat16".
     """
 
     preset: str = "cpu"
