@@ -5,9 +5,9 @@ AdamW settings, per-proxy gradient clipping, dtype and threads) on byte-level te
 Python installation. (a) is the idiomatic loop: LlamaForCausalLM, cross-entropy, backward,
 clip_grad_norm_, AdamW step, proxy after proxy, with whichever of transformers' attention
 implementations (sdpa, eager) a short probe finds faster here. (b) is
-engine.training.train_proxies, all K at once. Both run in the trainer's dtype for the device
-(--dtype to choose: bfloat16 autocast on CUDA and on CPUs with AVX512-BF16 or AMX, else float32). Training time only
-(no evaluation) is compared. MFU = tokens/s x FLOPs per token
+engine.training.train_proxies, all K at once, run between the two halves of (a). Both run in the
+trainer's dtype for the device (--dtype to choose: bfloat16 autocast on CUDA and on CPUs with
+AVX512-BF16 or AMX, else float32). Training time only (no evaluation) is compared. MFU = tokens/s x FLOPs per token
 (flops.train_flops_per_token: 6 x matmul weights incl. LM head + attention) / the matmul peak
 measured in this run. The last line printed is one JSON object with the figures.
 
@@ -182,12 +182,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     attention, probe = fastest_attention(preset, vocab_size, device, amp, steps=2 if args.quick else 6)
     print(f"baseline attention: {attention} (probe: " + ", ".join(f"{n} {t:.2f} s" for n, t in probe.items()) + ")")
-    base_seconds = one_at_a_time(preset, vocab_size, mixtures, seeds, domains, steps, device, amp, attention)
+    # The baseline's proxies run in two halves around the batched run (A B A), so that a slow drift
+    # in the machine's speed (other tenants, clocks) weighs on both arms alike.
+    half = k // 2
+    base_seconds = one_at_a_time(preset, vocab_size, mixtures[:half], seeds[:half], domains, steps, device, amp, attention)
+    info = batched(preset, vocab_size, mixtures, seeds, domains, steps, str(device), args.dtype, compile)
+    base_seconds += one_at_a_time(preset, vocab_size, mixtures[half:], seeds[half:], domains, steps, device, amp, attention)
     base_tps = k * steps * preset.tokens_per_step / base_seconds
     print(f"(a) one at a time, LlamaForCausalLM ({attention} attention) + AdamW: {base_tps:,.0f} tokens/s "
           f"({base_seconds:.1f} s), MFU {base_tps * flops_per_token / peak:.1%}")
-
-    info = batched(preset, vocab_size, mixtures, seeds, domains, steps, str(device), args.dtype, compile)
     batched_tps = info["tokens_per_s"]
     print(f"(b) batched trainer, {k} proxies at once{' (torch.compile)' if info['compiled'] else ''}: "
           f"{batched_tps:,.0f} tokens/s ({info['train_time_s']:.1f} s), MFU {batched_tps * flops_per_token / peak:.1%}")
