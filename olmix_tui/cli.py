@@ -360,6 +360,11 @@ def fit(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
     rows.append(["mean", cv.mean_spearman, cv.mean_r2, cv.mean_mae])
     console.print(table(f"fit {result.fit_id}: {result.chosen} on swarm {swarm_dir.id} ({cv.folds}-fold CV)"
                         + (" [reused]" if result.reused else ""), ["metric", "spearman x100", "R^2", "MAE"], rows))
+    poor = [m for m, r2 in zip(result.metric_names, cv.r2) if r2 < 0]
+    if poor:
+        console.print(f"[yellow]warning:[/] cross-validated R^2 < 0 for {', '.join(poor)}: on held-out runs the fit "
+                      "does worse than their mean. More runs ([swarm] runs_per_domain, then swarm plan/run) or "
+                      "another --regressor usually help.")
     plot = render.predicted_vs_true(project, result, swarm_dir)
     console.print(plot)
     console.print(f"next: olmix-tui propose {directory} --swarm {swarm_dir.id}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from contextlib import contextmanager
 from typing import Iterator
@@ -21,7 +22,16 @@ err_console = Console(stderr=True)
 
 
 def print_json(data) -> None:
-    sys.stdout.write(json.dumps(round_floats(data), indent=2, sort_keys=True) + "\n")
+    """Strict JSON on stdout: NaN and infinities (an undefined score, an overflowing prediction) print as null."""
+    sys.stdout.write(json.dumps(_finite_or_null(round_floats(data)), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def _finite_or_null(obj):
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_or_null(v) for v in obj]
+    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
 
 
 @contextmanager

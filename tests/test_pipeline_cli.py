@@ -47,6 +47,33 @@ def test_import_fit_propose_predict_on_regmix_data(small_project, tmp_path):
         assert [row[0] for row in rows[1:]] == [row[0] for row in list(csv.reader(f))[1:]]  # input order
 
 
+@pytest.mark.skipif(not (REGMIX / "train_mixture_1m.csv").exists(), reason="RegMix data not present")
+def test_fit_on_too_few_runs_warns_and_keeps_json_strict(small_project, tmp_path):
+    """24 runs over 17 domains: the log-linear law does far worse than the mean on held-out runs
+    (R^2 < 0) and the table says so; a metric constant over the runs has no Spearman or R^2, and
+    --json prints null for them (strict JSON, no NaN)."""
+    root = small_project.root
+    for name in ("train_mixture_1m.csv", "train_pile_loss_1m.csv"):
+        lines = (REGMIX / name).read_text().splitlines()[:25]
+        if name.endswith("loss_1m.csv"):  # make the last metric constant
+            lines = lines[:1] + [",".join(line.split(",")[:-1] + ["4.0"]) for line in lines[1:]]
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    r = invoke("import-swarm", root, "--ratios", tmp_path / "train_mixture_1m.csv", "--metrics",
+               tmp_path / "train_pile_loss_1m.csv", "--name", "few")
+    assert r.exit_code == 0, r.output
+    r = invoke("fit", root, "--swarm", "few", "--regressor", "loglinear")
+    assert r.exit_code == 0, r.output
+    assert "R^2 < 0 for" in r.output and "runs_per_domain" in r.output
+    r = invoke("fit", root, "--swarm", "few", "--regressor", "loglinear", "--json")
+
+    def reject(constant):
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    per_metric = json.loads(r.stdout, parse_constant=reject)["cv"]["per_metric"]
+    assert sum(v["spearman"] is None for v in per_metric.values()) == 1
+    assert min(v["r2"] for v in per_metric.values() if v["r2"] is not None) < 0
+
+
 def test_import_rejects_bad_rows(small_project, tmp_path):
     (tmp_path / "r.csv").write_text("run,a,b\nx,0.5,0.6\n")
     (tmp_path / "m.csv").write_text("run,loss\nx,1.0\n")

@@ -85,8 +85,10 @@ class LogLinearRegressor(Regressor):
         self.c, self.t = best[:, 0].copy(), best[:, 1:].copy()
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predictions [n, k]; inf where a mixture far from the fitted runs overflows exp(t . x)."""
         X = self._check_predict(X)
-        return np.exp(self.c)[None, :] + np.exp(X @ self.t.T)
+        with np.errstate(over="ignore"):
+            return np.exp(self.c)[None, :] + np.exp(X @ self.t.T)
 
     def law(self) -> tuple[np.ndarray, np.ndarray]:
         return self.c.copy(), self.t.copy()
