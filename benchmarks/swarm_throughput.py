@@ -7,9 +7,9 @@ clip_grad_norm_, AdamW step, proxy after proxy, with whichever of transformers' 
 implementations (sdpa, eager) a short probe finds faster here. (b) is
 engine.training.train_proxies, all K at once, run between the two halves of (a). Both run in the
 trainer's dtype for the device (--dtype to choose: bfloat16 autocast on CUDA and on CPUs with
-AVX512-BF16 or AMX, else float32). Training time only (no evaluation) is compared. MFU = tokens/s x FLOPs per token
-(flops.train_flops_per_token: 6 x matmul weights incl. LM head + attention) / the matmul peak
-measured in this run. The last line printed is one JSON object with the figures.
+AVX512-BF16 or AMX, else float32). Training time only (no evaluation) is compared.
+MFU = tokens/s x FLOPs per token (flops.train_flops_per_token: 6 x matmul weights incl. LM head
++ attention) / the matmul peak measured in this run. The last line printed is one JSON object with the figures.
 
     python benchmarks/swarm_throughput.py                # cpu preset, K=8, 262,144 tokens per proxy
     python benchmarks/swarm_throughput.py --quick        # smoke test: a few steps
