@@ -1,8 +1,9 @@
 """Swarm throughput: K proxies one at a time (plain transformers loop) vs the batched trainer.
 
 Both train the same K proxies (same preset, mixtures, seeds, initial weights, batches, lr schedule,
-AdamW settings, per-proxy gradient clipping, dtype and threads) on byte-level text from the
-Python installation. (a) is the idiomatic loop: LlamaForCausalLM, cross-entropy, backward,
+AdamW settings, per-proxy gradient clipping, dtype and threads) on the stdlib sample project's
+data: its six current domains, tokenized with its own 2048-token BPE (built in a temporary folder
+in a few seconds, or read from --project DIR, e.g. ./demo after the README's first command). (a) is the idiomatic loop: LlamaForCausalLM, cross-entropy, backward,
 clip_grad_norm_, AdamW step, proxy after proxy, with whichever of transformers' attention
 implementations (sdpa, eager) a short probe finds faster here. (b) is
 engine.training.train_proxies, all K at once, run between the two halves of (a). Both run in the
@@ -12,6 +13,7 @@ MFU = tokens/s x FLOPs per token (flops.train_flops_per_token: 6 x matmul weight
 + attention) / the matmul peak measured in this run. The last line printed is one JSON object with the figures.
 
     python benchmarks/swarm_throughput.py                # cpu preset, K=8, 262,144 tokens per proxy
+    python benchmarks/swarm_throughput.py --project demo # the same on an existing project's tokens
     python benchmarks/swarm_throughput.py --quick        # smoke test: a few steps
 """
 
@@ -22,6 +24,7 @@ import dataclasses
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +35,11 @@ from transformers import LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine import samples  # noqa: E402
+from engine.data.store import DomainTokens  # noqa: E402
+from engine.errors import OlmixError  # noqa: E402
 from engine.events import TaskFinished  # noqa: E402
+from engine.project import Project  # noqa: E402
 from engine.training.device import autocast, autocast_dtype, cpu_threads, keep_freed_memory, pick_device  # noqa: E402
 from engine.training.export import proxy_state_dict  # noqa: E402
 from engine.training.flops import measure_matmul_peak, train_flops_per_token  # noqa: E402
@@ -40,16 +47,20 @@ from engine.training.model import StackedLlama  # noqa: E402
 from engine.training.optim import lr_at  # noqa: E402
 from engine.training.presets import ProxyPreset, get_preset  # noqa: E402
 from engine.training.sampler import SequenceBatcher, available_windows, plan_proxy_data  # noqa: E402
-from engine.training.textdata import BYTE_VOCAB_SIZE, TokenDomain, stdlib_text_domains  # noqa: E402
 from engine.training.trainer import train_proxies  # noqa: E402
 
 SPEEDUP_FLOOR = 2.0
 MAX_REPETITION = 4.0
 
 
-def load_domains() -> tuple[list[TokenDomain], int]:
-    """The benchmark's data: (domains, vocab size). Swap this for the sample project's token store."""
-    return stdlib_text_domains(max_bytes_per_domain=1_500_000), BYTE_VOCAB_SIZE
+def load_domains(project_dir: Path | None, scratch: Path) -> tuple[list[DomainTokens], int, Path]:
+    """The current domains of a project, tokenized with its tokenizer: (domains, vocab size, project root).
+
+    Without `project_dir`, the stdlib sample project is built under `scratch` first.
+    """
+    project = Project.load(project_dir) if project_dir else samples.create(scratch / "stdlib", "stdlib")
+    tokens = project.tokens(project.domains)
+    return [tokens[name] for name in project.domains.names], project.tokenizer().vocab_size, project.root
 
 
 def hf_proxy(config, seed: int, attention: str, device: torch.device) -> LlamaForCausalLM:
@@ -106,7 +117,7 @@ def fastest_attention(preset: ProxyPreset, vocab_size: int, device: torch.device
 
 
 def one_at_a_time(preset: ProxyPreset, vocab_size: int, mixtures: np.ndarray, seeds: list[int],
-                  domains: list[TokenDomain], steps: int, device: torch.device, amp: torch.dtype | None,
+                  domains: list[DomainTokens], steps: int, device: torch.device, amp: torch.dtype | None,
                   attention: str) -> float:
     """Train each proxy alone with LlamaForCausalLM + torch AdamW; returns training seconds."""
     arrays = [d.train for d in domains]
@@ -122,7 +133,7 @@ def one_at_a_time(preset: ProxyPreset, vocab_size: int, mixtures: np.ndarray, se
 
 
 def batched(preset: ProxyPreset, vocab_size: int, mixtures: np.ndarray, seeds: list[int],
-            domains: list[TokenDomain], steps: int, device: str, dtype: str, compile: bool | str) -> dict:
+            domains: list[DomainTokens], steps: int, device: str, dtype: str, compile: bool | str) -> dict:
     """Train all proxies with the batched trainer; returns its TaskFinished info."""
     finished = []
     train_proxies(
@@ -150,9 +161,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tokens-per-proxy", type=int, default=262_144)
     parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                         help="torch.compile in the batched trainer (auto: for long runs, see trainer.COMPILE_MIN_STEPS)")
+    parser.add_argument("--project", type=Path, help="an existing project whose tokens to train on (default: build the stdlib sample)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 proxies, 2 steps")
     args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="olmix-bench-") as scratch:
+        try:
+            data = load_domains(args.project, Path(scratch))
+        except OlmixError as err:
+            sys.exit(f"error: {err}")
+        return run(args, *data)
 
+
+def run(args: argparse.Namespace, domains: list[DomainTokens], vocab_size: int, project_root: Path) -> dict:
+    """The benchmark proper on `domains`; prints the figures, returns them."""
     device = pick_device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads or cpu_threads())
@@ -165,7 +186,6 @@ def main(argv: list[str] | None = None) -> dict:
     tokens = 2 * preset.tokens_per_step if args.quick else args.tokens_per_proxy
     steps = tokens // preset.tokens_per_step
     compile = {"auto": "auto", "on": True, "off": False}[args.compile]
-    domains, vocab_size = load_domains()
     mixtures = np.random.default_rng(0).dirichlet(np.ones(len(domains)), size=k)
     seeds = list(range(k))
     config = preset.llama_config(vocab_size)
@@ -175,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"device {device} ({threads} threads, {cpu_threads()} usable cores), preset {preset.name}: "
           f"{preset.n_layers} layers, d_model {preset.d_model}, {preset.n_heads} heads, seq_len {preset.seq_len}, "
           f"batch {preset.batch_size}; {'bfloat16 autocast' if amp else 'float32'}; vocab {vocab_size}; {k} proxies x {steps} steps "
-          f"({steps * preset.tokens_per_step:,} tokens each); domains {', '.join(d.name for d in domains)}")
+          f"({steps * preset.tokens_per_step:,} tokens each); data: {project_root.name}, domains {', '.join(d.name for d in domains)}")
     load_before = os.getloadavg()[0]
     peak = measure_matmul_peak(device, amp or torch.float32, size=8192 if device.type == "cuda" else 1024 if args.quick else 2048)
     print(f"matmul peak {peak / 1e9:.1f} GFLOP/s; {flops_per_token / 1e6:.3f} MFLOP per trained token")
@@ -202,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
           "processes shared the cores)")
     figures = {
         "device": str(device), "threads": threads, "dtype": str(amp or torch.float32).removeprefix("torch."),
-        "baseline_attention": attention, "preset": preset.name, "k": k, "steps": steps,
+        "baseline_attention": attention, "data": project_root.name, "preset": preset.name, "k": k, "steps": steps,
         "tokens_per_proxy": steps * preset.tokens_per_step, "vocab_size": vocab_size,
         "flops_per_token": flops_per_token, "matmul_peak_flops": peak,
         "baseline_tokens_per_s": base_tps, "batched_tokens_per_s": batched_tps, "speedup": speedup,
