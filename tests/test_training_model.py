@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 
 from engine.training.export import export_hf, proxy_state_dict
-from engine.training.model import StackedLlama
+from engine.training.model import StackedLlama, _TokenNLL
 from engine.training.optim import clip_grad_norm_per_proxy_, lr_at
 from engine.training.presets import ProxyPreset
 from engine.training.sampler import SequenceBatcher, available_windows, plan_proxy_data
@@ -143,6 +143,31 @@ def test_proxies_trained_together_match_each_trained_alone(batched, domains):
         assert alone.tokens_per_domain == results[k].tokens_per_domain
         for key, value in alone.metrics.items():
             assert results[k].metrics[key] == pytest.approx(value, abs=1e-4), key
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_token_nll_and_its_gradient_match_cross_entropy(dtype):
+    """The fused loss equals F.cross_entropy in value and gradient, also where a target's
+    probability underflows float32 (a logit 300 nats below the best)."""
+    gen = torch.Generator().manual_seed(3)
+    logits = (3 * torch.randn(2, 5, 7, 300, generator=gen)).to(dtype)
+    targets = torch.randint(0, 300, (2, 5, 7), generator=gen)
+    logits[0, 1, 2, targets[0, 1, 2]] = -300.0
+    weights = torch.rand(2, 5, 7, generator=gen)
+    grads = []
+    for fused in (True, False):
+        x = logits.clone().requires_grad_()
+        if fused:
+            nll = _TokenNLL.apply(x, targets)
+        else:
+            nll = F.cross_entropy(x.float().reshape(-1, 300), targets.reshape(-1), reduction="none").reshape(targets.shape)
+        (nll * weights).sum().backward()
+        grads.append((nll.detach(), x.grad.float()))
+    (nll, grad), (ref_nll, ref_grad) = grads
+    assert nll[0, 1, 2] > 290 and torch.isfinite(nll).all()
+    torch.testing.assert_close(nll, ref_nll, rtol=1e-5, atol=1e-5)
+    tolerance = 1e-6 if dtype == torch.float32 else 1e-2  # bfloat16 gradients, as autocast gives them
+    torch.testing.assert_close(grad, ref_grad, rtol=tolerance, atol=tolerance)
 
 
 def test_gradient_clipping_is_per_proxy():
