@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 
 from engine.training.export import export_hf, proxy_state_dict
-from engine.training.model import StackedLlama, _TokenNLL
+from engine.training.model import StackedLlama, _HeadLoss
 from engine.training.optim import clip_grad_norm_per_proxy_, lr_at
 from engine.training.presets import ProxyPreset
 from engine.training.sampler import SequenceBatcher, available_windows, plan_proxy_data
@@ -146,28 +146,34 @@ def test_proxies_trained_together_match_each_trained_alone(batched, domains):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_token_nll_and_its_gradient_match_cross_entropy(dtype):
-    """The fused loss equals F.cross_entropy in value and gradient, also where a target's
-    probability underflows float32 (a logit 300 nats below the best)."""
+def test_head_loss_and_its_gradients_match_autograd_cross_entropy(dtype):
+    """The fused head + loss equals bmm + F.cross_entropy (mean per proxy) in value and in the
+    gradients of hidden states and head, also where a target's probability underflows float32."""
     gen = torch.Generator().manual_seed(3)
-    logits = (3 * torch.randn(2, 5, 7, 300, generator=gen)).to(dtype)
-    targets = torch.randint(0, 300, (2, 5, 7), generator=gen)
-    logits[0, 1, 2, targets[0, 1, 2]] = -300.0
-    weights = torch.rand(2, 5, 7, generator=gen)
-    grads = []
+    hidden = torch.randn(3, 40, 16, generator=gen).to(dtype)
+    head = torch.randn(3, 16, 300, generator=gen)
+    targets = torch.randint(0, 300, (3, 40), generator=gen)
+    hidden[1, 7] = 0.0
+    hidden[1, 7, 0] = 40.0
+    head[1, 0, targets[1, 7]] = -10.0  # a target logit of -400, hundreds of nats below the best
+    weights = torch.tensor([1.0, 0.5, 2.0])
+    results = []
     for fused in (True, False):
-        x = logits.clone().requires_grad_()
+        h, w = hidden.clone().requires_grad_(), head.clone().requires_grad_()
         if fused:
-            nll = _TokenNLL.apply(x, targets)
+            losses = _HeadLoss.apply(h, w, targets)
         else:
-            nll = F.cross_entropy(x.float().reshape(-1, 300), targets.reshape(-1), reduction="none").reshape(targets.shape)
-        (nll * weights).sum().backward()
-        grads.append((nll.detach(), x.grad.float()))
-    (nll, grad), (ref_nll, ref_grad) = grads
-    assert nll[0, 1, 2] > 290 and torch.isfinite(nll).all()
-    torch.testing.assert_close(nll, ref_nll, rtol=1e-5, atol=1e-5)
-    tolerance = 1e-6 if dtype == torch.float32 else 1e-2  # bfloat16 gradients, as autocast gives them
-    torch.testing.assert_close(grad, ref_grad, rtol=tolerance, atol=tolerance)
+            logits = torch.bmm(h, w.to(dtype)).float()
+            nll = F.cross_entropy(logits.reshape(-1, 300), targets.reshape(-1), reduction="none")
+            losses = nll.reshape(3, 40).mean(1)
+        (losses * weights).sum().backward()
+        results.append((losses.detach(), h.grad.float(), w.grad))
+    (losses, grad_h, grad_w), (ref_losses, ref_h, ref_w) = results
+    assert losses[1] > 9 and torch.isfinite(losses).all()
+    torch.testing.assert_close(losses, ref_losses, rtol=1e-5, atol=1e-5)
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2  # bfloat16 products, as autocast gives them
+    torch.testing.assert_close(grad_h, ref_h, rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(grad_w, ref_w, rtol=tolerance, atol=tolerance)
 
 
 def test_gradient_clipping_is_per_proxy():

@@ -100,37 +100,43 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
     return torch.matmul(torch.softmax(scores + mask, dim=-1), v)
 
 
-class _TokenNLL(torch.autograd.Function):
-    """Cross-entropy of logits [..., V] (any float dtype) at targets [...], per token, in float32.
+class _HeadLoss(torch.autograd.Function):
+    """Mean next-token cross-entropy per proxy [K] of hidden states [K, N, D] through the head [K, D, V].
 
-    The gradient (softmax - one-hot, in the logits' dtype) is formed in the forward pass: one
-    float32 softmax replaces log_softmax, its backward and the float32 copy of the logits that
-    autograd would keep (with a 2048-token vocabulary, 7.6 against 4.9 ms per cpu-preset step at
-    K=8). Tokens whose probability underflows float32 get their loss from an exact logsumexp; that
-    check waits for the device, so CUDA training steps skip it (their gradient is exact either way;
-    only the logged training loss of such a token would read inf); evaluation always checks.
+    The logits' gradient (softmax - one-hot) is formed in the forward pass from one float32 softmax
+    and kept in the matmul dtype; the backward scales the two small products (the hidden states'
+    and the head's gradients) by each proxy's loss gradient. This replaces log_softmax, its
+    backward, the float32 copy of the logits and the [K, N, V] multiply autograd would run (with a
+    2048-token vocabulary at K=8: 7.6 against 4.9 ms per cpu-preset step, then 1.2 ms less).
+    Tokens whose probability underflows float32 get their loss from an exact logsumexp; that check
+    waits for the device, so it runs on CPU only (on CUDA the gradient is exact either way; only
+    the logged loss of such a token would read inf).
     """
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
-        index = targets[..., None]
-        p_target = probs.gather(-1, index).squeeze(-1)
-        nll = -torch.log(p_target)
-        tiny = p_target < 1e-30
-        training_on_gpu = ctx.needs_input_grad[0] and logits.device.type != "cpu"
-        if not training_on_gpu and bool(tiny.any()):
-            rows = logits[tiny].float()
-            nll[tiny] = torch.logsumexp(rows, dim=-1) - rows.gather(-1, targets[tiny][:, None]).squeeze(-1)
-        if ctx.needs_input_grad[0]:
+    def forward(ctx, hidden: torch.Tensor, head: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(hidden.device.type, enabled=False):
+            weight = head.to(hidden.dtype)
+            logits = torch.bmm(hidden, weight)
+            probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
+            index = targets[..., None]
+            p_target = probs.gather(-1, index).squeeze(-1)
+            nll = -torch.log(p_target)
+            tiny = p_target < 1e-30
+            if hidden.device.type == "cpu" and bool(tiny.any()):
+                rows = logits[tiny].float()
+                nll[tiny] = torch.logsumexp(rows, dim=-1) - rows.gather(-1, targets[tiny][:, None]).squeeze(-1)
             probs.scatter_add_(-1, index, torch.full(index.shape, -1.0, device=probs.device))
-            ctx.save_for_backward(probs.to(logits.dtype))
-        return nll
+            ctx.save_for_backward(hidden, weight, probs.to(hidden.dtype))
+            return nll.mean(1)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (grad_logits,) = ctx.saved_tensors
-        return grad_logits * grad[..., None].to(grad_logits.dtype), None
+        hidden, weight, grad_logits = ctx.saved_tensors
+        scale = (grad / grad_logits.shape[1])[:, None, None]
+        grad_hidden = torch.bmm(grad_logits, weight.transpose(1, 2)) * scale.to(hidden.dtype)
+        grad_head = torch.bmm(hidden.transpose(1, 2), grad_logits).float() * scale
+        return grad_hidden, grad_head, None
 
 
 class StackedLlama(nn.Module):
@@ -219,12 +225,15 @@ class StackedLlama(nn.Module):
         return logits.reshape(k, b, t, -1)
 
     def token_nll(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Per-token negative log-likelihood in nats [K, B, T] of `targets` after `tokens`."""
-        return _TokenNLL.apply(self.forward(tokens), targets)
+        """Per-token negative log-likelihood in nats [K, B, T] of `targets` after `tokens` (for evaluation)."""
+        logits = self.forward(tokens)
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none")
+        return nll.reshape(targets.shape)
 
     def losses(self, batch: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy per proxy [K] for sequences [K, B, T+1].
 
         Backpropagating `losses.sum()` gives each proxy exactly the gradient of its own loss.
         """
-        return self.token_nll(batch[..., :-1], batch[..., 1:]).flatten(1).mean(1)
+        k = batch.shape[0]
+        return _HeadLoss.apply(self.hidden_states(batch[..., :-1]), self.head_weight(), batch[..., 1:].reshape(k, -1))
