@@ -2,7 +2,8 @@
 
 Every weight carries a leading model axis [K, ...] and every projection is a batched matmul
 (torch.bmm) over that axis, so K tiny models cost a handful of large kernels instead of K times
-many small ones. Attention runs as one F.scaled_dot_product_attention call on [K*B, heads, T, hd].
+many small ones. Attention runs batched over [K*B, heads, T, hd], and the training loss is fused
+with the LM head (`_HeadLoss`).
 Numerically this is transformers' LlamaForCausalLM (RMSNorm computed in float32, RoPE as HF
 computes it, SwiGLU MLP, no biases, tied or untied head); `export.export_hf` writes proxy k as
 such a checkpoint and the tests compare logits.
