@@ -145,3 +145,5 @@ def test_batches_are_even():
     assert [len(b) for b in batches([str(i) for i in range(33)], 16)] == [11, 11, 11]
     assert batches([], 4) == []
     assert sum(batches([str(i) for i in range(7)], 2), []) == [str(i) for i in range(7)]
+    assert [len(b) for b in batches([str(i) for i in range(18)], 16, min_batches=4)] == [5, 5, 4, 4]  # every slot busy
+    assert [len(b) for b in batches([str(i) for i in range(3)], 16, min_batches=4)] == [1, 1, 1]

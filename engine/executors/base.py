@@ -24,7 +24,8 @@ class ExecutorSettings:
     device: "auto" (every GPU, else the CPU), "cpu", or "cuda".
     workers: CPU workers (0 = 1: one process training a batch of proxies uses the cores best).
     threads: torch threads per CPU worker (0 = the machine's cores / workers).
-    max_batch: proxies trained together by one worker (one batched computation).
+    max_batch: at most this many proxies trained together by one worker (one batched computation);
+        a swarm's runs are split into at least one batch per slot, so every GPU or worker has work.
     poll_seconds: how often progress is read from the run files.
     """
 
@@ -82,13 +83,20 @@ class Executor(ABC):
         return "the worker exited without a result"
 
 
-def batches(runs: list[str], max_size: int) -> list[list[str]]:
-    """Runs split into the fewest batches of at most max_size, as even as possible (18 -> 9 + 9, not 16 + 2)."""
+def batches(runs: list[str], max_size: int, min_batches: int = 1) -> list[list[str]]:
+    """Runs split into the fewest batches of at most max_size, but at least min_batches (one per
+    slot, so that every GPU or CPU worker gets work), sizes differing by at most one
+    (18 -> 9 + 9, not 16 + 2; 18 on 4 slots -> 5 + 5 + 4 + 4)."""
     if not runs:
         return []
-    n = -(-len(runs) // max_size)
-    size = -(-len(runs) // n)
-    return [runs[i:i + size] for i in range(0, len(runs), size)]
+    n = min(len(runs), max(-(-len(runs) // max_size), min_batches))
+    size, extra = divmod(len(runs), n)
+    out, start = [], 0
+    for i in range(n):
+        end = start + size + (i < extra)
+        out.append(runs[start:end])
+        start = end
+    return out
 
 
 def run_swarm(executor: Executor, swarm: SwarmDir, runs: list[str], max_batch: int, on_event: EventSink = ignore,
@@ -97,8 +105,8 @@ def run_swarm(executor: Executor, swarm: SwarmDir, runs: list[str], max_batch: i
 
     Runs already being trained by a live worker are waited for, not started twice.
     """
-    todo = batches(runs, max_batch)
     free = list(executor.slots())
+    todo = batches(runs, max_batch, min_batches=len(free))
     active: list[Launched] = []
     watched = set(runs) | {s.run for s in swarm.statuses() if s.state == "running"}
     task = f"swarm {swarm.id}"
