@@ -87,18 +87,29 @@ def apply_rope(qk: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """Causal softmax attention on [batch, heads, T, hd], in v's dtype (float32 q, k are cast to it).
+    """Causal softmax attention of [batch, T, heads, hd] inputs; returns [batch, heads, T, hd] in v's dtype.
 
     SDPA's fused kernel everywhere except bfloat16 on CPU, where its backward is several times
     slower than in float32. There it runs as transformers' eager attention does: bfloat16 matmuls
-    and an additive causal mask, softmax accumulated in float32 and rounded to bfloat16.
+    and an additive causal mask, softmax accumulated in float32 and rounded to bfloat16. Each
+    input is cast and laid out heads-first in one copy, and the scale and mask ride on the
+    scores' matmul (baddbmm).
     """
+    b, t, h, hd = v.shape
     if q.device.type != "cpu" or v.dtype == torch.float32:
-        return F.scaled_dot_product_attention(q.to(v.dtype), k.to(v.dtype), v, is_causal=True, scale=scale)
-    t = q.shape[-2]
+        q, k, v = (x.transpose(1, 2).to(v.dtype) for x in (q, k, v))
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+    q, k, v = (_heads_first(x, v.dtype) for x in (q, k, v))
     mask = torch.full((t, t), float("-inf"), dtype=v.dtype, device=v.device).triu_(1)
-    scores = torch.matmul((q * scale).to(v.dtype), k.to(v.dtype).transpose(-1, -2))
-    return torch.matmul(torch.softmax(scores + mask, dim=-1), v)
+    scores = torch.baddbmm(mask, q, k.transpose(1, 2), alpha=scale)
+    return torch.bmm(torch.softmax(scores, dim=-1), v).view(b, h, t, hd)
+
+
+def _heads_first(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[batch, T, heads, hd] as a contiguous [batch * heads, T, hd] in `dtype`, in one pass."""
+    b, t, h, hd = x.shape
+    out = torch.empty(b, h, t, hd, dtype=dtype, device=x.device)
+    return out.copy_(x.transpose(1, 2)).view(b * h, t, hd)
 
 
 class _HeadLoss(torch.autograd.Function):
@@ -219,10 +230,9 @@ class StackedLlama(nn.Module):
         rotation = self.rope_rotation[:t]
         for layer in self.layers:
             normed = rms_norm(x, layer.attn_norm, cfg.rms_norm_eps)
-            v = torch.bmm(normed, layer.v).view(k * b, t, h, hd).transpose(1, 2)
+            v = torch.bmm(normed, layer.v).view(k * b, t, h, hd)
             qk = apply_rope(torch.bmm(normed, layer.qk).view(k * b, t, 2 * h, hd), rotation)
-            q, key = qk.transpose(1, 2).split(h, dim=1)
-            y = causal_attention(q, key, v, scale=hd**-0.5)
+            y = causal_attention(qk[:, :, :h], qk[:, :, h:], v, scale=hd**-0.5)
             x = x + torch.bmm(y.transpose(1, 2).reshape(k, b * t, attn), layer.o)
             normed = rms_norm(x, layer.mlp_norm, cfg.rms_norm_eps)
             x = x + torch.bmm(F.silu(torch.bmm(normed, layer.gate)) * torch.bmm(normed, layer.up), layer.down)
