@@ -147,3 +147,18 @@ def test_batches_are_even():
     assert sum(batches([str(i) for i in range(7)], 2), []) == [str(i) for i in range(7)]
     assert [len(b) for b in batches([str(i) for i in range(18)], 16, min_batches=4)] == [5, 5, 4, 4]  # every slot busy
     assert [len(b) for b in batches([str(i) for i in range(3)], 16, min_batches=4)] == [1, 1, 1]
+
+
+def test_cpu_slots_one_per_core_and_idle_threads_pooled(tmp_path, monkeypatch):
+    from engine.executors.base import ExecutorSettings, Slot, pool_cpu_threads
+    from engine.executors.local import LocalExecutor
+
+    monkeypatch.setattr("engine.training.device.cpu_threads", lambda: 4)
+    slots = LocalExecutor(ExecutorSettings(device="cpu"), tmp_path).slots()
+    assert slots == [Slot("cpu", 1)] * 4
+    assert LocalExecutor(ExecutorSettings(device="cpu", workers=2), tmp_path).slots() == [Slot("cpu", 2)] * 2
+    assert pool_cpu_threads(slots, 4) == slots
+    assert pool_cpu_threads(slots, 1) == [Slot("cpu", 4)]  # one run trains on every core
+    assert pool_cpu_threads(slots, 3) == [Slot("cpu", 2), Slot("cpu", 1), Slot("cpu", 1)]
+    gpus = [Slot("cuda:0", 2), Slot("cuda:1", 2)]
+    assert pool_cpu_threads(gpus, 1) == gpus

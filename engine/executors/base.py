@@ -22,7 +22,8 @@ class ExecutorSettings:
 
     kind: "local" (worker processes on this machine).
     device: "auto" (every GPU, else the CPU), "cpu", or "cuda".
-    workers: CPU workers (0 = 1: one process training a batch of proxies uses the cores best).
+    workers: CPU workers (0 = one per core, each single-threaded: tiny proxies use a core best
+        in a process of their own).
     threads: torch threads per CPU worker (0 = the machine's cores / workers).
     max_batch: at most this many proxies trained together by one worker (one batched computation);
         a swarm's runs are split into at least one batch per slot, so every GPU or worker has work.
@@ -99,14 +100,26 @@ def batches(runs: list[str], max_size: int, min_batches: int = 1) -> list[list[s
     return out
 
 
+def pool_cpu_threads(slots: list[Slot], n_batches: int) -> list[Slot]:
+    """With fewer batches than CPU slots, the idle slots' threads go to the busy ones.
+
+    One run on a 2-core machine then trains on both cores instead of one. GPU slots are kept.
+    """
+    if not 0 < n_batches < len(slots) or any(s.device != "cpu" for s in slots):
+        return list(slots)
+    threads = sum(s.threads for s in slots)
+    return [Slot("cpu", threads // n_batches + (i < threads % n_batches)) for i in range(n_batches)]
+
+
 def run_swarm(executor: Executor, swarm: SwarmDir, runs: list[str], max_batch: int, on_event: EventSink = ignore,
               poll_seconds: float = 0.5) -> dict[str, int]:
     """Train `runs` of `swarm` on the executor's slots; returns the swarm's state counts at the end.
 
     Runs already being trained by a live worker are waited for, not started twice.
     """
-    free = list(executor.slots())
-    todo = batches(runs, max_batch, min_batches=len(free))
+    slots = executor.slots()
+    todo = batches(runs, max_batch, min_batches=len(slots))
+    free = pool_cpu_threads(slots, len(todo))
     active: list[Launched] = []
     watched = set(runs) | {s.run for s in swarm.statuses() if s.state == "running"}
     task = f"swarm {swarm.id}"

@@ -1,4 +1,4 @@
-"""The local executor: worker processes on this machine, one per GPU, or CPU workers sized to the cores.
+"""The local executor: worker processes on this machine, one per GPU, or on CPU one per core.
 
 Workers start in their own session, so they keep training when the caller exits (Ctrl-C, a
 closed SSH session, a quitting TUI); `swarm run` or `swarm status` re-attach by reading the run
@@ -22,13 +22,6 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 class LocalExecutor(Executor):
     name = "local"
 
@@ -37,12 +30,21 @@ class LocalExecutor(Executor):
         self.log_dir = Path(log_dir)
 
     def slots(self) -> list[Slot]:
+        """One slot per GPU; on CPU, by default one single-threaded worker per core.
+
+        Tiny proxies keep a core busier in a process of their own than split across threads
+        (cpu preset, 8 proxies on 2 cores: 4 per single-threaded process train 1.2x faster
+        than 8 in one process on both cores); run_swarm pools the threads of idle CPU slots.
+        """
+        from engine.training.device import cpu_threads
+
         s = self.settings
+        cores = cpu_threads()
         gpus = visible_gpus() if s.device in ("auto", "cuda") else 0
         if gpus:
-            return [Slot(f"cuda:{i}", max(1, cpu_cores() // gpus)) for i in range(gpus)]
-        workers = s.workers or 1
-        threads = s.threads or max(1, cpu_cores() // workers)
+            return [Slot(f"cuda:{i}", max(1, cores // gpus)) for i in range(gpus)]
+        workers = s.workers or cores
+        threads = s.threads or max(1, cores // workers)
         return [Slot("cpu", threads) for _ in range(workers)]
 
     def launch(self, swarm: SwarmDir, runs: list[str], slot: Slot) -> subprocess.Popen:

@@ -1,10 +1,9 @@
 """Where proxies train: device choice, dtype policy, thread count.
 
-CUDA when present, else CPU with one torch thread per core. Matmuls run under bfloat16 autocast
+CUDA when present, else the CPU. Matmuls run under bfloat16 autocast
 (float32 master weights) on CUDA and on CPUs with bfloat16 dot-product instructions (AVX512-BF16,
 AMX), where a bfloat16 matmul is several times faster than a float32 one; elsewhere proxies train
 in float32.
-An executor runs one worker per entry of `devices()`.
 """
 
 from __future__ import annotations
@@ -36,13 +35,6 @@ def pick_device(requested: str = "auto") -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"Unsupported device {requested!r}; use auto, cpu, cuda or cuda:N.")
     return device
-
-
-def devices() -> list[torch.device]:
-    """Every visible GPU (one executor worker each), or [cpu] when there is none."""
-    if torch.cuda.is_available():
-        return [torch.device(f"cuda:{i}") for i in range(torch.cuda.device_count())]
-    return [torch.device("cpu")]
 
 
 def cpu_has_bf16_matmul() -> bool:
