@@ -6,9 +6,13 @@ data: its six current domains, tokenized with its own 2048-token BPE (built in a
 in a few seconds, or read from --project DIR, e.g. ./demo after the README's first command). (a) is the idiomatic loop: LlamaForCausalLM, cross-entropy, backward,
 clip_grad_norm_, AdamW step, proxy after proxy, with whichever of transformers' attention
 implementations (sdpa, eager) a short probe finds faster here. (b) is
-engine.training.train_proxies, all K at once, run between the two halves of (a). Both run in the
-trainer's dtype for the device (--dtype to choose: bfloat16 autocast on CUDA and on CPUs with
-AVX512-BF16 or AMX, else float32). Training time only (no evaluation) is compared.
+engine.training.train_proxies, all K at once in this process, run between the two halves of (a).
+On a CPU with several cores two more arms follow, each with one single-threaded process per core
+started together: (c) the batched trainer on K / cores proxies per process, which is how the
+local executor lays a swarm out on CPU, and (a') for reference the one-at-a-time loop the same
+way. Every arm uses the same threads in total. All run in the trainer's dtype for the device
+(--dtype to choose: bfloat16 autocast on CUDA and on CPUs with AVX512-BF16 or AMX, else float32).
+Training time only (no evaluation) is compared. The floor is checked on (b) against (a).
 MFU = tokens/s x FLOPs per token (flops.train_flops_per_token: 6 x matmul weights incl. LM head
 + attention) / the matmul peak measured in this run. The last line printed is one JSON object with the figures.
 
@@ -22,7 +26,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import os
+import queue
 import sys
 import tempfile
 import time
@@ -144,6 +150,46 @@ def batched(preset: ProxyPreset, vocab_size: int, mixtures: np.ndarray, seeds: l
     return finished[-1]
 
 
+def batched_seconds(*args) -> float:
+    """`batched`'s training seconds (for a per-core process)."""
+    return batched(*args)["train_time_s"]
+
+
+def per_core(target, shares: list[tuple]) -> float:
+    """target(*share) in one single-threaded process per share, all released together; the slowest's seconds."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(len(shares)), ctx.Queue()
+    procs = [ctx.Process(target=_on_one_core, args=(target, share, barrier, results)) for share in shares]
+    for proc in procs:
+        proc.start()
+    seconds: list[float] = []
+    while len(seconds) < len(procs):
+        try:
+            result = results.get(timeout=1.0)
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                raise RuntimeError(f"a per-core process died with exit code {dead[0]}") from None
+            continue
+        if isinstance(result, str):
+            raise RuntimeError(f"a per-core process failed: {result}")
+        seconds.append(result)
+    for proc in procs:
+        proc.join()
+    return max(seconds)
+
+
+def _on_one_core(target, share: tuple, barrier, results) -> None:
+    try:
+        torch.set_num_threads(1)
+        keep_freed_memory()
+        barrier.wait(timeout=600)
+        results.put(target(*share))
+    except BaseException as err:  # reported to the parent, which stops the benchmark
+        barrier.abort()
+        results.put(f"{type(err).__name__}: {err}")
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -162,6 +208,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                         help="torch.compile in the batched trainer (auto: for long runs, see trainer.COMPILE_MIN_STEPS)")
     parser.add_argument("--project", type=Path, help="an existing project whose tokens to train on (default: build the stdlib sample)")
+    parser.add_argument("--no-per-core", dest="per_core", action="store_false",
+                        help="skip arms (c) and (a'), the one-process-per-core layouts (CPU only)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 proxies, 2 steps")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="olmix-bench-") as scratch:
@@ -205,19 +253,45 @@ def run(args: argparse.Namespace, domains: list[DomainTokens], vocab_size: int, 
     # The baseline's proxies run in two halves around the batched run (A B A), so that a slow drift
     # in the machine's speed (other tenants, clocks) weighs on both arms alike.
     half = k // 2
+    tokens_all = k * steps * preset.tokens_per_step
     base_seconds = one_at_a_time(preset, vocab_size, mixtures[:half], seeds[:half], domains, steps, device, amp, attention)
     info = batched(preset, vocab_size, mixtures, seeds, domains, steps, str(device), args.dtype, compile)
+    cores = threads if device.type == "cpu" and args.per_core and min(threads, k) > 1 else 0
+    if cores:
+        parts = np.array_split(np.arange(k), cores)
+        per_core_batched = per_core(batched_seconds, [
+            (preset, vocab_size, mixtures[p], [seeds[i] for i in p], domains, steps, "cpu", args.dtype, compile)
+            for p in parts])
+        per_core_base = per_core(one_at_a_time, [
+            (preset, vocab_size, mixtures[p], [seeds[i] for i in p], domains, steps, device, amp, attention)
+            for p in parts])
     base_seconds += one_at_a_time(preset, vocab_size, mixtures[half:], seeds[half:], domains, steps, device, amp, attention)
-    base_tps = k * steps * preset.tokens_per_step / base_seconds
-    print(f"(a) one at a time, LlamaForCausalLM ({attention} attention) + AdamW: {base_tps:,.0f} tokens/s "
-          f"({base_seconds:.1f} s), MFU {base_tps * flops_per_token / peak:.1%}")
+    base_tps = tokens_all / base_seconds
+    print(f"(a) one at a time, LlamaForCausalLM ({attention} attention) + AdamW, {threads} threads: "
+          f"{base_tps:,.0f} tokens/s ({base_seconds:.1f} s), MFU {base_tps * flops_per_token / peak:.1%}")
     batched_tps = info["tokens_per_s"]
-    print(f"(b) batched trainer, {k} proxies at once{' (torch.compile)' if info['compiled'] else ''}: "
-          f"{batched_tps:,.0f} tokens/s ({info['train_time_s']:.1f} s), MFU {batched_tps * flops_per_token / peak:.1%}")
+    print(f"(b) batched trainer, {k} proxies at once in one process{' (torch.compile)' if info['compiled'] else ''}, "
+          f"{threads} threads: {batched_tps:,.0f} tokens/s ({info['train_time_s']:.1f} s), "
+          f"MFU {batched_tps * flops_per_token / peak:.1%}")
+    per_core_figures = {}
+    if cores:
+        core_batched_tps, core_base_tps = tokens_all / per_core_batched, tokens_all / per_core_base
+        print(f"(c) batched trainer, one single-threaded process per core ({cores} x {k // cores}"
+              f"{'+' if k % cores else ''} proxies), as the local executor runs a swarm: {core_batched_tps:,.0f} tokens/s "
+              f"({per_core_batched:.1f} s), MFU {core_batched_tps * flops_per_token / peak:.1%}")
+        print(f"(a') reference: one at a time in one single-threaded process per core: {core_base_tps:,.0f} tokens/s "
+              f"({per_core_base:.1f} s), MFU {core_base_tps * flops_per_token / peak:.1%}")
+        per_core_figures = {
+            "per_core_processes": cores, "per_core_batched_tokens_per_s": core_batched_tps,
+            "per_core_baseline_tokens_per_s": core_base_tps, "per_core_speedup_over_baseline": core_batched_tps / base_tps,
+            "per_core_speedup_over_per_core_baseline": core_batched_tps / core_base_tps,
+        }
 
     speedup = batched_tps / base_tps
     floor_met = speedup >= SPEEDUP_FLOOR
-    print(f"speedup {speedup:.2f}x; floor {SPEEDUP_FLOOR:.0f}x {'met' if floor_met else 'NOT met'}; "
+    if cores:
+        print(f"(c)/(a) {core_batched_tps / base_tps:.2f}x; (c)/(a') {core_batched_tps / core_base_tps:.2f}x")
+    print(f"speedup (b)/(a) {speedup:.2f}x; floor {SPEEDUP_FLOOR:.0f}x {'met' if floor_met else 'NOT met'}; "
           f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after (>{cpu_threads()} means other "
           "processes shared the cores)")
     figures = {
@@ -228,7 +302,7 @@ def run(args: argparse.Namespace, domains: list[DomainTokens], vocab_size: int, 
         "baseline_tokens_per_s": base_tps, "batched_tokens_per_s": batched_tps, "speedup": speedup,
         "baseline_mfu": base_tps * flops_per_token / peak, "batched_mfu": batched_tps * flops_per_token / peak,
         "speedup_floor": SPEEDUP_FLOOR, "floor_met": floor_met, "quick": args.quick, "compiled": info["compiled"],
-        "load_average": [load_before, os.getloadavg()[0]],
+        "load_average": [load_before, os.getloadavg()[0]], **per_core_figures,
     }
     print(json.dumps(figures, sort_keys=True))
     return figures
