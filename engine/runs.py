@@ -127,6 +127,11 @@ class SwarmDir:
         wanted = {"pending", "interrupted"} | ({"failed"} if retry_failed else set())
         return [s.run for s in self.statuses() if s.state in wanted]
 
+    def mark_running(self, runs: list[str], pid: int) -> None:
+        """Hand `runs` to worker process `pid` on this machine: running, progress and error reset."""
+        for r in runs:
+            self.write_status(r, state="running", progress=0.0, error="", pid=pid, host=socket.gethostname())
+
     def write_status(self, run: str, **fields) -> None:
         """Merge `fields` into a run's status.json (atomic)."""
         data = self.status(run).data

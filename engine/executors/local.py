@@ -56,6 +56,9 @@ class LocalExecutor(Executor):
         with open(log, "ab") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, start_new_session=True)
+        # The runs are the worker's from now on, not only once its imports are done: a scheduler
+        # re-attaching in between sees them running and does not start them a second time.
+        swarm.mark_running(runs, proc.pid)
         proc.log_path = log  # type: ignore[attr-defined]
         return proc
 

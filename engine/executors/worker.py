@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import traceback
 from pathlib import Path
@@ -62,9 +61,7 @@ def train_runs(swarm: SwarmDir, runs: list[str], device: str = "auto", threads: 
 
     if threads:
         torch.set_num_threads(threads)
-    me = {"pid": os.getpid(), "host": socket.gethostname()}
-    for r in runs:
-        swarm.write_status(r, state="running", progress=0.0, error="", **me)
+    swarm.mark_running(runs, os.getpid())
     try:
         project, leaves, data, preset, eval_sets = load_inputs(swarm)
         units, expand = unit_layout(leaves, groups_of(swarm.spec))
