@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,14 +99,13 @@ def test_sigkill_resumes_without_losing_finished_runs(small_project):
             time.sleep(0.2)
         assert swarm_dir.counts()["done"] >= 1, "no run finished in time"
         finished = {s.run: s.data for s in swarm_dir.statuses() if s.state == "done"}
-        workers = [s.data.get("pid") for s in swarm_dir.statuses() if s.data.get("state") == "running"]
         os.killpg(proc.pid, signal.SIGKILL)  # the scheduler ...
-        for pid in workers:  # ... and its worker (own session) die without cleanup
+        proc.wait(10)
+        for pid in _worker_pids(swarm_dir.path):  # ... and its workers (sessions of their own) die without cleanup
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        proc.wait(10)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -117,6 +117,37 @@ def test_sigkill_resumes_without_losing_finished_runs(small_project):
     assert pipeline.train_swarm(again, SwarmDir(swarm_dir.path))["done"] == 3
     for run, data in finished.items():
         assert swarm_dir.status(run).data == data  # finished runs untouched
+
+
+def _worker_pids(swarm_path: Path) -> list[int]:
+    """Live worker processes of a swarm, found by their command line (also those still importing)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"engine.executors.worker" in args and str(swarm_path).encode() in args:
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def test_launched_runs_are_running_before_the_worker_starts(small_project, tmp_path):
+    """A scheduler re-attaching while a worker still imports must not start its runs again."""
+    from engine.executors.base import Slot
+    from engine.executors.local import LocalExecutor
+
+    swarm_dir, _ = plan(small_project)
+    run = swarm_dir.run_ids[0]
+    proc = LocalExecutor(ExecutorSettings(), tmp_path).launch(swarm_dir, [run], Slot("cpu", 1))
+    try:
+        status = swarm_dir.status(run)  # read at once: the worker has not got past its imports
+        assert status.state == "running" and status.data["pid"] == proc.pid
+        assert run not in swarm_dir.pending_runs()
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert swarm_dir.status(run).state == "interrupted" and run in swarm_dir.pending_runs()
 
 
 def test_nan_metrics_are_left_out_of_the_table(small_project):
