@@ -119,6 +119,26 @@ def test_sigkill_resumes_without_losing_finished_runs(small_project):
         assert swarm_dir.status(run).data == data  # finished runs untouched
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_a_zombie_worker_counts_as_interrupted(small_project):
+    """A SIGKILLed worker whose parent is gone lingers as a zombie until init reaps it: not alive."""
+    swarm_dir, _ = plan(small_project)
+    run = swarm_dir.run_ids[0]
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        swarm_dir.mark_running([run], child.pid)
+        assert swarm_dir.status(run).state == "running"
+        child.kill()  # not reaped yet: a zombie
+        deadline = time.time() + 10
+        while swarm_dir.status(run).state == "running" and time.time() < deadline:
+            time.sleep(0.05)
+        assert os.path.exists(f"/proc/{child.pid}")  # still there, as a zombie
+        assert swarm_dir.status(run).state == "interrupted" and run in swarm_dir.pending_runs()
+    finally:
+        child.kill()
+        child.wait()
+
+
 def _worker_pids(swarm_path: Path) -> list[int]:
     """Live worker processes of a swarm, found by their command line (also those still importing)."""
     pids = []
