@@ -46,22 +46,25 @@ class _RMSNorm(torch.autograd.Function):
     """weight * x / rms(x) in float32, returned in `dtype`, with a hand-written backward.
 
     F.rms_norm's autograd on CPU decomposes into pow, mean, rsqrt and mul nodes; saving the
-    normalised input and 1/rms lets the backward run in fewer passes over the activations.
+    normalised input and 1/rms lets the backward run in fewer passes over the activations, and
+    the forward writes its output in `dtype` directly (no float32 copy to cast).
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float, dtype: torch.dtype) -> torch.Tensor:
-        inv_rms = torch.rsqrt(torch.mean(x * x, dim=-1, keepdim=True).add_(eps))
+        mean_square = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1])
+        inv_rms = mean_square.add_(eps).rsqrt_()
         normed = x * inv_rms
         ctx.save_for_backward(normed, inv_rms, weight)
-        return (normed * weight[:, None, :]).to(dtype)
+        return torch.mul(normed, weight[:, None, :], out=torch.empty(x.shape, dtype=dtype, device=x.device))
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         normed, inv_rms, weight = ctx.saved_tensors
         grad = grad.float()
         grad_normed = grad * weight[:, None, :]
-        grad_x = (grad_normed - normed * (grad_normed * normed).mean(-1, keepdim=True)) * inv_rms
+        projection = torch.linalg.vecdot(grad_normed, normed).unsqueeze_(-1).div_(-normed.shape[-1])
+        grad_x = torch.addcmul(grad_normed, normed, projection).mul_(inv_rms)
         return grad_x, (grad * normed).sum(1), None, None
 
 
@@ -86,30 +89,52 @@ def apply_rope(qk: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(pairs * rotation).reshape(qk.shape)
 
 
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """Causal softmax attention of [batch, T, heads, hd] inputs; returns [batch, heads, T, hd] in v's dtype.
+def causal_attention(qk: torch.Tensor, v: torch.Tensor, rotation: torch.Tensor, scale: float) -> torch.Tensor:
+    """Causal softmax attention with RoPE. qk [batch, T, 2 * heads, hd] holds the q heads then the
+    k heads, v is [batch, T, heads, hd]; returns [batch, heads, T, hd] in v's dtype.
 
     SDPA's fused kernel everywhere except bfloat16 on CPU, where its backward is several times
-    slower than in float32. There it runs as transformers' eager attention does: bfloat16 matmuls
-    and an additive causal mask, softmax accumulated in float32 and rounded to bfloat16. Each
-    input is cast and laid out heads-first in one copy, and the scale and mask ride on the
-    scores' matmul (baddbmm).
+    slower than eager attention. There it runs as transformers' eager attention does: bfloat16
+    matmuls and an additive causal mask, softmax accumulated in float32 and rounded to bfloat16.
+    RoPE and the heads-first layout of q and k come out of one pass (`_RopeHeadsFirst`), v is
+    laid out in one copy, and the scale and mask ride on the scores' matmul (baddbmm).
     """
     b, t, h, hd = v.shape
-    if q.device.type != "cpu" or v.dtype == torch.float32:
-        q, k, v = (x.transpose(1, 2).to(v.dtype) for x in (q, k, v))
+    if qk.device.type != "cpu" or v.dtype == torch.float32:
+        qk = apply_rope(qk, rotation)
+        q, k, v = (x.transpose(1, 2).to(v.dtype) for x in (qk[:, :, :h], qk[:, :, h:], v))
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-    q, k, v = (_heads_first(x, v.dtype) for x in (q, k, v))
+    q, k = _RopeHeadsFirst.apply(qk, rotation, v.dtype)
+    v = torch.empty(b, h, t, hd, dtype=v.dtype, device=v.device).copy_(v.transpose(1, 2)).view(b * h, t, hd)
     mask = torch.full((t, t), float("-inf"), dtype=v.dtype, device=v.device).triu_(1)
     scores = torch.baddbmm(mask, q, k.transpose(1, 2), alpha=scale)
     return torch.bmm(torch.softmax(scores, dim=-1), v).view(b, h, t, hd)
 
 
-def _heads_first(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """[batch, T, heads, hd] as a contiguous [batch * heads, T, hd] in `dtype`, in one pass."""
-    b, t, h, hd = x.shape
-    out = torch.empty(b, h, t, hd, dtype=dtype, device=x.device)
-    return out.copy_(x.transpose(1, 2)).view(b * h, t, hd)
+class _RopeHeadsFirst(torch.autograd.Function):
+    """RoPE (`apply_rope`) on qk [batch, T, 2 * heads, hd], returning q and k as contiguous
+    [batch * heads, T, hd] tensors in `dtype` written in one pass. The backward writes qk's
+    gradient from both in one pass and rotates it back in place (autograd's slices would each
+    fill a zero buffer and then add them)."""
+
+    @staticmethod
+    def forward(ctx, qk: torch.Tensor, rotation: torch.Tensor, dtype: torch.dtype):
+        b, t, gh, hd = qk.shape
+        out = torch.empty(2, b, gh // 2, t, hd, dtype=dtype, device=qk.device)
+        out.copy_(apply_rope(qk, rotation).view(b, t, 2, gh // 2, hd).permute(2, 0, 3, 1, 4))
+        ctx.save_for_backward(rotation)
+        ctx.shape, ctx.qk_dtype = qk.shape, qk.dtype
+        return out[0].view(-1, t, hd), out[1].view(-1, t, hd)
+
+    @staticmethod
+    def backward(ctx, grad_q: torch.Tensor, grad_k: torch.Tensor):
+        (rotation,) = ctx.saved_tensors
+        b, t, gh, hd = ctx.shape
+        grad = torch.empty(b, t, 2, gh // 2, hd, dtype=torch.float32, device=grad_q.device)
+        for i, g in enumerate((grad_q, grad_k)):
+            grad[:, :, i].copy_(g.view(b, gh // 2, t, hd).transpose(1, 2))
+        torch.view_as_complex(grad.view(b, t, gh, hd // 2, 2)).mul_(rotation.conj())
+        return grad.view(ctx.shape).to(ctx.qk_dtype), None, None
 
 
 class _HeadLoss(torch.autograd.Function):
@@ -154,9 +179,9 @@ class _HeadLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         hidden, weight, grad_logits = ctx.saved_tensors
-        scale = (grad / grad_logits.shape[1])[:, None, None]
-        grad_hidden = torch.bmm(grad_logits, weight.transpose(1, 2)) * scale.to(hidden.dtype)
-        grad_head = torch.bmm(hidden.transpose(1, 2), grad_logits) * scale  # float32 (type promotion)
+        scale = (grad / grad_logits.shape[1]).to(hidden.dtype)[:, None, None]
+        grad_hidden = torch.bmm(grad_logits, weight.transpose(1, 2)).mul_(scale)
+        grad_head = torch.bmm((hidden * scale).transpose(1, 2), grad_logits)  # scaled on the small side
         return grad_hidden, grad_head, None
 
 
@@ -231,8 +256,8 @@ class StackedLlama(nn.Module):
         for layer in self.layers:
             normed = rms_norm(x, layer.attn_norm, cfg.rms_norm_eps)
             v = torch.bmm(normed, layer.v).view(k * b, t, h, hd)
-            qk = apply_rope(torch.bmm(normed, layer.qk).view(k * b, t, 2 * h, hd), rotation)
-            y = causal_attention(qk[:, :, :h], qk[:, :, h:], v, scale=hd**-0.5)
+            qk = torch.bmm(normed, layer.qk).view(k * b, t, 2 * h, hd)
+            y = causal_attention(qk, v, rotation, scale=hd**-0.5)
             x = x + torch.bmm(y.transpose(1, 2).reshape(k, b * t, attn), layer.o)
             normed = rms_norm(x, layer.mlp_norm, cfg.rms_norm_eps)
             x = x + torch.bmm(F.silu(torch.bmm(normed, layer.gate)) * torch.bmm(normed, layer.up), layer.down)
