@@ -37,9 +37,9 @@ ACTIVATION_BUDGET_BYTES = {"cpu": 2 * 2**30, "cuda": 8 * 2**30}
 
 COMPILE_MIN_STEPS = {"cpu": 3000, "cuda": 300}
 """compile="auto" compiles runs with at least this many steps. On a 2-core CPU (cpu preset, K=8)
-compiling takes 4 s with a warm inductor cache and 18 s cold, and a step goes from ~50 to ~44 ms,
-so a cold compile pays off after ~3000 steps; on a GPU the fused kernels matter far more for tiny
-proxies."""
+compiling takes 2-4 s with a warm inductor cache and 12-18 s cold, and a step goes from ~53 to
+~48 ms (A/B in one process), so a cold compile pays off after ~3000 steps; on a GPU the fused
+kernels matter far more for tiny proxies."""
 
 PROGRESS_SECONDS = 1.0
 
