@@ -141,9 +141,10 @@ class _HeadLoss(torch.autograd.Function):
     """Mean next-token cross-entropy per proxy [K] of hidden states [K, N, D] through the head [K, D, V].
 
     The logits' gradient (softmax - one-hot) is formed in the forward pass, in the matmul dtype,
-    and the backward scales the two small products (the hidden states' and the head's gradients)
-    by each proxy's loss gradient. This replaces log_softmax, its backward, the float32 copy of the
-    logits and the [K, N, V] multiply autograd would run. The softmax runs in the matmul dtype
+    and the backward scales by each proxy's loss gradient only small tensors (the hidden states'
+    gradient, and the hidden states before the head's gradient product). This replaces
+    log_softmax, its backward, the float32 copy of the logits and the [K, N, V] multiply autograd
+    would run. The softmax runs in the matmul dtype
     (accumulated in float32), so under bfloat16 no float32 [K, N, V] tensor is written at all
     (cpu preset, 2048-token vocabulary, K=8: 6.7 against 4.9 ms forward). The target's entry
     p - 1 is taken as minus the sum of the other probabilities, which keeps it exact to bfloat16
@@ -179,10 +180,10 @@ class _HeadLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         hidden, weight, grad_logits = ctx.saved_tensors
-        scale = (grad / grad_logits.shape[1]).to(hidden.dtype)[:, None, None]
+        scale = (grad / grad_logits.shape[1])[:, None, None]  # float32; each product rounds once
         grad_hidden = torch.bmm(grad_logits, weight.transpose(1, 2)).mul_(scale)
-        grad_head = torch.bmm((hidden * scale).transpose(1, 2), grad_logits)  # scaled on the small side
-        return grad_hidden, grad_head, None
+        scaled_hidden = torch.mul(hidden, scale, out=torch.empty_like(hidden))  # the small side of the head's product
+        return grad_hidden, torch.bmm(scaled_hidden.transpose(1, 2), grad_logits), None
 
 
 class StackedLlama(nn.Module):
