@@ -38,13 +38,13 @@ def domains():
     return stdlib_text_domains(max_bytes_per_domain=60_000, names=("code", "tests", "docs"))
 
 
-def _train(domains, mixtures, seeds, preset=TINY, records=None, dtype="float32"):
+def _train(domains, mixtures, seeds, preset=TINY, records=None, dtype="float32", compile=False, on_event=None):
     """Float32 by default: the equivalence tests compare against float32 transformers at 1e-4."""
     return train_proxies(
         preset, BYTE_VOCAB_SIZE, mixtures, [d.train for d in domains], [d.val for d in domains],
         [d.bytes_per_token for d in domains], STEPS * preset.tokens_per_step, seeds, MAX_REPETITION,
         domain_names=[d.name for d in domains], eval_tokens_per_domain=2048, eval_every=1, device="cpu",
-        dtype=dtype, compile=False,
+        dtype=dtype, compile=compile, on_event=on_event or (lambda _event: None),
         on_record=None if records is None else (lambda k, r: records.setdefault(k, []).append(r)),
     )
 
@@ -268,3 +268,19 @@ def test_bfloat16_autocast_tracks_float32_and_is_deterministic(batched, domains)
     for k in range(len(MIXTURES)):
         np.testing.assert_allclose(_train_losses(runs[0][0], k), _train_losses(records, k), atol=0.03)
         assert not np.array_equal(_train_losses(runs[0][0], k), _train_losses(records, k))
+
+
+def test_compiled_training_matches_eager_in_bfloat16(domains):
+    """Long CPU runs compile the step (trainer.COMPILE_MIN_STEPS): the custom autograd functions of
+    the bfloat16 CPU path (RMSNorm, RoPE + heads-first, head + loss) must trace, and the compiled
+    step must train as the eager one does."""
+    runs = {}
+    for compile in (False, True):
+        records, events = {}, []
+        _train(domains, MIXTURES[:2], SEEDS[:2], records=records, dtype="bfloat16", compile=compile,
+               on_event=events.append)
+        finished = [e for e in events if type(e).__name__ == "TaskFinished"][-1]
+        assert finished.info["compiled"] is compile  # a failed compile falls back to eager and says so
+        runs[compile] = records
+    for k in range(2):
+        np.testing.assert_allclose(_train_losses(runs[True], k), _train_losses(runs[False], k), atol=0.02)
