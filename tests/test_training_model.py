@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 
 from engine.training.export import export_hf, proxy_state_dict
-from engine.training.model import StackedLlama, _HeadLoss, apply_rope, causal_attention, rope_tables
+from engine.training.model import StackedLlama, _HeadLoss, apply_rope, causal_attention
 from engine.training.optim import clip_grad_norm_per_proxy_, lr_at
 from engine.training.presets import ProxyPreset
 from engine.training.sampler import SequenceBatcher, available_windows, plan_proxy_data
@@ -192,8 +192,7 @@ def test_cpu_bfloat16_attention_and_its_gradients_match_plain_autograd():
     gives the output and the q/k/v gradients of the same ops written plainly under autograd."""
     b, t, h, hd = 3, 16, 2, 8
     config = dataclasses.replace(TINY, n_heads=h, d_model=h * hd, seq_len=t).llama_config(BYTE_VOCAB_SIZE)
-    cos, sin = rope_tables(config, t)
-    rotation = torch.complex(cos[:, None, : hd // 2], sin[:, None, : hd // 2])
+    rotation = StackedLlama(config, 1).rope_rotation  # the model's own RoPE table
     gen = torch.Generator().manual_seed(4)
     qk = torch.randn(b, t, 2 * h, hd, generator=gen).to(torch.bfloat16)
     v = torch.randn(b, t, h, hd, generator=gen).to(torch.bfloat16)

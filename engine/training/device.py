@@ -74,7 +74,6 @@ def cpu_threads() -> int:
         return os.cpu_count() or 1
 
 
-
 def keep_freed_memory() -> None:
     """Stop glibc from returning large freed blocks to the OS between training steps (process-wide).
 
