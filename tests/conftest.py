@@ -55,6 +55,14 @@ def small_project(tmp_path) -> Project:
     return Project.init(root, settings, domains)
 
 
+def plan_swarm(project: Project):
+    """Plan the swarm of the project's next step with its settings: (SwarmDir, swarm)."""
+    from engine import pipeline
+
+    ctx = pipeline.update_context(project)
+    return pipeline.plan_swarm(project, ctx, pipeline.make_plan(project, ctx))
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny proxies: one torch thread is as fast, and immune to other processes on the cores."""

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from conftest import plan_swarm
 from engine import pipeline
 from engine.executors.base import ExecutorSettings
 from engine.mixture_table import read_tables
@@ -23,15 +24,10 @@ from engine.training.presets import get_preset
 from olmix_tui.cli import app
 
 
-def plan(project):
-    ctx = pipeline.update_context(project)
-    return pipeline.plan_swarm(project, ctx, pipeline.make_plan(project, ctx))
-
-
 def test_plan_train_tables_and_idempotence(small_project):
-    swarm_dir, swarm = plan(small_project)
+    swarm_dir, swarm = plan_swarm(small_project)
     assert len(swarm) == 3 and swarm_dir.counts()["pending"] == 3
-    again, _ = plan(small_project)
+    again, _ = plan_swarm(small_project)
     assert again.id == swarm_dir.id  # content-addressed: same plan, same swarm
     counts = pipeline.train_swarm(small_project, swarm_dir)
     assert counts["done"] == 3
@@ -51,7 +47,7 @@ def test_plan_train_tables_and_idempotence(small_project):
 
 
 def test_realised_weights_follow_the_repetition_cap(small_project):
-    swarm_dir, _ = plan(small_project)
+    swarm_dir, _ = plan_swarm(small_project)
     pipeline.train_swarm(small_project, swarm_dir)
     for s in swarm_dir.statuses():
         realised = s.data["realised_weights"]
@@ -63,7 +59,7 @@ def test_realised_weights_follow_the_repetition_cap(small_project):
 
 
 def test_failed_runs_are_marked_and_retried(small_project):
-    swarm_dir, _ = plan(small_project)
+    swarm_dir, _ = plan_swarm(small_project)
     store = small_project.cache / "tokens"
     hidden = small_project.cache / "hidden-tokens"
     shutil.move(store, hidden)  # the worker cannot find the planned token data
@@ -90,7 +86,7 @@ def test_sigkill_resumes_without_losing_finished_runs(small_project):
     )
     with p.lock():
         p.save_settings()
-    swarm_dir, _ = plan(p)
+    swarm_dir, _ = plan_swarm(p)
     cmd = [sys.executable, "-c", "from olmix_tui.cli import main; main()", "swarm", "run", str(p.root), "--swarm", swarm_dir.id]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -122,7 +118,7 @@ def test_sigkill_resumes_without_losing_finished_runs(small_project):
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 def test_a_zombie_worker_counts_as_interrupted(small_project):
     """A SIGKILLed worker whose parent is gone lingers as a zombie until init reaps it: not alive."""
-    swarm_dir, _ = plan(small_project)
+    swarm_dir, _ = plan_swarm(small_project)
     run = swarm_dir.run_ids[0]
     child = subprocess.Popen(["sleep", "60"])
     try:
@@ -157,7 +153,7 @@ def test_launched_runs_are_running_before_the_worker_starts(small_project, tmp_p
     from engine.executors.base import Slot
     from engine.executors.local import LocalExecutor
 
-    swarm_dir, _ = plan(small_project)
+    swarm_dir, _ = plan_swarm(small_project)
     run = swarm_dir.run_ids[0]
     proc = LocalExecutor(ExecutorSettings(), tmp_path).launch(swarm_dir, [run], Slot("cpu", 1))
     try:
@@ -171,7 +167,7 @@ def test_launched_runs_are_running_before_the_worker_starts(small_project, tmp_p
 
 
 def test_nan_metrics_are_left_out_of_the_table(small_project):
-    swarm_dir, _ = plan(small_project)
+    swarm_dir, _ = plan_swarm(small_project)
     pipeline.train_swarm(small_project, swarm_dir)
     run = swarm_dir.run_ids[0]
     metrics = swarm_dir.status(run).metrics
@@ -182,7 +178,7 @@ def test_nan_metrics_are_left_out_of_the_table(small_project):
 
 
 def test_swarm_status_json(small_project):
-    swarm_dir, _ = plan(small_project)
+    swarm_dir, _ = plan_swarm(small_project)
     r = CliRunner().invoke(app, ["swarm", "status", str(small_project.root), "--json"])
     assert r.exit_code == 0
     info = json.loads(r.stdout)
