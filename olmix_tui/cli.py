@@ -311,6 +311,25 @@ def swarm_status(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt, a
     render.show_swarm(pipeline.find_swarm(Project.load(directory), swarm_id), as_json)
 
 
+@app.command()
+@user_errors
+def watch(directory: Path = DirArg):
+    """Watch a project's swarms live: runs, progress, loss, mixtures and curves, read from the run files.
+
+    Train the highlighted swarm from here (t; f also retries failed runs) or with `olmix-tui swarm run`
+    in another terminal. Quit (q) at any time: training goes on in its own processes, and watching
+    again re-attaches. In scripts, use `olmix-tui swarm status DIR --json` instead.
+
+    Example: [bold]olmix-tui watch demo[/]
+    """
+    project = Project.load(directory)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise OlmixError(f"watch needs an interactive terminal; in scripts use `olmix-tui swarm status {directory} --json`.")
+    from olmix_tui.watch import WatchApp
+
+    WatchApp(project).run()
+
+
 # ---------------------------------------------------------------- fit, propose, predict, import
 
 
@@ -529,7 +548,8 @@ def run(
     Example: [bold]olmix-tui run demo --sample stdlib --batch --compare[/]
     """
     if not batch:
-        raise typer.BadParameter("the interactive app is not available yet; add --batch to run headless.")
+        raise typer.BadParameter("the interactive pipeline app is not available yet; add --batch to run headless "
+                                 "(and watch its swarms live from another terminal with `olmix-tui watch DIR`).")
     from engine import samples
 
     if sample and not (directory / "olmix.toml").exists():
@@ -543,7 +563,7 @@ def run(
     render.batch_report(report, project)
 
 
-COMMANDS = {"init", "status", "domains", "tokenize", "swarm", "import-swarm", "fit", "propose", "predict",
+COMMANDS = {"init", "status", "domains", "tokenize", "swarm", "watch", "import-swarm", "fit", "propose", "predict",
             "history", "export", "diff", "run"}
 
 

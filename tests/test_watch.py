@@ -1,0 +1,93 @@
+"""The watch app over real run files: it trains a swarm in a detached process, keeps training going
+when it quits, re-attaches, and says what is wrong with a damaged swarm folder."""
+
+import asyncio
+import time
+
+from typer.testing import CliRunner
+
+from conftest import plan_swarm
+from olmix_tui.cli import app as cli
+from olmix_tui.watch import WatchApp
+
+
+async def wait_for(pilot, condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the app did not get there in time"
+        await pilot.pause(0.2)
+
+
+def run_states(app: WatchApp) -> list[str]:
+    """The state column of the runs table, as shown."""
+    table = app.query_one("#runs")
+    return [str(table.get_row(key)[1]) for key in table.rows]
+
+
+def test_trains_from_the_app_and_reattaches_after_quitting(small_project):
+    swarm_dir, _ = plan_swarm(small_project)
+
+    async def first_session():
+        app = WatchApp(small_project)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(pilot, lambda: run_states(app) == ["pending"] * 3)
+            assert app.swarm_id == swarm_dir.id
+            await pilot.press("t")
+            supervisor = app.supervisors[swarm_dir.id]
+            await wait_for(pilot, lambda: "running" in run_states(app))
+            await pilot.press("t")  # a second start while training is refused
+            assert list(app.supervisors) == [swarm_dir.id]
+            states_at_quit = [s.state for s in swarm_dir.statuses()]
+        return supervisor, states_at_quit
+
+    supervisor, states_at_quit = asyncio.run(first_session())
+    assert states_at_quit != ["done"] * 3  # quit mid-training...
+    assert supervisor.process.wait(timeout=300) == 0  # ...and training went on without the app
+    assert [s.state for s in swarm_dir.statuses()] == ["done"] * 3
+
+    async def second_session():
+        app = WatchApp(small_project)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(pilot, lambda: run_states(app) == ["done"] * 3)
+            table = app.query_one("#runs")
+            columns = [str(c.label) for c in table.columns.values()]
+            assert {"code/bpb", "notes/bpb", "decimal/bpb"} <= set(columns)
+            first = table.get_row(next(iter(table.rows)))
+            assert float(first[columns.index("code/bpb")]) > 0
+            await pilot.press("t")  # nothing left to train: no process is started
+            assert app.supervisors == {}
+            assert "mixture of" in str(app.query_one("#mixture").content.title)
+
+    asyncio.run(second_session())
+
+
+def test_without_a_swarm_it_says_how_to_plan_one(small_project):
+    async def session():
+        app = WatchApp(small_project)
+        async with app.run_test() as pilot:
+            await wait_for(pilot, lambda: "swarm plan" in str(app.query_one("#summary").content), timeout=10)
+            await pilot.press("t")
+            assert app.supervisors == {}
+
+    asyncio.run(session())
+
+
+def test_a_damaged_swarm_folder_is_named_with_the_fix(small_project):
+    swarm_dir, _ = plan_swarm(small_project)
+    (swarm_dir.run_dir(swarm_dir.run_ids[1]) / "status.json").unlink()
+
+    async def session():
+        app = WatchApp(small_project)
+        async with app.run_test() as pilot:
+            summary = lambda: str(app.query_one("#summary").content)  # noqa: E731
+            await wait_for(pilot, lambda: "error" in summary(), timeout=10)
+            assert "status.json is missing" in summary() and "plan it again" in summary()
+
+    asyncio.run(session())
+
+
+def test_the_command_needs_a_terminal_and_a_project(small_project, tmp_path):
+    r = CliRunner().invoke(cli, ["watch", str(small_project.root)])
+    assert r.exit_code == 1 and "swarm status" in r.output and "--json" in r.output
+    r = CliRunner().invoke(cli, ["watch", str(tmp_path / "nowhere")])
+    assert r.exit_code == 1 and "not a project folder" in r.output
