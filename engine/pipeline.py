@@ -466,27 +466,30 @@ def _entry(entries, key: str):
 
 
 def diff_entries(project: Project, a: str | None, b: str | None) -> dict:
-    """Compare two history entries, or the last update's chosen mixture with its full recomputation."""
+    """Compare two history entries; or one entry (default: the last) with its full recomputation
+    when the update was compared (`--compare`), else with the entry before it."""
     entries = read_history(project)
     if not entries:
         raise OlmixError(f"the project has no history yet; run `olmix-tui {project.root} --batch` first.")
 
-    def record(e, label: str, data: dict, measured: dict | None = None) -> dict:
+    def record(label: str, data: dict, measured: dict | None = None) -> dict:
         return {"label": label, "mixture": data["mixture"], "compute": data.get("compute", {}),
                 "predicted": data.get("predicted"), "measured": measured, "plan": data.get("plan", {}).get("kind")}
 
-    if a is None and b is None:
-        last = entries[-1]
-        cmp = last.data.get("compare")
-        if cmp:
-            measured = cmp.get("verification", {}).get("measured", {})
-            return compare(record(last, f"{last.label} ({last.data['plan']['kind']})", last.data, measured.get("chosen")),
-                           record(last, f"{last.label} (full)", cmp["full"], measured.get("full")))
-        if len(entries) < 2:
-            raise OlmixError("there is only one history entry; name two entries or run an update with --compare.")
-        ea, eb = entries[-2], entries[-1]
-    elif a is not None and b is not None:
+    if b is not None:
+        if a is None:
+            raise OlmixError("give two history entries (e.g. `diff DIR 1 2`), one, or none.")
         ea, eb = _entry(entries, a), _entry(entries, b)
     else:
-        raise OlmixError("give two history entries (e.g. `diff DIR 1 2`) or none.")
-    return compare(record(ea, ea.label, ea.data), record(eb, eb.label, eb.data))
+        entry = entries[-1] if a is None else _entry(entries, a)
+        cmp = entry.data.get("compare")
+        if cmp:
+            measured = cmp.get("verification", {}).get("measured", {})
+            return compare(record(f"{entry.label} ({entry.data['plan']['kind']})", entry.data, measured.get("chosen")),
+                           record(f"{entry.label} (full)", cmp["full"], measured.get("full")))
+        at = entries.index(entry)
+        if at == 0:
+            raise OlmixError(f"{entry.label} is the first entry and was not compared with a full recomputation; "
+                             "name two entries (e.g. `diff DIR 1 2`).")
+        ea, eb = entries[at - 1], entry
+    return compare(record(ea.label, ea.data), record(eb.label, eb.data))

@@ -502,13 +502,13 @@ def export(directory: Path = DirArg,
 @app.command()
 @user_errors
 def diff(directory: Path = DirArg,
-         a: Optional[str] = typer.Argument(None, help="History entry (number or label); default: the last update's result."),
-         b: Optional[str] = typer.Argument(None, help="History entry; default: the last update's full recomputation."),
+         a: Optional[str] = typer.Argument(None, help="History entry (number or label); default: the last."),
+         b: Optional[str] = typer.Argument(None, help="History entry to compare A with; default: A's full recomputation."),
          as_json: bool = JsonOpt):
     """Two mixtures side by side: weights, L1, KL, compute, predicted and measured objective.
 
-    Without A and B: the last update's chosen mixture against its full recomputation (batch --compare),
-    or the last two entries. Example: [bold]olmix-tui diff demo 1 2[/]
+    With one entry (default: the last): its mixture against its full recomputation when the update
+    ran with --compare, else against the entry before it. Example: [bold]olmix-tui diff demo 1 2[/]
     """
     result = pipeline.diff_entries(Project.load(directory), a, b)
     if as_json:

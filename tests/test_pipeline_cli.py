@@ -114,6 +114,11 @@ def test_batch_compare_history_diff_export(small_project):
     assert d["l1"] >= 0 and {x["domain"] for x in d["leaves"]} == {"code", "notes", "decimal"}
     d12 = json.loads(invoke("diff", root, "1", "2", "--json").stdout)
     assert d12["a"]["label"] == "0001-initial"
+    assert json.loads(invoke("diff", root, "3", "--json").stdout) == d  # one entry: against its full recomputation
+    d2 = json.loads(invoke("diff", root, "2", "--json").stdout)  # not compared: against the entry before it
+    assert (d2["a"]["label"], d2["b"]["label"]) == ("0001-initial", "0002-remove")
+    r = invoke("diff", root, "1")
+    assert r.exit_code == 1 and "first entry" in r.output
     for fmt, needle in (("json", '"mixture"'), ("olmo", "target_ratio"), ("regmix", "train:")):
         r = invoke("export", root, "--format", fmt)
         assert r.exit_code == 0 and needle in r.stdout
