@@ -471,13 +471,7 @@ def history(directory: Path = DirArg, as_json: bool = JsonOpt):
     if as_json:
         print_json([{"entry": e.label, **e.data} for e in entries])
         return
-    rows = []
-    for e in entries:
-        c = e.data.get("compute", {})
-        top = ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(e.mixture.items(), key=lambda kv: -kv[1])[:3])
-        rows.append([e.label, "; ".join(e.data.get("changes", [])) or "-", e.data.get("plan", {}).get("kind", ""),
-                     str(c.get("runs", 0)), f"{c.get('flops', 0.0):.3g}", top])
-    console.print(table("history", ["entry", "changes", "plan", "runs", "FLOPs", "mixture (top 3)"], rows, justify_numbers=False))
+    console.print(table("history", render.HISTORY_COLUMNS, render.history_rows(entries), justify_numbers=False))
 
 
 @app.command()

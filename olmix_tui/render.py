@@ -93,6 +93,20 @@ def headline_metrics(statuses, limit: int = 3) -> list[str]:
     return (evals or [n for n in names if n.endswith("/bpb")])[:limit]
 
 
+HISTORY_COLUMNS = ["entry", "changes", "plan", "runs", "FLOPs", "mixture (top 3)"]
+
+
+def history_rows(entries) -> list[list[str]]:
+    """One row per history entry (HISTORY_COLUMNS): what changed, how it was planned, the compute, the mixture."""
+    rows = []
+    for e in entries:
+        c = e.data.get("compute", {})
+        top = ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(e.mixture.items(), key=lambda kv: -kv[1])[:3])
+        rows.append([e.label, "; ".join(e.data.get("changes", [])) or "-", e.data.get("plan", {}).get("kind", ""),
+                     str(c.get("runs", 0)), f"{c.get('flops', 0.0):.3g}", top])
+    return rows
+
+
 def stacked_bars(weights, units: list[str], title: str, width: int = 100, height: int = 18) -> Text:
     """A terminal stacked-bar chart of mixtures (one bar per row of `weights`)."""
     import plotext as plt
