@@ -1,10 +1,13 @@
-"""`olmix-tui watch DIR`: a live view of a project's swarms, read from their run files.
+"""`olmix-tui watch DIR`: a live view of a project's swarms and mixtures, read from its files.
 
 Proxy training runs in worker processes that write swarms/<id>/runs/<run>/status.json and
-metrics.jsonl (engine/runs.py). This app only reads those files, once a second and off the UI
-thread, so it can open, quit and re-attach at any time without disturbing training. `t` trains
-the highlighted swarm's unfinished runs in a detached `olmix-tui swarm run` process (output in
-.olmix/logs/<swarm>/supervisor.log), which keeps going when the app quits.
+metrics.jsonl (engine/runs.py). This app only reads those files and history/, once a second and
+off the UI thread, so it can open, quit and re-attach at any time without disturbing training.
+`t` trains the highlighted swarm's unfinished runs in a detached `olmix-tui swarm run` process
+(output in .olmix/logs/<swarm>/supervisor.log), which keeps going when the app quits.
+
+Tabs: Swarms (swarms, the highlighted swarm's runs, the highlighted run's mixture and curve) and
+Mixtures (the history, and the highlighted entry beside its full recomputation or predecessor).
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
+from engine import pipeline
 from engine.errors import OlmixError
+from engine.history import HistoryEntry, read_history
 from engine.project import Project
 from engine.runs import RunStatus, SwarmDir, list_swarms
-from olmix_tui.render import headline_metrics
+from olmix_tui.render import HISTORY_COLUMNS, headline_metrics, history_rows
 
 REFRESH_SECONDS = 1.0
 STATE_STYLES = {"done": "green", "running": "yellow", "pending": "dim", "interrupted": "magenta", "failed": "bold red"}
@@ -35,12 +40,15 @@ COUNTED_STATES = ("done", "running", "pending", "interrupted", "failed")
 
 @dataclass
 class Snapshot:
-    """The run files at one moment: every swarm with its runs' statuses, the most recently planned
-    swarm's id, and the highlighted run's curve."""
+    """The project's files at one moment: every swarm with its runs' statuses, the most recently
+    planned swarm's id, the highlighted run's curve, the history, and the highlighted entry's
+    comparison (engine.compare's record, or why there is none)."""
 
     swarms: list[tuple[SwarmDir, list[RunStatus]]] = field(default_factory=list)
     newest: str | None = None
     curve: list[dict] = field(default_factory=list)
+    history: list[HistoryEntry] = field(default_factory=list)
+    comparison: dict | str = ""
     error: str = ""
 
     def swarm(self, swarm_id: str | None) -> tuple[SwarmDir, list[RunStatus]] | None:
@@ -56,7 +64,7 @@ class Supervisor:
 
 
 class WatchApp(App):
-    """Swarms (top), the highlighted swarm's runs (middle), the highlighted run's mixture and curve (bottom)."""
+    """The Swarms and Mixtures tabs over one project, refreshed from its files."""
 
     TITLE = "olmix-tui watch"
     CSS = """
@@ -65,10 +73,14 @@ class WatchApp(App):
     #runs { height: 1fr; }
     #charts { height: 16; }
     #mixture { width: 1fr; padding: 0 1; }
+    #history { height: auto; max-height: 12; }
+    #comparison { padding: 0 1; }
     """
     BINDINGS = [
         Binding("t", "train(False)", "Train unfinished runs"),
         Binding("f", "train(True)", "Train, retrying failed runs"),
+        Binding("s", "show_tab('swarms-tab')", "Swarms"),
+        Binding("m", "show_tab('mixtures-tab')", "Mixtures"),
         Binding("r", "reload", "Refresh now"),
         Binding("q", "quit", "Quit (training goes on)"),
     ]
@@ -79,28 +91,35 @@ class WatchApp(App):
         self.snapshot = Snapshot()
         self.swarm_id: str | None = None
         self.run_id: str | None = None
+        self.entry_id: str | None = None
         self.supervisors: dict[str, Supervisor] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(id="summary")
-        yield DataTable(id="swarms", cursor_type="row", zebra_stripes=True)
-        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
-        with Horizontal(id="charts"):
-            yield Static(id="mixture")
-            yield PlotextPlot(id="curve")
+        with TabbedContent(initial="swarms-tab"):
+            with TabPane("Swarms", id="swarms-tab"):
+                yield Static(id="summary")
+                yield DataTable(id="swarms", cursor_type="row", zebra_stripes=True)
+                yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+                with Horizontal(id="charts"):
+                    yield Static(id="mixture")
+                    yield PlotextPlot(id="curve")
+            with TabPane("Mixtures", id="mixtures-tab"):
+                yield DataTable(id="history", cursor_type="row", zebra_stripes=True)
+                yield Static(id="comparison")
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = str(self.project.root)
         self.query_one("#swarms", DataTable).add_columns("swarm", "plan", "runs", *COUNTED_STATES)
+        self.query_one("#history", DataTable).add_columns(*HISTORY_COLUMNS)
         self.action_reload()
         self.set_interval(REFRESH_SECONDS, self.action_reload)
 
     # ------------------------------------------------------------ reading the files (worker thread)
     @work(thread=True, exclusive=True, group="reload")
     def action_reload(self) -> None:
-        snapshot = read_snapshot(self.project, self.swarm_id, self.run_id)
+        snapshot = read_snapshot(self.project, self.swarm_id, self.run_id, self.entry_id)
         self.call_from_thread(self.show, snapshot)
 
     # ------------------------------------------------------------ showing them (UI thread)
@@ -122,6 +141,23 @@ class WatchApp(App):
             swarms.move_cursor(row=ids.index(snapshot.newest))
         self._show_runs()
         self._show_summary()
+        self._show_history()
+
+    def _show_history(self) -> None:
+        history = self.snapshot.history
+        fill(self.query_one("#history", DataTable), [(e.label, row) for e, row in zip(history, history_rows(history))])
+        if self.entry_id not in {e.label for e in history} and history:  # at first, the last entry
+            self.entry_id = history[-1].label
+            self.query_one("#history", DataTable).move_cursor(row=len(history) - 1)
+        comparison, panel = self.snapshot.comparison, self.query_one("#comparison", Static)
+        width = panel.content_size.width or 100
+        entry = next((e for e in history if e.label == self.entry_id), None)
+        if isinstance(comparison, dict):
+            panel.update(comparison_view(comparison, width))
+        elif entry is not None:  # nothing to compare it with (the first entry): its mixture alone
+            panel.update(weight_bars(f"mixture of {entry.label}", [(entry.label, entry.mixture, "magenta")], width, comparison))
+        else:
+            panel.update(Text(comparison or f"No mixture yet: compute the first with `olmix-tui {self.project.root} --batch`."))
 
     def _show_summary(self) -> None:
         if self.snapshot.error:
@@ -174,7 +210,7 @@ class WatchApp(App):
             note = (f"learning curve: a point every {every} steps, {len(points)} so far" if every else
                     "no learning curve: only the final point is logged (eval_every = 0 in olmix.toml's [proxy])")
         mixture = self.query_one("#mixture", Static)
-        mixture.update(mixture_bars(status, mixture.size.width or 80, note) if status else "")
+        mixture.update(run_mixture(status, mixture.content_size.width or 80, note) if status else "")
         if curve.display:
             plt = curve.plt
             plt.clear_figure()
@@ -197,6 +233,21 @@ class WatchApp(App):
             self.run_id = key
             self._show_charts()
             self.action_reload()
+        elif event.data_table.id == "history" and key != self.entry_id:
+            self.entry_id = key
+            self.action_reload()
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        """Keys go to the tab's first table; the training keys show only on the Swarms tab."""
+        event.pane.query(DataTable).first().focus()
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple) -> bool:
+        """Training keys belong to the Swarms tab."""
+        return action != "train" or self.query_one(TabbedContent).active == "swarms-tab"
 
     # ------------------------------------------------------------ starting training
     def action_train(self, retry_failed: bool) -> None:
@@ -237,38 +288,74 @@ class WatchApp(App):
                             severity="error", timeout=30)
 
 
-def read_snapshot(project: Project, swarm_id: str | None, run_id: str | None) -> Snapshot:
-    """Read every swarm's run statuses and the curve of `run_id` in `swarm_id`; a damaged folder becomes `error`."""
+def read_snapshot(project: Project, swarm_id: str | None, run_id: str | None, entry_id: str | None) -> Snapshot:
+    """Read every swarm's run statuses, the curve of `run_id` in `swarm_id`, the history and the
+    comparison of `entry_id` (default: the last entry); a damaged file becomes `error`."""
     try:
         swarms = [(swarm, swarm.statuses()) for swarm in list_swarms(project.swarms_dir)]
         newest = max(swarms, key=lambda item: (item[0].path / "swarm.toml").stat().st_mtime_ns)[0].id if swarms else None
         chosen = next((swarm for swarm, _ in swarms if swarm.id == swarm_id), None)
         curve = chosen.curve(run_id) if chosen is not None and run_id in chosen.run_ids else []
+        history = read_history(project)
     except (OlmixError, OSError, ValueError) as err:
         return Snapshot(error=str(err))
-    return Snapshot(swarms, newest, curve)
+    comparison: dict | str = ""
+    if history:
+        try:
+            comparison = pipeline.diff_entries(project, entry_id or history[-1].label, None)
+        except OlmixError as err:
+            comparison = str(err)
+    return Snapshot(swarms, newest, curve, history, comparison)
 
 
-def mixture_bars(status: RunStatus, width: int, caption: str = "") -> Table:
-    """A run's planned mixture (and, once trained, the realised one) as one bar per unit, in `width` columns."""
-    planned = status.data.get("weights", {})
-    realised = status.data.get("realised_weights")
-    shown = [("planned", planned, "magenta"), *((("trained", realised, "green"),) if realised else ())]
-    name_width = max((len(u) for u in planned), default=4)
-    bar_width = max(4, (width - name_width - 2) // len(shown) - 9)
-    table = Table(title=f"mixture of {status.run}", caption=Text(caption, style="dim") if caption else None,
+def weight_bars(title: str, shown: list[tuple[str, dict[str, float], str]], width: int, caption: str = "",
+                style: str = "dim") -> Table:
+    """Mixtures side by side, one bar per domain (or unit) and mixture, sorted by the first mixture,
+    in `width` columns; `shown` holds (label, weights, colour). Two mixtures get a diff column."""
+    names = sorted(set().union(*(w for _, w, _ in shown)), key=lambda n: -shown[0][1].get(n, 0.0))
+    diff = len(shown) == 2
+    bar_width = max(4, (width - max(map(len, names), default=4) - 2 - 8 * diff) // len(shown) - 9)
+    table = Table(title=title, caption=Text(caption, style=style) if caption else None, caption_justify="left",
                   box=None, padding=(0, 1))
-    table.add_column("unit", no_wrap=True)
+    table.add_column("domain", no_wrap=True)
     for label, _, _ in shown:
-        table.add_column("%", justify="right")
+        table.add_column("%", justify="right", min_width=5)
         table.add_column(label, width=bar_width, no_wrap=True)
-    for unit, _ in sorted(planned.items(), key=lambda kv: -kv[1]):
-        cells: list = [unit]
-        for _, weights, color in shown:
-            w = float(weights.get(unit, 0.0))
+    if diff:
+        table.add_column("diff", justify="right")
+    for name in names:
+        weights = [float(w.get(name, 0.0)) for _, w, _ in shown]
+        cells: list = [name]
+        for w, (_, _, color) in zip(weights, shown):
             cells += [f"{100 * w:.1f}", Text("█" * round(w * bar_width), style=color)]
+        if diff:
+            cells.append(f"{round(100 * (weights[1] - weights[0]), 1) or 0.0:+.1f}")  # no "-0.0"
         table.add_row(*cells)
     return table
+
+
+def run_mixture(status: RunStatus, width: int, caption: str = "") -> Table:
+    """A run's planned mixture and, once trained, the realised one."""
+    realised = status.data.get("realised_weights")
+    shown = [("planned", status.data.get("weights", {}), "magenta"), *((("trained", realised, "green"),) if realised else ())]
+    return weight_bars(f"mixture of {status.run}", shown, width, caption)
+
+
+def comparison_view(result: dict, width: int) -> Table:
+    """Two mixtures (engine.compare's record) side by side, with their compute and objectives."""
+    a, b = result["a"], result["b"]
+    lines = [f"L1 {result['l1']:.4f}   KL(a||b) {result['kl_ab']:.4f}   KL(b||a) {result['kl_ba']:.4f}"]
+    for side in (a, b):
+        c, m, p = side.get("compute") or {}, side.get("measured"), side.get("predicted")
+        lines.append(f"{side['label']}: {c.get('runs', 0)} runs, {c.get('flops', 0.0):.3g} FLOPs"
+                     + (f"; predicted {p:.4f}" if isinstance(p, (int, float)) else "")
+                     + (f"; measured {m['mean']:.4f} ± {m['std']:.4f} over {len(m['values'])} seeds" if m else ""))
+    flops = [(side.get("compute") or {}).get("flops", 0.0) for side in (a, b)]
+    if all(flops):
+        lines.append(f"{a['label']} spent {100 * flops[0] / flops[1]:.0f}% of the FLOPs of {b['label']}")
+    shown = [(a["label"], {x["domain"]: x["a"] for x in result["leaves"]}, "magenta"),
+             (b["label"], {x["domain"]: x["b"] for x in result["leaves"]}, "cyan")]
+    return weight_bars(f"{a['label']}  vs  {b['label']}", shown, width, "\n".join(lines), style="")
 
 
 def fill(table: DataTable, rows: list[tuple[str, list]]) -> None:

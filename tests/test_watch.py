@@ -91,3 +91,35 @@ def test_the_command_needs_a_terminal_and_a_project(small_project, tmp_path):
     assert r.exit_code == 1 and "swarm status" in r.output and "--json" in r.output
     r = CliRunner().invoke(cli, ["watch", str(tmp_path / "nowhere")])
     assert r.exit_code == 1 and "not a project folder" in r.output
+
+
+def test_mixtures_tab_shows_an_update_beside_its_full_recomputation(small_project):
+    from engine import pipeline
+    from engine.domains import Change
+
+    small_project.stage(Change("remove", "decimal"))  # the first mixture over code and notes...
+    pipeline.run_batch(small_project, False, 1)
+    small_project.stage(Change("add", "decimal", sources=("data/decimal/*.txt",)))  # ...then an update, compared
+    pipeline.run_batch(small_project, True, 1)
+    expected = pipeline.diff_entries(small_project, None, None)
+
+    async def session():
+        app = WatchApp(small_project)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await pilot.press("m")
+            panel = app.query_one("#comparison")
+            await wait_for(pilot, lambda: isinstance(app.snapshot.comparison, dict), timeout=10)
+            assert app.focused.id == "history" and app.entry_id == "0003-add"
+            assert app.snapshot.comparison == expected
+            assert not app.check_action("train", ())  # training keys belong to the Swarms tab
+            view = panel.content
+            assert view.title == f"{expected['a']['label']}  vs  {expected['b']['label']}"
+            assert "(full)" in view.title and "measured" in str(view.caption) and "% of the FLOPs" in str(view.caption)
+            await pilot.press("up")  # the removal: not compared, so beside the entry before it
+            await wait_for(pilot, lambda: app.entry_id == "0002-remove" and isinstance(app.snapshot.comparison, dict)
+                           and app.snapshot.comparison["a"]["label"] == "0001-initial", timeout=10)
+            await pilot.press("up")  # the first entry: its mixture alone, and why
+            await wait_for(pilot, lambda: isinstance(app.snapshot.comparison, str) and app.entry_id == "0001-initial", timeout=10)
+            assert panel.content.title == "mixture of 0001-initial" and "first entry" in str(panel.content.caption)
+
+    asyncio.run(session())
