@@ -41,7 +41,7 @@ COUNTED_STATES = ("done", "running", "pending", "interrupted", "failed")
 @dataclass
 class Snapshot:
     """The project's files at one moment: every swarm with its runs' statuses, the most recently
-    planned swarm's id, the highlighted run's curve, the history, and the highlighted entry's
+    planned swarm's id (verification runs aside), the highlighted run's curve, the history, and the highlighted entry's
     comparison (engine.compare's record, or why there is none)."""
 
     swarms: list[tuple[SwarmDir, list[RunStatus]]] = field(default_factory=list)
@@ -132,7 +132,7 @@ class WatchApp(App):
             counts = {s: 0 for s in COUNTED_STATES}
             for s in statuses:
                 counts[s.state] += 1
-            plan = str(swarm.spec.get("plan", "")) + (" (verify)" if swarm.spec.get("purpose") == "verify" else "")
+            plan = str(swarm.spec.get("plan") or swarm.spec.get("purpose", ""))
             rows.append((swarm.id, [swarm.id, plan, len(statuses), *(counts[s] or "" for s in COUNTED_STATES)]))
         fill(swarms, rows)
         ids = [key for key, _ in rows]
@@ -293,7 +293,8 @@ def read_snapshot(project: Project, swarm_id: str | None, run_id: str | None, en
     comparison of `entry_id` (default: the last entry); a damaged file becomes `error`."""
     try:
         swarms = [(swarm, swarm.statuses()) for swarm in list_swarms(project.swarms_dir)]
-        newest = max(swarms, key=lambda item: (item[0].path / "swarm.toml").stat().st_mtime_ns)[0].id if swarms else None
+        planned = [swarm for swarm, _ in swarms if swarm.spec.get("purpose") != "verify"] or [swarm for swarm, _ in swarms]
+        newest = max(planned, key=lambda swarm: (swarm.path / "swarm.toml").stat().st_mtime_ns).id if planned else None
         chosen = next((swarm for swarm, _ in swarms if swarm.id == swarm_id), None)
         curve = chosen.curve(run_id) if chosen is not None and run_id in chosen.run_ids else []
         history = read_history(project)

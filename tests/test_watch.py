@@ -106,6 +106,9 @@ def test_mixtures_tab_shows_an_update_beside_its_full_recomputation(small_projec
     async def session():
         app = WatchApp(small_project)
         async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(pilot, lambda: app.swarm_id is not None, timeout=10)
+            newest = pipeline.find_swarm(small_project, None)  # the latest swarm, verification runs aside
+            assert app.swarm_id == newest.id and app.query_one("#swarms").row_count > 2
             await pilot.press("m")
             panel = app.query_one("#comparison")
             await wait_for(pilot, lambda: isinstance(app.snapshot.comparison, dict), timeout=10)
