@@ -325,9 +325,9 @@ def watch(directory: Path = DirArg):
     project = Project.load(directory)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise OlmixError(f"watch needs an interactive terminal; in scripts use `olmix-tui swarm status {directory} --json`.")
-    from olmix_tui.watch import WatchApp
+    from olmix_tui.app import MixingApp
 
-    WatchApp(project).run()
+    MixingApp(project).run()
 
 
 # ---------------------------------------------------------------- fit, propose, predict, import

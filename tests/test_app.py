@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from conftest import plan_swarm
 from olmix_tui.cli import app as cli
-from olmix_tui.watch import WatchApp
+from olmix_tui.app import MixingApp
 
 
 async def wait_for(pilot, condition, timeout: float = 120.0) -> None:
@@ -18,7 +18,7 @@ async def wait_for(pilot, condition, timeout: float = 120.0) -> None:
         await pilot.pause(0.2)
 
 
-def run_states(app: WatchApp) -> list[str]:
+def run_states(app: MixingApp) -> list[str]:
     """The state column of the runs table, as shown."""
     table = app.query_one("#runs")
     return [str(table.get_row(key)[1]) for key in table.rows]
@@ -28,7 +28,7 @@ def test_trains_from_the_app_and_reattaches_after_quitting(small_project):
     swarm_dir, _ = plan_swarm(small_project)
 
     async def first_session():
-        app = WatchApp(small_project)
+        app = MixingApp(small_project)
         async with app.run_test(size=(160, 48)) as pilot:
             await wait_for(pilot, lambda: run_states(app) == ["pending"] * 3)
             assert app.swarm_id == swarm_dir.id
@@ -46,7 +46,7 @@ def test_trains_from_the_app_and_reattaches_after_quitting(small_project):
     assert [s.state for s in swarm_dir.statuses()] == ["done"] * 3
 
     async def second_session():
-        app = WatchApp(small_project)
+        app = MixingApp(small_project)
         async with app.run_test(size=(160, 48)) as pilot:
             await wait_for(pilot, lambda: run_states(app) == ["done"] * 3)
             table = app.query_one("#runs")
@@ -63,7 +63,7 @@ def test_trains_from_the_app_and_reattaches_after_quitting(small_project):
 
 def test_without_a_swarm_it_says_how_to_plan_one(small_project):
     async def session():
-        app = WatchApp(small_project)
+        app = MixingApp(small_project)
         async with app.run_test() as pilot:
             await wait_for(pilot, lambda: "swarm plan" in str(app.query_one("#summary").content), timeout=10)
             await pilot.press("t")
@@ -77,7 +77,7 @@ def test_a_damaged_swarm_folder_is_named_with_the_fix(small_project):
     (swarm_dir.run_dir(swarm_dir.run_ids[1]) / "status.json").unlink()
 
     async def session():
-        app = WatchApp(small_project)
+        app = MixingApp(small_project)
         async with app.run_test() as pilot:
             summary = lambda: str(app.query_one("#summary").content)  # noqa: E731
             await wait_for(pilot, lambda: "error" in summary(), timeout=10)
@@ -104,7 +104,7 @@ def test_mixtures_tab_shows_an_update_beside_its_full_recomputation(small_projec
     expected = pipeline.diff_entries(small_project, None, None)
 
     async def session():
-        app = WatchApp(small_project)
+        app = MixingApp(small_project)
         async with app.run_test(size=(160, 48)) as pilot:
             await wait_for(pilot, lambda: app.swarm_id is not None, timeout=10)
             newest = pipeline.find_swarm(small_project, None)  # the latest swarm, verification runs aside

@@ -17,7 +17,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.table import Table
 from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
@@ -32,6 +31,7 @@ from engine.history import HistoryEntry, read_history
 from engine.project import Project
 from engine.runs import RunStatus, SwarmDir, list_swarms
 from olmix_tui.render import HISTORY_COLUMNS, headline_metrics, history_rows
+from olmix_tui.views import comparison_view, fill, number, run_mixture, weight_bars
 
 REFRESH_SECONDS = 1.0
 STATE_STYLES = {"done": "green", "running": "yellow", "pending": "dim", "interrupted": "magenta", "failed": "bold red"}
@@ -63,7 +63,7 @@ class Supervisor:
     log: Path
 
 
-class WatchApp(App):
+class MixingApp(App):
     """The Swarms and Mixtures tabs over one project, refreshed from its files."""
 
     TITLE = "olmix-tui watch"
@@ -189,9 +189,9 @@ class WatchApp(App):
             rows.append((s.run, [
                 s.run.removeprefix(prefix), Text(s.state, style=STATE_STYLES.get(s.state, "")),
                 f"{100 * d.get('progress', 0):.0f}%" if live or s.state == "done" else "",
-                _num(d.get("loss") if live else d.get("final_train_loss")),
+                number(d.get("loss") if live else d.get("final_train_loss")),
                 f"{d['tokens_per_s']:,.0f}" if live and "tokens_per_s" in d else "",
-                top, *(_num(s.metrics.get(m)) for m in metrics), str(d.get("error", ""))[:80],
+                top, *(number(s.metrics.get(m)) for m in metrics), str(d.get("error", ""))[:80],
             ]))
         fill(table, rows)
         if self.run_id not in {s.run for s in statuses}:
@@ -309,82 +309,9 @@ def read_snapshot(project: Project, swarm_id: str | None, run_id: str | None, en
     return Snapshot(swarms, newest, curve, history, comparison)
 
 
-def weight_bars(title: str, shown: list[tuple[str, dict[str, float], str]], width: int, caption: str = "",
-                style: str = "dim") -> Table:
-    """Mixtures side by side, one bar per domain (or unit) and mixture, sorted by the first mixture,
-    in `width` columns; `shown` holds (label, weights, colour). Two mixtures get a diff column."""
-    names = sorted(set().union(*(w for _, w, _ in shown)), key=lambda n: -shown[0][1].get(n, 0.0))
-    diff = len(shown) == 2
-    bar_width = max(4, (width - max(map(len, names), default=4) - 2 - 8 * diff) // len(shown) - 9)
-    table = Table(title=title, caption=Text(caption, style=style) if caption else None, caption_justify="left",
-                  box=None, padding=(0, 1))
-    table.add_column("domain", no_wrap=True)
-    for label, _, _ in shown:
-        table.add_column("%", justify="right", min_width=5)
-        table.add_column(label, width=bar_width, no_wrap=True)
-    if diff:
-        table.add_column("diff", justify="right")
-    for name in names:
-        weights = [float(w.get(name, 0.0)) for _, w, _ in shown]
-        cells: list = [name]
-        for w, (_, _, color) in zip(weights, shown):
-            cells += [f"{100 * w:.1f}", Text("█" * round(w * bar_width), style=color)]
-        if diff:
-            cells.append(f"{round(100 * (weights[1] - weights[0]), 1) or 0.0:+.1f}")  # no "-0.0"
-        table.add_row(*cells)
-    return table
-
-
-def run_mixture(status: RunStatus, width: int, caption: str = "") -> Table:
-    """A run's planned mixture and, once trained, the realised one."""
-    realised = status.data.get("realised_weights")
-    shown = [("planned", status.data.get("weights", {}), "magenta"), *((("trained", realised, "green"),) if realised else ())]
-    return weight_bars(f"mixture of {status.run}", shown, width, caption)
-
-
-def comparison_view(result: dict, width: int) -> Table:
-    """Two mixtures (engine.compare's record) side by side, with their compute and objectives."""
-    a, b = result["a"], result["b"]
-    lines = [f"L1 {result['l1']:.4f}   KL(a||b) {result['kl_ab']:.4f}   KL(b||a) {result['kl_ba']:.4f}"]
-    for side in (a, b):
-        c, m, p = side.get("compute") or {}, side.get("measured"), side.get("predicted")
-        lines.append(f"{side['label']}: {c.get('runs', 0)} runs, {c.get('flops', 0.0):.3g} FLOPs"
-                     + (f"; predicted {p:.4f}" if isinstance(p, (int, float)) else "")
-                     + (f"; measured {m['mean']:.4f} ± {m['std']:.4f} over {len(m['values'])} seeds" if m else ""))
-    flops = [(side.get("compute") or {}).get("flops", 0.0) for side in (a, b)]
-    if all(flops):
-        lines.append(f"{a['label']} spent {100 * flops[0] / flops[1]:.0f}% of the FLOPs of {b['label']}")
-    shown = [(a["label"], {x["domain"]: x["a"] for x in result["leaves"]}, "magenta"),
-             (b["label"], {x["domain"]: x["b"] for x in result["leaves"]}, "cyan")]
-    return weight_bars(f"{a['label']}  vs  {b['label']}", shown, width, "\n".join(lines), style="")
-
-
-def fill(table: DataTable, rows: list[tuple[str, list]]) -> None:
-    """Show `rows` (key, cells) in `table`, updating cells in place when the keys are unchanged
-    (the cursor stays put), else rebuilding and keeping the cursor on the same key."""
-    keys = [key for key, _ in rows]
-    if [k.value for k in table.rows] == keys:
-        columns = list(table.columns)
-        for key, cells in rows:
-            for column, value in zip(columns, cells):
-                if table.get_cell(key, column) != value:
-                    table.update_cell(key, column, value)
-        return
-    current = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value if table.row_count else None
-    table.clear()
-    for key, cells in rows:
-        table.add_row(*cells, key=key)
-    if current in keys:
-        table.move_cursor(row=keys.index(current))
-
-
 def last_line(path: Path) -> str:
     try:
         lines = path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return f"no log at {path}"
     return lines[-1] if lines else f"see {path}"
-
-
-def _num(value) -> str:
-    return "" if value is None else f"{value:.4f}"
