@@ -217,6 +217,18 @@ class Change:
         )
 
 
+def parse_parts(parts: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """Partition parts written as NAME=FILE_OR_GLOB[,FILE_OR_GLOB...], one string per part."""
+    spec: dict[str, tuple[str, ...]] = {}
+    for part in parts:
+        name, sep, paths = part.partition("=")
+        globs = tuple(g.strip() for g in paths.split(",") if g.strip())
+        if not sep or not name.strip() or not globs:
+            raise ConfigError(f"partition part {part.strip()!r} must look like NAME=GLOB[,GLOB...].")
+        spec[name.strip()] = globs
+    return spec
+
+
 def apply_change(root: Path, current: DomainSet, change: Change) -> DomainSet:
     """The domain set after `change`, validated against the project's files."""
     doms = {d.name: d for d in current}

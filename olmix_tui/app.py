@@ -1,13 +1,16 @@
-"""`olmix-tui watch DIR`: a live view of a project's swarms and mixtures, read from its files.
+"""The Textual app over a project (`olmix-tui DIR`, `olmix-tui watch DIR`): the mixing loop, live.
 
-Proxy training runs in worker processes that write swarms/<id>/runs/<run>/status.json and
-metrics.jsonl (engine/runs.py). This app only reads those files and history/, once a second and
-off the UI thread, so it can open, quit and re-attach at any time without disturbing training.
-`t` trains the highlighted swarm's unfinished runs in a detached `olmix-tui swarm run` process
-(output in .olmix/logs/<swarm>/supervisor.log), which keeps going when the app quits.
+Tabs, in the loop's order:
+  Domains   the domain set and the staged update; keys stage changes (add, remove, revise,
+            partition), discard them, or apply the update
+  Swarms    swarms, the highlighted swarm's runs, the highlighted run's mixture and curve
+  Mixtures  the history, and the highlighted entry beside its full recomputation or predecessor
 
-Tabs: Swarms (swarms, the highlighted swarm's runs, the highlighted run's mixture and curve) and
-Mixtures (the history, and the highlighted entry beside its full recomputation or predecessor).
+Long work never runs in the app: applying the update starts `olmix-tui DIR --batch` and training
+a swarm starts `olmix-tui swarm run`, each as a detached process (output in .olmix/logs/) that
+keeps going when the app quits. The app reads the project's files (run status files, curves,
+history, domains) once a second in a worker thread, so it can open, quit and re-attach at any time.
+Staging a change goes through the engine, which validates it and writes pending.toml.
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, Ta
 from textual_plotext import PlotextPlot
 
 from engine import pipeline
+from engine.domains import Change
 from engine.errors import OlmixError
 from engine.history import HistoryEntry, read_history
 from engine.project import Project
 from engine.runs import RunStatus, SwarmDir, list_swarms
-from olmix_tui.render import HISTORY_COLUMNS, headline_metrics, history_rows
+from engine.status import project_status
+from olmix_tui.forms import ChangeForm
+from olmix_tui.render import HISTORY_COLUMNS, count, headline_metrics, history_rows, pct
 from olmix_tui.views import comparison_view, fill, number, run_mixture, weight_bars
 
 REFRESH_SECONDS = 1.0
@@ -40,10 +46,12 @@ COUNTED_STATES = ("done", "running", "pending", "interrupted", "failed")
 
 @dataclass
 class Snapshot:
-    """The project's files at one moment: every swarm with its runs' statuses, the most recently
-    planned swarm's id (verification runs aside), the highlighted run's curve, the history, and the highlighted entry's
-    comparison (engine.compare's record, or why there is none)."""
+    """The project's files at one moment: its status (engine.status: domains, staged update), every
+    swarm with its runs' statuses, the most recently planned swarm's id (verification runs aside),
+    the highlighted run's curve, the history, and the highlighted entry's comparison
+    (engine.compare's record, or why there is none)."""
 
+    status: dict | None = None
     swarms: list[tuple[SwarmDir, list[RunStatus]]] = field(default_factory=list)
     newest: str | None = None
     curve: list[dict] = field(default_factory=list)
@@ -56,18 +64,47 @@ class Snapshot:
 
 
 @dataclass
-class Supervisor:
-    """A `swarm run` process this app started."""
+class Job:
+    """A detached olmix-tui process this app started (applying the update, training a swarm)."""
 
+    label: str
     process: subprocess.Popen
     log: Path
 
 
-class MixingApp(App):
-    """The Swarms and Mixtures tabs over one project, refreshed from its files."""
+class StatusCache:
+    """engine.status.project_status, recomputed only when the project's definition files change
+    (it hashes staged sources, too slow to repeat every second on a large corpus)."""
 
-    TITLE = "olmix-tui watch"
+    def __init__(self, root: Path):
+        self.root, self.key, self.status = root, None, None
+
+    def get(self) -> dict:
+        key = tuple(_mtime(self.root / name) for name in
+                    ("olmix.toml", "domains.toml", "pending.toml", "history", ".olmix/tokens"))
+        if key != self.key:
+            self.status, self.key = project_status(Project.load(self.root)), key
+        return self.status
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+class MixingApp(App):
+    """The Domains, Swarms and Mixtures tabs over one project, refreshed from its files.
+
+    `tab` is the tab to open on; `apply_args` are added to `olmix-tui DIR --batch` when the
+    update is applied from here (e.g. ["--compare", "--seeds", "3"])."""
+
+    TITLE = "olmix-tui"
     CSS = """
+    #domains-summary { height: auto; padding: 0 1; }
+    #domains { height: auto; max-height: 20; }
+    #domain-bars { padding: 1 1 0 1; }
     #summary { height: auto; padding: 0 1; }
     #swarms { height: auto; max-height: 10; }
     #runs { height: 1fr; }
@@ -76,27 +113,42 @@ class MixingApp(App):
     #history { height: auto; max-height: 12; }
     #comparison { padding: 0 1; }
     """
+    TABS = {"domains": "domains-tab", "swarms": "swarms-tab", "mixtures": "mixtures-tab"}
+    TAB_ACTIONS = {"swarms-tab": {"train"}, "domains-tab": {"stage_form", "stage_remove", "discard", "apply"}}
     BINDINGS = [
+        Binding("1", "show_tab('domains-tab')", "Domains"),
+        Binding("2", "show_tab('swarms-tab')", "Swarms"),
+        Binding("3", "show_tab('mixtures-tab')", "Mixtures"),
+        Binding("a", "stage_form('add')", "Add"),
+        Binding("d", "stage_remove", "Remove"),
+        Binding("v", "stage_form('revise')", "Revise"),
+        Binding("p", "stage_form('partition')", "Partition"),
+        Binding("x", "discard", "Discard staged"),
+        Binding("u", "apply", "Apply update"),
         Binding("t", "train(False)", "Train unfinished runs"),
-        Binding("f", "train(True)", "Train, retrying failed runs"),
-        Binding("s", "show_tab('swarms-tab')", "Swarms"),
-        Binding("m", "show_tab('mixtures-tab')", "Mixtures"),
-        Binding("r", "reload", "Refresh now"),
-        Binding("q", "quit", "Quit (training goes on)"),
+        Binding("f", "train(True)", "Train, retrying failed"),
+        Binding("r", "reload", "Refresh"),
+        Binding("q", "quit", "Quit (jobs go on)"),
     ]
 
-    def __init__(self, project: Project):
+    def __init__(self, project: Project, tab: str = "domains", apply_args: tuple[str, ...] = ()):
         super().__init__()
-        self.project = project
+        self.project, self.tab, self.apply_args = project, self.TABS[tab], tuple(apply_args)
+        self.status_cache = StatusCache(project.root)
         self.snapshot = Snapshot()
+        self.domain_id: str | None = None
         self.swarm_id: str | None = None
         self.run_id: str | None = None
         self.entry_id: str | None = None
-        self.supervisors: dict[str, Supervisor] = {}
+        self.jobs: dict[str, Job] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with TabbedContent(initial="swarms-tab"):
+        with TabbedContent(initial=self.tab):
+            with TabPane("Domains", id="domains-tab"):
+                yield Static(id="domains-summary")
+                yield DataTable(id="domains", cursor_type="row", zebra_stripes=True)
+                yield Static(id="domain-bars")
             with TabPane("Swarms", id="swarms-tab"):
                 yield Static(id="summary")
                 yield DataTable(id="swarms", cursor_type="row", zebra_stripes=True)
@@ -111,6 +163,7 @@ class MixingApp(App):
 
     def on_mount(self) -> None:
         self.sub_title = str(self.project.root)
+        self.query_one("#domains", DataTable).add_columns(*DOMAIN_COLUMNS)
         self.query_one("#swarms", DataTable).add_columns("swarm", "plan", "runs", *COUNTED_STATES)
         self.query_one("#history", DataTable).add_columns(*HISTORY_COLUMNS)
         self.action_reload()
@@ -119,13 +172,14 @@ class MixingApp(App):
     # ------------------------------------------------------------ reading the files (worker thread)
     @work(thread=True, exclusive=True, group="reload")
     def action_reload(self) -> None:
-        snapshot = read_snapshot(self.project, self.swarm_id, self.run_id, self.entry_id)
+        snapshot = read_snapshot(self.project, self.status_cache, self.swarm_id, self.run_id, self.entry_id)
         self.call_from_thread(self.show, snapshot)
 
     # ------------------------------------------------------------ showing them (UI thread)
     def show(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
-        self._check_supervisors()
+        self._check_jobs()
+        self._show_domains()
         swarms = self.query_one("#swarms", DataTable)
         rows = []
         for swarm, statuses in snapshot.swarms:
@@ -142,6 +196,40 @@ class MixingApp(App):
         self._show_runs()
         self._show_summary()
         self._show_history()
+
+    def _show_domains(self) -> None:
+        status = self.snapshot.status
+        if status is None:
+            return
+        pending = status["pending"] or {}
+        marks = {**{d: "revise" for d in pending.get("revised", [])}, **{d: "remove" for d in pending.get("removed", [])},
+                 **{d: "partition into " + ", ".join(parts) for d, parts in pending.get("partitioned", {}).items()}}
+        rows = [(d["name"], [d["name"], ", ".join(d["sources"]), d["revision"][:8], count(d["train_tokens"]) or "",
+                             pct(d["prior"]) or "", pct(d["weight"]) or "", Text(marks.get(d["name"], ""), style="yellow")])
+                for d in status["domains"]]
+        fill(self.query_one("#domains", DataTable), rows)
+        if self.domain_id not in {key for key, _ in rows}:
+            self.domain_id = rows[0][0] if rows else None
+        lines = [f"{len(rows)} domains; {status['history_entries']} history entries"
+                 + ("" if status["tokenized"] else "; not tokenized yet (applying the update tokenizes)")]
+        if pending:
+            added = pending.get("added", [])
+            lines.append("Staged: " + "; ".join(pending["changes"]) + (f" (new: {', '.join(added)})" if added else ""))
+            lines.append(f"{len(pending.get('affected', []))} affected, {len(pending.get('unaffected', []))} unaffected "
+                         f"(frozen under reuse). u applies it (olmix-tui DIR --batch {' '.join(self.apply_args)}) "
+                         "in the background; x discards it.")
+        else:
+            lines.append("No staged update: a adds a domain; d, v, p remove, revise or partition the highlighted one. "
+                         + ("u computes the first mixture." if not status["history_entries"] else ""))
+        jobs = [f"{job.label} (pid {job.process.pid}, log {job.log})" for job in self.jobs.values()]
+        if jobs:
+            lines.append("Running from here: " + "; ".join(jobs))
+        self.query_one("#domains-summary", Static).update(Text("\n".join(lines)))
+        bars = self.query_one("#domain-bars", Static)
+        shown = [("natural", {d["name"]: d["prior"] for d in status["domains"] if d["prior"] is not None}, "blue"),
+                 ("current", status["current_mixture"] or {}, "magenta")]
+        bars.update(weight_bars("the natural distribution (token shares) and the current mixture",
+                                [m for m in shown if m[1]], bars.content_size.width or 100) if shown[0][1] else "")
 
     def _show_history(self) -> None:
         history = self.snapshot.history
@@ -165,8 +253,8 @@ class MixingApp(App):
         elif not self.snapshot.swarms:
             text = Text(f"No swarm yet: plan one with `olmix-tui swarm plan {self.project.root}`, then train it here (t).")
         else:
-            training = ", ".join(f"{sid} (pid {sup.process.pid}, log {sup.log})" for sid, sup in self.supervisors.items())
-            text = Text(f"{len(self.snapshot.swarms)} swarm(s); " + (f"training from here: {training}" if training else
+            jobs = ", ".join(f"{job.label} (pid {job.process.pid}, log {job.log})" for job in self.jobs.values())
+            text = Text(f"{len(self.snapshot.swarms)} swarm(s); " + (f"running from here: {jobs}" if jobs else
                         "t trains the highlighted swarm's unfinished runs; quitting leaves training running."))
         self.query_one("#summary", Static).update(text)
 
@@ -225,7 +313,9 @@ class MixingApp(App):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         key = event.row_key.value
-        if event.data_table.id == "swarms" and key != self.swarm_id:
+        if event.data_table.id == "domains":
+            self.domain_id = key
+        elif event.data_table.id == "swarms" and key != self.swarm_id:
             self.swarm_id, self.run_id = key, None
             self._show_runs()
             self.action_reload()
@@ -246,10 +336,56 @@ class MixingApp(App):
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple) -> bool:
-        """Training keys belong to the Swarms tab."""
-        return action != "train" or self.query_one(TabbedContent).active == "swarms-tab"
+        """Each tab's own keys show and work on that tab only."""
+        active = self.query_one(TabbedContent).active
+        return all(action not in actions or tab == active for tab, actions in self.TAB_ACTIONS.items())
 
-    # ------------------------------------------------------------ starting training
+    # ------------------------------------------------------------ the domain set (Domains tab)
+    def action_stage_form(self, kind: str) -> None:
+        if kind != "add" and self.domain_id is None:
+            self.notify("No domain to change.", severity="warning")
+            return
+        self.push_screen(ChangeForm(kind, self.domain_id or ""), self.stage)
+
+    def action_stage_remove(self) -> None:
+        if self.domain_id is not None:
+            self.stage(Change("remove", self.domain_id))
+
+    @work(thread=True, group="stage")
+    def stage(self, change: Change | None) -> None:
+        """Validate and stage `change` through the engine (it may hash the domain's files: off the UI thread)."""
+        if change is None:
+            return
+        try:
+            Project.load(self.project.root).stage(change)
+        except OlmixError as err:
+            self.call_from_thread(self.notify, f"Not staged: {err}", severity="error", timeout=15)
+            return
+        self.call_from_thread(self.notify, f"Staged: {change.describe()}.")
+        self.action_reload()
+
+    @work(thread=True, group="stage")
+    def action_discard(self) -> None:
+        try:
+            Project.load(self.project.root).discard_pending()
+        except OlmixError as err:
+            self.call_from_thread(self.notify, str(err), severity="error", timeout=15)
+            return
+        self.call_from_thread(self.notify, "Staged update discarded.")
+        self.action_reload()
+
+    def action_apply(self) -> None:
+        status = self.snapshot.status
+        if status is None or not (status["pending"] or not status["history_entries"]):
+            self.notify("Nothing to apply: stage a change first (a, d, v, p).", severity="warning")
+            return
+        if "pipeline" in self.jobs:
+            self.notify("The update is being applied already.", severity="warning")
+            return
+        self._launch("pipeline", "applying the update", ["run", str(self.project.root), "--batch", *self.apply_args],
+                     self.project.cache / "logs" / "pipeline.log")
+
+    # ------------------------------------------------------------ training a swarm (Swarms tab)
     def action_train(self, retry_failed: bool) -> None:
         item = self.snapshot.swarm(self.swarm_id)
         if item is None:
@@ -257,7 +393,7 @@ class MixingApp(App):
             return
         swarm, statuses = item
         states = [s.state for s in statuses]
-        if swarm.id in self.supervisors or "running" in states:
+        if swarm.id in self.jobs or "running" in states:
             self.notify(f"Swarm {swarm.id} is training already.", severity="warning")
             return
         todo = sum(s in ("pending", "interrupted") or (retry_failed and s == "failed") for s in states)
@@ -265,33 +401,40 @@ class MixingApp(App):
             hint = " (f retries the failed ones)" if "failed" in states else ""
             self.notify(f"Swarm {swarm.id} has no unfinished runs{hint}.")
             return
-        log = self.project.cache / "logs" / swarm.id / "supervisor.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "olmix_tui", "swarm", "run", str(self.project.root), "--swarm", swarm.id]
-        with open(log, "ab") as out:
-            process = subprocess.Popen(cmd + (["--retry-failed"] if retry_failed else []), stdout=out,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        self.supervisors[swarm.id] = Supervisor(process, log)
-        self.notify(f"Training {todo} run(s) of swarm {swarm.id} (pid {process.pid}).")
-        self._show_summary()
+        args = ["swarm", "run", str(self.project.root), "--swarm", swarm.id] + (["--retry-failed"] if retry_failed else [])
+        self._launch(swarm.id, f"training {todo} run(s) of swarm {swarm.id}", args,
+                     self.project.cache / "logs" / swarm.id / "supervisor.log")
 
-    def _check_supervisors(self) -> None:
-        for swarm_id, sup in list(self.supervisors.items()):
-            code = sup.process.poll()
+    # ------------------------------------------------------------ background jobs
+    def _launch(self, key: str, label: str, args: list[str], log: Path) -> None:
+        """Start `olmix-tui ARGS` detached (its own session: it outlives the app), output appended to `log`."""
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            process = subprocess.Popen([sys.executable, "-m", "olmix_tui", *args], stdout=out, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+        self.jobs[key] = Job(label, process, log)
+        self.notify(f"Started {label} (pid {process.pid}).")
+        self._show_summary()
+        self._show_domains()
+
+    def _check_jobs(self) -> None:
+        for key, job in list(self.jobs.items()):
+            code = job.process.poll()
             if code is None:
                 continue
-            del self.supervisors[swarm_id]
+            del self.jobs[key]
             if code == 0:
-                self.notify(f"Swarm {swarm_id}: training finished.")
+                self.notify(f"Done: {job.label}.")
             else:
-                self.notify(f"Swarm {swarm_id}: training stopped (exit {code}): {last_line(sup.log)}",
-                            severity="error", timeout=30)
+                self.notify(f"Stopped: {job.label} (exit {code}): {last_line(job.log)}", severity="error", timeout=30)
 
 
-def read_snapshot(project: Project, swarm_id: str | None, run_id: str | None, entry_id: str | None) -> Snapshot:
-    """Read every swarm's run statuses, the curve of `run_id` in `swarm_id`, the history and the
-    comparison of `entry_id` (default: the last entry); a damaged file becomes `error`."""
+def read_snapshot(project: Project, status: StatusCache, swarm_id: str | None, run_id: str | None,
+                  entry_id: str | None) -> Snapshot:
+    """Read the project's status, every swarm's run statuses, the curve of `run_id` in `swarm_id`,
+    the history and the comparison of `entry_id` (default: the last entry); a damaged file becomes `error`."""
     try:
+        project_now = status.get()
         swarms = [(swarm, swarm.statuses()) for swarm in list_swarms(project.swarms_dir)]
         planned = [swarm for swarm, _ in swarms if swarm.spec.get("purpose") != "verify"] or [swarm for swarm, _ in swarms]
         newest = max(planned, key=lambda swarm: (swarm.path / "swarm.toml").stat().st_mtime_ns).id if planned else None
@@ -306,7 +449,10 @@ def read_snapshot(project: Project, swarm_id: str | None, run_id: str | None, en
             comparison = pipeline.diff_entries(project, entry_id or history[-1].label, None)
         except OlmixError as err:
             comparison = str(err)
-    return Snapshot(swarms, newest, curve, history, comparison)
+    return Snapshot(project_now, swarms, newest, curve, history, comparison)
+
+
+DOMAIN_COLUMNS = ["domain", "sources", "revision", "train tokens", "natural", "current", "staged"]
 
 
 def last_line(path: Path) -> str:

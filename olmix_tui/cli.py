@@ -13,7 +13,7 @@ from typing import Callable, List, Optional
 
 import typer
 
-from engine.domains import Change
+from engine.domains import Change, parse_parts
 from engine.errors import OlmixError
 from engine import pipeline
 from engine.project import Project
@@ -26,7 +26,7 @@ app = typer.Typer(
     help=(
         "Choose the data mixture of an LM's pretraining corpus (RegMix + Olmix) and keep it right "
         "as the domain set changes.\n\n"
-        "Quick start:  olmix-tui run demo --sample stdlib --batch"
+        "Quick start:  olmix-tui demo --sample stdlib  (the app; add --batch to run headless)"
     ),
     no_args_is_help=True,
     rich_markup_mode="rich",
@@ -190,12 +190,10 @@ def domains_partition(
 
     Example: [bold]olmix-tui domains partition demo code:stdlib --part code:net='data/code/http*.jsonl,data/code/email.jsonl' --part code:rest='data/code/[!he]*.jsonl'[/]
     """
-    spec = {}
-    for part in parts:
-        if "=" not in part:
-            raise typer.BadParameter(f"--part {part!r} must look like NAME=GLOB[,GLOB...]")
-        pname, globs = part.split("=", 1)
-        spec[pname.strip()] = tuple(g.strip() for g in globs.split(",") if g.strip())
+    try:
+        spec = parse_parts(parts)
+    except OlmixError as err:
+        raise typer.BadParameter(str(err)) from None
     _stage(directory, Change("partition", name, parts=spec))
 
 
@@ -314,7 +312,7 @@ def swarm_status(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt, a
 @app.command()
 @user_errors
 def watch(directory: Path = DirArg):
-    """Watch a project's swarms live: runs, progress, loss, mixtures and curves, read from the run files.
+    """The app, opened on its Swarms tab: runs, progress, loss, mixtures and curves, read live from the run files.
 
     Train the highlighted swarm from here (t; f also retries failed runs) or with `olmix-tui swarm run`
     in another terminal. Quit (q) at any time: training goes on in its own processes, and watching
@@ -322,12 +320,17 @@ def watch(directory: Path = DirArg):
 
     Example: [bold]olmix-tui watch demo[/]
     """
-    project = Project.load(directory)
+    open_app(Project.load(directory), "swarms", ())
+
+
+def open_app(project: Project, tab: str, apply_args: tuple[str, ...]) -> None:
+    """Run the Textual app on `project` (an interactive terminal is needed)."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise OlmixError(f"watch needs an interactive terminal; in scripts use `olmix-tui swarm status {directory} --json`.")
+        raise OlmixError(f"the app needs an interactive terminal; in scripts add --batch, or use "
+                         f"`olmix-tui swarm status {project.root} --json`.")
     from olmix_tui.app import MixingApp
 
-    MixingApp(project).run()
+    MixingApp(project, tab, apply_args).run()
 
 
 # ---------------------------------------------------------------- fit, propose, predict, import
@@ -528,27 +531,29 @@ def diff(directory: Path = DirArg,
 @user_errors
 def run(
     directory: Path = DirArg,
-    batch: bool = typer.Option(False, "--batch", help="Run the whole pipeline headless (no TUI)."),
+    batch: bool = typer.Option(False, "--batch", help="Run the whole pipeline headless (without it: the app)."),
     sample: Optional[str] = typer.Option(None, "--sample", help="Create DIR from this sample project first if it does not exist."),
     compare: bool = typer.Option(False, "--compare", help="Also recompute the pending update in full and check both mixtures on verification proxies."),
     seeds: int = typer.Option(3, "--seeds", help="Verification proxies per mixture (seed repeats) with --compare."),
     as_json: bool = JsonOpt,
 ):
-    """Run the mixing pipeline on a project; `olmix-tui DIR --batch` is the same.
+    """Run the mixing pipeline on a project (`olmix-tui DIR` is the same): with --batch headless, else in the app.
 
-    The first mixture if the project has none (full swarm, fit, propose), then the pending domain-set
-    update with the configured plan (reuse by default), each written to history/.
+    The pipeline computes the first mixture if the project has none (full swarm, fit, propose), then
+    applies the pending domain-set update with the configured plan (reuse by default), each written to
+    history/. The app opens on its Domains tab: stage changes there and apply them (u), which runs this
+    command with --batch (and --compare/--seeds as given here) in the background.
 
     Example: [bold]olmix-tui run demo --sample stdlib --batch --compare[/]
     """
-    if not batch:
-        raise typer.BadParameter("the interactive pipeline app is not available yet; add --batch to run headless "
-                                 "(and watch its swarms live from another terminal with `olmix-tui watch DIR`).")
     from engine import samples
 
     if sample and not (directory / "olmix.toml").exists():
         samples.create(directory, sample)
     project = Project.load(directory)
+    if not batch:
+        open_app(project, "domains", ("--compare", "--seeds", str(seeds)) if compare else ())
+        return
     with render.progress(quiet=as_json) as on_event:
         report = pipeline.run_batch(project, compare, seeds, on_event)
     if as_json:

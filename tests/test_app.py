@@ -28,25 +28,25 @@ def test_trains_from_the_app_and_reattaches_after_quitting(small_project):
     swarm_dir, _ = plan_swarm(small_project)
 
     async def first_session():
-        app = MixingApp(small_project)
+        app = MixingApp(small_project, "swarms")
         async with app.run_test(size=(160, 48)) as pilot:
             await wait_for(pilot, lambda: run_states(app) == ["pending"] * 3)
             assert app.swarm_id == swarm_dir.id
             await pilot.press("t")
-            supervisor = app.supervisors[swarm_dir.id]
+            job = app.jobs[swarm_dir.id]
             await wait_for(pilot, lambda: "running" in run_states(app))
             await pilot.press("t")  # a second start while training is refused
-            assert list(app.supervisors) == [swarm_dir.id]
+            assert list(app.jobs) == [swarm_dir.id]
             states_at_quit = [s.state for s in swarm_dir.statuses()]
-        return supervisor, states_at_quit
+        return job, states_at_quit
 
-    supervisor, states_at_quit = asyncio.run(first_session())
+    job, states_at_quit = asyncio.run(first_session())
     assert states_at_quit != ["done"] * 3  # quit mid-training...
-    assert supervisor.process.wait(timeout=300) == 0  # ...and training went on without the app
+    assert job.process.wait(timeout=300) == 0  # ...and training went on without the app
     assert [s.state for s in swarm_dir.statuses()] == ["done"] * 3
 
     async def second_session():
-        app = MixingApp(small_project)
+        app = MixingApp(small_project, "swarms")
         async with app.run_test(size=(160, 48)) as pilot:
             await wait_for(pilot, lambda: run_states(app) == ["done"] * 3)
             table = app.query_one("#runs")
@@ -55,7 +55,7 @@ def test_trains_from_the_app_and_reattaches_after_quitting(small_project):
             first = table.get_row(next(iter(table.rows)))
             assert float(first[columns.index("code/bpb")]) > 0
             await pilot.press("t")  # nothing left to train: no process is started
-            assert app.supervisors == {}
+            assert app.jobs == {}
             assert "mixture of" in str(app.query_one("#mixture").content.title)
 
     asyncio.run(second_session())
@@ -63,11 +63,11 @@ def test_trains_from_the_app_and_reattaches_after_quitting(small_project):
 
 def test_without_a_swarm_it_says_how_to_plan_one(small_project):
     async def session():
-        app = MixingApp(small_project)
+        app = MixingApp(small_project, "swarms")
         async with app.run_test() as pilot:
             await wait_for(pilot, lambda: "swarm plan" in str(app.query_one("#summary").content), timeout=10)
             await pilot.press("t")
-            assert app.supervisors == {}
+            assert app.jobs == {}
 
     asyncio.run(session())
 
@@ -77,7 +77,7 @@ def test_a_damaged_swarm_folder_is_named_with_the_fix(small_project):
     (swarm_dir.run_dir(swarm_dir.run_ids[1]) / "status.json").unlink()
 
     async def session():
-        app = MixingApp(small_project)
+        app = MixingApp(small_project, "swarms")
         async with app.run_test() as pilot:
             summary = lambda: str(app.query_one("#summary").content)  # noqa: E731
             await wait_for(pilot, lambda: "error" in summary(), timeout=10)
@@ -86,9 +86,10 @@ def test_a_damaged_swarm_folder_is_named_with_the_fix(small_project):
     asyncio.run(session())
 
 
-def test_the_command_needs_a_terminal_and_a_project(small_project, tmp_path):
-    r = CliRunner().invoke(cli, ["watch", str(small_project.root)])
-    assert r.exit_code == 1 and "swarm status" in r.output and "--json" in r.output
+def test_the_app_needs_a_terminal_and_a_project(small_project, tmp_path):
+    for args in (["watch", str(small_project.root)], ["run", str(small_project.root)]):
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 1 and "interactive terminal" in r.output and "--batch" in r.output
     r = CliRunner().invoke(cli, ["watch", str(tmp_path / "nowhere")])
     assert r.exit_code == 1 and "not a project folder" in r.output
 
@@ -104,12 +105,12 @@ def test_mixtures_tab_shows_an_update_beside_its_full_recomputation(small_projec
     expected = pipeline.diff_entries(small_project, None, None)
 
     async def session():
-        app = MixingApp(small_project)
+        app = MixingApp(small_project, "swarms")
         async with app.run_test(size=(160, 48)) as pilot:
             await wait_for(pilot, lambda: app.swarm_id is not None, timeout=10)
             newest = pipeline.find_swarm(small_project, None)  # the latest swarm, verification runs aside
             assert app.swarm_id == newest.id and app.query_one("#swarms").row_count > 2
-            await pilot.press("m")
+            await pilot.press("3")
             panel = app.query_one("#comparison")
             await wait_for(pilot, lambda: isinstance(app.snapshot.comparison, dict), timeout=10)
             assert app.focused.id == "history" and app.entry_id == "0003-add"
@@ -124,5 +125,66 @@ def test_mixtures_tab_shows_an_update_beside_its_full_recomputation(small_projec
             await pilot.press("up")  # the first entry: its mixture alone, and why
             await wait_for(pilot, lambda: isinstance(app.snapshot.comparison, str) and app.entry_id == "0001-initial", timeout=10)
             assert panel.content.title == "mixture of 0001-initial" and "first entry" in str(panel.content.caption)
+
+    asyncio.run(session())
+
+
+def test_domains_tab_stages_changes_and_applies_the_update(small_project):
+    from textual.widgets import Input
+
+    from conftest import STDLIB
+    from olmix_tui.forms import ChangeForm
+
+    extra = small_project.root / "data/extra"
+    extra.mkdir()
+    for p in sorted((STDLIB / "logging").glob("*.py")):
+        (extra / (p.stem + ".txt")).write_text(p.read_text())
+
+    def staged() -> list[str]:
+        from engine.project import Project
+
+        return [c.describe() for c in Project.load(small_project.root).pending]
+
+    def summary() -> str:
+        return str(app.query_one("#domains-summary").content)
+
+    async def fill_form(pilot, **values) -> None:
+        await wait_for(pilot, lambda: isinstance(app.screen, ChangeForm), timeout=10)
+        for field, value in values.items():
+            app.screen.query_one(f"#{field}", Input).value = value
+        await pilot.press("enter")
+
+    app = MixingApp(small_project)  # opens on the Domains tab
+
+    async def session():
+        async with app.run_test(size=(160, 48)) as pilot:
+            table = app.query_one("#domains")
+            await wait_for(pilot, lambda: table.row_count == 3 and "No staged update" in summary(), timeout=10)
+            assert app.domain_id == "code" and not app.check_action("train", ())
+            await pilot.press("d")  # remove the highlighted domain...
+            await wait_for(pilot, lambda: staged() == ["remove code"] and str(table.get_row("code")[-1]) == "remove", timeout=10)
+            await wait_for(pilot, lambda: "Staged: remove code" in summary(), timeout=10)
+            await pilot.press("x")  # ...and discard it
+            await wait_for(pilot, lambda: not staged() and "No staged update" in summary(), timeout=10)
+            await pilot.press("a")  # files another domain owns: refused by the engine, nothing staged
+            await fill_form(pilot, name="extra", paths="data/notes/*.txt")
+            await wait_for(pilot, lambda: not isinstance(app.screen, ChangeForm), timeout=10)
+            await pilot.pause(0.5)
+            assert not staged()
+            await pilot.press("p")  # a malformed partition stays in the form with its error
+            await fill_form(pilot, paths="bogus")
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, ChangeForm) and "NAME=GLOB" in str(app.screen.query_one("#form-error").content)
+            await pilot.press("escape")
+            await pilot.press("a")
+            await fill_form(pilot, name="extra", paths="data/extra/*.txt")
+            await wait_for(pilot, lambda: staged() == ["add extra"] and "new: extra" in summary(), timeout=10)
+            await pilot.press("u")  # the first mixture, then the update, in a detached `olmix-tui DIR --batch`
+            job = app.jobs["pipeline"]
+            assert job.process.wait(timeout=600) == 0, job.log.read_text()[-2000:]
+            await wait_for(pilot, lambda: "No staged update" in summary() and "2 history entries" in summary(), timeout=20)
+            assert table.row_count == 4 and app.jobs == {}
+            await pilot.press("3")
+            await wait_for(pilot, lambda: app.entry_id == "0002-add" and isinstance(app.snapshot.comparison, dict), timeout=10)
 
     asyncio.run(session())

@@ -68,7 +68,6 @@ def test_user_errors_exit_1_with_one_sentence(small_project, args, message):
 def test_usage_error_exits_2(small_project):
     assert invoke("domains", "partition", small_project.root, "code", "--part", "nonsense").exit_code == 2
     assert invoke("status").exit_code == 2
-    assert invoke("run", small_project.root).exit_code == 2
 
 
 def test_console_script_dir_batch_spelling(small_project):

@@ -1,0 +1,87 @@
+"""The app's form for staging a domain-set change: add a domain, revise one, or partition one.
+
+The form only builds an engine.domains.Change; validating it against the project (globs that
+match, files claimed once, parts that cover the domain) is the engine's job when it is staged.
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+from engine.domains import Change, parse_parts
+from engine.errors import OlmixError
+
+PROMPTS = {
+    "add": "Add a domain: its name, and its files or globs relative to the project folder (separated by spaces).",
+    "revise": "Revise {domain}: new files or globs, or leave empty when the same paths hold new content.",
+    "partition": "Partition {domain}: one part per entry, NAME=GLOB[,GLOB...], entries separated by ';'.",
+}
+
+
+def split_paths(text: str) -> tuple[str, ...]:
+    """Files or globs typed into one field: separated by spaces or commas."""
+    return tuple(p for p in text.replace(",", " ").split() if p)
+
+
+class ChangeForm(ModalScreen[Change | None]):
+    """A modal form returning the Change to stage, or None when cancelled."""
+
+    DEFAULT_CSS = """
+    ChangeForm { align: center middle; }
+    ChangeForm > Vertical { width: 90; height: auto; border: thick $accent; background: $surface; padding: 1 2; }
+    ChangeForm Input { margin-bottom: 1; }
+    ChangeForm #form-error { color: $error; height: auto; }
+    ChangeForm Horizontal { height: auto; }
+    """
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, kind: str, domain: str = ""):
+        super().__init__()
+        self.kind, self.domain = kind, domain
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(PROMPTS[self.kind].format(domain=self.domain))
+            if self.kind == "add":
+                yield Input(placeholder="name, e.g. web:news", id="name")
+            placeholder = {"add": "data/news/*.jsonl", "revise": "(same paths)",
+                           "partition": f"{self.domain}:a=data/...; {self.domain}:b=data/..."}[self.kind]
+            yield Input(placeholder=placeholder, id="paths")
+            yield Static(id="form-error")
+            with Horizontal():
+                yield Button("Stage", variant="primary", id="stage")
+                yield Button("Cancel", id="cancel")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "stage":
+            self.submit()
+        else:
+            self.dismiss(None)
+
+    def on_input_submitted(self) -> None:
+        self.submit()
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def submit(self) -> None:
+        """Build the Change; a malformed entry is shown in the form, which stays open."""
+        paths = self.query_one("#paths", Input).value
+        try:
+            self.dismiss(self.change(paths))
+        except OlmixError as err:
+            self.query_one("#form-error", Static).update(str(err))
+
+    def change(self, paths: str) -> Change:
+        if self.kind == "add":
+            name = self.query_one("#name", Input).value.strip()
+            if not name or not split_paths(paths):
+                raise OlmixError("give the new domain a name and at least one file or glob.")
+            return Change("add", name, sources=split_paths(paths))
+        if self.kind == "revise":
+            return Change("revise", self.domain, sources=split_paths(paths))
+        return Change("partition", self.domain, parts=parse_parts(p for p in paths.split(";") if p.strip()))
