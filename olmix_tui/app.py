@@ -180,7 +180,11 @@ class MixingApp(App):
         self.snapshot = snapshot
         self._check_jobs()
         self._show_domains()
-        swarms = self.query_one("#swarms", DataTable)
+        self._show_swarms()
+        self._show_history()
+
+    def _show_swarms(self) -> None:
+        swarms, snapshot = self.query_one("#swarms", DataTable), self.snapshot
         rows = []
         for swarm, statuses in snapshot.swarms:
             counts = {s: 0 for s in COUNTED_STATES}
@@ -195,10 +199,11 @@ class MixingApp(App):
             swarms.move_cursor(row=ids.index(snapshot.newest))
         self._show_runs()
         self._show_summary()
-        self._show_history()
 
     def _show_domains(self) -> None:
-        status = self.snapshot.status
+        status, summary = self.snapshot.status, self.query_one("#domains-summary", Static)
+        if self.snapshot.error:
+            summary.update(Text(f"error: {self.snapshot.error}", style="bold red"))
         if status is None:
             return
         pending = status["pending"] or {}
@@ -221,10 +226,9 @@ class MixingApp(App):
         else:
             lines.append("No staged update: a adds a domain; d, v, p remove, revise or partition the highlighted one. "
                          + ("u computes the first mixture." if not status["history_entries"] else ""))
-        jobs = [f"{job.label} (pid {job.process.pid}, log {job.log})" for job in self.jobs.values()]
-        if jobs:
-            lines.append("Running from here: " + "; ".join(jobs))
-        self.query_one("#domains-summary", Static).update(Text("\n".join(lines)))
+        if self.jobs:
+            lines.append(self._jobs_line())
+        summary.update(Text("\n".join(lines)))
         bars = self.query_one("#domain-bars", Static)
         shown = [("natural", {d["name"]: d["prior"] for d in status["domains"] if d["prior"] is not None}, "blue"),
                  ("current", status["current_mixture"] or {}, "magenta")]
@@ -253,10 +257,13 @@ class MixingApp(App):
         elif not self.snapshot.swarms:
             text = Text(f"No swarm yet: plan one with `olmix-tui swarm plan {self.project.root}`, then train it here (t).")
         else:
-            jobs = ", ".join(f"{job.label} (pid {job.process.pid}, log {job.log})" for job in self.jobs.values())
-            text = Text(f"{len(self.snapshot.swarms)} swarm(s); " + (f"running from here: {jobs}" if jobs else
+            text = Text(f"{len(self.snapshot.swarms)} swarm(s); " + (self._jobs_line() if self.jobs else
                         "t trains the highlighted swarm's unfinished runs; quitting leaves training running."))
         self.query_one("#summary", Static).update(text)
+
+    def _jobs_line(self) -> str:
+        return "running from here: " + "; ".join(f"{job.label} (pid {job.process.pid}, log {job.log})"
+                                                 for job in self.jobs.values())
 
     def _show_runs(self) -> None:
         table = self.query_one("#runs", DataTable)

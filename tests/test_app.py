@@ -86,6 +86,19 @@ def test_a_damaged_swarm_folder_is_named_with_the_fix(small_project):
     asyncio.run(session())
 
 
+def test_a_settings_file_broken_while_the_app_runs_is_named(small_project):
+    async def session():
+        app = MixingApp(small_project)
+        async with app.run_test() as pilot:
+            summary = lambda: str(app.query_one("#domains-summary").content)  # noqa: E731
+            await wait_for(pilot, lambda: "3 domains" in summary(), timeout=10)
+            (small_project.root / "olmix.toml").write_text("[proxy\n")
+            await wait_for(pilot, lambda: summary().startswith("error:"), timeout=10)
+            assert "olmix.toml" in summary() and "not valid TOML" in summary()
+
+    asyncio.run(session())
+
+
 def test_the_app_needs_a_terminal_and_a_project(small_project, tmp_path):
     for args in (["watch", str(small_project.root)], ["run", str(small_project.root)]):
         r = CliRunner().invoke(cli, args)
