@@ -320,14 +320,19 @@ def watch(directory: Path = DirArg):
 
     Example: [bold]olmix-tui watch demo[/]
     """
-    open_app(Project.load(directory), "swarms", ())
+    project = Project.load(directory)
+    require_terminal(directory)
+    open_app(project, "swarms", ())
+
+
+def require_terminal(directory: Path) -> None:
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise OlmixError(f"the app needs an interactive terminal; in scripts add --batch, or use "
+                         f"`olmix-tui swarm status {directory} --json`.")
 
 
 def open_app(project: Project, tab: str, apply_args: tuple[str, ...]) -> None:
-    """Run the Textual app on `project` (an interactive terminal is needed)."""
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise OlmixError(f"the app needs an interactive terminal; in scripts add --batch, or use "
-                         f"`olmix-tui swarm status {project.root} --json`.")
+    """Run the Textual app on `project`, opened on `tab`; `apply_args` go with `--batch` when it applies the update."""
     from olmix_tui.app import MixingApp
 
     MixingApp(project, tab, apply_args).run()
@@ -548,6 +553,8 @@ def run(
     """
     from engine import samples
 
+    if not batch:
+        require_terminal(directory)
     if sample and not (directory / "olmix.toml").exists():
         samples.create(directory, sample)
     project = Project.load(directory)

@@ -105,6 +105,8 @@ def test_the_app_needs_a_terminal_and_a_project(small_project, tmp_path):
         assert r.exit_code == 1 and "interactive terminal" in r.output and "--batch" in r.output
     r = CliRunner().invoke(cli, ["watch", str(tmp_path / "nowhere")])
     assert r.exit_code == 1 and "not a project folder" in r.output
+    r = CliRunner().invoke(cli, ["run", str(tmp_path / "sample"), "--sample", "stdlib"])
+    assert r.exit_code == 1 and not (tmp_path / "sample").exists()  # refused before building anything
 
 
 def test_mixtures_tab_shows_an_update_beside_its_full_recomputation(small_project):
