@@ -5,9 +5,11 @@ Tabs, in the loop's order:
             partition), discard them, or apply the update
   Swarms    swarms, the highlighted swarm's runs, the highlighted run's mixture and curve
   Mixtures  the history, and the highlighted entry beside its full recomputation or predecessor
+  Fits      stored regressions with their cross-validation; keys fit a swarm with a chosen
+            regressor, or preview the proposal of the highlighted fit beside the prior
 
-Long work never runs in the app: applying the update starts `olmix-tui DIR --batch` and training
-a swarm starts `olmix-tui swarm run`, each as a detached process (output in .olmix/logs/) that
+Long work never runs in the app: applying the update starts `olmix-tui DIR --batch`, training a
+swarm `olmix-tui swarm run` and fitting one `olmix-tui fit`, each as a detached process (output in .olmix/logs/) that
 keeps going when the app quits. The app reads the project's files (run status files, curves,
 history, domains) once a second in a worker thread, so it can open, quit and re-attach at any time.
 Staging a change goes through the engine, which validates it and writes pending.toml.
@@ -20,6 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.table import Table
 from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
@@ -33,9 +36,10 @@ from engine.domains import Change
 from engine.errors import OlmixError
 from engine.history import HistoryEntry, read_history
 from engine.project import Project
+from engine.regression.store import FitSummary, list_fits, load_fit
 from engine.runs import RunStatus, SwarmDir, list_swarms
 from engine.status import project_status
-from olmix_tui.forms import ChangeForm
+from olmix_tui.forms import ChangeForm, FitForm
 from olmix_tui.render import HISTORY_COLUMNS, count, headline_metrics, history_rows, pct
 from olmix_tui.views import comparison_view, fill, number, run_mixture, weight_bars
 
@@ -57,6 +61,7 @@ class Snapshot:
     curve: list[dict] = field(default_factory=list)
     history: list[HistoryEntry] = field(default_factory=list)
     comparison: dict | str = ""
+    fits: list[FitSummary] = field(default_factory=list)
     error: str = ""
 
     def swarm(self, swarm_id: str | None) -> tuple[SwarmDir, list[RunStatus]] | None:
@@ -112,13 +117,18 @@ class MixingApp(App):
     #mixture { width: 1fr; padding: 0 1; }
     #history { height: auto; max-height: 12; }
     #comparison { padding: 0 1; }
+    #fits { height: auto; max-height: 12; }
+    #cv { width: 2fr; padding: 0 1; }
+    #proposal { width: 3fr; padding: 0 1; }
     """
-    TABS = {"domains": "domains-tab", "swarms": "swarms-tab", "mixtures": "mixtures-tab"}
-    TAB_ACTIONS = {"swarms-tab": {"train"}, "domains-tab": {"stage_form", "stage_remove", "discard", "apply"}}
+    TABS = {"domains": "domains-tab", "swarms": "swarms-tab", "mixtures": "mixtures-tab", "fits": "fits-tab"}
+    TAB_ACTIONS = {"swarms-tab": {"train"}, "domains-tab": {"stage_form", "stage_remove", "discard", "apply"},
+                   "fits-tab": {"fit", "propose"}}
     BINDINGS = [
         Binding("1", "show_tab('domains-tab')", "Domains"),
         Binding("2", "show_tab('swarms-tab')", "Swarms"),
         Binding("3", "show_tab('mixtures-tab')", "Mixtures"),
+        Binding("4", "show_tab('fits-tab')", "Fits"),
         Binding("a", "stage_form('add')", "Add"),
         Binding("d", "stage_remove", "Remove"),
         Binding("v", "stage_form('revise')", "Revise"),
@@ -127,6 +137,8 @@ class MixingApp(App):
         Binding("u", "apply", "Apply update"),
         Binding("t", "train(False)", "Train unfinished runs"),
         Binding("f", "train(True)", "Train, retrying failed"),
+        Binding("n", "fit", "Fit a swarm"),
+        Binding("o", "propose", "Propose"),
         Binding("r", "reload", "Refresh"),
         Binding("q", "quit", "Quit (jobs go on)"),
     ]
@@ -140,6 +152,8 @@ class MixingApp(App):
         self.swarm_id: str | None = None
         self.run_id: str | None = None
         self.entry_id: str | None = None
+        self.fit_id: str | None = None
+        self.proposals: dict[str, tuple] = {}  # fit id -> (title, mixtures side by side, caption)
         self.jobs: dict[str, Job] = {}
 
     def compose(self) -> ComposeResult:
@@ -159,6 +173,11 @@ class MixingApp(App):
             with TabPane("Mixtures", id="mixtures-tab"):
                 yield DataTable(id="history", cursor_type="row", zebra_stripes=True)
                 yield Static(id="comparison")
+            with TabPane("Fits", id="fits-tab"):
+                yield DataTable(id="fits", cursor_type="row", zebra_stripes=True)
+                with Horizontal():
+                    yield Static(id="cv")
+                    yield Static(id="proposal")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -166,6 +185,7 @@ class MixingApp(App):
         self.query_one("#domains", DataTable).add_columns(*DOMAIN_COLUMNS)
         self.query_one("#swarms", DataTable).add_columns("swarm", "plan", "runs", *COUNTED_STATES)
         self.query_one("#history", DataTable).add_columns(*HISTORY_COLUMNS)
+        self.query_one("#fits", DataTable).add_columns(*FIT_COLUMNS)
         self.action_reload()
         self.set_interval(REFRESH_SECONDS, self.action_reload)
 
@@ -182,6 +202,7 @@ class MixingApp(App):
         self._show_domains()
         self._show_swarms()
         self._show_history()
+        self._show_fits()
 
     def _show_swarms(self) -> None:
         swarms, snapshot = self.query_one("#swarms", DataTable), self.snapshot
@@ -250,6 +271,35 @@ class MixingApp(App):
             panel.update(weight_bars(f"mixture of {entry.label}", [(entry.label, entry.mixture, "magenta")], width, comparison))
         else:
             panel.update(Text(comparison or f"No mixture yet: compute the first with `olmix-tui {self.project.root} --batch`."))
+
+    def _show_fits(self) -> None:
+        fits = self.snapshot.fits
+        rows = []
+        for f in fits:
+            means = f.cv.means()
+            rows.append((f.fit_id, [f.fit_id, f.info["chosen"], ", ".join(f.info["source_swarms"]), f.info.get("n_runs", ""),
+                                    len(f.info["metrics"]), f"{means['spearman']:.1f}", f"{means['r2']:.3f}",
+                                    f"{means['mae']:.4f}", f"{f.info['seconds']:.1f}"]))
+        fill(self.query_one("#fits", DataTable), rows)
+        if self.fit_id not in {f.fit_id for f in fits} and fits:
+            self.fit_id = fits[-1].fit_id
+            self.query_one("#fits", DataTable).move_cursor(row=len(fits) - 1)
+        chosen = next((f for f in fits if f.fit_id == self.fit_id), None)
+        cv, proposal = self.query_one("#cv", Static), self.query_one("#proposal", Static)
+        if chosen is None:
+            cv.update(Text("No fit yet: n fits the swarm highlighted on the Swarms tab (a finished one)."))
+            proposal.update("")
+            return
+        table = Table(title=f"fit {chosen.fit_id}: {chosen.cv.folds}-fold CV of {chosen.cv.regressor}", box=None)
+        for column in ("metric", "spearman x100", "R^2", "MAE"):
+            table.add_column(column, justify="left" if column == "metric" else "right")
+        for m, sp, r2, mae in zip(chosen.info["metrics"], chosen.cv.spearman, chosen.cv.r2, chosen.cv.mae):
+            table.add_row(m, f"{sp:.1f}", Text(f"{r2:.3f}", style="red" if r2 < 0 else ""), f"{mae:.4f}")
+        cv.update(table)
+        shown = self.proposals.get(chosen.fit_id)
+        proposal.update(weight_bars(*shown[:2], proposal.content_size.width or 80, shown[2]) if shown else
+                        Text("o proposes from this fit with the project's [propose] settings and shows the mixture "
+                             "beside the prior (a preview: nothing is written; applying an update records its proposal)."))
 
     def _show_summary(self) -> None:
         if self.snapshot.error:
@@ -330,6 +380,9 @@ class MixingApp(App):
             self.run_id = key
             self._show_charts()
             self.action_reload()
+        elif event.data_table.id == "fits" and key != self.fit_id:
+            self.fit_id = key
+            self._show_fits()
         elif event.data_table.id == "history" and key != self.entry_id:
             self.entry_id = key
             self.action_reload()
@@ -392,6 +445,53 @@ class MixingApp(App):
         self._launch("pipeline", "applying the update", ["run", str(self.project.root), "--batch", *self.apply_args],
                      self.project.cache / "logs" / "pipeline.log")
 
+    # ------------------------------------------------------------ fits and proposals (Fits tab)
+    def action_fit(self) -> None:
+        if self.snapshot.swarm(self.swarm_id) is None:
+            self.notify("No swarm to fit: highlight a trained one on the Swarms tab.", severity="warning")
+            return
+        swarm_id = self.swarm_id
+        if f"fit {swarm_id}" in self.jobs:
+            self.notify(f"Swarm {swarm_id} is being fitted already.", severity="warning")
+            return
+
+        def fit(regressor: str | None) -> None:
+            if regressor:
+                self._launch(f"fit {swarm_id}", f"fitting {regressor} on swarm {swarm_id}",
+                             ["fit", str(self.project.root), "--swarm", swarm_id, "--regressor", regressor, "--json"],
+                             self.project.cache / "logs" / swarm_id / "fit.log")
+
+        self.push_screen(FitForm(swarm_id, self.project.settings.regression.regressor), fit)
+
+    @work(thread=True, exclusive=True, group="propose")
+    def action_propose(self) -> None:
+        """Propose from the highlighted fit (loading its model; the exact proposer takes milliseconds)."""
+        summary = next((f for f in self.snapshot.fits if f.fit_id == self.fit_id), None)
+        if summary is None:
+            self.call_from_thread(self.notify, "No fit to propose from: n fits a swarm first.", severity="warning")
+            return
+        try:
+            project = Project.load(self.project.root)
+            swarm = SwarmDir(project.swarms_dir / summary.info["source_swarms"][0])
+            proposer, note = project.settings.propose.proposer, ""
+            if proposer == "exact" and summary.info["regressor"] != "loglinear":
+                proposer, note = "simulation", f"the exact proposer needs a log-linear fit; this is {summary.info['chosen']}. "
+            fit = load_fit(summary.folder)
+            proposal = pipeline.propose_for_swarm(project, swarm, fit, proposer)
+            prior = pipeline.swarm_plan_of(project, swarm)[1]
+        except (OlmixError, IndexError) as err:
+            self.call_from_thread(self.notify, f"No proposal: {err or 'the fit names no swarm'}", severity="error", timeout=15)
+            return
+        caption = (f"{note}predicted objective {proposal.predicted_objective:.4f}; KL to the prior {proposal.kl:.4f}"
+                   + (f"; at their cap: {', '.join(proposal.binding_caps)}" if proposal.binding_caps else "")
+                   + (f"; KKT residual {proposal.kkt_residual:.1e}" if proposal.kkt_residual is not None else "")
+                   + ". A preview: nothing is written.")
+        shown = (f"proposal from fit {summary.fit_id} ({proposal.proposer}) beside the prior",
+                 [("prior", prior, "blue"), ("proposal", dict(zip(proposal.domains, proposal.x.tolist())), "green")],
+                 caption)
+        self.proposals[summary.fit_id] = shown
+        self.call_from_thread(self._show_fits)
+
     # ------------------------------------------------------------ training a swarm (Swarms tab)
     def action_train(self, retry_failed: bool) -> None:
         item = self.snapshot.swarm(self.swarm_id)
@@ -448,7 +548,8 @@ def read_snapshot(project: Project, status: StatusCache, swarm_id: str | None, r
         chosen = next((swarm for swarm, _ in swarms if swarm.id == swarm_id), None)
         curve = chosen.curve(run_id) if chosen is not None and run_id in chosen.run_ids else []
         history = read_history(project)
-    except (OlmixError, OSError, ValueError) as err:
+        fits = list_fits(project.fits_dir)
+    except (OlmixError, OSError, ValueError, KeyError) as err:
         return Snapshot(error=str(err))
     comparison: dict | str = ""
     if history:
@@ -456,10 +557,11 @@ def read_snapshot(project: Project, status: StatusCache, swarm_id: str | None, r
             comparison = pipeline.diff_entries(project, entry_id or history[-1].label, None)
         except OlmixError as err:
             comparison = str(err)
-    return Snapshot(project_now, swarms, newest, curve, history, comparison)
+    return Snapshot(project_now, swarms, newest, curve, history, comparison, fits)
 
 
 DOMAIN_COLUMNS = ["domain", "sources", "revision", "train tokens", "natural", "current", "staged"]
+FIT_COLUMNS = ["fit", "regressor", "swarm", "runs", "metrics", "spearman x100", "R^2", "MAE", "seconds"]
 
 
 def last_line(path: Path) -> str:

@@ -1,7 +1,8 @@
-"""The app's form for staging a domain-set change: add a domain, revise one, or partition one.
+"""The app's forms: staging a domain-set change (add a domain, revise or partition one), and
+choosing the regressor to fit a swarm with.
 
-The form only builds an engine.domains.Change; validating it against the project (globs that
-match, files claimed once, parts that cover the domain) is the engine's job when it is staged.
+The change form only builds an engine.domains.Change; validating it against the project (globs
+that match, files claimed once, parts that cover the domain) is the engine's job when it is staged.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Input, Label, Select, Static
 
 from engine.domains import Change, parse_parts
 from engine.errors import OlmixError
+from engine.regression.base import REGRESSOR_NAMES
 
 PROMPTS = {
     "add": "Add a domain: its name, and its files or globs relative to the project folder (separated by spaces).",
@@ -85,3 +87,28 @@ class ChangeForm(ModalScreen[Change | None]):
         if self.kind == "revise":
             return Change("revise", self.domain, sources=split_paths(paths))
         return Change("partition", self.domain, parts=parse_parts(p for p in paths.split(";") if p.strip()))
+
+
+class FitForm(ModalScreen[str | None]):
+    """A modal form choosing the regressor to fit a swarm with; returns its name, or None when cancelled."""
+
+    DEFAULT_CSS = ChangeForm.DEFAULT_CSS.replace("ChangeForm", "FitForm")
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, swarm_id: str, default: str):
+        super().__init__()
+        self.swarm_id, self.default = swarm_id, default
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(f"Fit swarm {self.swarm_id}'s finished runs with (cross-validated; an identical fit is reused):")
+            yield Select([(name, name) for name in REGRESSOR_NAMES], value=self.default, allow_blank=False, id="regressor")
+            with Horizontal():
+                yield Button("Fit", variant="primary", id="fit")
+                yield Button("Cancel", id="cancel")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(str(self.query_one("#regressor", Select).value) if event.button.id == "fit" else None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

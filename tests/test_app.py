@@ -203,3 +203,39 @@ def test_domains_tab_stages_changes_and_applies_the_update(small_project):
             await wait_for(pilot, lambda: app.entry_id == "0002-add" and isinstance(app.snapshot.comparison, dict), timeout=10)
 
     asyncio.run(session())
+
+
+def test_fits_tab_fits_a_swarm_in_the_background_and_previews_its_proposal(small_project):
+    from textual.widgets import Select
+
+    from engine import pipeline
+    from olmix_tui.forms import FitForm
+
+    swarm_dir, _ = plan_swarm(small_project)
+    pipeline.train_swarm(small_project, swarm_dir)
+
+    async def session():
+        app = MixingApp(small_project, "fits")
+        async with app.run_test(size=(160, 48)) as pilot:
+            cv = app.query_one("#cv")
+            await wait_for(pilot, lambda: "No fit yet" in str(cv.content) and app.swarm_id == swarm_dir.id, timeout=10)
+            await pilot.press("o")  # nothing to propose from yet
+            await pilot.press("n")
+            await wait_for(pilot, lambda: isinstance(app.screen, FitForm), timeout=10)
+            app.screen.query_one(Select).value = "loglinear"
+            await pilot.click("#fit")
+            job = app.jobs[f"fit {swarm_dir.id}"]
+            assert job.process.wait(timeout=300) == 0, job.log.read_text()[-2000:]
+            await wait_for(pilot, lambda: app.query_one("#fits").row_count == 1, timeout=10)
+            fit = app.snapshot.fits[0]
+            assert fit.info["regressor"] == "loglinear" and fit.info["source_swarms"] == [swarm_dir.id]
+            assert cv.content.row_count == len(fit.info["metrics"]) > 0
+            await pilot.press("o")
+            await wait_for(pilot, lambda: fit.fit_id in app.proposals, timeout=60)
+            title, shown, caption = app.proposals[fit.fit_id]
+            (_, prior, _), (_, proposal, _) = shown
+            assert set(proposal) == set(prior) == {"code", "notes", "decimal"}
+            assert abs(sum(proposal.values()) - 1) < 1e-6 and "exact" in title and "KKT residual" in caption
+            assert app.query_one("#proposal").content.title == title
+
+    asyncio.run(session())

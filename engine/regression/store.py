@@ -218,8 +218,18 @@ def fit_and_store(
     )
 
 
-def load_fit(folder: str | os.PathLike) -> FitResult:
-    """Load the fit stored in `folder` (a fits/<id> folder)."""
+@dataclass(frozen=True)
+class FitSummary:
+    """A stored fit's fit.toml (`info`) and CV scores, read without loading its model."""
+
+    fit_id: str
+    folder: Path
+    info: dict
+    cv: CVReport
+
+
+def read_fit_summary(folder: str | os.PathLike) -> FitSummary:
+    """fit.toml and cv.csv of a fits/<id> folder."""
     folder = Path(folder)
     if not (folder / FIT_FILE).is_file():
         raise DataError(f"{folder} holds no finished fit ({FIT_FILE} is missing); fit the swarm again.")
@@ -234,8 +244,21 @@ def load_fit(folder: str | os.PathLike) -> FitResult:
         int(info["cv"]["folds"]),
         int(info["cv"]["seed"]),
     )
+    return FitSummary(info["fit_id"], folder, info, cv)
+
+
+def list_fits(fits_dir: str | os.PathLike) -> list[FitSummary]:
+    """Every finished fit under `fits_dir`, oldest first (interrupted ones, without fit.toml, are left out)."""
+    folders = [p for p in Path(fits_dir).glob("*") if (p / FIT_FILE).is_file()] if Path(fits_dir).is_dir() else []
+    return [read_fit_summary(p) for p in sorted(folders, key=lambda p: (p / FIT_FILE).stat().st_mtime_ns)]
+
+
+def load_fit(folder: str | os.PathLike) -> FitResult:
+    """Load the fit stored in `folder` (a fits/<id> folder), model included."""
+    summary = read_fit_summary(folder)
+    info = summary.info
     return FitResult(
-        info["fit_id"], folder, info["regressor"], info["chosen"], Regressor.load(folder / MODEL_DIR),
-        list(info["domains"]), list(info["metrics"]), cv, list(info["source_swarms"]), False,
+        info["fit_id"], summary.folder, info["regressor"], info["chosen"], Regressor.load(summary.folder / MODEL_DIR),
+        list(info["domains"]), list(info["metrics"]), summary.cv, list(info["source_swarms"]), False,
         float(info["seconds"]),
     )
