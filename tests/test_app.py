@@ -237,5 +237,13 @@ def test_fits_tab_fits_a_swarm_in_the_background_and_previews_its_proposal(small
             assert set(proposal) == set(prior) == {"code", "notes", "decimal"}
             assert abs(sum(proposal.values()) - 1) < 1e-6 and "exact" in title and "KKT residual" in caption
             assert app.query_one("#proposal").content.title == title
+            ridge = pipeline.fit_swarm(small_project, swarm_dir, "ridge")  # a fit the exact proposer cannot use
+            await wait_for(pilot, lambda: app.query_one("#fits").row_count == 2, timeout=10)
+            app.query_one("#fits").move_cursor(row=1)
+            await wait_for(pilot, lambda: app.fit_id == ridge.fit_id, timeout=10)
+            await pilot.press("o")
+            await wait_for(pilot, lambda: ridge.fit_id in app.proposals, timeout=60)
+            title, _, caption = app.proposals[ridge.fit_id]
+            assert "(simulation)" in title and "needs a log-linear fit" in caption
 
     asyncio.run(session())
