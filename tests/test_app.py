@@ -127,8 +127,9 @@ def test_mixtures_tab_shows_an_update_beside_its_full_recomputation(small_projec
             assert app.swarm_id == newest.id and app.query_one("#swarms").row_count > 2
             await pilot.press("3")
             panel = app.query_one("#comparison")
-            await wait_for(pilot, lambda: isinstance(app.snapshot.comparison, dict), timeout=10)
-            assert app.focused.id == "history" and app.entry_id == "0003-add"
+            await wait_for(pilot, lambda: isinstance(app.snapshot.comparison, dict) and app.focused is not None
+                           and app.focused.id == "history", timeout=10)  # the tab takes focus in a message handler
+            assert app.entry_id == "0003-add"
             assert app.snapshot.comparison == expected
             assert not app.check_action("train", ())  # training keys belong to the Swarms tab
             view = panel.content
