@@ -9,7 +9,8 @@
 
 Workers own their runs' status files while training (atomic rewrites); a run whose worker died
 is `running` with a dead pid, and counts as interrupted: `pending_runs` hands it out again, so a
-swarm killed with SIGKILL resumes without losing a finished run.
+swarm killed with SIGKILL resumes without losing a finished run. A run handed to a Slurm job
+records the job id too: queued or on another node, it is alive while Slurm lists the job.
 """
 
 from __future__ import annotations
@@ -44,21 +45,37 @@ class RunStatus:
         return state
 
     @property
+    def label(self) -> str:
+        """The state as shown: a running run whose Slurm job has not started its worker yet is "queued"."""
+        state = self.state
+        if state == "running" and self.data.get("slurm_job") and not self.data.get("pid"):
+            return "queued"
+        return state
+
+    @property
     def metrics(self) -> dict[str, float]:
         return dict(self.data.get("metrics", {}))
 
 
 def _worker_alive(data: dict) -> bool:
-    pid, host = data.get("pid"), data.get("host")
-    if not pid or host != socket.gethostname():
-        return bool(pid)  # another machine's worker (cluster executors): trust its state
+    pid, host, job = data.get("pid"), data.get("host"), data.get("slurm_job")
+    if pid and host == socket.gethostname():
+        return _process_alive(int(pid))
+    if job:
+        from engine.executors.slurm import slurm_job_alive  # only projects that use Slurm get here
+
+        return slurm_job_alive(str(job))
+    return bool(pid)  # another machine's worker, not a Slurm job: trust its state
+
+
+def _process_alive(pid: int) -> bool:
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return not _zombie(int(pid))
+    return not _zombie(pid)
 
 
 def _zombie(pid: int) -> bool:
@@ -136,10 +153,12 @@ class SwarmDir:
         wanted = {"pending", "interrupted"} | ({"failed"} if retry_failed else set())
         return [s.run for s in self.statuses() if s.state in wanted]
 
-    def mark_running(self, runs: list[str], pid: int) -> None:
-        """Hand `runs` to worker process `pid` on this machine: running, progress and error reset."""
+    def mark_running(self, runs: list[str], pid: int | None, slurm_job: str | None = None) -> None:
+        """Hand `runs` to a worker: process `pid` on this machine, and/or Slurm job `slurm_job`
+        (which may still wait in the queue). Running, progress and error reset."""
+        host = socket.gethostname() if pid else None
         for r in runs:
-            self.write_status(r, state="running", progress=0.0, error="", pid=pid, host=socket.gethostname())
+            self.write_status(r, state="running", progress=0.0, error="", pid=pid, host=host, slurm_job=slurm_job)
 
     def write_status(self, run: str, **fields) -> None:
         """Merge `fields` into a run's status.json (atomic)."""
