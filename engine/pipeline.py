@@ -21,8 +21,8 @@ from engine.data.store import DomainTokens, TokenStore, natural_prior
 from engine.domains import DomainSet
 from engine.errors import OlmixError
 from engine.events import EventSink, Message, ignore
+from engine.executors import make_executor
 from engine.executors.base import run_swarm
-from engine.executors.local import LocalExecutor
 from engine.atomic import write_csv
 from engine.compare import compare, kl, l1
 from engine.domains import check_name
@@ -182,7 +182,7 @@ def train_swarm(project: Project, swarm: SwarmDir, retry_failed: bool = False, o
     if failed and not retry_failed:
         on_event(Message(f"{failed} run(s) failed before and are skipped; add --retry-failed to run them again.", level="warning"))
     with project.lock():
-        return run_swarm(LocalExecutor(s, project.cache / "logs"), swarm, runs, s.max_batch, on_event, s.poll_seconds)
+        return run_swarm(make_executor(s, project.cache / "logs"), swarm, runs, s.max_batch, on_event, s.poll_seconds)
 
 
 # ---------------------------------------------------------------- fit, propose, apply

@@ -332,7 +332,7 @@ class MixingApp(App):
             top = ", ".join(f"{u} {100 * w:.0f}%" for u, w in sorted(weights.items(), key=lambda kv: -kv[1])[:3] if w >= 0.005)
             live = s.state == "running"
             rows.append((s.run, [
-                s.run.removeprefix(prefix), Text(s.state, style=STATE_STYLES.get(s.state, "")),
+                s.run.removeprefix(prefix), Text(s.label, style=STATE_STYLES.get(s.state, "")),
                 f"{100 * d.get('progress', 0):.0f}%" if live or s.state == "done" else "",
                 number(d.get("loss") if live else d.get("final_train_loss")),
                 f"{d['tokens_per_s']:,.0f}" if live and "tokens_per_s" in d else "",
