@@ -391,9 +391,14 @@ class MixingApp(App):
         self.query_one(TabbedContent).active = tab
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        """Keys go to the tab's first table; the training keys show only on the Swarms tab."""
-        event.pane.query(DataTable).first().focus()
+        """Keys go to the active tab's first table (once it is shown); the training keys show only on the Swarms tab."""
+        self.call_after_refresh(self._focus_active_tab)
         self.refresh_bindings()
+
+    def _focus_active_tab(self) -> None:
+        pane = self.query_one(TabbedContent).active_pane
+        if pane is not None:
+            pane.query(DataTable).first().focus()
 
     def check_action(self, action: str, parameters: tuple) -> bool:
         """Each tab's own keys show and work on that tab only."""

@@ -17,6 +17,7 @@ from engine.executors import make_executor
 from engine.executors.base import ExecutorSettings
 from engine.executors.slurm import slurm_job_alive
 from engine.project import Project
+from engine.runs import SwarmDir
 from engine.training.presets import get_preset
 from olmix_tui.cli import app
 
@@ -33,31 +34,32 @@ def _slurm_up() -> bool:
 needs_slurm = pytest.mark.skipif(not _slurm_up(), reason="no Slurm cluster answers here (bash .ci/slurm-single-node)")
 
 
-def _use_slurm(project: Project, cluster: str, steps: int = 8) -> Project:
-    """The project's settings switched to Slurm jobs (one CPU each, two at a time)."""
+def _use_slurm(project: Project, cluster: str, steps: int = 8, **executor) -> Project:
+    """The project's settings switched to Slurm jobs (one CPU each, two at a time; `executor` overrides)."""
     project.settings = dataclasses.replace(
         project.settings,
         proxy=dataclasses.replace(project.settings.proxy, tokens_per_proxy=get_preset("cpu").tokens_per_step * steps),
         executor=ExecutorSettings(kind="slurm", slurm_cluster=cluster, slurm_max_jobs=2, slurm_gpus_per_job=0,
-                                  slurm_cpus_per_job=1, slurm_timeout_min=10, poll_seconds=0.2),
+                                  slurm_cpus_per_job=1, slurm_timeout_min=10, poll_seconds=0.2, **executor),
     )
     with project.lock():
         project.save_settings()
     return Project.load(project.root)
 
 
-def _train_from_cli(project: Project, swarm_id: str) -> None:
-    r = CliRunner().invoke(app, ["swarm", "run", str(project.root), "--swarm", swarm_id])
+def _trained_from_cli(small_project: Project, cluster: str) -> tuple[Project, SwarmDir]:
+    """`swarm run` of the project's first swarm through Slurm jobs; every run must finish."""
+    project = _use_slurm(small_project, cluster)
+    swarm_dir, _ = plan_swarm(project)
+    r = CliRunner().invoke(app, ["swarm", "run", str(project.root), "--swarm", swarm_dir.id])
     assert r.exit_code == 0, r.output
+    assert {s.state for s in swarm_dir.statuses()} == {"done"}
+    return project, swarm_dir
 
 
 def test_submitit_jobs_train_a_swarm(small_project):
-    project = _use_slurm(small_project, "local")
-    swarm_dir, _ = plan_swarm(project)
-    _train_from_cli(project, swarm_dir.id)
-    statuses = swarm_dir.statuses()
-    assert {s.state for s in statuses} == {"done"}
-    assert all(s.data["metrics"]["code/bpb"] > 0 for s in statuses)
+    project, swarm_dir = _trained_from_cli(small_project, "local")
+    assert all(s.data["metrics"]["code/bpb"] > 0 for s in swarm_dir.statuses())
     jobs = sorted((project.cache / "logs" / swarm_dir.id / "slurm").glob("[0-9]*"))
     assert len(jobs) == 2  # three runs in two jobs, one per slot
     assert all(list(job.glob("*_result.pkl")) for job in jobs)
@@ -95,21 +97,13 @@ def test_slurm_settings_errors_say_what_to_do(small_project, monkeypatch, tmp_pa
 
 @needs_slurm
 def test_sbatch_jobs_train_a_swarm(small_project):
-    project = _use_slurm(small_project, "slurm")
-    swarm_dir, _ = plan_swarm(project)
-    _train_from_cli(project, swarm_dir.id)
-    statuses = swarm_dir.statuses()
-    assert {s.state for s in statuses} == {"done"}
-    assert len({s.data["slurm_job"] for s in statuses}) == 2
+    _, swarm_dir = _trained_from_cli(small_project, "slurm")
+    assert len({s.data["slurm_job"] for s in swarm_dir.statuses()}) == 2
 
 
 @needs_slurm
 def test_a_job_slurm_refuses_names_the_setting(small_project):
-    project = _use_slurm(small_project, "slurm")
-    project.settings = dataclasses.replace(
-        project.settings, executor=dataclasses.replace(project.settings.executor, slurm_partition="no-such-partition"))
-    with project.lock():
-        project.save_settings()
+    project = _use_slurm(small_project, "slurm", slurm_partition="no-such-partition")
     swarm_dir, _ = plan_swarm(project)
     r = CliRunner().invoke(app, ["swarm", "run", str(project.root), "--swarm", swarm_dir.id])
     assert r.exit_code == 1 and "Slurm refused the job" in r.output and "invalid partition" in r.output.lower()
