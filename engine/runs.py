@@ -9,8 +9,9 @@
 
 Workers own their runs' status files while training (atomic rewrites); a run whose worker died
 is `running` with a dead pid, and counts as interrupted: `pending_runs` hands it out again, so a
-swarm killed with SIGKILL resumes without losing a finished run. A run handed to a Slurm job
-records the job id too: queued or on another node, it is alive while Slurm lists the job.
+swarm killed with SIGKILL resumes without losing a finished run. A run handed to a cluster records
+its owner too: a Slurm job (queued or on another node, the run is alive while Slurm lists the job),
+or the Ray driver whose tasks train it (Ray stops a driver's tasks when it exits).
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ class RunStatus:
 
     @property
     def label(self) -> str:
-        """The state as shown: a running run whose Slurm job has not started its worker yet is "queued"."""
+        """The state as shown: a running run whose cluster job or task has not started its worker yet is "queued"."""
         state = self.state
-        if state == "running" and self.data.get("slurm_job") and not self.data.get("pid"):
+        if state == "running" and (self.data.get("slurm_job") or self.data.get("ray_driver")) and not self.data.get("pid"):
             return "queued"
         return state
 
@@ -58,14 +59,19 @@ class RunStatus:
 
 
 def _worker_alive(data: dict) -> bool:
-    pid, host, job = data.get("pid"), data.get("host"), data.get("slurm_job")
-    if pid and host == socket.gethostname():
+    """The worker if it runs here, else its owner: the Slurm job, or the Ray driver if that runs here."""
+    here = socket.gethostname()
+    pid, host, job, driver = data.get("pid"), data.get("host"), data.get("slurm_job"), data.get("ray_driver")
+    if pid and host == here:
         return _process_alive(int(pid))
     if job:
         from engine.executors.slurm import slurm_job_alive  # only projects that use Slurm get here
 
         return slurm_job_alive(str(job))
-    return bool(pid)  # another machine's worker, not a Slurm job: trust its state
+    if driver:
+        driver_pid, _, driver_host = str(driver).partition("@")
+        return _process_alive(int(driver_pid)) if driver_host == here else True
+    return bool(pid)  # another machine's worker and no owner to ask: trust its state
 
 
 def _process_alive(pid: int) -> bool:
@@ -153,12 +159,15 @@ class SwarmDir:
         wanted = {"pending", "interrupted"} | ({"failed"} if retry_failed else set())
         return [s.run for s in self.statuses() if s.state in wanted]
 
-    def mark_running(self, runs: list[str], pid: int | None, slurm_job: str | None = None) -> None:
-        """Hand `runs` to a worker: process `pid` on this machine, and/or Slurm job `slurm_job`
-        (which may still wait in the queue). Running, progress and error reset."""
+    def mark_running(self, runs: list[str], pid: int | None, slurm_job: str | None = None,
+                     ray_driver: str | None = None) -> None:
+        """Hand `runs` to a worker: process `pid` on this machine, and/or its owner: Slurm job
+        `slurm_job` (which may still wait in the queue) or Ray driver `ray_driver` ("pid@host").
+        Running, progress and error reset."""
         host = socket.gethostname() if pid else None
         for r in runs:
-            self.write_status(r, state="running", progress=0.0, error="", pid=pid, host=host, slurm_job=slurm_job)
+            self.write_status(r, state="running", progress=0.0, error="", pid=pid, host=host, slurm_job=slurm_job,
+                              ray_driver=ray_driver)
 
     def write_status(self, run: str, **fields) -> None:
         """Merge `fields` into a run's status.json (atomic)."""

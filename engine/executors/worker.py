@@ -61,7 +61,8 @@ def train_runs(swarm: SwarmDir, runs: list[str], device: str = "auto", threads: 
 
     if threads:
         torch.set_num_threads(threads)
-    swarm.mark_running(runs, os.getpid(), os.environ.get("SLURM_JOB_ID"))  # inside a Slurm job: its id too
+    # the owner that started this worker, if any: a Slurm job, a Ray driver (engine.executors.ray)
+    swarm.mark_running(runs, os.getpid(), os.environ.get("SLURM_JOB_ID"), os.environ.get("OLMIX_RAY_DRIVER"))
     try:
         project, leaves, data, preset, eval_sets = load_inputs(swarm)
         units, expand = unit_layout(leaves, groups_of(swarm.spec))
