@@ -1,4 +1,5 @@
-"""Executors run proxy training somewhere: this machine's processes (local) or Slurm jobs (slurm).
+"""Executors run proxy training somewhere: this machine's processes (local), Slurm jobs (slurm) or
+Ray tasks (ray).
 
 Every executor starts the same worker (`engine.executors.worker`) on a batch of runs; the worker
 writes run files, and `engine.executors.base.run_swarm` schedules batches onto the executor's
@@ -18,6 +19,10 @@ def make_executor(settings: ExecutorSettings, log_dir: Path) -> Executor:
         from engine.executors.slurm import SlurmExecutor
 
         return SlurmExecutor(settings, log_dir)
+    if settings.kind == "ray":
+        from engine.executors.ray import RayExecutor
+
+        return RayExecutor(settings, log_dir)
     from engine.executors.local import LocalExecutor
 
     return LocalExecutor(settings, log_dir)

@@ -20,9 +20,9 @@ from engine.runs import SwarmDir
 class ExecutorSettings:
     """[executor] in olmix.toml.
 
-    kind: "local" (worker processes on this machine) or "slurm" (one Slurm job per batch of runs,
-        submitted through submitit; the project folder and the Python environment must be visible
-        on the compute nodes, as on a cluster's shared filesystem).
+    kind: "local" (worker processes on this machine), "slurm" (one Slurm job per batch of runs,
+        submitted through submitit) or "ray" (one Ray task per batch). On a cluster the project
+        folder and the Python environment must be visible on the nodes (a shared filesystem).
     device: "auto" (every GPU, else the CPU), "cpu", or "cuda".
     workers: CPU workers (0 = one per core, each single-threaded: tiny proxies use a core best
         in a process of their own).
@@ -38,6 +38,10 @@ class ExecutorSettings:
         "source ~/venvs/olmix/bin/activate"); slurm_extra: more sbatch options ({"qos" = "low"});
         slurm_cluster: "slurm" (sbatch), or "local" to run the same submitit jobs as processes on
         this machine (a check of the setup without a cluster).
+    ray_*: used when kind = "ray". ray_address: "" (a Ray instance on this machine, for the run),
+        "auto" (the cluster this machine belongs to) or "ray://head:10001"; ray_gpus_per_task: 1 or
+        0 (CPU tasks); ray_cpus_per_task: cores (and torch threads) per task; ray_max_tasks: tasks at
+        once (0 = one per GPU, or per ray_cpus_per_task cores, of the cluster).
     """
 
     kind: str = "local"
@@ -56,10 +60,18 @@ class ExecutorSettings:
     slurm_setup: list[str] = field(default_factory=list)
     slurm_extra: dict[str, str] = field(default_factory=dict)
     slurm_cluster: str = "slurm"
+    ray_address: str = ""
+    ray_gpus_per_task: int = 1
+    ray_cpus_per_task: int = 1
+    ray_max_tasks: int = 0
 
     def __post_init__(self):
-        if self.kind not in ("local", "slurm"):
-            raise ValueError(f"kind '{self.kind}' is unknown; use 'local' or 'slurm'")
+        if self.kind not in ("local", "slurm", "ray"):
+            raise ValueError(f"kind '{self.kind}' is unknown; use 'local', 'slurm' or 'ray'")
+        if self.ray_gpus_per_task not in (0, 1):
+            raise ValueError("ray_gpus_per_task must be 1 (a GPU per task) or 0 (CPU tasks)")
+        if self.ray_cpus_per_task < 1 or self.ray_max_tasks < 0:
+            raise ValueError("ray_cpus_per_task must be >= 1 and ray_max_tasks >= 0")
         if self.slurm_cluster not in ("slurm", "local"):
             raise ValueError(f"slurm_cluster '{self.slurm_cluster}' is unknown; use 'slurm' (sbatch) or 'local' (a check on this machine)")
         if self.slurm_gpus_per_job not in (0, 1):
