@@ -282,7 +282,7 @@ def swarm_run(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
               plan: Optional[str] = PlanOpt, unfreeze: Optional[List[str]] = UnfreezeOpt, as_json: bool = JsonOpt):
     """Train a swarm's unfinished runs (planning it first if needed); resumable and idempotent.
 
-    Where is olmix.toml's \\[executor]: worker processes here, or Slurm jobs (kind = "slurm").
+    Where is olmix.toml's \\[executor]: worker processes here, Slurm jobs or Ray tasks.
 
     Workers and jobs keep training if this command is interrupted; run it again (or `swarm status`) to re-attach.
 
