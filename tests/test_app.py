@@ -125,6 +125,9 @@ def test_mixtures_tab_shows_an_update_beside_its_full_recomputation(small_projec
             await wait_for(pilot, lambda: app.swarm_id is not None, timeout=60)
             newest = pipeline.find_swarm(small_project, None)  # the latest swarm, verification runs aside
             assert app.swarm_id == newest.id and app.query_one("#swarms").row_count > 2
+            # the initial tab's activation can arrive after the first snapshot; a key pressed before it is undone
+            await wait_for(pilot, lambda: app.focused is not None and app.focused.id == "swarms", timeout=30)
+            await pilot.pause()
             await pilot.press("3")
             panel = app.query_one("#comparison")
             await wait_for(pilot, lambda: app.focused is not None and app.focused.id == "history", timeout=30)
