@@ -54,6 +54,17 @@ class RunStatus:
         return state
 
     @property
+    def where(self) -> str:
+        """Who trains a running run, for display: "Slurm job 45, worker 123 on node3", "" when not running."""
+        if self.state != "running":
+            return ""
+        d = self.data
+        owner = (f"Slurm job {d['slurm_job']}" if d.get("slurm_job") else
+                 f"Ray driver {d['ray_driver']}" if d.get("ray_driver") else "")
+        worker = f"worker {d['pid']} on {d['host']}" if d.get("pid") else ""
+        return ", ".join(part for part in (owner, worker) if part)
+
+    @property
     def metrics(self) -> dict[str, float]:
         return dict(self.data.get("metrics", {}))
 

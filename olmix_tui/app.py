@@ -355,6 +355,8 @@ class MixingApp(App):
             note = (f"learning curve: a point every {every} steps, {len(points)} so far" if every else
                     "no learning curve: only the final point is logged (eval_every = 0 in olmix.toml's [proxy])")
         mixture = self.query_one("#mixture", Static)
+        if status is not None and status.where:
+            note = "\n".join(line for line in (f"trained by {status.where}", note) if line)
         mixture.update(run_mixture(status, mixture.content_size.width or 80, note) if status else "")
         if curve.display:
             plt = curve.plt

@@ -226,8 +226,8 @@ def show_swarm(swarm_dir, as_json: bool = False) -> None:
         w = s.data.get("realised_weights") or s.data["weights"]
         top = ", ".join(f"{u} {100 * v:.0f}%" for u, v in sorted(w.items(), key=lambda kv: -kv[1])[:3] if v >= 0.005)
         progress = f" {100 * s.data.get('progress', 0):.0f}%" if s.label == "running" else ""
-        job = f" (Slurm job {s.data['slurm_job']})" if s.data.get("slurm_job") and s.state == "running" else ""
-        rows.append([s.run.removeprefix(prefix), s.label + progress + job, top,
+        where = f" ({s.where})" if s.where else ""
+        rows.append([s.run.removeprefix(prefix), s.label + progress + where, top,
                      *[s.metrics.get(m) for m in metric_names]] + ([s.data.get("error", "")[:60]] if errors else []))
     console.print(table(f"swarm {swarm_dir.id} ({swarm_dir.spec.get('plan', '')}): runs {prefix}*",
                         ["run", "state", "mixture (top 3)", *metric_names] + (["error"] if errors else []), rows))

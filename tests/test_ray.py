@@ -52,7 +52,9 @@ def test_ray_tasks_train_a_swarm_and_resume_after_the_driver_is_killed(ray_proje
             time.sleep(0.2)
         statuses = swarm_dir.statuses()
         assert {s.label for s in statuses} == {"running"}, "training did not start in time"
-        assert {s.data["ray_driver"] for s in statuses} == {f"{driver.pid}@{statuses[0].data['host']}"}
+        host = statuses[0].data["host"]
+        assert {s.data["ray_driver"] for s in statuses} == {f"{driver.pid}@{host}"}
+        assert statuses[0].where == f"Ray driver {driver.pid}@{host}, worker {statuses[0].data['pid']} on {host}"
     finally:
         os.kill(driver.pid, signal.SIGKILL)  # Ray stops the tasks of a driver that is gone
         driver.wait(10)

@@ -121,7 +121,7 @@ def test_a_queued_job_counts_as_running_until_slurm_forgets_it(small_project):
         assert slurm_job_alive(job) and swarm_dir.status(run).state == "running"
         assert swarm_dir.status(run).label == "queued"
         r = CliRunner().invoke(app, ["swarm", "status", str(small_project.root), "--swarm", swarm_dir.id])
-        assert f"queued (Slurm job {job})" in " ".join(r.output.split())
+        assert f"queued (Slurm job {job})" in " ".join(r.output.split()) and swarm_dir.status(run).where == f"Slurm job {job}"
     finally:
         subprocess.run(["scancel", job], check=True)
     deadline = time.time() + 30
