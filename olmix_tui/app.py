@@ -6,7 +6,8 @@ Tabs, in the loop's order:
   Swarms    swarms, the highlighted swarm's runs, the highlighted run's mixture and curve
   Mixtures  the history, and the highlighted entry beside its full recomputation or predecessor
   Fits      stored regressions with their cross-validation; keys fit a swarm with a chosen
-            regressor, or preview the proposal of the highlighted fit beside the prior
+            regressor, or preview the proposal of the highlighted fit beside the prior, with proposer
+            settings from a form (saved to olmix.toml's [propose] when asked)
 
 Long work never runs in the app: applying the update starts `olmix-tui DIR --batch`, training a
 swarm `olmix-tui swarm run` and fitting one `olmix-tui fit`, each as a detached process (output in .olmix/logs/) that
@@ -17,6 +18,7 @@ Staging a change goes through the engine, which validates it and writes pending.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -35,11 +37,12 @@ from engine import pipeline
 from engine.domains import Change
 from engine.errors import OlmixError
 from engine.history import HistoryEntry, read_history
-from engine.project import Project
+from engine.project import SETTINGS_FILE, Project, Settings
+from engine.propose import ProposeSettings
 from engine.regression.store import FitSummary, list_fits, load_fit
 from engine.runs import RunStatus, SwarmDir, list_swarms
 from engine.status import project_status
-from olmix_tui.forms import ChangeForm, FitForm
+from olmix_tui.forms import ChangeForm, FitForm, ProposeForm
 from olmix_tui.render import HISTORY_COLUMNS, count, headline_metrics, history_rows, pct
 from olmix_tui.views import comparison_view, fill, number, run_mixture, weight_bars
 
@@ -470,17 +473,35 @@ class MixingApp(App):
 
         self.push_screen(FitForm(swarm_id, self.project.settings.regression.regressor), fit)
 
-    @work(thread=True, exclusive=True, group="propose")
     def action_propose(self) -> None:
-        """Propose from the highlighted fit (loading its model; the exact proposer takes milliseconds)."""
+        """Ask for the proposer settings (olmix.toml's [propose] to start from), then preview the proposal."""
         summary = next((f for f in self.snapshot.fits if f.fit_id == self.fit_id), None)
         if summary is None:
-            self.call_from_thread(self.notify, "No fit to propose from: n fits a swarm first.", severity="warning")
+            self.notify("No fit to propose from: n fits a swarm first.", severity="warning")
             return
+
+        def preview(choice: tuple[ProposeSettings, bool] | None) -> None:
+            if choice is not None:
+                self._preview_proposal(summary, *choice)
+
+        self.push_screen(ProposeForm(summary.fit_id, self.project.settings.propose), preview)
+
+    @work(thread=True, exclusive=True, group="propose")
+    def _preview_proposal(self, summary: FitSummary, settings: ProposeSettings, save: bool) -> None:
+        """The highlighted fit's proposal with `settings` (saved to olmix.toml first when asked); the
+        exact proposer takes milliseconds, loading the fit's model most of the time."""
         try:
             project = Project.load(self.project.root)
+            updated = dataclasses.replace(project.settings, propose=settings)
+            if save:
+                Settings.from_toml(updated.to_toml(), SETTINGS_FILE)  # the checks across tables, as on loading
+                with project.lock():
+                    project.settings = updated
+                    project.save_settings()
+                self.project.settings = updated
+            project.settings = updated
             swarm = SwarmDir(project.swarms_dir / summary.info["source_swarms"][0])
-            proposer, note = project.settings.propose.proposer, ""
+            proposer, note = settings.proposer, ""
             if proposer == "exact" and summary.info["regressor"] != "loglinear":
                 proposer, note = "simulation", f"the exact proposer needs a log-linear fit; this is {summary.info['chosen']}. "
             fit = load_fit(summary.folder)
@@ -492,8 +513,9 @@ class MixingApp(App):
         caption = (f"{note}predicted objective {proposal.predicted_objective:.4f}; KL to the prior {proposal.kl:.4f}"
                    + (f"; at their cap: {', '.join(proposal.binding_caps)}" if proposal.binding_caps else "")
                    + (f"; KKT residual {proposal.kkt_residual:.1e}" if proposal.kkt_residual is not None else "")
-                   + ". A preview: nothing is written.")
-        shown = (f"proposal from fit {summary.fit_id} ({proposal.proposer}) beside the prior",
+                   + (". Settings saved to olmix.toml; the proposal is a preview, nothing else is written." if save
+                      else ". A preview: nothing is written."))
+        shown = (f"proposal from fit {summary.fit_id} ({proposal.proposer}, kl_reg {settings.kl_reg:g}) beside the prior",
                  [("prior", prior, "blue"), ("proposal", dict(zip(proposal.domains, proposal.x.tolist())), "green")],
                  caption)
         self.proposals[summary.fit_id] = shown

@@ -1,5 +1,5 @@
-"""The app's forms: staging a domain-set change (add a domain, revise or partition one), and
-choosing the regressor to fit a swarm with.
+"""The app's forms: staging a domain-set change (add a domain, revise or partition one), choosing
+the regressor to fit a swarm with, and the proposer settings to preview a proposal with.
 
 The change form only builds an engine.domains.Change; validating it against the project (globs
 that match, files claimed once, parts that cover the domain) is the engine's job when it is staged.
@@ -11,10 +11,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
+from engine.config import dump_section, load_section
 from engine.domains import Change, parse_parts
 from engine.errors import OlmixError
+from engine.propose import PROPOSERS, ProposeSettings
 from engine.regression.base import REGRESSOR_NAMES
 
 PROMPTS = {
@@ -112,3 +114,61 @@ class FitForm(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class ProposeForm(ModalScreen[tuple[ProposeSettings, bool] | None]):
+    """The proposer and its main settings, prefilled from olmix.toml's [propose]; returns the settings
+    to preview a proposal with and whether to save them as the project's, or None when cancelled."""
+
+    DEFAULT_CSS = ChangeForm.DEFAULT_CSS.replace("ChangeForm", "ProposeForm")
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    FIELDS = {
+        "target_tokens": (int, "tokens of the target run (0: no repetition caps)"),
+        "repetition_factor": (float, "most times a domain's tokens may repeat at the target scale"),
+        "kl_reg": (float, "weight of KL(mixture || prior) (0: none)"),
+    }
+
+    def __init__(self, fit_id: str, current: ProposeSettings):
+        super().__init__()
+        self.fit_id, self.current = fit_id, current
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(f"Propose from fit {self.fit_id} with:")
+            yield Select([(name, name) for name in PROPOSERS], value=self.current.proposer, allow_blank=False, id="proposer")
+            for name, (_, help_text) in self.FIELDS.items():
+                yield Label(f"{name}: {help_text}")
+                yield Input(str(getattr(self.current, name)), id=name)
+            yield Checkbox("save these as olmix.toml's [propose] settings", id="save")
+            yield Static(id="form-error")
+            with Horizontal():
+                yield Button("Preview", variant="primary", id="preview")
+                yield Button("Cancel", id="cancel")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "preview":
+            self.submit()
+        else:
+            self.dismiss(None)
+
+    def on_input_submitted(self) -> None:
+        self.submit()
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def submit(self) -> None:
+        """Check the values the way olmix.toml's are checked; a bad one is shown in the form, which stays open."""
+        values: dict = {"proposer": str(self.query_one("#proposer", Select).value)}
+        try:
+            for name, (kind, _) in self.FIELDS.items():
+                text = self.query_one(f"#{name}", Input).value.strip()
+                try:
+                    values[name] = kind(text)
+                except ValueError:
+                    raise OlmixError(f"{name} must be {'a whole number' if kind is int else 'a number'}, not {text!r}.") from None
+            settings = load_section(ProposeSettings, {**dump_section(self.current), **values}, "the form", "propose")
+        except OlmixError as err:
+            self.query_one("#form-error", Static).update(str(err))
+            return
+        self.dismiss((settings, self.query_one("#save", Checkbox).value))

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from conftest import plan_swarm
 from olmix_tui.cli import app as cli
+from engine.project import Project
 from olmix_tui.app import MixingApp
 
 
@@ -213,13 +214,21 @@ def test_fits_tab_fits_a_swarm_in_the_background_and_previews_its_proposal(small
     from textual.widgets import Select
 
     from engine import pipeline
-    from olmix_tui.forms import FitForm
+    from olmix_tui.forms import FitForm, ProposeForm
 
     swarm_dir, _ = plan_swarm(small_project)
     pipeline.train_swarm(small_project, swarm_dir)
+    app = MixingApp(small_project, "fits")
+
+    async def propose(pilot, **values) -> None:
+        """o, then the proposer form with `values` typed in, then Preview."""
+        await pilot.press("o")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProposeForm), timeout=60)
+        for name, value in values.items():
+            app.screen.query_one(f"#{name}").value = value
+        await pilot.click("#preview")
 
     async def session():
-        app = MixingApp(small_project, "fits")
         async with app.run_test(size=(160, 48)) as pilot:
             cv = app.query_one("#cv")
             await wait_for(pilot, lambda: "No fit yet" in str(cv.content) and app.swarm_id == swarm_dir.id, timeout=60)
@@ -234,20 +243,31 @@ def test_fits_tab_fits_a_swarm_in_the_background_and_previews_its_proposal(small
             fit = app.snapshot.fits[0]
             assert fit.info["regressor"] == "loglinear" and fit.info["source_swarms"] == [swarm_dir.id]
             assert cv.content.row_count == len(fit.info["metrics"]) > 0
-            await pilot.press("o")
+            await propose(pilot)
             await wait_for(pilot, lambda: fit.fit_id in app.proposals, timeout=60)
             title, shown, caption = app.proposals[fit.fit_id]
             (_, prior, _), (_, proposal, _) = shown
             assert set(proposal) == set(prior) == {"code", "notes", "decimal"}
             assert abs(sum(proposal.values()) - 1) < 1e-6 and "exact" in title and "KKT residual" in caption
-            assert app.query_one("#proposal").content.title == title
+            assert app.query_one("#proposal").content.title == title and "nothing is written" in caption
+            kl_free = float(caption.split("KL to the prior ")[1].split(";")[0])
+            await propose(pilot, kl_reg="a lot")  # refused in the form, which stays open
+            assert isinstance(app.screen, ProposeForm) and "kl_reg must be a number" in str(app.screen.query_one("#form-error").content)
+            app.screen.query_one("#kl_reg").value = "0.5"
+            app.screen.query_one("#save").value = True
+            app.screen.query_one("#kl_reg").focus()
+            await pilot.press("enter")  # (a second click this soon would fall in the button's press effect)
+            await wait_for(pilot, lambda: "kl_reg 0.5" in app.proposals[fit.fit_id][0], timeout=60)
+            caption = app.proposals[fit.fit_id][2]
+            assert float(caption.split("KL to the prior ")[1].split(";")[0]) < kl_free  # pulled towards the prior
+            assert "saved to olmix.toml" in caption and Project.load(small_project.root).settings.propose.kl_reg == 0.5
             ridge = pipeline.fit_swarm(small_project, swarm_dir, "ridge")  # a fit the exact proposer cannot use
             await wait_for(pilot, lambda: app.query_one("#fits").row_count == 2, timeout=60)
             app.query_one("#fits").move_cursor(row=1)
             await wait_for(pilot, lambda: app.fit_id == ridge.fit_id, timeout=60)
-            await pilot.press("o")
+            await propose(pilot)
             await wait_for(pilot, lambda: ridge.fit_id in app.proposals, timeout=60)
             title, _, caption = app.proposals[ridge.fit_id]
-            assert "(simulation)" in title and "needs a log-linear fit" in caption
+            assert "(simulation, kl_reg 0.5)" in title and "needs a log-linear fit" in caption  # the saved settings
 
     asyncio.run(session())
