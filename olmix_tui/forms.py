@@ -31,37 +31,36 @@ def split_paths(text: str) -> tuple[str, ...]:
     return tuple(p for p in text.replace(",", " ").split() if p)
 
 
-class ChangeForm(ModalScreen[Change | None]):
-    """A modal form returning the Change to stage, or None when cancelled."""
+class Form(ModalScreen):
+    """A modal form: its fields, an error line, a submit button and Cancel. Enter in a field or the
+    submit button calls `result()`, whose value the form returns; an OlmixError from it is shown in the
+    form, which stays open. Escape or Cancel returns None."""
 
     DEFAULT_CSS = """
-    ChangeForm { align: center middle; }
-    ChangeForm > Vertical { width: 90; height: auto; border: thick $accent; background: $surface; padding: 1 2; }
-    ChangeForm Input { margin-bottom: 1; }
-    ChangeForm #form-error { color: $error; height: auto; }
-    ChangeForm Horizontal { height: auto; }
+    Form { align: center middle; }
+    Form > Vertical { width: 90; height: auto; border: thick $accent; background: $surface; padding: 1 2; }
+    Form Input { margin-bottom: 1; }
+    Form #form-error { color: $error; height: auto; }
+    Form Horizontal { height: auto; }
     """
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, kind: str, domain: str = ""):
-        super().__init__()
-        self.kind, self.domain = kind, domain
+    def fields(self) -> ComposeResult:
+        raise NotImplementedError
+
+    def result(self):
+        raise NotImplementedError
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(PROMPTS[self.kind].format(domain=self.domain))
-            if self.kind == "add":
-                yield Input(placeholder="name, e.g. web:news", id="name")
-            placeholder = {"add": "data/news/*.jsonl", "revise": "(same paths)",
-                           "partition": f"{self.domain}:a=data/...; {self.domain}:b=data/..."}[self.kind]
-            yield Input(placeholder=placeholder, id="paths")
+            yield from self.fields()
             yield Static(id="form-error")
             with Horizontal():
-                yield Button("Stage", variant="primary", id="stage")
+                yield Button(self.SUBMIT[1], variant="primary", id=self.SUBMIT[0])
                 yield Button("Cancel", id="cancel")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "stage":
+        if event.button.id == self.SUBMIT[0]:
             self.submit()
         else:
             self.dismiss(None)
@@ -73,14 +72,32 @@ class ChangeForm(ModalScreen[Change | None]):
         self.dismiss(None)
 
     def submit(self) -> None:
-        """Build the Change; a malformed entry is shown in the form, which stays open."""
-        paths = self.query_one("#paths", Input).value
         try:
-            self.dismiss(self.change(paths))
+            self.dismiss(self.result())
         except OlmixError as err:
             self.query_one("#form-error", Static).update(str(err))
 
-    def change(self, paths: str) -> Change:
+
+class ChangeForm(Form):
+    """Returns the Change to stage, or None when cancelled."""
+
+    SUBMIT = ("stage", "Stage")
+
+    def __init__(self, kind: str, domain: str = ""):
+        super().__init__()
+        self.kind, self.domain = kind, domain
+
+    def fields(self) -> ComposeResult:
+        yield Label(PROMPTS[self.kind].format(domain=self.domain))
+        if self.kind == "add":
+            yield Input(placeholder="name, e.g. web:news", id="name")
+        placeholder = {"add": "data/news/*.jsonl", "revise": "(same paths)",
+                       "partition": f"{self.domain}:a=data/...; {self.domain}:b=data/..."}[self.kind]
+        yield Input(placeholder=placeholder, id="paths")
+
+    def result(self) -> Change:
+        """The Change the fields describe; a malformed entry raises OlmixError."""
+        paths = self.query_one("#paths", Input).value
         if self.kind == "add":
             name = self.query_one("#name", Input).value.strip()
             if not name or not split_paths(paths):
@@ -91,37 +108,28 @@ class ChangeForm(ModalScreen[Change | None]):
         return Change("partition", self.domain, parts=parse_parts(p for p in paths.split(";") if p.strip()))
 
 
-class FitForm(ModalScreen[str | None]):
-    """A modal form choosing the regressor to fit a swarm with; returns its name, or None when cancelled."""
+class FitForm(Form):
+    """Returns the name of the regressor to fit a swarm with, or None when cancelled."""
 
-    DEFAULT_CSS = ChangeForm.DEFAULT_CSS.replace("ChangeForm", "FitForm")
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    SUBMIT = ("fit", "Fit")
 
     def __init__(self, swarm_id: str, default: str):
         super().__init__()
         self.swarm_id, self.default = swarm_id, default
 
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Label(f"Fit swarm {self.swarm_id}'s finished runs with (cross-validated; an identical fit is reused):")
-            yield Select([(name, name) for name in REGRESSOR_NAMES], value=self.default, allow_blank=False, id="regressor")
-            with Horizontal():
-                yield Button("Fit", variant="primary", id="fit")
-                yield Button("Cancel", id="cancel")
+    def fields(self) -> ComposeResult:
+        yield Label(f"Fit swarm {self.swarm_id}'s finished runs with (cross-validated; an identical fit is reused):")
+        yield Select([(name, name) for name in REGRESSOR_NAMES], value=self.default, allow_blank=False, id="regressor")
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(str(self.query_one("#regressor", Select).value) if event.button.id == "fit" else None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
+    def result(self) -> str:
+        return str(self.query_one("#regressor", Select).value)
 
 
-class ProposeForm(ModalScreen[tuple[ProposeSettings, bool] | None]):
+class ProposeForm(Form):
     """The proposer and its main settings, prefilled from olmix.toml's [propose]; returns the settings
     to preview a proposal with and whether to save them as the project's, or None when cancelled."""
 
-    DEFAULT_CSS = ChangeForm.DEFAULT_CSS.replace("ChangeForm", "ProposeForm")
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    SUBMIT = ("preview", "Preview")
     FIELDS = {
         "target_tokens": (int, "tokens of the target run (0: no repetition caps)"),
         "repetition_factor": (float, "most times a domain's tokens may repeat at the target scale"),
@@ -132,43 +140,22 @@ class ProposeForm(ModalScreen[tuple[ProposeSettings, bool] | None]):
         super().__init__()
         self.fit_id, self.current = fit_id, current
 
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Label(f"Propose from fit {self.fit_id} with:")
-            yield Select([(name, name) for name in PROPOSERS], value=self.current.proposer, allow_blank=False, id="proposer")
-            for name, (_, help_text) in self.FIELDS.items():
-                yield Label(f"{name}: {help_text}")
-                yield Input(str(getattr(self.current, name)), id=name)
-            yield Checkbox("save these as olmix.toml's [propose] settings", id="save")
-            yield Static(id="form-error")
-            with Horizontal():
-                yield Button("Preview", variant="primary", id="preview")
-                yield Button("Cancel", id="cancel")
+    def fields(self) -> ComposeResult:
+        yield Label(f"Propose from fit {self.fit_id} with:")
+        yield Select([(name, name) for name in PROPOSERS], value=self.current.proposer, allow_blank=False, id="proposer")
+        for name, (_, help_text) in self.FIELDS.items():
+            yield Label(f"{name}: {help_text}")
+            yield Input(str(getattr(self.current, name)), id=name)
+        yield Checkbox("save these as olmix.toml's [propose] settings", id="save")
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "preview":
-            self.submit()
-        else:
-            self.dismiss(None)
-
-    def on_input_submitted(self) -> None:
-        self.submit()
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-    def submit(self) -> None:
-        """Check the values the way olmix.toml's are checked; a bad one is shown in the form, which stays open."""
+    def result(self) -> tuple[ProposeSettings, bool]:
+        """The settings, checked the way olmix.toml's are, and whether to save them."""
         values: dict = {"proposer": str(self.query_one("#proposer", Select).value)}
-        try:
-            for name, (kind, _) in self.FIELDS.items():
-                text = self.query_one(f"#{name}", Input).value.strip()
-                try:
-                    values[name] = kind(text)
-                except ValueError:
-                    raise OlmixError(f"{name} must be {'a whole number' if kind is int else 'a number'}, not {text!r}.") from None
-            settings = load_section(ProposeSettings, {**dump_section(self.current), **values}, "the form", "propose")
-        except OlmixError as err:
-            self.query_one("#form-error", Static).update(str(err))
-            return
-        self.dismiss((settings, self.query_one("#save", Checkbox).value))
+        for name, (kind, _) in self.FIELDS.items():
+            text = self.query_one(f"#{name}", Input).value.strip()
+            try:
+                values[name] = kind(text)
+            except ValueError:
+                raise OlmixError(f"{name} must be {'a whole number' if kind is int else 'a number'}, not {text!r}.") from None
+        settings = load_section(ProposeSettings, {**dump_section(self.current), **values}, "the form", "propose")
+        return settings, self.query_one("#save", Checkbox).value
