@@ -72,8 +72,8 @@ def test_a_killed_job_fails_its_runs_with_the_reason(small_project):
     runs = swarm_dir.run_ids[:1]
     job = executor.launch(swarm_dir, runs, executor.slots()[0])
     deadline = time.time() + 120
-    while time.time() < deadline and swarm_dir.status(runs[0]).data.get("progress", 0) == 0:
-        time.sleep(0.2)  # training has started
+    while time.time() < deadline and swarm_dir.status(runs[0]).data.get("pid") == int(job.job_id):
+        time.sleep(0.1)  # the job's worker has started (and recorded its pid)
     assert swarm_dir.status(runs[0]).state == "running"
     worker = swarm_dir.status(runs[0]).data["pid"]
     for pid in {int(job.job_id), worker}:  # the job's controller and the worker die without cleanup
