@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 
+from engine.training import cpu_kernels
 from engine.training.export import export_hf, proxy_state_dict
 from engine.training.model import StackedLlama, _HeadLoss, apply_rope, causal_attention
 from engine.training.optim import clip_grad_norm_per_proxy_, lr_at
@@ -145,8 +146,18 @@ def test_proxies_trained_together_match_each_trained_alone(batched, domains):
             assert results[k].metrics[key] == pytest.approx(value, abs=1e-4), key
 
 
+@pytest.fixture(params=["cpu kernels", "pytorch ops"])
+def kernels(request, monkeypatch):
+    """Both CPU paths of the model: the fused kernels (when built here) and the PyTorch ops fallback."""
+    if request.param == "pytorch ops":
+        monkeypatch.setattr(cpu_kernels, "usable", lambda *tensors: False)
+    elif cpu_kernels.library() is None:
+        pytest.skip(f"CPU kernels unavailable: {cpu_kernels.unavailable_reason()}")
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_head_loss_and_its_gradients_match_autograd_cross_entropy(dtype):
+def test_head_loss_and_its_gradients_match_autograd_cross_entropy(dtype, kernels):
     """The fused head + loss equals bmm + F.cross_entropy (mean per proxy) in value and in the
     gradients of hidden states and head, also where a target's probability underflows float32
     and where it is so near 1 that bfloat16 rounds it to 1 (p - 1 must not vanish there)."""
@@ -187,7 +198,7 @@ def test_head_loss_and_its_gradients_match_autograd_cross_entropy(dtype):
     torch.testing.assert_close(grad_h[2, 5].double(), confident, rtol=max(tolerance, 1e-4), atol=0.0)
 
 
-def test_cpu_bfloat16_attention_and_its_gradients_match_plain_autograd():
+def test_cpu_bfloat16_attention_and_its_gradients_match_plain_autograd(kernels):
     """The CPU bfloat16 attention (RoPE and heads-first layout in one custom pass, masked baddbmm)
     gives the output and the q/k/v gradients of the same ops written plainly under autograd."""
     b, t, h, hd = 3, 16, 2, 8

@@ -14,7 +14,8 @@ head, q and k columns are stored with RoPE's rotation pairs adjacent (HF dims i 
 permutation of q and k leaves every attention score unchanged, and export_hf permutes back.
 
 Under bfloat16 autocast the projections and attention run in bfloat16 while norms, RoPE and the
-residual stream stay in float32, as in HF.
+residual stream stay in float32, as in HF. On the CPU, RMSNorm, RoPE with the attention layout and
+the loss run as fused kernels (cpu_kernels) when those are built, else as the PyTorch ops below.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaConfig
+
+from engine.training import cpu_kernels
 
 
 def rope_theta(config: LlamaConfig) -> float:
@@ -45,13 +48,19 @@ def rope_tables(config: LlamaConfig, seq_len: int) -> tuple[torch.Tensor, torch.
 class _RMSNorm(torch.autograd.Function):
     """weight * x / rms(x) in float32, returned in `dtype`, with a hand-written backward.
 
-    F.rms_norm's autograd on CPU decomposes into pow, mean, rsqrt and mul nodes; saving the
-    normalised input and 1/rms lets the backward run in fewer passes over the activations, and
-    the forward writes its output in `dtype` directly (no float32 copy to cast).
+    On the CPU one fused kernel pass each way (cpu_kernels). Elsewhere F.rms_norm's autograd would
+    decompose into pow, mean, rsqrt and mul nodes; saving the normalised input and 1/rms lets the
+    backward run in fewer passes over the activations, and the forward writes its output in
+    `dtype` directly (no float32 copy to cast).
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float, dtype: torch.dtype) -> torch.Tensor:
+        ctx.fused = cpu_kernels.usable(x)
+        if ctx.fused:
+            out, inv_rms = cpu_kernels.rms_norm_forward(x, weight, eps, dtype)
+            ctx.save_for_backward(x, inv_rms, weight)
+            return out
         mean_square = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1])
         inv_rms = mean_square.add_(eps).rsqrt_()
         normed = x * inv_rms
@@ -60,6 +69,8 @@ class _RMSNorm(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
+        if ctx.fused:
+            return *cpu_kernels.rms_norm_backward(grad, *ctx.saved_tensors), None, None
         normed, inv_rms, weight = ctx.saved_tensors
         grad = grad.float()
         grad_normed = grad * weight[:, None, :]
@@ -113,22 +124,28 @@ def causal_attention(qk: torch.Tensor, v: torch.Tensor, rotation: torch.Tensor, 
 
 class _RopeHeadsFirst(torch.autograd.Function):
     """RoPE (`apply_rope`) on qk [batch, T, 2 * heads, hd], returning q and k as contiguous
-    [batch * heads, T, hd] tensors in `dtype` written in one pass. The backward writes qk's
-    gradient from both in one pass and rotates it back in place (autograd's slices would each
-    fill a zero buffer and then add them)."""
+    [batch * heads, T, hd] tensors in `dtype` written in one pass (a fused kernel on the CPU for
+    bfloat16). The backward writes qk's gradient from both in one pass and rotates it back in
+    place (autograd's slices would each fill a zero buffer and then add them)."""
 
     @staticmethod
     def forward(ctx, qk: torch.Tensor, rotation: torch.Tensor, dtype: torch.dtype):
         b, t, gh, hd = qk.shape
-        out = torch.empty(2, b, gh // 2, t, hd, dtype=dtype, device=qk.device)
-        out.copy_(apply_rope(qk, rotation).view(b, t, 2, gh // 2, hd).permute(2, 0, 3, 1, 4))
         ctx.save_for_backward(rotation)
         ctx.shape, ctx.qk_dtype = qk.shape, qk.dtype
+        ctx.fused = qk.dtype == dtype == torch.bfloat16 and cpu_kernels.usable(qk)
+        if ctx.fused:
+            out = cpu_kernels.rope_heads_first_forward(qk, rotation)
+        else:
+            out = torch.empty(2, b, gh // 2, t, hd, dtype=dtype, device=qk.device)
+            out.copy_(apply_rope(qk, rotation).view(b, t, 2, gh // 2, hd).permute(2, 0, 3, 1, 4))
         return out[0].view(-1, t, hd), out[1].view(-1, t, hd)
 
     @staticmethod
     def backward(ctx, grad_q: torch.Tensor, grad_k: torch.Tensor):
         (rotation,) = ctx.saved_tensors
+        if ctx.fused:
+            return cpu_kernels.rope_heads_first_backward(grad_q, grad_k, rotation, ctx.shape), None, None
         b, t, gh, hd = ctx.shape
         grad = torch.empty(b, t, 2, gh // 2, hd, dtype=torch.float32, device=grad_q.device)
         for i, g in enumerate((grad_q, grad_k)):
@@ -154,6 +171,8 @@ class _HeadLoss(torch.autograd.Function):
     reads a value back, so it runs only in eager CPU training: on CUDA it would wait for the device
     and under torch.compile it would break the graph. There the gradient is exact all the same;
     only the logged training loss of such a token would read inf.
+    On the CPU one fused kernel turns the logits into their gradient in place, row by row, with
+    the same roundings, and takes every loss from an exact logsumexp.
     """
 
     @staticmethod
@@ -161,6 +180,10 @@ class _HeadLoss(torch.autograd.Function):
         with torch.autocast(hidden.device.type, enabled=False):
             weight = head.to(hidden.dtype)
             logits = torch.bmm(hidden, weight)
+            if cpu_kernels.usable(logits):
+                nll = cpu_kernels.softmax_xent_forward_(logits, targets).view(targets.shape)
+                ctx.save_for_backward(hidden, weight, logits)
+                return nll.mean(1)
             grad_logits = torch.softmax(logits, dim=-1)
             at_target = torch.arange(targets.numel(), device=targets.device) * logits.shape[-1] + targets.reshape(-1)
             flat = grad_logits.view(-1)
@@ -240,6 +263,12 @@ class StackedLlama(nn.Module):
                 gen = torch.Generator(device="cpu").manual_seed(int(seed))
                 for p in matrices:
                     p[k].copy_(torch.empty(p.shape[1:]).normal_(0.0, std, generator=gen))
+
+    def matmul_weights(self) -> list[tuple[nn.Module, str]]:
+        """(module, attribute) of every weight the forward only multiplies (bmm operands): the
+        projections and an untied head, not the embedding (looked up in float32) or the norms."""
+        names = ("qk", "v", "o", "gate", "up", "down")
+        return [(layer, n) for layer in self.layers for n in names] + ([(self, "head")] if self.head is not None else [])
 
     def head_weight(self) -> torch.Tensor:
         """[K, D, V] output projection (the embedding, transposed, when tied)."""

@@ -1,9 +1,16 @@
 """Optimisation of stacked proxies: AdamW, per-proxy gradient clipping, the learning-rate schedule.
 
-AdamW is elementwise, so one torch.optim.AdamW over the stacked [K, ...] tensors gives every
-proxy exactly its own AdamW. Gradient clipping is not elementwise: the norm is taken per proxy
-(over all of that proxy's parameters) and each proxy's gradients are scaled by their own factor,
-exactly as torch.nn.utils.clip_grad_norm_ would do on that proxy alone.
+AdamW is elementwise, so one AdamW over the stacked [K, ...] tensors gives every proxy exactly its
+own AdamW. Gradient clipping is not elementwise: the norm is taken per proxy (over all of that
+proxy's parameters) and each proxy's gradients are scaled by their own factor, exactly as
+torch.nn.utils.clip_grad_norm_ would do on that proxy alone.
+
+Two optimisers do this, with one interface (`step(lr)`, `zero_grad()`, `finish()`):
+`TorchAdamW` (torch.optim.AdamW's fused kernel after `clip_grad_norm_per_proxy_`; CUDA, and CPUs
+without the kernels) and `FusedCpuAdamW` (clipping and AdamW in one pass of cpu_kernels). Under
+bfloat16 autocast the CPU one keeps the float32 master weights itself and gives the model bfloat16
+copies of the matmul weights to train with, refreshed in the same pass: autocast would cast the
+same values every forward and cast their gradients back every backward.
 """
 
 from __future__ import annotations
@@ -14,21 +21,88 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from engine.training import cpu_kernels
+from engine.training.model import StackedLlama
 from engine.training.presets import ProxyPreset
 
+EPS = 1e-8
 
-def make_optimizer(model: nn.Module, preset: ProxyPreset, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices (stacked dim 3: embedding, projections, head), none on norms.
 
-    Uses the fused kernel (one pass per tensor) on CPU and CUDA.
+class TorchAdamW:
+    """torch.optim.AdamW (fused kernel on CPU and CUDA) after per-proxy clipping; decay on matrices only."""
+
+    def __init__(self, model: nn.Module, preset: ProxyPreset, device: torch.device):
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in self.params if p.dim() >= 3], "weight_decay": preset.weight_decay},
+            {"params": [p for p in self.params if p.dim() < 3], "weight_decay": 0.0},
+        ]
+        self.optimizer = torch.optim.AdamW(groups, lr=preset.lr, betas=tuple(preset.betas), eps=EPS,
+                                           fused=device.type in ("cpu", "cuda"))
+        self.grad_clip = preset.grad_clip
+
+    def step(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        clip_grad_norm_per_proxy_(self.params, self.grad_clip)
+        self.optimizer.step()
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def finish(self) -> None:
+        """Nothing to hand back: the model's parameters are the weights."""
+
+
+class FusedCpuAdamW:
+    """Per-proxy clipping and AdamW for a StackedLlama on the CPU, in one cpu_kernels pass.
+
+    With `working_dtype` bfloat16, each matmul weight of the model is replaced by a bfloat16
+    parameter for the duration of training while this optimiser updates the float32 original;
+    `finish()` puts the float32 weights back. The embedding and the norms stay float32 parameters
+    (the model computes with them in float32). Updates equal TorchAdamW's up to float32 rounding.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 3], "weight_decay": preset.weight_decay},
-        {"params": [p for p in params if p.dim() < 3], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=preset.lr, betas=tuple(preset.betas), eps=1e-8,
-                             fused=device.type in ("cpu", "cuda"))
+
+    def __init__(self, model: StackedLlama, preset: ProxyPreset, working_dtype: torch.dtype | None):
+        self.preset, self.steps = preset, 0
+        self.working: list[tuple[nn.Module, str, torch.Tensor]] = []  # (module, name, float32 master)
+        if working_dtype is not None:
+            for module, name in model.matmul_weights():
+                master = getattr(module, name).detach()
+                setattr(module, name, nn.Parameter(master.to(working_dtype)))
+                self.working.append((module, name, master))
+        masters = {id(getattr(m, n)): master for m, n, master in self.working}
+        self.trained = [p for p in model.parameters() if p.requires_grad]  # what autograd fills
+        params = [masters.get(id(p), p.detach()) for p in self.trained]
+        self.plan = cpu_kernels.AdamWClipPlan(
+            params, [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params],
+            [p.detach() if id(p) in masters else None for p in self.trained],
+            [preset.weight_decay if p.dim() >= 3 else 0.0 for p in params])
+
+    def step(self, lr: float) -> None:
+        grads = [p.grad for p in self.trained]
+        if any(g is None for g in grads):
+            raise RuntimeError("every parameter of the stacked model needs a gradient before an optimiser step")
+        self.steps += 1
+        self.plan.step(grads, lr, tuple(self.preset.betas), EPS, self.steps, self.preset.grad_clip)
+
+    def zero_grad(self) -> None:
+        for p in self.trained:
+            p.grad = None
+
+    def finish(self) -> None:
+        """Give the model its float32 weights back (for evaluation after training and for export)."""
+        for module, name, master in self.working:
+            setattr(module, name, nn.Parameter(master))
+        self.working.clear()
+
+
+def make_optimizer(model: StackedLlama, preset: ProxyPreset, device: torch.device,
+                   amp: torch.dtype | None) -> TorchAdamW | FusedCpuAdamW:
+    """The fused CPU optimiser on the CPU when cpu_kernels are built, else torch's AdamW."""
+    if device.type == "cpu" and cpu_kernels.library() is not None:
+        return FusedCpuAdamW(model, preset, working_dtype=amp)
+    return TorchAdamW(model, preset, device)
 
 
 def per_proxy_grad_norms(params: Iterable[torch.Tensor]) -> torch.Tensor:
