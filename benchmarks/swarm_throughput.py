@@ -6,7 +6,9 @@ data: its six current domains, tokenized with its own 2048-token BPE (built in a
 in a few seconds, or read from --project DIR, e.g. ./demo after the README's first command). (a) is the idiomatic loop: LlamaForCausalLM, cross-entropy, backward,
 clip_grad_norm_, AdamW step, proxy after proxy, with whichever of transformers' attention
 implementations (sdpa, eager) a short probe finds faster here. (b) is
-engine.training.train_proxies, all K at once in this process, run between the two halves of (a).
+engine.training.train_proxies, all K at once in this process. The arms alternate, A B A B A
+(--repeats 2: (b) runs twice, (a)'s proxies in parts of K/4, K/2, K/4 around them), so that the
+machine's speed drifting over minutes weighs on both alike; tokens/s are totals over the parts.
 On a CPU with several cores two more arms follow, each with one single-threaded process per core
 started together: (c) the batched trainer on K / cores proxies per process, which is how the
 local executor lays a swarm out on CPU, and (a') for reference the one-at-a-time loop the same
@@ -210,6 +212,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--project", type=Path, help="an existing project whose tokens to train on (default: build the stdlib sample)")
     parser.add_argument("--no-per-core", dest="per_core", action="store_false",
                         help="skip arms (c) and (a'), the one-process-per-core layouts (CPU only)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="runs of (b), each between parts of (a) (A B A B A for 2); figures are totals")
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 proxies, 2 steps")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="olmix-bench-") as scratch:
@@ -250,12 +254,19 @@ def run(args: argparse.Namespace, domains: list[DomainTokens], vocab_size: int, 
 
     attention, probe = fastest_attention(preset, vocab_size, device, amp, steps=2 if args.quick else 6)
     print(f"baseline attention: {attention} (probe: " + ", ".join(f"{n} {t:.2f} s" for n, t in probe.items()) + ")")
-    # The baseline's proxies run in two halves around the batched run (A B A), so that a slow drift
-    # in the machine's speed (other tenants, clocks) weighs on both arms alike.
-    half = k // 2
+    # The arms alternate (A B A B A for 2 repeats): (b) runs `repeats` times, the baseline's proxies
+    # in parts around them (half-size parts at both ends), so that a slow drift in the machine's
+    # speed (other tenants, clocks) weighs on both arms alike.
+    repeats = max(1, args.repeats)
+    bounds = np.round(np.linspace(0, k, 2 * repeats + 1)).astype(int)[[0, *range(1, 2 * repeats, 2), 2 * repeats]]
     tokens_all = k * steps * preset.tokens_per_step
-    base_seconds = one_at_a_time(preset, vocab_size, mixtures[:half], seeds[:half], domains, steps, device, amp, attention)
-    info = batched(preset, vocab_size, mixtures, seeds, domains, steps, str(device), args.dtype, compile)
+    base_seconds, batched_runs = 0.0, []
+    for part in range(repeats + 1):
+        lo, hi = bounds[part], bounds[part + 1]
+        base_seconds += one_at_a_time(preset, vocab_size, mixtures[lo:hi], seeds[lo:hi], domains, steps, device, amp, attention)
+        if part < repeats:
+            batched_runs.append(batched(preset, vocab_size, mixtures, seeds, domains, steps, str(device), args.dtype, compile))
+    batched_time = sum(run["train_time_s"] for run in batched_runs)
     cores = threads if device.type == "cpu" and args.per_core and min(threads, k) > 1 else 0
     if cores:
         parts = np.array_split(np.arange(k), cores)
@@ -265,14 +276,15 @@ def run(args: argparse.Namespace, domains: list[DomainTokens], vocab_size: int, 
         per_core_base = per_core(one_at_a_time, [
             (preset, vocab_size, mixtures[p], [seeds[i] for i in p], domains, steps, device, amp, attention)
             for p in parts])
-    base_seconds += one_at_a_time(preset, vocab_size, mixtures[half:], seeds[half:], domains, steps, device, amp, attention)
     base_tps = tokens_all / base_seconds
     print(f"(a) one at a time, LlamaForCausalLM ({attention} attention) + AdamW, {threads} threads: "
           f"{base_tps:,.0f} tokens/s ({base_seconds:.1f} s), MFU {base_tps * flops_per_token / peak:.1%}")
-    batched_tps = info["tokens_per_s"]
-    print(f"(b) batched trainer, {k} proxies at once in one process{' (torch.compile)' if info['compiled'] else ''}, "
-          f"{threads} threads: {batched_tps:,.0f} tokens/s ({info['train_time_s']:.1f} s), "
-          f"MFU {batched_tps * flops_per_token / peak:.1%}")
+    batched_tps = repeats * tokens_all / batched_time
+    compiled = batched_runs[0]["compiled"]
+    print(f"(b) batched trainer, {k} proxies at once in one process{' (torch.compile)' if compiled else ''}, "
+          f"{threads} threads, {repeats} runs: {batched_tps:,.0f} tokens/s ({batched_time:.1f} s; each run "
+          + ", ".join(f"{run['tokens_per_s']:,.0f}" for run in batched_runs)
+          + f"), MFU {batched_tps * flops_per_token / peak:.1%}")
     per_core_figures = {}
     if cores:
         core_batched_tps, core_base_tps = tokens_all / per_core_batched, tokens_all / per_core_base
@@ -301,7 +313,8 @@ def run(args: argparse.Namespace, domains: list[DomainTokens], vocab_size: int, 
         "flops_per_token": flops_per_token, "matmul_peak_flops": peak,
         "baseline_tokens_per_s": base_tps, "batched_tokens_per_s": batched_tps, "speedup": speedup,
         "baseline_mfu": base_tps * flops_per_token / peak, "batched_mfu": batched_tps * flops_per_token / peak,
-        "speedup_floor": SPEEDUP_FLOOR, "floor_met": floor_met, "quick": args.quick, "compiled": info["compiled"],
+        "speedup_floor": SPEEDUP_FLOOR, "floor_met": floor_met, "quick": args.quick, "compiled": compiled,
+        "repeats": repeats, "batched_run_tokens_per_s": [run["tokens_per_s"] for run in batched_runs],
         "load_average": [load_before, os.getloadavg()[0]], **per_core_figures,
     }
     print(json.dumps(figures, sort_keys=True))
