@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from engine.training import cpu_kernels, optim
-from engine.training.model import StackedLlama, rms_norm
+from engine.training.model import StackedLlama, add_rms_norm, rms_norm
 from engine.training.presets import ProxyPreset
 from engine.training.textdata import BYTE_VOCAB_SIZE
 
@@ -27,6 +27,7 @@ def _rms_norm_and_grads(x, weight, dtype, grad_out):
     x, weight = x.clone().requires_grad_(), weight.clone().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
         out = rms_norm(x, weight, 1e-6)
+    assert out.dtype == dtype  # handed on in the matmuls' dtype
     out.backward(grad_out.to(out.dtype))
     return out.detach().float(), x.grad, weight.grad
 
@@ -43,6 +44,31 @@ def test_rms_norm_kernel_matches_the_pytorch_path(dtype, monkeypatch):
     out_tolerance = 1e-6 if dtype == torch.float32 else 8e-3  # one bfloat16 rounding step
     torch.testing.assert_close(fused[0], reference[0], rtol=out_tolerance, atol=out_tolerance)
     for got, want in zip(fused[1:], reference[1:]):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _add_rms_norm_and_grads(x, delta, weight, grads):
+    x, delta, weight = (t.clone().requires_grad_() for t in (x, delta, weight))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        total, normed = add_rms_norm(x, delta, weight, 1e-6)
+    assert total.dtype == torch.float32 and normed.dtype == torch.bfloat16
+    # the sum goes on down the residual stream too, so its gradient has two sources
+    torch.autograd.backward([total, normed], [grads[0], grads[1].to(normed.dtype)])
+    return total.detach(), normed.detach().float(), x.grad, delta.grad.float(), weight.grad
+
+
+def test_residual_add_and_norm_kernel_matches_the_pytorch_path(monkeypatch):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 24, 40, generator=gen)
+    delta = torch.randn(2, 24, 40, generator=gen).to(torch.bfloat16)  # a projection's output under autocast
+    weight = 1 + 0.1 * torch.randn(2, 40, generator=gen)
+    grads = (torch.randn(2, 24, 40, generator=gen), torch.randn(2, 24, 40, generator=gen))
+    fused = _add_rms_norm_and_grads(x, delta, weight, grads)
+    monkeypatch.setattr(cpu_kernels, "usable", lambda *tensors: False)
+    reference = _add_rms_norm_and_grads(x, delta, weight, grads)
+    torch.testing.assert_close(fused[0], reference[0], rtol=0, atol=0)  # x + delta, exactly
+    torch.testing.assert_close(fused[1], reference[1], rtol=8e-3, atol=8e-3)  # one bfloat16 rounding
+    for got, want in zip(fused[2:], reference[2:]):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 

@@ -75,16 +75,25 @@ static inline void *row_at(void *base, int is_bf16, int64_t index) {
     return (char *)base + index * (is_bf16 ? 2 : 4);
 }
 
-/* RMSNorm forward over x [K, N, D] float32 with weights w [K, D]:
-   out = (x * inv_rms) * w[k] in float32 or bfloat16, inv_rms [K, N] = 1 / sqrt(mean(x^2) + eps). */
-void olmix_rmsnorm_forward(const float *x, const float *w, void *out, int out_bf16, float *inv_rms,
-                           int64_t K, int64_t N, int64_t D, float eps, int threads) {
+/* RMSNorm forward over rows of D: out = (s * inv_rms) * w[k] in float32 or bfloat16 with
+   s = x (float32 [K, N, D]), or s = x + delta when delta is given (float32 or bfloat16; s is then
+   written to sum, the residual stream's next value), and inv_rms [K, N] = 1 / sqrt(mean(s^2) + eps). */
+void olmix_rmsnorm_forward(const float *x, const void *delta, int delta_bf16, float *sum, const float *w,
+                           void *out, int out_bf16, float *inv_rms, int64_t K, int64_t N, int64_t D, float eps,
+                           int threads) {
     #pragma omp parallel num_threads(threads)
     {
         float *row = malloc(sizeof(float) * D);
         #pragma omp for schedule(static)
         for (int64_t r = 0; r < K * N; r++) {
             const float *xr = x + r * D, *wr = w + (r / N) * D;
+            if (delta) {
+                float *sr = sum + r * D;
+                load_row(row_at((void *)delta, delta_bf16, r * D), delta_bf16, row, D);
+                #pragma omp simd
+                for (int64_t d = 0; d < D; d++) sr[d] = xr[d] + row[d];
+                xr = sr;
+            }
             float sum_sq = 0.f;
             #pragma omp simd reduction(+ : sum_sq)
             for (int64_t d = 0; d < D; d++) sum_sq += xr[d] * xr[d];
@@ -98,13 +107,14 @@ void olmix_rmsnorm_forward(const float *x, const float *w, void *out, int out_bf
     }
 }
 
-/* RMSNorm backward from the output gradient g (float32 or bfloat16):
-   grad_x = inv * (g w - n mean(g w n)) with n = x * inv, and grad_w [K, D] = sum over N of g n.
+/* RMSNorm backward from the output gradient g (float32 or bfloat16), s the normed input:
+   grad_s = inv * (g w - n mean(g w n)) with n = s * inv, plus grad_residual (float32) when given
+   (the gradient s receives from its other uses), and grad_w [K, D] = sum over N of g n.
    scratch holds threads x K x D floats (each thread's share of grad_w, summed in thread order so
    the result does not depend on timing). */
-void olmix_rmsnorm_backward(const void *g, int g_bf16, const float *x, const float *inv_rms, const float *w,
-                            float *grad_x, float *grad_w, float *scratch, int64_t K, int64_t N, int64_t D,
-                            int threads) {
+void olmix_rmsnorm_backward(const void *g, int g_bf16, const float *grad_residual, const float *s,
+                            const float *inv_rms, const float *w, float *grad_s, float *grad_w, float *scratch,
+                            int64_t K, int64_t N, int64_t D, int threads) {
     memset(scratch, 0, sizeof(float) * threads * K * D);
     #pragma omp parallel num_threads(threads)
     {
@@ -113,27 +123,29 @@ void olmix_rmsnorm_backward(const void *g, int g_bf16, const float *x, const flo
         #pragma omp for schedule(static)
         for (int64_t r = 0; r < K * N; r++) {
             int64_t k = r / N;
-            const float *xr = x + r * D, *wr = w + k * D;
-            float *gx = grad_x + r * D, *gw = mine + k * D;
+            const float *sr = s + r * D, *wr = w + k * D;
+            float *gs = grad_s + r * D, *gw = mine + k * D;
             float inv = inv_rms[r];
             load_row(row_at((void *)g, g_bf16, r * D), g_bf16, gr, D);
             float dot = 0.f;
             #pragma omp simd reduction(+ : dot)
             for (int64_t d = 0; d < D; d++) {
-                float normed = xr[d] * inv;
+                float normed = sr[d] * inv;
                 dot += gr[d] * wr[d] * normed;
                 gw[d] += gr[d] * normed;
             }
             float mean = dot / (float)D;
+            const float *res = grad_residual ? grad_residual + r * D : NULL;
             #pragma omp simd
-            for (int64_t d = 0; d < D; d++) gx[d] = inv * (gr[d] * wr[d] - (xr[d] * inv) * mean);
+            for (int64_t d = 0; d < D; d++)
+                gs[d] = (res ? res[d] : 0.f) + inv * (gr[d] * wr[d] - (sr[d] * inv) * mean);
         }
         free(gr);
     }
     for (int64_t i = 0; i < K * D; i++) {
-        float sum = 0.f;
-        for (int t = 0; t < threads; t++) sum += scratch[(int64_t)t * K * D + i];
-        grad_w[i] = sum;
+        float total = 0.f;
+        for (int t = 0; t < threads; t++) total += scratch[(int64_t)t * K * D + i];
+        grad_w[i] = total;
     }
 }
 
@@ -166,23 +178,73 @@ void olmix_softmax_xent_forward(void *logits, int is_bf16, const int64_t *target
             }
             nll[r] = logf(sum) + top - target_logit;
             float inv = 1.0f / sum, others = 0.f;
-            if (is_bf16) {
-                #pragma omp simd reduction(+ : others)
-                for (int64_t j = 0; j < V; j++) {
-                    row[j] = bf16_to_float(float_to_bf16(row[j] * inv));  /* the probability as stored */
-                    others += j == t ? 0.f : row[j];
-                }
-            } else {
-                #pragma omp simd reduction(+ : others)
-                for (int64_t j = 0; j < V; j++) {
-                    row[j] *= inv;
-                    others += j == t ? 0.f : row[j];
-                }
+            #pragma omp simd reduction(+ : others)
+            for (int64_t j = 0; j < V; j++) {
+                row[j] *= inv;
+                others += j == t ? 0.f : row[j];
             }
             row[t] = -others;
             store_row(src, is_bf16, row, V);
         }
         free(row);
+    }
+}
+
+/* Causal softmax of attention scores, in place: scores [M, T, T] (bfloat16, q . k per query row)
+   become probabilities softmax(scale * scores) over keys j <= i of row i, and 0 for j > i. */
+void olmix_causal_softmax_forward(bf16 *scores, int64_t M, int64_t T, float scale, int threads) {
+    #pragma omp parallel num_threads(threads)
+    {
+        float *row = malloc(sizeof(float) * T);
+        #pragma omp for schedule(static)
+        for (int64_t r = 0; r < M * T; r++) {
+            bf16 *x = scores + r * T;
+            int64_t n = r % T + 1;  /* keys this query may see */
+            float top = -INFINITY, sum = 0.f;
+            #pragma omp simd reduction(max : top)
+            for (int64_t j = 0; j < n; j++) {
+                row[j] = scale * bf16_to_float(x[j]);
+                top = row[j] > top ? row[j] : top;
+            }
+            #pragma omp simd reduction(+ : sum)
+            for (int64_t j = 0; j < n; j++) {
+                row[j] = exp_f32(row[j] - top);
+                sum += row[j];
+            }
+            float inv = 1.0f / sum;
+            #pragma omp simd
+            for (int64_t j = 0; j < n; j++) x[j] = float_to_bf16(row[j] * inv);
+            memset(x + n, 0, sizeof(bf16) * (T - n));
+        }
+        free(row);
+    }
+}
+
+/* Its backward: grad_scores = scale * p * (g - sum_j p_j g_j) over j <= i, 0 above the diagonal
+   (probs, grad and grad_scores [M, T, T] bfloat16). */
+void olmix_causal_softmax_backward(const bf16 *probs, const bf16 *grad, bf16 *grad_scores, int64_t M, int64_t T,
+                                   float scale, int threads) {
+    #pragma omp parallel num_threads(threads)
+    {
+        float *p = malloc(sizeof(float) * T), *g = malloc(sizeof(float) * T);
+        #pragma omp for schedule(static)
+        for (int64_t r = 0; r < M * T; r++) {
+            int64_t n = r % T + 1;
+            const bf16 *pr = probs + r * T, *gr = grad + r * T;
+            bf16 *out = grad_scores + r * T;
+            float dot = 0.f;
+            #pragma omp simd reduction(+ : dot)
+            for (int64_t j = 0; j < n; j++) {
+                p[j] = bf16_to_float(pr[j]);
+                g[j] = bf16_to_float(gr[j]);
+                dot += p[j] * g[j];
+            }
+            #pragma omp simd
+            for (int64_t j = 0; j < n; j++) out[j] = float_to_bf16(scale * p[j] * (g[j] - dot));
+            memset(out + n, 0, sizeof(bf16) * (T - n));
+        }
+        free(p);
+        free(g);
     }
 }
 

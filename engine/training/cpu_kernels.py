@@ -33,9 +33,11 @@ BUILD_TIMEOUT_S = 120
 
 _P, _I64, _I32, _F32, _F64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_float, ctypes.c_double
 _SIGNATURES = {
-    "olmix_rmsnorm_forward": [_P, _P, _P, _I32, _P, _I64, _I64, _I64, _F32, _I32],
-    "olmix_rmsnorm_backward": [_P, _I32, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I32],
+    "olmix_rmsnorm_forward": [_P, _P, _I32, _P, _P, _P, _I32, _P, _I64, _I64, _I64, _F32, _I32],
+    "olmix_rmsnorm_backward": [_P, _I32, _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I32],
     "olmix_softmax_xent_forward": [_P, _I32, _P, _P, _I64, _I64, _I32],
+    "olmix_causal_softmax_forward": [_P, _I64, _I64, _F32, _I32],
+    "olmix_causal_softmax_backward": [_P, _P, _P, _I64, _I64, _F32, _I32],
     "olmix_rope_heads_first_forward": [_P, _P, _P, _I64, _I64, _I64, _I64, _I32],
     "olmix_rope_heads_first_backward": [_P, _P, _P, _P, _I64, _I64, _I64, _I64, _I32],
     "olmix_adamw_clip": [_I64, _P, _P, _P, _P, _P, _P, _P, _P, _I64, _F64, _F64, _F64, _F64, _F64, _F64, _F64,
@@ -141,28 +143,37 @@ def _is_bf16(t: torch.Tensor) -> int:
     return int(t.dtype == torch.bfloat16)
 
 
-def rms_norm_forward(x: torch.Tensor, weight: torch.Tensor, eps: float,
-                     dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [K, N, D] and weight [K, D] float32 -> (x / rms(x) * weight in `dtype`, 1 / rms [K, N])."""
+def rms_norm_forward(x: torch.Tensor, weight: torch.Tensor, eps: float, dtype: torch.dtype,
+                     delta: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """RMSNorm of s = x (or x + delta) [K, N, D], x and weight [K, D] float32:
+    (s, s / rms(s) * weight in `dtype`, 1 / rms [K, N]); s is a new float32 tensor when delta is given."""
     k, n, d = x.shape
     x, weight = x.contiguous(), weight.contiguous()
-    out = torch.empty(x.shape, dtype=dtype)
-    inv_rms = torch.empty(k, n)
-    library().olmix_rmsnorm_forward(_ptr(x), _ptr(weight), _ptr(out), _is_bf16(out), _ptr(inv_rms), k, n, d, eps,
+    out, inv_rms = torch.empty(x.shape, dtype=dtype), torch.empty(k, n)
+    total = None
+    if delta is not None:
+        delta, total = delta.contiguous(), torch.empty_like(x)
+    library().olmix_rmsnorm_forward(_ptr(x), _ptr(delta), 0 if delta is None else _is_bf16(delta), _ptr(total),
+                                    _ptr(weight), _ptr(out), _is_bf16(out), _ptr(inv_rms), k, n, d, eps,
                                     torch.get_num_threads())
-    return out, inv_rms
+    return (x if total is None else total), out, inv_rms
 
 
-def rms_norm_backward(grad: torch.Tensor, x: torch.Tensor, inv_rms: torch.Tensor,
-                      weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients (of x [K, N, D], of weight [K, D]) in float32 from the output's gradient."""
-    k, n, d = x.shape
+def rms_norm_backward(grad: torch.Tensor, normed_input: torch.Tensor, inv_rms: torch.Tensor, weight: torch.Tensor,
+                      grad_residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients (of the normed input s [K, N, D], plus grad_residual when given; of weight [K, D]),
+    float32, from the output's gradient."""
+    k, n, d = normed_input.shape
     grad = grad.contiguous()
+    if grad_residual is not None:
+        grad_residual = grad_residual.float().contiguous()
     threads = torch.get_num_threads()
-    grad_x, grad_w, scratch = torch.empty_like(x), torch.empty_like(weight), torch.empty(threads, k, d)
-    library().olmix_rmsnorm_backward(_ptr(grad), _is_bf16(grad), _ptr(x), _ptr(inv_rms), _ptr(weight), _ptr(grad_x),
-                                     _ptr(grad_w), _ptr(scratch), k, n, d, threads)
-    return grad_x, grad_w
+    grad_s, grad_w = torch.empty_like(normed_input), torch.empty_like(weight)
+    scratch = torch.empty(threads, k, d)
+    library().olmix_rmsnorm_backward(_ptr(grad), _is_bf16(grad), _ptr(grad_residual), _ptr(normed_input),
+                                     _ptr(inv_rms), _ptr(weight), _ptr(grad_s), _ptr(grad_w), _ptr(scratch), k, n, d,
+                                     threads)
+    return grad_s, grad_w
 
 
 def softmax_xent_forward_(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -177,6 +188,24 @@ def softmax_xent_forward_(logits: torch.Tensor, targets: torch.Tensor) -> torch.
     library().olmix_softmax_xent_forward(_ptr(logits), _is_bf16(logits), _ptr(targets), _ptr(nll), rows, v,
                                          torch.get_num_threads())
     return nll
+
+
+def causal_softmax_forward_(scores: torch.Tensor, scale: float) -> torch.Tensor:
+    """scores [M, T, T] bfloat16 (q . k) -> causal softmax(scale * scores), in place (0 above the diagonal)."""
+    m, t, _ = scores.shape
+    if not scores.is_contiguous() or scores.dtype != torch.bfloat16:
+        raise ValueError("causal_softmax_forward_ works in place on contiguous bfloat16 scores")
+    library().olmix_causal_softmax_forward(_ptr(scores), m, t, scale, torch.get_num_threads())
+    return scores
+
+
+def causal_softmax_backward(probs: torch.Tensor, grad: torch.Tensor, scale: float) -> torch.Tensor:
+    """The gradient of the scores [M, T, T] (bfloat16) from the probabilities' gradient."""
+    m, t, _ = probs.shape
+    grad = grad.to(torch.bfloat16).contiguous()
+    out = torch.empty_like(probs)
+    library().olmix_causal_softmax_backward(_ptr(probs), _ptr(grad), _ptr(out), m, t, scale, torch.get_num_threads())
+    return out
 
 
 def rope_heads_first_forward(qk: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:

@@ -58,7 +58,7 @@ class _RMSNorm(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float, dtype: torch.dtype) -> torch.Tensor:
         ctx.fused = cpu_kernels.usable(x)
         if ctx.fused:
-            out, inv_rms = cpu_kernels.rms_norm_forward(x, weight, eps, dtype)
+            _, out, inv_rms = cpu_kernels.rms_norm_forward(x, weight, eps, dtype)
             ctx.save_for_backward(x, inv_rms, weight)
             return out
         mean_square = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1])
@@ -79,16 +79,48 @@ class _RMSNorm(torch.autograd.Function):
         return grad_x, (grad * normed).sum(1), None, None
 
 
+class _AddRMSNorm(torch.autograd.Function):
+    """(x + delta, RMSNorm of it) in one kernel pass on the CPU: the residual add and the norm that
+    follows it. The backward adds the sum's gradient from its other uses into the norm's, so the
+    residual stream's gradient is written once."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float, dtype: torch.dtype):
+        total, out, inv_rms = cpu_kernels.rms_norm_forward(x, weight, eps, dtype, delta=delta)
+        ctx.save_for_backward(total, inv_rms, weight)
+        return total, out
+
+    @staticmethod
+    def backward(ctx, grad_total: torch.Tensor | None, grad_out: torch.Tensor):
+        grad, grad_weight = cpu_kernels.rms_norm_backward(grad_out, *ctx.saved_tensors, grad_residual=grad_total)
+        return grad, grad, grad_weight, None, None
+
+
+def _norm_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype normed activations are handed on in: the autocast dtype, else x's."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """LlamaRMSNorm over the last axis; `weight` is [K, D] and x is [K, N, D].
 
     Computed in float32 like HF. Under autocast the result is cast once to the autocast dtype
     here, rather than once per projection that reads it (and once per gradient coming back).
     """
-    device = x.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-    with torch.autocast(device, enabled=False):
+    dtype = _norm_dtype(x)
+    with torch.autocast(x.device.type, enabled=False):
         return _RMSNorm.apply(x.float(), weight, eps, dtype)
+
+
+def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The residual update and the norm after it: (x + delta, rms_norm(x + delta)), x in float32."""
+    if not (x.dtype == torch.float32 and cpu_kernels.usable(x, delta)):
+        total = x + delta
+        return total, rms_norm(total, weight, eps)
+    dtype = _norm_dtype(x)
+    with torch.autocast(x.device.type, enabled=False):
+        return _AddRMSNorm.apply(x, delta, weight, eps, dtype)
 
 
 def apply_rope(qk: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
@@ -106,9 +138,10 @@ def causal_attention(qk: torch.Tensor, v: torch.Tensor, rotation: torch.Tensor, 
 
     SDPA's fused kernel everywhere except bfloat16 on CPU, where its backward is several times
     slower than eager attention. There it runs as transformers' eager attention does: bfloat16
-    matmuls and an additive causal mask, softmax accumulated in float32 and rounded to bfloat16.
-    RoPE and the heads-first layout of q and k come out of one pass (`_RopeHeadsFirst`), v is
-    laid out in one copy, and the scale and mask ride on the scores' matmul (baddbmm).
+    matmuls, softmax accumulated in float32 and rounded to bfloat16. RoPE and the heads-first
+    layout of q and k come out of one pass (`_RopeHeadsFirst`), v is laid out in one copy, and
+    the causal softmax is one kernel pass each way (`_CausalSoftmax`; without the kernels, the
+    scale and an additive mask ride on the scores' matmul, baddbmm).
     """
     b, t, h, hd = v.shape
     if qk.device.type != "cpu" or v.dtype == torch.float32:
@@ -117,9 +150,30 @@ def causal_attention(qk: torch.Tensor, v: torch.Tensor, rotation: torch.Tensor, 
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
     q, k = _RopeHeadsFirst.apply(qk, rotation, v.dtype)
     v = torch.empty(b, h, t, hd, dtype=v.dtype, device=v.device).copy_(v.transpose(1, 2)).view(b * h, t, hd)
-    mask = torch.full((t, t), float("-inf"), dtype=v.dtype, device=v.device).triu_(1)
-    scores = torch.baddbmm(mask, q, k.transpose(1, 2), alpha=scale)
-    return torch.bmm(torch.softmax(scores, dim=-1), v).view(b, h, t, hd)
+    if cpu_kernels.usable(q):
+        probs = _CausalSoftmax.apply(torch.bmm(q, k.transpose(1, 2)), scale)
+    else:
+        mask = torch.full((t, t), float("-inf"), dtype=v.dtype, device=v.device).triu_(1)
+        probs = torch.softmax(torch.baddbmm(mask, q, k.transpose(1, 2), alpha=scale), dim=-1)
+    return torch.bmm(probs, v).view(b, h, t, hd)
+
+
+class _CausalSoftmax(torch.autograd.Function):
+    """softmax(scale * scores) over each query's keys up to itself, in place on the bfloat16 scores
+    [M, T, T] (cpu_kernels); the backward is one pass over the saved probabilities."""
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor, scale: float) -> torch.Tensor:
+        probs = cpu_kernels.causal_softmax_forward_(scores, scale)
+        ctx.mark_dirty(scores)
+        ctx.save_for_backward(probs)
+        ctx.scale = scale
+        return probs
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (probs,) = ctx.saved_tensors
+        return cpu_kernels.causal_softmax_backward(probs, grad, ctx.scale), None
 
 
 class _RopeHeadsFirst(torch.autograd.Function):
@@ -283,15 +337,17 @@ class StackedLlama(nn.Module):
         x = F.embedding(tokens + self.vocab_offsets, self.embed.reshape(-1, cfg.hidden_size))
         x = x.reshape(k, b * t, cfg.hidden_size)
         rotation = self.rope_rotation[:t]
-        for layer in self.layers:
-            normed = rms_norm(x, layer.attn_norm, cfg.rms_norm_eps)
+        norms = [w for layer in self.layers for w in (layer.attn_norm, layer.mlp_norm)] + [self.norm]
+        normed = rms_norm(x, norms[0], cfg.rms_norm_eps)
+        for i, layer in enumerate(self.layers):  # each residual update is followed by a norm
             v = torch.bmm(normed, layer.v).view(k * b, t, h, hd)
             qk = torch.bmm(normed, layer.qk).view(k * b, t, 2 * h, hd)
             y = causal_attention(qk, v, rotation, scale=hd**-0.5)
-            x = x + torch.bmm(y.transpose(1, 2).reshape(k, b * t, attn), layer.o)
-            normed = rms_norm(x, layer.mlp_norm, cfg.rms_norm_eps)
-            x = x + torch.bmm(F.silu(torch.bmm(normed, layer.gate)) * torch.bmm(normed, layer.up), layer.down)
-        return rms_norm(x, self.norm, cfg.rms_norm_eps)
+            x, normed = add_rms_norm(x, torch.bmm(y.transpose(1, 2).reshape(k, b * t, attn), layer.o),
+                                     norms[2 * i + 1], cfg.rms_norm_eps)
+            mlp = torch.bmm(F.silu(torch.bmm(normed, layer.gate)) * torch.bmm(normed, layer.up), layer.down)
+            x, normed = add_rms_norm(x, mlp, norms[2 * i + 2], cfg.rms_norm_eps)
+        return normed
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits [K, B, T, V] for token ids [K, B, T] (proxy k reads tokens[k])."""
