@@ -6,7 +6,8 @@ data: its six current domains, tokenized with its own 2048-token BPE (built in a
 in a few seconds, or read from --project DIR, e.g. ./demo after the README's first command). (a) is the idiomatic loop: LlamaForCausalLM, cross-entropy, backward,
 clip_grad_norm_, AdamW step, proxy after proxy, with whichever of transformers' attention
 implementations (sdpa, eager) a short probe finds faster here. (b) is
-engine.training.train_proxies, all K at once in this process. The arms alternate, A B A B A
+engine.training.train_proxies, all K at once in this process (on a CPU with several threads it
+trains them as stacks side by side, one per thread: trainer.cpu_stacks). The arms alternate, A B A B A
 (--repeats 2: (b) runs twice, (a)'s proxies in parts of K/4, K/2, K/4 around them), so that the
 machine's speed drifting over minutes weighs on both alike; tokens/s are totals over the parts.
 On a CPU with several cores two more arms follow, each with one single-threaded process per core

@@ -7,13 +7,16 @@ clipping; and a machine without the kernels trains with the fallback.
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
+from engine.events import Message
 from engine.training import cpu_kernels, optim
 from engine.training.model import StackedLlama, add_rms_norm, rms_norm
 from engine.training.presets import ProxyPreset
 from engine.training.textdata import BYTE_VOCAB_SIZE
+from engine.training.trainer import train_proxies
 
 TINY = ProxyPreset(name="tiny", n_layers=2, n_heads=2, d_model=32, d_ff=64, seq_len=16, batch_size=3, lr=3e-3)
 
@@ -139,7 +142,7 @@ def test_fused_cpu_adamw_working_weights_are_the_masters_rounded():
         assert torch.equal(working.detach(), master.to(torch.bfloat16)), name
 
 
-def test_without_kernels_training_uses_the_pytorch_paths(monkeypatch):
+def test_without_kernels_training_uses_the_pytorch_paths_and_says_so(monkeypatch):
     monkeypatch.setenv("OLMIX_CPU_KERNELS", "0")
     cpu_kernels._load.cache_clear()
     try:
@@ -147,15 +150,26 @@ def test_without_kernels_training_uses_the_pytorch_paths(monkeypatch):
         model, batch = _model_with_grads()
         assert isinstance(optim.make_optimizer(model, TINY, torch.device("cpu"), torch.bfloat16), optim.TorchAdamW)
         assert not cpu_kernels.usable(batch)
+        tokens = np.random.default_rng(0).integers(0, BYTE_VOCAB_SIZE, 4000).astype(np.uint16)
+        messages = []
+        (result,) = train_proxies(TINY, BYTE_VOCAB_SIZE, [[1.0]], [tokens], [tokens[:500]], [1.0], 2 * TINY.tokens_per_step,
+                                  [0], 4.0, device="cpu", on_event=lambda e: messages.append(e) if isinstance(e, Message) else None)
+        assert result.steps == 2 and np.isfinite(result.final_train_loss)
+        assert any("Fused CPU kernels unavailable (OLMIX_CPU_KERNELS=0)" in m.text for m in messages)
     finally:
         monkeypatch.undo()
         cpu_kernels._load.cache_clear()
     assert cpu_kernels.library() is not None
 
 
-def test_a_failing_compiler_leaves_the_kernels_off_with_its_reason(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setenv("CC", "false")  # a "compiler" that fails every build
+@pytest.mark.parametrize("breakage", ["a failing compiler", "a cache folder that cannot be made"])
+def test_a_failed_build_leaves_the_kernels_off_with_its_reason(breakage, monkeypatch, tmp_path):
+    if breakage == "a failing compiler":
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+        monkeypatch.setenv("CC", "false")  # a "compiler" that fails every build
+    else:
+        (tmp_path / "file").write_text("")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))  # a file where the folder would go
     cpu_kernels._load.cache_clear()
     try:
         assert cpu_kernels.library() is None

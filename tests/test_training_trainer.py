@@ -171,3 +171,42 @@ def test_presets_and_settings():
         get_preset("huge")
     with pytest.raises(ConfigError):
         tokens_per_proxy(ProxySettings(chinchilla_multiple=1e-9), cpu, 257)
+
+
+def test_many_proxies_on_several_cpu_threads_train_as_stacks_side_by_side(domains):
+    """Eight proxies on two threads train as two stacks of four, one per thread: each proxy ends as
+    it does in one stack on one thread, curve points reach the right run, and the events read as
+    one task (one start, progress that never goes back, one finish over all eight)."""
+    from engine.training.trainer import cpu_stacks
+
+    assert (cpu_stacks(8, 2), cpu_stacks(4, 2), cpu_stacks(16, 2), cpu_stacks(8, 1)) == (2, 1, 2, 1)
+    mixtures = np.random.default_rng(1).dirichlet([1.0, 1.0], size=8)
+    tiny = ProxyPreset(name="tiny", n_layers=1, n_heads=2, d_model=32, d_ff=64, seq_len=32, batch_size=2, lr=3e-3)
+    runs = {}
+    for threads in (1, 2):
+        events, records = [], {}
+        torch.set_num_threads(threads)
+        try:
+            results = train_proxies(
+                tiny, BYTE_VOCAB_SIZE, mixtures, tokens_per_proxy=6 * tiny.tokens_per_step, seeds=list(range(8)),
+                max_repetition=4.0, eval_tokens_per_domain=1024, eval_every=3, device="cpu", dtype="float32",
+                on_event=events.append, on_record=lambda k, r, records=records: records.setdefault(k, []).append(r),
+                **_arrays(domains))
+            assert torch.get_num_threads() == threads  # the caller's thread count is back
+        finally:
+            torch.set_num_threads(1)
+        runs[threads] = results, events, records
+    (alone, _, alone_records), (stacked, events, records) = runs[1], runs[2]
+    assert [type(e).__name__ for e in events].count("TaskStarted") == 1
+    (finished,) = [e for e in events if isinstance(e, TaskFinished)]
+    assert finished.info["proxies"] == 8 and finished.info["stacks"] == 2 and finished.info["tokens_per_s"] > 0
+    completed = [e.completed for e in events if isinstance(e, TaskProgress)]
+    assert completed == sorted(completed) and completed[-1] == 6
+    for k in range(8):
+        assert [r["step"] for r in records[k]] == [3, 6]
+        np.testing.assert_allclose([r["train/loss"] for r in records[k]], [r["train/loss"] for r in alone_records[k]],
+                                   atol=1e-4)
+        assert stacked[k].index == k and stacked[k].seed == k and stacked[k].batched_with == 8
+        assert stacked[k].tokens_per_domain == alone[k].tokens_per_domain
+        for key, value in alone[k].metrics.items():
+            assert stacked[k].metrics[key] == pytest.approx(value, abs=1e-4), key

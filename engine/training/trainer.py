@@ -5,13 +5,16 @@ one forward/backward/AdamW step for all of them per optimiser step: the loss is 
 proxies of each proxy's mean cross-entropy, so each proxy receives exactly its own gradients;
 clipping is per proxy (optim). Proxies whose data cannot fill the token budget under the
 repetition cap train fewer steps; they run as a separate batched group so that every proxy gets
-its own complete learning-rate schedule.
+its own complete learning-rate schedule. On a CPU with several threads a large group trains as
+a few stacks side by side, one per thread (`cpu_stacks`), which keeps every core in its own
+matmuls instead of waiting on the other at each op.
 """
 
 from __future__ import annotations
 
 import functools
 import shutil
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -45,6 +48,13 @@ proxies."""
 
 PROGRESS_SECONDS = 1.0
 
+MIN_PROXIES_PER_CPU_STACK = 4
+"""A group of proxies trains on the CPU as one stack per thread while each stack keeps at least
+this many proxies. Single-threaded stacks never wait on each other's serial stretches (Python,
+dispatch, small kernels): with the cpu preset on 2 cores, 2 stacks of 4 train 8% faster than one
+stack of 8 on both threads (72.4 against 78.9 ms per step, 40-step stretches alternated in one
+process), while 2 stacks of 2 are no faster than one stack of 4."""
+
 
 @dataclass
 class ProxyResult:
@@ -53,7 +63,8 @@ class ProxyResult:
     tokens / tokens_per_domain count trained targets (seq_len per sequence) actually used;
     metrics has "<domain>/loss", "<domain>/bpb" for every domain's held-out split and
     "eval:<name>/bpb" per eval set; wall_time_s is the batched run that trained this proxy
-    together with `batched_with` proxies (its share is wall_time_s / batched_with); flops counts
+    together with `batched_with` proxies, in one stack or in stacks side by side (its share is
+    wall_time_s / batched_with); flops counts
     training only (flops.train_flops_per_token x tokens). `note` explains a shortfall.
     `model[model_index]` is the trained proxy (for export.export_hf); not serialised.
     """
@@ -157,16 +168,116 @@ def train_proxies(
             on_event(Message(
                 f"{len(members)} proxies train {group_steps} of {steps} steps: their domains run out of data "
                 f"under max_repetition {max_repetition}.", level="warning"))
-        run = _BatchedRun(preset, vocab_size, [plans[k] for k in members], [int(seeds[k]) for k in members],
-                          train_arrays, evaluator, dev, amp, compile, on_event, task, tokens_per_proxy)
-        sink = None if on_record is None else (lambda i, rec, members=members: on_record(members[i], rec))
-        for i, result in enumerate(run.train(eval_every, sink)):
-            result.index = members[i]
-            if group_steps < steps:
-                result.note = (f"trained {result.tokens} of {result.requested_tokens} tokens: the mixture's "
-                               f"domains run out under max_repetition {max_repetition}")
-            results[members[i]] = result
+        compiled = _wants_compile(compile, dev, group_steps)
+        n_stacks = 1 if compiled or dev.type != "cpu" else cpu_stacks(len(members), torch.get_num_threads())
+        stacks = [list(part) for part in np.array_split(members, n_stacks)]
+        progress = _StackedProgress(on_event, [len(part) for part in stacks])
+        runs = [_BatchedRun(preset, vocab_size, [plans[k] for k in part], [int(seeds[k]) for k in part], train_arrays,
+                            evaluator, dev, amp, compiled, progress.sink(i), task, tokens_per_proxy)
+                for i, part in enumerate(stacks)]
+        sinks = [None if on_record is None else progress.record_sink(on_record, part) for part in stacks]
+        for part, part_results in zip(stacks, _side_by_side(runs, eval_every, sinks)):
+            for k, result in zip(part, part_results):
+                result.index = int(k)
+                result.batched_with = len(members)  # the stacks shared the machine: each proxy's share of the wall time
+                if group_steps < steps:
+                    result.note = (f"trained {result.tokens} of {result.requested_tokens} tokens: the mixture's "
+                                   f"domains run out under max_repetition {max_repetition}")
+                results[k] = result
     return results  # type: ignore[return-value]
+
+
+def cpu_stacks(n_proxies: int, threads: int) -> int:
+    """Stacks to train `n_proxies` in side by side on `threads` CPU threads (see MIN_PROXIES_PER_CPU_STACK)."""
+    return max(1, min(threads, n_proxies // MIN_PROXIES_PER_CPU_STACK))
+
+
+def _side_by_side(runs: list["_BatchedRun"], eval_every: int, sinks: list) -> list[list[ProxyResult]]:
+    """Train the stacks concurrently, each on its own Python thread with its share of the torch
+    threads (their ops and the kernels release the GIL); one stack trains on the calling thread."""
+    if len(runs) == 1:
+        return [runs[0].train(eval_every, sinks[0])]
+    total = torch.get_num_threads()
+    shares = [len(part) for part in np.array_split(np.arange(total), len(runs))]
+    outputs: list = [None] * len(runs)
+    errors: list[BaseException] = []
+
+    def train(i: int) -> None:
+        torch.set_num_threads(shares[i])
+        try:
+            outputs[i] = runs[i].train(eval_every, sinks[i])
+        except BaseException as err:  # re-raised on the calling thread below
+            errors.append(err)
+
+    workers = [threading.Thread(target=train, args=(i,), name=f"proxy-stack-{i}", daemon=True) for i in range(len(runs))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    torch.set_num_threads(total)
+    if errors:
+        raise errors[0]
+    return outputs
+
+
+class _StackedProgress:
+    """One task's events from stacks trained side by side: one start, progress at the slowest
+    stack's step with the stacks' throughputs added up, one finish; callbacks run one at a time."""
+
+    def __init__(self, on_event: EventSink, sizes: list[int]):
+        self.on_event, self.sizes = on_event, sizes
+        self.lock = threading.Lock()
+        self.started = False
+        self.progress: dict[int, TaskProgress] = {}
+        self.finished: dict[int, TaskFinished] = {}
+
+    def sink(self, stack: int) -> EventSink:
+        if len(self.sizes) == 1:
+            return self.on_event
+        return lambda event: self._handle(stack, event)
+
+    def record_sink(self, on_record: RecordSink, members: list[int]) -> RecordSink:
+        def record(i: int, rec: dict) -> None:
+            with self.lock:
+                on_record(int(members[i]), rec)
+        return record
+
+    def _handle(self, stack: int, event) -> None:
+        with self.lock:
+            if isinstance(event, TaskStarted):
+                if not self.started:
+                    self.started = True
+                    self.on_event(event)
+            elif isinstance(event, TaskProgress):
+                self.progress[stack] = event
+                if len(self.progress) == len(self.sizes):
+                    self.on_event(self._merged_progress(event.task))
+            elif isinstance(event, TaskFinished):
+                self.finished[stack] = event
+                if len(self.finished) == len(self.sizes):
+                    self.on_event(self._merged_finish(event.task))
+            else:
+                self.on_event(event)
+
+    def _merged_progress(self, task: str) -> TaskProgress:
+        events = [self.progress[i] for i in range(len(self.sizes))]
+        info = {"lr": events[0].info.get("lr"),
+                "loss": sum(e.info.get("loss", 0.0) * n for e, n in zip(events, self.sizes)) / sum(self.sizes),
+                "tokens_per_s": sum(e.info.get("tokens_per_s", 0.0) for e in events),
+                "mfu": sum(e.info.get("mfu", 0.0) for e in events)}
+        return TaskProgress(task, completed=min(e.completed for e in events), info=info)
+
+    def _merged_finish(self, task: str) -> TaskFinished:
+        infos = [self.finished[i].info for i in range(len(self.sizes))]
+        train_time = max(i["train_time_s"] for i in infos)
+        return TaskFinished(task, info={
+            "proxies": sum(i["proxies"] for i in infos), "steps": infos[0]["steps"], "stacks": len(infos),
+            "wall_time_s": max(i["wall_time_s"] for i in infos), "train_time_s": train_time,
+            "eval_time_s": max(i["eval_time_s"] for i in infos), "compiled": any(i["compiled"] for i in infos),
+            # every stack's tokens over the time the slowest took
+            "tokens_per_s": sum(i["tokens_per_s"] * i["train_time_s"] for i in infos) / max(train_time, 1e-9),
+            "mfu": sum(i["mfu"] * i["train_time_s"] for i in infos) / max(train_time, 1e-9),
+        })
 
 
 def _check_vocab(windows: Sequence[np.ndarray], vocab_size: int) -> None:
@@ -203,7 +314,7 @@ class _BatchedRun:
 
     def __init__(self, preset: ProxyPreset, vocab_size: int, plans: list[ProxyDataPlan], seeds: list[int],
                  train_arrays: Sequence[np.ndarray], evaluator: Evaluator, device: torch.device,
-                 amp: torch.dtype | None, compile: bool | str, on_event: EventSink, task: str,
+                 amp: torch.dtype | None, compiled: bool, on_event: EventSink, task: str,
                  requested_tokens: int):
         self.preset, self.vocab_size, self.plans, self.seeds = preset, vocab_size, plans, seeds
         self.evaluator, self.device, self.amp, self.on_event, self.task = evaluator, device, amp, on_event, task
@@ -216,7 +327,7 @@ class _BatchedRun:
         self.optimizer = make_optimizer(self.model, preset, device, amp)
         self.micro_rows = micro_batch_rows(preset, vocab_size, len(plans), device)
         self.flops_per_token = train_flops_per_token(config, preset.seq_len)
-        self.compiled = _wants_compile(compile, device, self.batcher.steps)
+        self.compiled = compiled
         self.loss_fn = self.model.losses
         if self.compiled:
             # RoPE's complex multiply stays an eager kernel inside the compiled graph; that is intended.
@@ -283,7 +394,7 @@ class _BatchedRun:
         wall = time.perf_counter() - start
         self.optimizer.finish()
         self.on_event(TaskFinished(self.task, info={
-            "proxies": model.n_models, "steps": steps, "wall_time_s": wall, "train_time_s": wall - eval_seconds,
+            "proxies": model.n_models, "steps": steps, "stacks": 1, "wall_time_s": wall, "train_time_s": wall - eval_seconds,
             "eval_time_s": eval_seconds, "compiled": self.compiled,
             **self._throughput(steps, wall - eval_seconds, peak)}))
         return [self._result(k, train_loss[k], metrics[k], wall) for k in range(model.n_models)]
