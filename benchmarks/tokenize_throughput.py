@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from engine import samples
-from engine.data.store import TokenStore, iter_documents
+from engine.data.store import iter_documents
 from engine.project import Project
 
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from engine.data.readers import detect_format, iter_text_documents, load_token_file, split_token_documents
-from engine.data.store import DataSettings, TokenStore, natural_prior, validation_mask
+from engine.data.store import TokenStore, natural_prior, validation_mask
 from engine.data.tokenizer import byte_tokenizer, load_bpe, train_bpe
-from engine.domains import Change, Domain, with_revision
+from engine.domains import Change
 from engine.errors import DataError
 from engine.project import Project
 from tests.conftest import STDLIB

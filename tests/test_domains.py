@@ -1,8 +1,6 @@
-from pathlib import Path
-
 import pytest
 
-from engine.domains import Change, Domain, DomainSet, affected_set, apply_change, with_revision
+from engine.domains import Change, DomainSet, affected_set, apply_change, with_revision
 from engine.errors import ConfigError, DataError, OlmixError
 from engine.project import Project
 
