@@ -46,6 +46,14 @@ def test_plan_train_tables_and_idempotence(small_project):
     assert before == {s.run: s.data for s in swarm_dir.statuses()}
 
 
+def test_a_worker_without_the_cpu_kernels_trains_and_says_so_in_its_log(small_project, monkeypatch):
+    monkeypatch.setenv("OLMIX_CPU_KERNELS", "0")  # as on a machine without a C compiler
+    swarm_dir, _ = plan_swarm(small_project)
+    assert pipeline.train_swarm(small_project, swarm_dir)["done"] == 3
+    logs = "".join(p.read_text() for p in (small_project.cache / "logs" / swarm_dir.id).glob("*.log"))
+    assert "warning: Fused CPU kernels unavailable (OLMIX_CPU_KERNELS=0)" in logs
+
+
 def test_realised_weights_follow_the_repetition_cap(small_project):
     swarm_dir, _ = plan_swarm(small_project)
     pipeline.train_swarm(small_project, swarm_dir)

@@ -5,8 +5,9 @@
 Every executor starts this same command (locally, in a Slurm job, in a Ray task). It reads the
 swarm spec and the project's token store, trains the runs together as one batched computation,
 rewrites each run's status.json with progress (atomically, about once a second), appends curve
-points to metrics.jsonl, and ends each run as `done` (metrics, realised tokens) or `failed`
-(the error). Exit code 0 when every run finished, 1 otherwise.
+points to metrics.jsonl, prints the trainer's notes to its output (the executor's log), and ends
+each run as `done` (metrics, realised tokens) or `failed` (the error). Exit code 0 when every run
+finished, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 
 from engine.data.store import TokenStore
 from engine.errors import DataError, OlmixError
-from engine.events import Event, TaskProgress, TaskStarted
+from engine.events import Event, Message, TaskProgress, TaskStarted
 from engine.project import Project
 from engine.runs import SwarmDir
 from engine.swarm import FrozenGroup, unit_layout
@@ -82,6 +83,8 @@ def train_runs(swarm: SwarmDir, runs: list[str], device: str = "auto", threads: 
                 fields.update({k: event.info[k] for k in ("loss", "tokens_per_s", "mfu") if k in event.info})
                 for r in runs:
                     swarm.write_status(r, **fields)
+            elif isinstance(event, Message):  # into the worker's log (.olmix/logs/...)
+                print(f"{event.level}: {event.text}", flush=True)
 
         results = train_proxies(
             preset, int(swarm.spec["data"]["vocab_size"]), unit_weights @ expand.T,
