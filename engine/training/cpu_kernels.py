@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from engine import atomic
+
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPIC")
 BUILD_TIMEOUT_S = 120
@@ -72,18 +74,13 @@ def _build(compiler: str) -> Path:
     target = cache_folder() / f"olmix-cpu-kernels-{key.hexdigest()[:16]}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True,
-                              timeout=BUILD_TIMEOUT_S)
+    with tempfile.TemporaryDirectory(prefix="olmix-cpu-kernels-") as scratch:
+        built = Path(scratch) / target.name
+        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"], capture_output=True,
+                              text=True, timeout=BUILD_TIMEOUT_S)
         if done.returncode != 0:
             raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "compiler failed")
-        os.replace(tmp, target)  # atomic: concurrent builders each install a complete library
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        atomic.write_bytes(target, built.read_bytes())  # concurrent builders each install a complete library
     return target
 
 
