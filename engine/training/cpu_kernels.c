@@ -296,6 +296,20 @@ void olmix_rope_heads_first_backward(const bf16 *grad_q, const bf16 *grad_k, con
 
 #define ADAMW_CHUNK 16384
 
+/* Job `job` of olmix_adamw_clip: tensor i, proxy k, elements lo..hi of that proxy's slice. Jobs
+   run over tensors, then proxies, then chunks of at most ADAMW_CHUNK elements (job_start[i]: the
+   first job of tensor i). */
+static inline void adamw_job(int64_t job, const int64_t *job_start, const int64_t *numel, int64_t *i, int64_t *k,
+                             int64_t *lo, int64_t *hi) {
+    int64_t t = 0;
+    while (job_start[t + 1] <= job) t++;
+    int64_t chunks = (numel[t] + ADAMW_CHUNK - 1) / ADAMW_CHUNK, local = job - job_start[t];
+    *i = t;
+    *k = local / chunks;
+    *lo = (local % chunks) * ADAMW_CHUNK;
+    *hi = *lo + ADAMW_CHUNK < numel[t] ? *lo + ADAMW_CHUNK : numel[t];
+}
+
 /* Per-proxy gradient clipping and AdamW for stacked parameters: tensor i is [K, numel[i]] float32
    (proxy-major) with its gradient in float32 or bfloat16 (grad_bf16[i]) and, when working[i] is not
    NULL, a bfloat16 copy of the updated weights to write there (what the next forward multiplies).
@@ -322,11 +336,8 @@ void olmix_adamw_clip(int64_t n_tensors, float *const *params, void *const *grad
         double *mine = scratch + (int64_t)omp_get_thread_num() * K;
         #pragma omp for schedule(static)
         for (int64_t job = 0; job < jobs; job++) {
-            int64_t i = 0;
-            while (job_start[i + 1] <= job) i++;
-            int64_t chunks = (numel[i] + ADAMW_CHUNK - 1) / ADAMW_CHUNK, local = job - job_start[i];
-            int64_t k = local / chunks, lo = (local % chunks) * ADAMW_CHUNK;
-            int64_t hi = lo + ADAMW_CHUNK < numel[i] ? lo + ADAMW_CHUNK : numel[i];
+            int64_t i, k, lo, hi;
+            adamw_job(job, job_start, numel, &i, &k, &lo, &hi);
             float sum_sq = 0.f;
             if (grad_bf16[i]) {
                 const bf16 *g = (const bf16 *)grads[i] + k * numel[i];
@@ -349,11 +360,8 @@ void olmix_adamw_clip(int64_t n_tensors, float *const *params, void *const *grad
         }
         #pragma omp for schedule(static)
         for (int64_t job = 0; job < jobs; job++) {
-            int64_t i = 0;
-            while (job_start[i + 1] <= job) i++;
-            int64_t chunks = (numel[i] + ADAMW_CHUNK - 1) / ADAMW_CHUNK, local = job - job_start[i];
-            int64_t k = local / chunks, lo = (local % chunks) * ADAMW_CHUNK;
-            int64_t hi = lo + ADAMW_CHUNK < numel[i] ? lo + ADAMW_CHUNK : numel[i];
+            int64_t i, k, lo, hi;
+            adamw_job(job, job_start, numel, &i, &k, &lo, &hi);
             int64_t offset = k * numel[i];
             float *p = params[i] + offset, *m = exp_avg[i] + offset, *v = exp_avg_sq[i] + offset;
             float row[ADAMW_CHUNK];
