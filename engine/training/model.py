@@ -14,8 +14,9 @@ head, q and k columns are stored with RoPE's rotation pairs adjacent (HF dims i 
 permutation of q and k leaves every attention score unchanged, and export_hf permutes back.
 
 Under bfloat16 autocast the projections and attention run in bfloat16 while norms, RoPE and the
-residual stream stay in float32, as in HF. On the CPU, RMSNorm, RoPE with the attention layout and
-the loss run as fused kernels (cpu_kernels) when those are built, else as the PyTorch ops below.
+residual stream stay in float32, as in HF. On the CPU, RMSNorm (with the residual add before it),
+RoPE with the attention layout, the causal softmax and the loss run as fused kernels
+(cpu_kernels) when those are built, else as the PyTorch ops below.
 """
 
 from __future__ import annotations
@@ -225,8 +226,9 @@ class _HeadLoss(torch.autograd.Function):
     reads a value back, so it runs only in eager CPU training: on CUDA it would wait for the device
     and under torch.compile it would break the graph. There the gradient is exact all the same;
     only the logged training loss of such a token would read inf.
-    On the CPU one fused kernel turns the logits into their gradient in place, row by row, with
-    the same roundings, and takes every loss from an exact logsumexp.
+    On the CPU one fused kernel turns the logits into their gradient in place, row by row (the
+    target's entry from the float32 probabilities, rounded once), and takes every loss from an
+    exact logsumexp.
     """
 
     @staticmethod

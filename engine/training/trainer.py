@@ -41,10 +41,10 @@ ACTIVATION_BUDGET_BYTES = {"cpu": 2 * 2**30, "cuda": 8 * 2**30}
 
 COMPILE_MIN_STEPS = {"cpu": 8000, "cuda": 300}
 """compile="auto" compiles runs with at least this many steps. On a 2-core CPU (cpu preset, K=8)
-the eager step already runs its norms, RoPE, loss and optimizer as fused kernels (cpu_kernels);
-compiling the rest takes ~18 s cold and makes a step ~3% faster (92 against 97 ms by A/B in one
-process), which pays off after ~4000 steps. On a GPU the fused kernels matter far more for tiny
-proxies."""
+the eager step already runs its norms, RoPE, attention softmax, loss and optimizer as fused
+kernels (cpu_kernels); compiling the rest takes ~18 s cold and makes a step ~3% faster (92
+against 97 ms by A/B in one process), which pays off after ~4000 steps. On a GPU the fused
+kernels matter far more for tiny proxies."""
 
 PROGRESS_SECONDS = 1.0
 
@@ -64,8 +64,8 @@ class ProxyResult:
     metrics has "<domain>/loss", "<domain>/bpb" for every domain's held-out split and
     "eval:<name>/bpb" per eval set; wall_time_s is the batched run that trained this proxy
     together with `batched_with` proxies, in one stack or in stacks side by side (its share is
-    wall_time_s / batched_with); flops counts
-    training only (flops.train_flops_per_token x tokens). `note` explains a shortfall.
+    wall_time_s / batched_with); flops counts training only (flops.train_flops_per_token x
+    tokens). `note` explains a shortfall.
     `model[model_index]` is the trained proxy (for export.export_hf); not serialised.
     """
 
