@@ -18,7 +18,6 @@ Staging a change goes through the engine, which validates it and writes pending.
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -34,14 +33,15 @@ from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, Ta
 from textual_plotext import PlotextPlot
 
 from engine import pipeline
+from engine.compare import Comparison
 from engine.domains import Change
 from engine.errors import OlmixError
 from engine.history import HistoryEntry, read_history
-from engine.project import SETTINGS_FILE, Project, Settings
-from engine.propose import ProposeSettings
+from engine.project import Project
 from engine.regression.store import FitSummary, list_fits, load_fit
-from engine.runs import RunStatus, SwarmDir, list_swarms
-from engine.status import project_status
+from engine.runs import RunStatus, SwarmDir
+from engine.settings import ProposeSettings
+from engine.status import ProjectStatus, project_status
 from olmix_tui.forms import ChangeForm, FitForm, ProposeForm
 from olmix_tui.render import HISTORY_COLUMNS, count, headline_metrics, history_rows, pct
 from olmix_tui.views import comparison_view, fill, number, run_mixture, weight_bars
@@ -58,12 +58,12 @@ class Snapshot:
     the highlighted run's curve, the history, and the highlighted entry's comparison
     (engine.compare's record, or why there is none)."""
 
-    status: dict | None = None
+    status: ProjectStatus | None = None
     swarms: list[tuple[SwarmDir, list[RunStatus]]] = field(default_factory=list)
     newest: str | None = None
     curve: list[dict] = field(default_factory=list)
     history: list[HistoryEntry] = field(default_factory=list)
-    comparison: dict | str = ""
+    comparison: Comparison | str = ""
     fits: list[FitSummary] = field(default_factory=list)
     error: str = ""
 
@@ -87,7 +87,7 @@ class StatusCache:
     def __init__(self, root: Path):
         self.root, self.key, self.status = root, None, None
 
-    def get(self) -> dict:
+    def get(self) -> ProjectStatus:
         key = tuple(_mtime(self.root / name) for name in
                     ("olmix.toml", "domains.toml", "pending.toml", "history", ".olmix/tokens"))
         if key != self.key:
@@ -214,7 +214,7 @@ class MixingApp(App):
             counts = {s: 0 for s in COUNTED_STATES}
             for s in statuses:
                 counts[s.state] += 1
-            plan = str(swarm.spec.get("plan") or swarm.spec.get("purpose", ""))
+            plan = swarm.spec.plan or swarm.spec.purpose
             rows.append((swarm.id, [swarm.id, plan, len(statuses), *(counts[s] or "" for s in COUNTED_STATES)]))
         fill(swarms, rows)
         ids = [key for key, _ in rows]
@@ -230,32 +230,33 @@ class MixingApp(App):
             summary.update(Text(f"error: {self.snapshot.error}", style="bold red"))
         if status is None:
             return
-        pending = status["pending"] or {}
-        marks = {**{d: "revise" for d in pending.get("revised", [])}, **{d: "remove" for d in pending.get("removed", [])},
-                 **{d: "partition into " + ", ".join(parts) for d, parts in pending.get("partitioned", {}).items()}}
-        rows = [(d["name"], [d["name"], ", ".join(d["sources"]), d["revision"][:8], count(d["train_tokens"]) or "",
-                             pct(d["prior"]) or "", pct(d["weight"]) or "", Text(marks.get(d["name"], ""), style="yellow")])
-                for d in status["domains"]]
+        pending = status.pending
+        marks = {} if pending is None else {
+            **{d: "revise" for d in pending.revised}, **{d: "remove" for d in pending.removed},
+            **{d: "partition into " + ", ".join(parts) for d, parts in pending.partitioned.items()}}
+        rows = [(d.name, [d.name, ", ".join(d.sources), d.revision[:8], count(d.train_tokens) or "",
+                          pct(d.prior) or "", pct(d.weight) or "", Text(marks.get(d.name, ""), style="yellow")])
+                for d in status.domains]
         fill(self.query_one("#domains", DataTable), rows)
         if self.domain_id not in {key for key, _ in rows}:
             self.domain_id = rows[0][0] if rows else None
-        lines = [f"{len(rows)} domains; {status['history_entries']} history entries"
-                 + ("" if status["tokenized"] else "; not tokenized yet (applying the update tokenizes)")]
+        lines = [f"{len(rows)} domains; {status.history_entries} history entries"
+                 + ("" if status.tokenized else "; not tokenized yet (applying the update tokenizes)")]
         if pending:
-            added = pending.get("added", [])
-            lines.append("Staged: " + "; ".join(pending["changes"]) + (f" (new: {', '.join(added)})" if added else ""))
-            lines.append(f"{len(pending.get('affected', []))} affected, {len(pending.get('unaffected', []))} unaffected "
+            added = pending.added
+            lines.append("Staged: " + "; ".join(pending.changes) + (f" (new: {', '.join(added)})" if added else ""))
+            lines.append(f"{len(pending.affected)} affected, {len(pending.unaffected)} unaffected "
                          f"(frozen under reuse). u applies it (olmix-tui DIR --batch {' '.join(self.apply_args)}) "
                          "in the background; x discards it.")
         else:
             lines.append("No staged update: a adds a domain; d, v, p remove, revise or partition the highlighted one. "
-                         + ("u computes the first mixture." if not status["history_entries"] else ""))
+                         + ("u computes the first mixture." if not status.history_entries else ""))
         if self.jobs:
             lines.append(self._jobs_line())
         summary.update(Text("\n".join(lines)))
         bars = self.query_one("#domain-bars", Static)
-        shown = [("natural", {d["name"]: d["prior"] for d in status["domains"] if d["prior"] is not None}, "blue"),
-                 ("current", status["current_mixture"] or {}, "magenta")]
+        shown = [("natural", {d.name: d.prior for d in status.domains if d.prior is not None}, "blue"),
+                 ("current", status.current_mixture or {}, "magenta")]
         bars.update(weight_bars("the natural distribution (token shares) and the current mixture",
                                 [m for m in shown if m[1]], bars.content_size.width or 100) if shown[0][1] else "")
 
@@ -268,7 +269,7 @@ class MixingApp(App):
         comparison, panel = self.snapshot.comparison, self.query_one("#comparison", Static)
         width = panel.content_size.width or 100
         entry = next((e for e in history if e.label == self.entry_id), None)
-        if isinstance(comparison, dict):
+        if isinstance(comparison, Comparison):
             panel.update(comparison_view(comparison, width))
         elif entry is not None:  # nothing to compare it with (the first entry): its mixture alone
             panel.update(weight_bars(f"mixture of {entry.label}", [(entry.label, entry.mixture, "magenta")], width, comparison))
@@ -330,16 +331,15 @@ class MixingApp(App):
         prefix = f"{self.swarm_id}-"
         rows = []
         for s in statuses:
-            d = s.data
-            weights = d.get("realised_weights") or d.get("weights", {})
+            weights = s.trained_weights
             top = ", ".join(f"{u} {100 * w:.0f}%" for u, w in sorted(weights.items(), key=lambda kv: -kv[1])[:3] if w >= 0.005)
             live = s.state == "running"
             rows.append((s.run, [
-                s.run.removeprefix(prefix), Text(s.label, style=STATE_STYLES.get(s.state, "")),
-                f"{100 * d.get('progress', 0):.0f}%" if live or s.state == "done" else "",
-                number(d.get("loss") if live else d.get("final_train_loss")),
-                f"{d['tokens_per_s']:,.0f}" if live and "tokens_per_s" in d else "",
-                top, *(number(s.metrics.get(m)) for m in metrics), str(d.get("error", ""))[:80],
+                s.run.removeprefix(prefix), Text(s.shown_state, style=STATE_STYLES.get(s.state, "")),
+                f"{100 * s.progress:.0f}%" if live or s.state == "done" else "",
+                number(s.loss if live else s.final_train_loss),
+                f"{s.tokens_per_s:,.0f}" if live and s.tokens_per_s is not None else "",
+                top, *(number(s.metrics.get(m)) for m in metrics), s.error[:80],
             ]))
         fill(table, rows)
         if self.run_id not in {s.run for s in statuses}:
@@ -354,7 +354,7 @@ class MixingApp(App):
         curve.display = len(points) >= 2
         note = ""
         if status is not None and not curve.display:
-            every = int(item[0].spec.get("proxy", {}).get("eval_every", 0))
+            every = item[0].spec.proxy.eval_every if item[0].spec.proxy else 0
             note = (f"learning curve: a point every {every} steps, {len(points)} so far" if every else
                     "no learning curve: only the final point is logged (eval_every = 0 in olmix.toml's [proxy])")
         mixture = self.query_one("#mixture", Static)
@@ -446,7 +446,7 @@ class MixingApp(App):
 
     def action_apply(self) -> None:
         status = self.snapshot.status
-        if status is None or not (status["pending"] or not status["history_entries"]):
+        if status is None or not (status.pending or not status.history_entries):
             self.notify("Nothing to apply: stage a change first (a, d, v, p).", severity="warning")
             return
         if "pipeline" in self.jobs:
@@ -492,31 +492,20 @@ class MixingApp(App):
         exact proposer takes milliseconds, loading the fit's model most of the time."""
         try:
             project = Project.load(self.project.root)
-            updated = dataclasses.replace(project.settings, propose=settings)
             if save:
-                Settings.from_toml(updated.to_toml(), SETTINGS_FILE)  # the checks across tables, as on loading
-                with project.lock():
-                    project.settings = updated
-                    project.save_settings()
-                self.project.settings = updated
-            project.settings = updated
-            swarm = SwarmDir(project.swarms_dir / summary.info["source_swarms"][0])
-            proposer, note = settings.proposer, ""
-            if proposer == "exact" and summary.info["regressor"] != "loglinear":
-                proposer, note = "simulation", f"the exact proposer needs a log-linear fit; this is {summary.info['chosen']}. "
-            fit = load_fit(summary.folder)
-            proposal = pipeline.propose_for_swarm(project, swarm, fit, proposer)
-            prior = pipeline.swarm_plan_of(project, swarm)[1]
-        except (OlmixError, IndexError) as err:
-            self.call_from_thread(self.notify, f"No proposal: {err or 'the fit names no swarm'}", severity="error", timeout=15)
+                self.project.settings = project.update_settings(propose=settings)
+            preview = pipeline.preview_proposal(project, load_fit(summary.folder), settings)
+        except OlmixError as err:
+            self.call_from_thread(self.notify, f"No proposal: {err}", severity="error", timeout=15)
             return
-        caption = (f"{note}predicted objective {proposal.predicted_objective:.4f}; KL to the prior {proposal.kl:.4f}"
+        proposal, prior = preview.proposal, preview.prior
+        caption = (f"{preview.note}predicted objective {proposal.predicted_objective:.4f}; KL to the prior {proposal.kl:.4f}"
                    + (f"; at their cap: {', '.join(proposal.binding_caps)}" if proposal.binding_caps else "")
                    + (f"; KKT residual {proposal.kkt_residual:.1e}" if proposal.kkt_residual is not None else "")
                    + (". Settings saved to olmix.toml; the proposal is a preview, nothing else is written." if save
                       else ". A preview: nothing is written."))
         shown = (f"proposal from fit {summary.fit_id} ({proposal.proposer}, kl_reg {settings.kl_reg:g}) beside the prior",
-                 [("prior", prior, "blue"), ("proposal", dict(zip(proposal.domains, proposal.x.tolist())), "green")],
+                 [("prior", prior, "blue"), ("proposal", proposal.mixture, "green")],
                  caption)
         self.proposals[summary.fit_id] = shown
         self.call_from_thread(self._show_fits)
@@ -571,8 +560,8 @@ def read_snapshot(project: Project, status: StatusCache, swarm_id: str | None, r
     the history and the comparison of `entry_id` (default: the last entry); a damaged file becomes `error`."""
     try:
         project_now = status.get()
-        swarms = [(swarm, swarm.statuses()) for swarm in list_swarms(project.swarms_dir)]
-        planned = [swarm for swarm, _ in swarms if swarm.spec.get("purpose") != "verify"] or [swarm for swarm, _ in swarms]
+        swarms = [(swarm, swarm.statuses()) for swarm in pipeline.project_swarms(project)]
+        planned = [swarm for swarm, _ in swarms if swarm.spec.purpose != "verify"] or [swarm for swarm, _ in swarms]
         newest = max(planned, key=lambda swarm: (swarm.path / "swarm.toml").stat().st_mtime_ns).id if planned else None
         chosen = next((swarm for swarm, _ in swarms if swarm.id == swarm_id), None)
         curve = chosen.curve(run_id) if chosen is not None and run_id in chosen.run_ids else []
@@ -580,7 +569,7 @@ def read_snapshot(project: Project, status: StatusCache, swarm_id: str | None, r
         fits = list_fits(project.fits_dir)
     except (OlmixError, OSError, ValueError, KeyError) as err:
         return Snapshot(error=str(err))
-    comparison: dict | str = ""
+    comparison: Comparison | str = ""
     if history:
         try:
             comparison = pipeline.diff_entries(project, entry_id or history[-1].label, None)

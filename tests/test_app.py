@@ -7,6 +7,7 @@ import time
 from typer.testing import CliRunner
 
 from conftest import plan_swarm
+from engine.compare import Comparison
 from olmix_tui.cli import app as cli
 from engine.project import Project
 from olmix_tui.app import MixingApp
@@ -132,16 +133,16 @@ def test_mixtures_tab_shows_an_update_beside_its_full_recomputation(small_projec
             await pilot.press("3")
             panel = app.query_one("#comparison")
             await wait_for(pilot, lambda: app.focused is not None and app.focused.id == "history", timeout=30)
-            await wait_for(pilot, lambda: isinstance(app.snapshot.comparison, dict), timeout=60)
+            await wait_for(pilot, lambda: isinstance(app.snapshot.comparison, Comparison), timeout=60)
             assert app.entry_id == "0003-add"
             assert app.snapshot.comparison == expected
             assert not app.check_action("train", ())  # training keys belong to the Swarms tab
             view = panel.content
-            assert view.title == f"{expected['a']['label']}  vs  {expected['b']['label']}"
+            assert view.title == f"{expected.a.label}  vs  {expected.b.label}"
             assert "(full)" in view.title and "measured" in str(view.caption) and "% of the FLOPs" in str(view.caption)
             await pilot.press("up")  # the removal: not compared, so beside the entry before it
-            await wait_for(pilot, lambda: app.entry_id == "0002-remove" and isinstance(app.snapshot.comparison, dict)
-                           and app.snapshot.comparison["a"]["label"] == "0001-initial", timeout=60)
+            await wait_for(pilot, lambda: app.entry_id == "0002-remove" and isinstance(app.snapshot.comparison, Comparison)
+                           and app.snapshot.comparison.a.label == "0001-initial", timeout=60)
             await pilot.press("up")  # the first entry: its mixture alone, and why
             await wait_for(pilot, lambda: isinstance(app.snapshot.comparison, str) and app.entry_id == "0001-initial", timeout=60)
             assert panel.content.title == "mixture of 0001-initial" and "first entry" in str(panel.content.caption)
@@ -205,7 +206,7 @@ def test_domains_tab_stages_changes_and_applies_the_update(small_project):
             await wait_for(pilot, lambda: "No staged update" in summary() and "2 history entries" in summary(), timeout=60)
             assert table.row_count == 4 and app.jobs == {}
             await pilot.press("3")
-            await wait_for(pilot, lambda: app.entry_id == "0002-add" and isinstance(app.snapshot.comparison, dict), timeout=60)
+            await wait_for(pilot, lambda: app.entry_id == "0002-add" and isinstance(app.snapshot.comparison, Comparison), timeout=60)
 
     asyncio.run(session())
 
