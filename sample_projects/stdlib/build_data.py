@@ -64,6 +64,7 @@ def frac(key: str) -> float:
 
 
 def read(path: Path) -> str:
+    """The file's text (through a .gz), undecodable bytes replaced."""
     data = path.read_bytes()
     if path.suffix == ".gz":
         data = gzip.decompress(data)
@@ -110,11 +111,11 @@ def file_name(key: str) -> str:
     return flat if flat.endswith(".txt") else flat + ".txt"
 
 
-def pick(items: list[Item], budget: int, salt: str = "") -> list[tuple[str, str]]:
-    """(key, text) of eligible, non-empty items taken in hash order of their keys, each one whose text
-    still fits in `budget` bytes (the first one always); sorted by key (deterministic)."""
+def pick(candidates: list[Item], budget: int, salt: str = "") -> list[tuple[str, str]]:
+    """(key, text) of eligible, non-empty candidates taken in hash order of their keys, each one whose
+    text still fits in `budget` bytes (the first one always); sorted by key (deterministic)."""
     chosen, total = [], 0
-    for key, load in sorted(items, key=lambda item: (frac(salt + item[0]), item[0])):
+    for key, load in sorted(candidates, key=lambda item: (frac(salt + item[0]), item[0])):
         text = load()
         if text is None or not text.strip():
             continue
@@ -128,7 +129,8 @@ def pick(items: list[Item], budget: int, salt: str = "") -> list[tuple[str, str]
     return sorted(chosen)
 
 
-def items(files: list[tuple[str, Path]], load: Callable[[Path], Optional[str]] = read) -> list[Item]:
+def documents(files: list[tuple[str, Path]], load: Callable[[Path], Optional[str]] = read) -> list[Item]:
+    """The files as candidate documents, each read by `load` when a pick gets to it."""
     return [(key, partial(load, path)) for key, path in files]
 
 
@@ -176,7 +178,7 @@ def build_code(out: Path) -> list[tuple[str, Path]]:
     total = sum(p.stat().st_size for files in shards.values() for _, p in files)
     for shard, files in sorted(shards.items()):
         share = BUDGETS["code"] * sum(p.stat().st_size for _, p in files) / total
-        texts = [text for _, text in pick(items(files), share)]
+        texts = [text for _, text in pick(documents(files), share)]
         if texts:
             write_jsonl(out / "data" / "code" / f"{shard}.jsonl", texts)
     return held_out
@@ -189,14 +191,14 @@ def build_tests(out: Path, files: list[tuple[str, Path]], folder: str = "tests",
     `domains revise` of code:tests points at in the walkthrough and the reuse benchmark."""
     tests = [(k, p) for k, p in files
              if k.endswith(".py") and ({"test", "tests"} & set(k.split("/")[:-1]) or p.name.startswith("test_"))]
-    for key, text in pick(items(tests), BUDGETS["tests"], salt):
+    for key, text in pick(documents(tests), BUDGETS["tests"], salt):
         write_text(out / "data" / folder / file_name(key.removesuffix(".py")), text)
 
 
 def build_headers(out: Path, files: list[tuple[str, Path]]) -> None:
     """code:c as JSON lines, C and C++ headers the dependencies install (their C APIs)."""
     headers = [(k, p) for k, p in files if suffix_of(k) in {".h", ".hpp", ".cuh"}]
-    write_jsonl(out / "data" / "c" / "headers.jsonl", [t for _, t in pick(items(headers), BUDGETS["c"])])
+    write_jsonl(out / "data" / "c" / "headers.jsonl", [t for _, t in pick(documents(headers), BUDGETS["c"])])
 
 
 def build_docs(out: Path) -> list[tuple[str, str]]:
@@ -218,7 +220,8 @@ def descriptions() -> list[Item]:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
             continue
-        out.append((f"{name}/description", partial(str, dist.metadata.get_payload() or dist.metadata.get("Description") or "")))
+        body = dist.metadata.get_payload() or dist.metadata.get("Description") or ""
+        out.append((f"{name}/description", partial(str, body)))
     return out
 
 
@@ -230,8 +233,9 @@ def prose(path: Path) -> Optional[str]:
 def build_notes(out: Path, files: list[tuple[str, Path]]) -> None:
     """prose:notes as plain text: the dependencies' descriptions, and the change notes, READMEs and
     data-set cards they ship (license texts left out: a few templates, repeated)."""
-    shipped = [(k, p) for k, p in files if suffix_of(k) in {".md", ".rst", ".txt"} and not p.name.startswith(("LICENSE", "COPYING"))]
-    for key, text in pick(descriptions() + items(shipped, prose), BUDGETS["notes"]):
+    shipped = [(k, p) for k, p in files
+               if suffix_of(k) in {".md", ".rst", ".txt"} and not p.name.startswith(("LICENSE", "COPYING"))]
+    for key, text in pick(descriptions() + documents(shipped, prose), BUDGETS["notes"]):
         write_text(out / "data" / "notes" / file_name(key), text)
 
 
@@ -244,7 +248,7 @@ def build_decimal(out: Path, files: list[tuple[str, Path]]) -> None:
     """data:decimal as plain text: numeric tables and test vectors the dependencies ship (data sets,
     reference values of their numerical tests)."""
     tables = [(k, p) for k, p in files if suffix_of(k) in {".csv", ".dat", ".txt"}]
-    for key, text in pick(items(tables, numeric_table), BUDGETS["decimal"]):
+    for key, text in pick(documents(tables, numeric_table), BUDGETS["decimal"]):
         write_text(out / "data" / "decimal" / file_name(key), text)
 
 
@@ -255,8 +259,9 @@ def markup(path: Path) -> Optional[str]:
 
 def build_markup(out: Path, files: list[tuple[str, Path]]) -> None:
     """data:markup as JSON lines: JSON, YAML, ARFF, CSS, config and query files the dependencies ship."""
-    documents = [(k, p) for k, p in files if suffix_of(k) in MARKUP_SUFFIXES]
-    write_jsonl(out / "data" / "markup" / "fixtures.jsonl", [t for _, t in pick(items(documents, markup), BUDGETS["markup"])])
+    marked_up = [(k, p) for k, p in files if suffix_of(k) in MARKUP_SUFFIXES]
+    texts = [t for _, t in pick(documents(marked_up, markup), BUDGETS["markup"])]
+    write_jsonl(out / "data" / "markup" / "fixtures.jsonl", texts)
 
 
 def code_eval_items(held_out: list[tuple[str, Path]], per_file: int = 6) -> list[dict]:
