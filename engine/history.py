@@ -33,7 +33,10 @@ class Compute(Table):
 @dataclass(frozen=True)
 class ProposalInfo(Table):
     """How the proposal was made: proposer, predicted objective, KL to the prior, leaves at their
-    cap, the exact proposer's KKT residual, and the fit's cross-validated Spearman (x100)."""
+    cap, the exact proposer's KKT residual, the fit's cross-validated Spearman (x100), the setting
+    that chose the proposer ("[propose] proposer" or "[reuse.proposer] <kind>"), and the KL term's
+    centre over the units of a reuse fit ("natural" or "current"; "" for the leaves' natural
+    distribution)."""
 
     finite_floats = False
 
@@ -43,6 +46,8 @@ class ProposalInfo(Table):
     binding_caps: list[str] = field(default_factory=list)
     kkt_residual: float | None = None
     fit_cv_spearman: float = float("nan")
+    proposer_setting: str = "[propose] proposer"
+    kl_centre: str = ""
 
 
 @dataclass(frozen=True)

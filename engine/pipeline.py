@@ -32,7 +32,8 @@ from engine.mixture_table import MixtureTable, read_tables
 from engine.project import Project
 from engine.propose import Proposal, objective_weights, propose
 from engine.regression.store import FitResult, fit_and_store, load_fit
-from engine.reuse import UpdatePlan, affected_fit_names, compare_plans, plan_update, suggest_unfreeze
+from engine.reuse import (UpdatePlan, affected_fit_names, compare_plans, plan_swarm_settings, plan_update, reuse_prior,
+                          suggest_unfreeze, unit_mixture)
 from engine.runs import SwarmDir, list_swarms
 from engine.settings import EXACT_REGRESSOR, ProposeSettings, usable_proposer
 from engine.swarm import FrozenGroup, Swarm, SwarmSettings, sample_swarm
@@ -94,19 +95,24 @@ def make_plan(project: Project, ctx: UpdateContext, kind: str | None = None, unf
 
 
 def suggested_unfreeze(project: Project, ctx: UpdateContext) -> list[tuple[str, float]]:
-    """Unaffected domains that interact most with the affected ones in the last log-linear fit
-    (empty when the last mixture came without one)."""
-    entries = read_history(project)
-    fit_id = entries[-1].content.fit if entries else ""
-    if not fit_id or not (project.fits_dir / fit_id).is_dir():
+    """Unaffected domains whose weight most needs to move apart from the frozen group, by the last
+    log-linear fit in the history and the project's objective (empty without one)."""
+    fit_id = next((e.content.fit for e in reversed(read_history(project)) if e.content.fit), "")
+    if not fit_id or not (project.fits_dir / fit_id).is_dir() or ctx.current is None:
         return []
     fit = load_fit(project.fits_dir / fit_id)
     law = fit.model.law()
     if law is None:
         return []
     affected = affected_set(ctx.before, ctx.after)
-    return suggest_unfreeze(affected_fit_names(affected), affected.unaffected, fit.domains, law[1], fit.metric_names,
-                            project.settings.reuse.suggest)
+    start = plan_update(ctx.before, ctx.after, ctx.current, ctx.prior, "full_reuse").start
+    groups = {g.name: list(g.ratios) for s in fit.source_swarms if (project.swarms_dir / s).is_dir()
+              for g in open_swarm(project, s).spec.groups}
+    members = {**{d: groups.get(d, [d]) for d in fit.domains}, **affected.partitioned}
+    at = np.array([sum(start.get(x, 0.0) for x in members[d]) for d in fit.domains])
+    weights = objective_weights(project.settings.objective, fit.metric_names)
+    return suggest_unfreeze(affected_fit_names(affected), affected.unaffected, fit.domains, law, fit.metric_names,
+                            project.settings.reuse.suggest, weights, at)
 
 
 def plan_costs(project: Project, ctx: UpdateContext) -> dict[str, dict]:
@@ -114,7 +120,7 @@ def plan_costs(project: Project, ctx: UpdateContext) -> dict[str, dict]:
     scale = proxy_scale(project, project.tokenizer().vocab_size)
     r = project.settings.reuse
     return compare_plans(ctx.before, ctx.after, ctx.current, ctx.prior, project.settings.swarm,
-                         scale.tokens_per_proxy, scale.flops_per_token, r.unfreeze, r.virtual_name)
+                         scale.tokens_per_proxy, scale.flops_per_token, r.unfreeze, r.virtual_name, r.swarm)
 
 
 def _spec_id(parts: dict) -> str:
@@ -137,10 +143,11 @@ def _create_trained_swarm(project: Project, swarm_id: str, spec: SwarmSpec, unit
 
 def _trained_spec(ctx: UpdateContext, purpose: str, plan: str, scale: ProxyScale, data: SwarmData, units: list[str],
                   runs: list[str], groups: list[FrozenGroup] = (), swarm: SwarmSettings | None = None,
-                  labels: list[str] = ()) -> SwarmSpec:
+                  labels: list[str] = (), start: dict[str, float] | None = None) -> SwarmSpec:
     """The spec of swarms this project trains (planned swarms and verification runs): one builder for both."""
     return SwarmSpec(purpose=purpose, plan=plan, units=list(units), runs=list(runs), leaves=ctx.leaves,
-                     groups=list(groups), prior=dict(ctx.prior), swarm=swarm, proxy=scale, data=data, labels=list(labels))
+                     groups=list(groups), prior=dict(ctx.prior), swarm=swarm, proxy=scale, data=data, labels=list(labels),
+                     start=dict(start or {}))
 
 
 def plan_swarm(project: Project, ctx: UpdateContext, plan: UpdatePlan) -> tuple[SwarmDir, Swarm]:
@@ -149,11 +156,16 @@ def plan_swarm(project: Project, ctx: UpdateContext, plan: UpdatePlan) -> tuple[
         raise OlmixError(f"the {plan.kind} plan needs no swarm: {plan.describe().splitlines()[0]}")
     scale, data = _run_inputs(project, ctx)
     leaves = plan.leaves
-    swarm = sample_swarm(project.settings.swarm, leaves, np.array([ctx.prior[x] for x in leaves]),
+    s = project.settings
+    settings = plan_swarm_settings(plan, ctx.prior, s.swarm, s.reuse.swarm)
+    swarm = sample_swarm(settings, leaves, np.array([ctx.prior[x] for x in leaves]),
                          np.array([ctx.tokens[x].train_tokens for x in leaves]), scale.tokens_per_proxy, plan.groups)
-    sid = _spec_id({"sample": swarm.id, "proxy": dataclasses.asdict(scale), "data": dataclasses.asdict(data)})
+    parts = {"sample": swarm.id, "proxy": dataclasses.asdict(scale), "data": dataclasses.asdict(data)}
+    if plan.groups:  # the KL centre of a reuse proposal may be the starting mixture
+        parts["start"] = {x: round(w, 10) for x, w in plan.start.items()}
+    sid = _spec_id(parts)
     runs = [f"{sid}-{i:04d}" for i in range(len(swarm))]
-    spec = _trained_spec(ctx, "swarm", plan.kind, scale, data, swarm.units, runs, plan.groups, project.settings.swarm)
+    spec = _trained_spec(ctx, "swarm", plan.kind, scale, data, swarm.units, runs, plan.groups, settings, start=plan.start)
     folder = _create_trained_swarm(project, sid, spec, swarm.unit_weights, [scale.seed] * len(runs))
     return folder, swarm
 
@@ -234,12 +246,49 @@ def run_update(project: Project, ctx: UpdateContext, kind: str | None = None, on
         raise OlmixError(f"{counts['failed']} run(s) of swarm {swarm_dir.id} failed; see `olmix-tui swarm status "
                          f"{project.root} --swarm {swarm_dir.id}` and rerun with `swarm run --retry-failed`.")
     fit = fit_swarm(project, swarm_dir, on_event=on_event)
-    proposal = propose_for_swarm(project, swarm_dir, fit)
+    settings, chosen_by = update_proposer(project, ctx, plan)
+    proposal = propose_for_swarm(project, swarm_dir, fit, settings)
     done = [s for s in swarm_dir.statuses() if s.state == "done"]
     compute = Compute(len(done), int(sum(s.tokens or 0 for s in done)), float(sum(s.flops or 0.0 for s in done)))
     info = ProposalInfo(proposal.proposer, proposal.predicted_objective, proposal.kl, proposal.binding_caps,
-                        proposal.kkt_residual, fit.cv.mean_spearman)
+                        proposal.kkt_residual, fit.cv.mean_spearman, chosen_by, kl_centre_kind(swarm_dir.spec, project))
     return UpdateRecord(plan.record(), proposal.mixture, swarm_dir.id, fit.fit_id, proposal.predicted_objective, info, compute)
+
+
+def update_proposer(project: Project, ctx: UpdateContext, plan: UpdatePlan) -> tuple[ProposeSettings, str]:
+    """[propose] with the proposer for this update: [reuse.proposer]'s for the update's kinds when
+    the plan freezes a group, else [propose] proposer; and the setting that chose it."""
+    settings = project.settings.propose
+    if not plan.groups:
+        return settings, "[propose] proposer"
+    name, chosen_by = project.settings.reuse.proposer.proposer_for(affected_set(ctx.before, ctx.after).kinds,
+                                                                   settings.proposer)
+    return dataclasses.replace(settings, proposer=name), chosen_by
+
+
+def kl_centre_kind(spec: SwarmSpec, project: Project) -> str:
+    """What a proposal from this swarm takes its KL term against: "natural" or "current" over the
+    units for a swarm with a frozen group ([reuse.proposer] kl_centre), "" (the leaves' natural
+    distribution) for any other."""
+    return project.settings.reuse.proposer.kl_centre if spec.trained_here and spec.groups else ""
+
+
+def kl_centre(spec: SwarmSpec, project: Project) -> np.ndarray | None:
+    """The unit-level KL centre of a proposal from this swarm (None: KL over the leaves against the prior).
+
+    "natural": the prior the reuse swarm was drawn around (for a swarm planned before reuse swarms
+    had one, `reuse_prior` with [reuse.swarm] virtual_share); "current": the mixture the update
+    started from, collapsed onto the units (the prior's, if the swarm did not record it)."""
+    kind = kl_centre_kind(spec, project)
+    if not kind:
+        return None
+    if kind == "current" and spec.start:
+        return unit_mixture(spec.expand, np.array([spec.start.get(x, 0.0) for x in spec.leaves]))
+    if spec.swarm is not None and set(spec.swarm.prior) == set(spec.units):
+        return np.array([spec.swarm.prior[u] for u in spec.units])
+    prior = reuse_prior(spec.units, spec.groups, spec.expand, np.array([spec.prior[x] for x in spec.leaves]),
+                        project.settings.reuse.swarm.virtual_share)
+    return np.array([prior[u] for u in spec.units])
 
 
 def history_kind(ctx: UpdateContext, has_history: bool) -> str:
@@ -293,7 +342,7 @@ def propose_for_swarm(project: Project, swarm: SwarmDir, fit: FitResult, setting
         settings = dataclasses.replace(settings, target_tokens=0)
     leaves = swarm.spec.leaves if swarm.spec.trained_here else swarm.units
     return propose(fit.model, swarm.table(), prior, tokens, settings, project.settings.objective,
-                   expand=swarm.spec.expand, domains_leaf=leaves)
+                   expand=swarm.spec.expand, domains_leaf=leaves, kl_centre=kl_centre(swarm.spec, project))
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,12 @@ plus optionally kl_reg * KL(x || prior) to stay near the natural distribution. T
 
 Mixture reuse: the fit may be over units (some leaf domains frozen into a virtual domain with fixed
 internal ratios). z lives on the unit simplex and `expand` [m_leaf, m_unit] (non-negative, columns
-summing to 1) maps it to the leaf mixture x = expand @ z, on which caps, bounds and the KL term are
-taken. Caps: x_j <= repetition_factor * tokens_j / target_tokens (tokens_j: leaf j's available
-training tokens) and per-domain [lo, hi] bounds.
+summing to 1) maps it to the leaf mixture x = expand @ z, on which caps and bounds are taken. The
+KL term is over the leaves against the natural prior, or, given a unit-level centre (a reuse fit:
+the frozen group's internal ratios are fixed, so only its total is free), over the units against
+that centre, as Olmix's reuse fits take it against their swarm's prior. Caps:
+x_j <= repetition_factor * tokens_j / target_tokens (tokens_j: leaf j's available training tokens)
+and per-domain [lo, hi] bounds.
 """
 
 from __future__ import annotations
@@ -77,6 +80,29 @@ class Proposal:
 
 
 @dataclass(frozen=True)
+class KLTerm:
+    """weight * KL(matrix @ z || centre) for a unit mixture z: over the leaves (matrix = expand,
+    centre = the leaf prior) or over the units (matrix = identity, centre = a unit prior)."""
+
+    weight: float
+    matrix: np.ndarray  # [r, u]
+    centre: np.ndarray  # [r], sums to 1
+
+    def of(self, Z: np.ndarray) -> np.ndarray:
+        """KL(matrix @ z || centre) of unit mixtures Z [..., u]."""
+        return kl_divergence(Z @ self.matrix.T, self.centre)
+
+    def leaf_support(self, expand: np.ndarray) -> np.ndarray:
+        """Leaves that may take weight when the term is on: those of units the centre gives weight."""
+        unit_ok = (self.matrix[self.centre > 0] > 0).any(0)
+        return (expand[:, unit_ok] > 0).any(1)
+
+    def unit_centre(self) -> np.ndarray:
+        """The centre as a unit mixture (the simulation proposer draws its candidates around it)."""
+        return _unit_prior(self.matrix, self.centre)
+
+
+@dataclass(frozen=True)
 class Constraints:
     """lower <= expand @ z <= upper on the leaves, z on the unit simplex."""
 
@@ -115,10 +141,11 @@ def _leaf_vector(values, domains: Sequence[str], what: str) -> np.ndarray:
 
 
 def build_constraints(
-    settings: ProposeSettings, domains: Sequence[str], expand: np.ndarray, prior: np.ndarray, tokens: np.ndarray | None
+    settings: ProposeSettings, domains: Sequence[str], expand: np.ndarray, kl_support: np.ndarray, tokens: np.ndarray | None
 ) -> Constraints:
-    """Leaf bounds from repetition caps, [lo, hi] bounds and (with kl_reg > 0) the prior's zeros;
-    InfeasibleError naming the binding domains when no mixture can meet them."""
+    """Leaf bounds from repetition caps, [lo, hi] bounds and (with kl_reg > 0) the leaves outside the
+    KL centre's support (`kl_support`); InfeasibleError naming the binding domains when no mixture
+    can meet them."""
     domains = list(domains)
     unknown = [d for d in settings.bounds if d not in domains]
     if unknown:
@@ -130,7 +157,7 @@ def build_constraints(
             raise DataError("Repetition caps need each leaf domain's available tokens; pass tokens or set target_tokens = 0.")
         upper = np.minimum(upper, settings.repetition_factor * tokens / settings.target_tokens)
     if settings.kl_reg > 0:
-        upper = np.where(prior > 0, upper, 0.0)  # KL(x || prior) is finite only where prior > 0
+        upper = np.where(kl_support, upper, 0.0)  # the KL term is finite only where its centre is > 0
     upper = np.minimum(upper, 1.0)
     if upper.sum() < 1 - FEASIBILITY_TOL:
         capped = np.argsort(upper)[: max(1, int(np.sum(upper < 1)))]
@@ -206,7 +233,7 @@ def kl_divergence(x: np.ndarray, prior: np.ndarray) -> np.ndarray:
     return terms.sum(-1)
 
 
-def _solve_exact(t: np.ndarray, w: np.ndarray, lam: float, prior: np.ndarray, cons: Constraints) -> tuple[np.ndarray, float]:
+def _solve_exact(t: np.ndarray, w: np.ndarray, kl: KLTerm, cons: Constraints) -> tuple[np.ndarray, float]:
     """Primal-dual interior-point solve of the exact problem; returns (z, KKT residual).
 
     The constants exp(c_i) do not move the optimum. Units feeding a leaf capped at 0 are fixed at 0;
@@ -214,12 +241,14 @@ def _solve_exact(t: np.ndarray, w: np.ndarray, lam: float, prior: np.ndarray, co
     system (centring 0.1, fraction-to-boundary 0.99, backtracking on the residual norm).
     """
     E = cons.expand
-    m, u = E.shape
+    u = E.shape[1]
+    lam = kl.weight
     free = np.flatnonzero(cons.free)  # a unit feeding a leaf capped at 0 stays 0
     Ef, tf = E[:, free], t[:, free]
     live = Ef.sum(1) > 0  # leaves some free unit feeds
-    kl_rows = live & (prior > 0) if lam > 0 else np.zeros(m, bool)
-    Ek, pk = Ef[kl_rows], prior[kl_rows]
+    Mf = kl.matrix[:, free]
+    kl_rows = (Mf.sum(1) > 0) & (kl.centre > 0) if lam > 0 else np.zeros(len(kl.centre), bool)
+    Ek, pk = Mf[kl_rows], kl.centre[kl_rows]
     up, lo = np.flatnonzero(live & (cons.upper < 1)), np.flatnonzero(live & (cons.lower > 0))
     G = np.vstack([-np.eye(len(free)), Ef[up], -Ef[lo]])
     h = np.concatenate([np.zeros(len(free)), cons.upper[up], -cons.lower[lo]])
@@ -303,11 +332,14 @@ def propose(
     objective: ObjectiveSettings = ObjectiveSettings(),
     expand: np.ndarray | None = None,
     domains_leaf: Sequence[str] | None = None,
+    kl_centre: np.ndarray | None = None,
 ) -> Proposal:
     """Propose the target run's mixture from a fit over `table`'s domains (units) and metrics.
 
     prior and tokens are per leaf domain (mapping or array in `domains_leaf` order; tokens may be
     None when target_tokens is 0). expand [m_leaf, m_unit] maps units to leaves (None: identity).
+    kl_centre: a distribution over the units that the KL term is taken against, over the units
+    (None: over the leaves, against `prior`).
     """
     start = time.perf_counter()
     units, metric_names = list(table.domains), list(table.metric_names)
@@ -334,8 +366,14 @@ def propose(
     prior = prior / prior.sum()
     tokens = None if tokens is None else _leaf_vector(tokens, domains_leaf, "The available tokens")
     w = objective_weights(objective, metric_names)
-    cons = build_constraints(settings, domains_leaf, expand, prior, tokens)
-    lam = settings.kl_reg
+    if kl_centre is None:
+        kl = KLTerm(settings.kl_reg, expand, prior)
+    else:
+        centre = _leaf_vector(kl_centre, units, "The KL centre")
+        if not centre.sum() > 0:
+            raise DataError("The KL centre sums to 0; give a distribution over the fit's domains.")
+        kl = KLTerm(settings.kl_reg, np.eye(len(units)), centre / centre.sum())
+    cons = build_constraints(settings, domains_leaf, expand, kl.leaf_support(expand), tokens)
 
     kkt, run_id, observed = None, None, None
     if settings.proposer == "exact":
@@ -345,27 +383,25 @@ def propose(
                 f"The exact proposer needs a log-linear fit, but this fit is {model.describe()}; "
                 f"refit with regressor = 'loglinear' or use proposer = 'simulation'."
             )
-        z, kkt = _solve_exact(law[1], w, lam, prior, cons)
+        z, kkt = _solve_exact(law[1], w, kl, cons)
     elif settings.proposer == "simulation":
-        z = _simulate(model, w, lam, prior, cons, settings)
+        z = _simulate(model, w, kl, cons, settings)
     else:
-        z, run_id, observed = _search(table, w, lam, prior, cons)
+        z, run_id, observed = _search(table, w, kl, cons)
 
     x = expand @ z
     predicted = model.predict(z[None])[0]
     return Proposal(
         settings.proposer, domains_leaf, x, units, z, float(predicted @ w),
-        dict(zip(metric_names, predicted.tolist())), float(kl_divergence(x, prior)), cons.binding(x),
+        dict(zip(metric_names, predicted.tolist())), float(kl.of(z)), cons.binding(x),
         kkt, time.perf_counter() - start, run_id, observed,
     )
 
 
-def _simulate(
-    model: Regressor, w: np.ndarray, lam: float, prior: np.ndarray, cons: Constraints, settings: ProposeSettings
-) -> np.ndarray:
+def _simulate(model: Regressor, w: np.ndarray, kl: KLTerm, cons: Constraints, settings: ProposeSettings) -> np.ndarray:
     rng = np.random.default_rng(settings.seed)
     u = cons.expand.shape[1]
-    centre = np.where(cons.free, np.maximum(_unit_prior(cons.expand, prior), 1e-3 / u), 0.0)
+    centre = np.where(cons.free, np.maximum(kl.unit_centre(), 1e-3 / u), 0.0)
     strength = u * 10.0 ** rng.uniform(-0.5, 1.5, size=(settings.simulation_candidates, 1))
     Z = rng.gamma(strength * centre[None, :])
     Z = Z[Z.sum(1) > 0]
@@ -377,8 +413,8 @@ def _simulate(
             f"raise simulation_candidates or use proposer = 'exact'."
         )
     scores = model.predict(Z) @ w
-    if lam > 0:
-        scores = scores + lam * kl_divergence(Z @ cons.expand.T, prior)
+    if kl.weight > 0:
+        scores = scores + kl.weight * kl.of(Z)
     top = Z[np.argsort(scores, kind="stable")[: settings.top_k]]
     z = top.mean(0)
     if not cons.feasible(z[None])[0]:
@@ -386,15 +422,13 @@ def _simulate(
     return z
 
 
-def _search(
-    table: MixtureTable, w: np.ndarray, lam: float, prior: np.ndarray, cons: Constraints
-) -> tuple[np.ndarray, str, float]:
+def _search(table: MixtureTable, w: np.ndarray, kl: KLTerm, cons: Constraints) -> tuple[np.ndarray, str, float]:
     ok = cons.feasible(table.ratios, tol=1e-6)
     if not ok.any():
         raise InfeasibleError("No swarm run meets the caps and bounds; loosen them or use proposer = 'exact'.")
     scores = table.metrics @ w
-    if lam > 0:
-        scores = scores + lam * kl_divergence(table.ratios @ cons.expand.T, prior)
+    if kl.weight > 0:
+        scores = scores + kl.weight * kl.of(table.ratios)
     scores = np.where(ok, scores, np.inf)
     best = int(np.argmin(scores))
     return table.ratios[best] / table.ratios[best].sum(), table.run_ids[best], float(table.metrics[best] @ w)

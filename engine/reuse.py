@@ -22,7 +22,7 @@ import numpy as np
 from engine.config import Table
 from engine.domains import AffectedRecord, AffectedSet, DomainSet, affected_set
 from engine.errors import ConfigError, DataError
-from engine.settings import PLAN_KINDS, VIRTUAL_NAME, SwarmSettings
+from engine.settings import PLAN_KINDS, VIRTUAL_NAME, ReuseSwarmSettings, SwarmSettings
 from engine.swarm import FrozenGroup, default_size, unit_layout
 
 RENORMALISE = "renormalise"  # the plan kind of an update that needs no swarm
@@ -88,6 +88,26 @@ class PlanRecord(Table):
     start: dict[str, float] = field(default_factory=dict)
     needs_swarm: bool = False
     affected: AffectedRecord = field(default_factory=AffectedRecord)
+
+
+def reuse_prior(units: Sequence[str], groups: Sequence[FrozenGroup], expand: np.ndarray, leaf_prior: np.ndarray,
+                virtual_share: float) -> dict[str, float]:
+    """The prior over `units` that a reuse swarm is drawn around (Olmix's manual prior):
+    `virtual_share` on the frozen group, the rest over the free units in proportion to their
+    natural shares (`leaf_prior` over the leaves, expand's rows; equal shares if those are all 0).
+    Without a frozen group or a free unit: the natural distribution over the units."""
+    grouped = {g.name for g in groups}
+    natural = unit_mixture(expand, leaf_prior)
+    free = np.array([u not in grouped for u in units])
+    if not grouped or not free.any():
+        return dict(zip(units, _normalised(natural).tolist()))
+    shares = np.where(free, _normalised(natural * free, free.astype(float)) * (1 - virtual_share), virtual_share / len(grouped))
+    return dict(zip(units, shares.tolist()))
+
+
+def unit_mixture(expand: np.ndarray, leaf_mixture: np.ndarray) -> np.ndarray:
+    """A leaf mixture collapsed onto units (each unit's weight is the sum of its leaves')."""
+    return (np.asarray(expand) > 0).T.astype(float) @ np.asarray(leaf_mixture, float)
 
 
 def describe_changes(affected: AffectedSet) -> str:
@@ -176,45 +196,73 @@ def suggest_unfreeze(
     affected: Sequence[str],
     unaffected: Sequence[str],
     domains: Sequence[str],
-    t: np.ndarray,
+    law: tuple[np.ndarray, np.ndarray],
     metric_names: Sequence[str],
     k: int,
+    objective: np.ndarray,
+    start: np.ndarray,
 ) -> list[tuple[str, float]]:
-    """The (at most) k unaffected domains that interact most with the affected ones, with scores.
+    """The (at most) k unaffected domains whose weight most needs to move apart from their frozen group.
 
-    From the last log-linear fit y_i = exp(c_i) + exp(t_i . x) over `domains` (t is [metrics, domains],
-    metric i belongs to domain d when its name starts with d + "/"), an unaffected domain j scores
+    From the last log-linear fit y_i = exp(c_i) + exp(t_i . x) over `domains` (law = (c, t), t
+    [metrics, domains]), evaluated at `start`, the update's starting mixture over the fit's domains
+    (a domain the fit does not know, e.g. an added one, is left out, so the others already carry
+    the shrink the addition brings). With d[i, j] = dy_i/dx_j there, the objective's gradient
+    g = objective @ d (`objective`: its weights over `metric_names`) and Hessian H, F the unaffected
+    domains the fit covers with ratios r inside F, and A the affected domains the fit covers
+    (`affected` in the old fit's names, `affected_fit_names`), a domain j of F scores
 
-        sum over metrics i of j, affected a:   |t[i, a]|   (the affected weights move j's metrics)
-      + sum over metrics i of affected a:      |t[i, j]|   (j's weight moves the affected metrics)
+        |g_j - sum_F r g|                                   the objective's slope for moving weight
+                                                             between j and the rest of the group
+      + sum over a in A of |H_ja - sum_F r H_.a| start_a     how much that slope moves when a's
+                                                             weight changes by its own size
+      + sum over metrics i of j, a in A:  |d[i, a]|          the affected weights move j's own
+      + sum over metrics i of a in A:     |d[i, j]|          metrics, and j's weight theirs
 
-    `affected` uses the names of the old fit (`affected_fit_names`); affected or unaffected domains the
-    fit does not cover are skipped. Ranked by score, ties by name; domains scoring 0 are left out.
-    Returns [] when no affected domain is in the fit or no metric belongs to a domain that counts.
+    (metric i belongs to domain d when its name starts with d + "/"). The first term works for any
+    update, additions included; the others need affected domains the fit knows. Ranked by score,
+    ties by name; domains scoring 0 are left out.
     """
     domains = list(domains)
-    t = np.asarray(t, float)
-    if t.shape != (len(metric_names), len(domains)):
+    c, t = (np.asarray(a, float) for a in law)
+    if t.shape != (len(metric_names), len(domains)) or c.shape != (len(metric_names),):
         raise DataError(
-            f"The fit's t matrix has shape {t.shape}, not ({len(metric_names)} metrics, {len(domains)} domains); "
+            f"The fit's law has shape {t.shape}, not ({len(metric_names)} metrics, {len(domains)} domains); "
             "refit the regression."
         )
-    if not np.all(np.isfinite(t)):
-        raise DataError("The fit's t matrix has non-finite coefficients; refit the regression.")
+    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(c))):
+        raise DataError("The fit's law has non-finite coefficients; refit the regression.")
     column = {d: j for j, d in enumerate(domains)}
     is_affected = np.isin(domains, [a for a in affected if a in column])
-    candidates = [u for u in unaffected if u in column and not is_affected[column[u]]]
+    frozen = np.isin(domains, [u for u in unaffected if u in column]) & ~is_affected
+    if not frozen.any():
+        return []
+    x = np.asarray(start, float)
+    d = np.exp(t @ x)[:, None] * t  # [metrics, domains]
+    w = np.asarray(objective, float)
+    g = w @ d
+    H = (t.T * (w * np.exp(t @ x))) @ t
+    r = x * frozen
+    r = r / r.sum() if r.sum() > 0 else frozen / frozen.sum()
+    score = np.abs(g - r @ g) + np.abs(H - r @ H) @ (x * is_affected)
     owner = np.array([column.get(name.split("/", 1)[0], -1) if "/" in name else -1 for name in metric_names], int)
     owns = np.zeros(t.shape, bool)  # owns[i, j]: metric i belongs to domain j
     owns[np.flatnonzero(owner >= 0), owner[owner >= 0]] = True
-    counted = is_affected | np.isin(domains, candidates)
-    if not is_affected.any() or not candidates or not owns[:, counted].any():
-        return []
-    size = np.abs(t)
-    affected_col = is_affected.astype(float)
-    scores = owns.T @ (size @ affected_col) + size.T @ (owns @ affected_col)
-    ranked = sorted(((u, float(scores[column[u]])) for u in candidates), key=lambda p: (-p[1], p[0]))
+    size = np.abs(d)
+    score = score + owns.T @ (size @ is_affected) + size.T @ (owns @ is_affected)
+    ranked = sorted(((u, float(score[j])) for j, u in enumerate(domains) if frozen[j]), key=lambda p: (-p[1], p[0]))
     return [(u, s) for u, s in ranked if s > 0][:k]
+
+
+def plan_swarm_settings(plan: UpdatePlan, natural_prior: Mapping[str, float], swarm: SwarmSettings,
+                        reuse_swarm: ReuseSwarmSettings) -> SwarmSettings:
+    """How the plan's swarm is sampled: [swarm] for a plan without a frozen group, else [reuse.swarm]
+    on top of it, around `reuse_prior`."""
+    if not plan.groups:
+        return swarm
+    leaf_prior = np.array([natural_prior.get(x, 0.0) for x in plan.leaves])
+    prior = reuse_prior(plan.units, plan.groups, plan.expand, leaf_prior, reuse_swarm.virtual_share)
+    return reuse_swarm.swarm_settings(swarm, plan.units, prior)
 
 
 def plan_cost(n_runs: int, tokens_per_proxy: int, flops_per_token: float) -> dict:
@@ -238,18 +286,22 @@ def compare_plans(
     flops_per_token: float,
     unfreeze: Sequence[str] = (),
     virtual_name: str = VIRTUAL_NAME,
+    reuse_swarm: ReuseSwarmSettings = ReuseSwarmSettings(),
 ) -> dict[str, dict]:
     """Each plan kind's cost for this update, side by side, before anything runs.
 
     kind -> {plan: the kind actually planned (e.g. "full" without a current mixture, "renormalise"
     for a removal), units, runs, tokens, flops, saving: 1 - flops / full plan's flops, describe}.
-    Runs are `default_size(swarm_settings, units)` (0 when no swarm is needed); the sampler may use
-    fewer units when repetition caps rule some out. `unfreeze` applies to partial_reuse.
+    Runs are `default_size` of the plan's swarm settings (`swarm_settings`, or for a plan with a
+    frozen group `reuse_swarm` on top of them) over its units (0 when no swarm is needed); the
+    sampler may use fewer units when repetition caps rule some out. `unfreeze` applies to
+    partial_reuse.
     """
     table = {}
     for kind in PLAN_KINDS:
         plan = plan_update(before, after, current, natural_prior, kind, unfreeze, virtual_name)
-        runs = default_size(swarm_settings, len(plan.units)) if plan.needs_swarm else 0
+        settings = plan_swarm_settings(plan, natural_prior, swarm_settings, reuse_swarm)
+        runs = default_size(settings, len(plan.units)) if plan.needs_swarm else 0
         table[kind] = {"plan": plan.kind, "units": len(plan.units), **plan_cost(runs, tokens_per_proxy, flops_per_token),
                        "describe": plan.describe()}
     full = table["full"]["flops"]

@@ -465,6 +465,90 @@ PLAN_KINDS = ("full", "full_reuse", "partial_reuse")
 VIRTUAL_NAME = "virtual:unaffected"
 
 
+UPDATE_KINDS = ("add", "revise", "partition", "remove")
+KL_CENTRES = ("natural", "current")
+
+
+@dataclass(frozen=True)
+class ReuseSwarmSettings(Table):
+    """[reuse.swarm]: how a reuse swarm (one with a frozen virtual domain) is sampled.
+
+    The defaults are what Olmix's mixture-reuse case study used for its reuse swarms: a manual
+    prior that gives the virtual domain (the mixture the project already has) a large share, strong
+    Dirichlet concentrations so most runs stay near that prior, and every unit in every run, so the
+    fit sees each new domain at small weights instead of runs that are almost one unit alone. Keys
+    not here (sampler, grid, max_repetition, dedup_tolerance, seed) come from [swarm]; the
+    temperature is 1, so the stated share is the prior's.
+
+    Fields:
+        virtual_share: the prior's share on the virtual domain (Olmix used 0.7 to 0.98); the rest
+            goes to the free units in proportion to their natural distribution.
+        min_strength / max_strength: ends of the Dirichlet strength grid (Olmix: 1 to 20).
+        min_weight: the smallest weight a unit gets in any run (Olmix: 1e-4).
+        force_all: every unit gets at least min_weight in every run (Olmix's nonzero_weight).
+        runs_per_domain: runs per unit; size: runs of a reuse swarm. Both 0: [swarm]'s size and
+            runs_per_domain; size 0 alone: runs_per_domain x units.
+    """
+
+    virtual_share: float = 0.75
+    min_strength: float = 1.0
+    max_strength: float = 20.0
+    min_weight: float = 1e-4
+    force_all: bool = True
+    runs_per_domain: int = 0
+    size: int = 0
+
+    def validate(self) -> None:
+        if not 0 < self.virtual_share < 1:
+            raise ConfigError(f"virtual_share is {self.virtual_share}; use a share between 0 and 1 (Olmix used 0.7-0.98).")
+        if self.runs_per_domain < 0 or self.size < 0:
+            raise ConfigError("runs_per_domain and size must be 0 (automatic) or positive; fix them.")
+
+    def swarm_settings(self, base: SwarmSettings, units: list[str], prior: dict[str, float]) -> SwarmSettings:
+        """The [swarm] settings of a reuse swarm over `units` whose prior is `prior` (every unit named)."""
+        return replace(base, temperature=1.0, min_strength=self.min_strength, max_strength=self.max_strength,
+                       min_weight=self.min_weight, grid=0, forced=list(units) if self.force_all else [],
+                       prior=dict(prior), runs_per_domain=self.runs_per_domain or base.runs_per_domain,
+                       size=self.size or (0 if self.runs_per_domain else base.size))
+
+
+@dataclass(frozen=True)
+class ReuseProposerSettings(Table):
+    """[reuse.proposer]: how a reuse swarm's fit proposes (engine/propose.py).
+
+    Fields:
+        add, revise, partition, remove: the proposer for an update of that kind ("" = [propose]
+            proposer); an update of several kinds uses [propose] proposer unless its kinds agree.
+            Olmix's case study used search for its 2-unit revise: with one free unit next to the
+            virtual one, the best measured run is as good a proposal as a fitted law.
+        kl_centre: where the KL term of a reuse proposal is centred, over the units (the frozen
+            group's internal ratios are fixed, so a KL over leaves would only count its total):
+            "natural" (the reuse swarm's prior: virtual_share on the virtual domain, the natural
+            distribution among the rest) or "current" (the mixture the update starts from).
+    """
+
+    add: str = ""
+    revise: str = "search"
+    partition: str = ""
+    remove: str = ""
+    kl_centre: str = "natural"
+
+    def validate(self) -> None:
+        for kind in UPDATE_KINDS:
+            name = getattr(self, kind)
+            if name and name not in PROPOSERS:
+                raise ConfigError(f"{kind} = '{name}' is unknown; use one of {', '.join(PROPOSERS)} or \"\" for [propose] proposer.")
+        if self.kl_centre not in KL_CENTRES:
+            raise ConfigError(f"kl_centre '{self.kl_centre}' is unknown; use one of {', '.join(KL_CENTRES)}.")
+
+    def proposer_for(self, kinds: list[str], default: str) -> tuple[str, str]:
+        """The proposer for an update of `kinds`, and the setting that chose it."""
+        chosen = {getattr(self, k) for k in kinds}
+        if len(chosen) == 1 and "" not in chosen:
+            return chosen.pop(), f"[reuse.proposer] {'+'.join(kinds)}"
+        return default, "[propose] proposer"
+
+
 @dataclass(frozen=True)
 class ReuseSettings(Table):
     """[reuse]: how a domain-set update is turned into a swarm (engine/reuse.py).
@@ -478,12 +562,16 @@ class ReuseSettings(Table):
         suggest: partial reuse: how many domains to suggest unfreezing (0 = none).
         virtual_name: the name of the virtual domain holding the frozen unaffected domains; it must
             not be the name of a domain.
+        swarm: [reuse.swarm], how reuse swarms are sampled.
+        proposer: [reuse.proposer], how their fits propose.
     """
 
     plan: str = "full_reuse"
     unfreeze: list[str] = field(default_factory=list)
     suggest: int = 1
     virtual_name: str = VIRTUAL_NAME
+    swarm: ReuseSwarmSettings = field(default_factory=ReuseSwarmSettings)
+    proposer: ReuseProposerSettings = field(default_factory=ReuseProposerSettings)
 
     def validate(self) -> None:
         if self.plan not in PLAN_KINDS:
@@ -516,6 +604,12 @@ class Settings(Table):
             raise ConfigError(
                 f"[propose] proposer = \"exact\" needs [regression] regressor = \"{EXACT_REGRESSOR}\" "
                 f"(got \"{self.regression.regressor}\"); change one of them (e.g. proposer = \"simulation\")."
+            )
+        exact = [k for k in UPDATE_KINDS if getattr(self.reuse.proposer, k) == "exact"]
+        if exact and self.regression.regressor != EXACT_REGRESSOR:
+            raise ConfigError(
+                f"[reuse.proposer] {exact[0]} = \"exact\" needs [regression] regressor = \"{EXACT_REGRESSOR}\" "
+                f"(got \"{self.regression.regressor}\"); change one of them (e.g. {exact[0]} = \"simulation\")."
             )
 
     @classmethod

@@ -73,7 +73,8 @@ class SwarmSpec(Table):
     or "verify" / "import"; units: the swarm's columns (free leaves, then frozen groups; an imported
     swarm's domains); runs: the run ids. Trained swarms also have leaves (the leaf domains), groups
     (frozen groups with their fixed ratios), prior (the natural distribution over the leaves), proxy
-    and data; a planned swarm its sampler settings (swarm), verification runs their labels (one per
+    and data; a planned swarm its sampler settings (swarm) and the mixture over the leaves its update
+    starts from (start; empty for a project's first swarm), verification runs their labels (one per
     mixture); an imported swarm its source.
     """
 
@@ -89,6 +90,7 @@ class SwarmSpec(Table):
     data: SwarmData | None = None
     labels: list[str] = field(default_factory=list)
     source: ImportSource | None = None
+    start: dict[str, float] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.purpose not in PURPOSES:

@@ -145,6 +145,65 @@ def test_partial_reuse_unfreezes_the_suggested_domain(small_project):
     assert pipeline.make_plan(small_project, ctx, "full_reuse").unfrozen == []
 
 
+def _mixed_then_decimal_added(project):
+    """The project's first mixture and the removal of decimal applied, then decimal's return staged."""
+    from engine.project import Project
+
+    project.stage(Change("remove", "decimal"))
+    assert invoke("run", project.root, "--batch").exit_code == 0
+    project = Project.load(project.root)
+    project.stage(Change("add", "decimal", sources=("data/decimal/*.txt",)))
+    return project
+
+
+def test_a_reuse_update_runs_as_olmix_ran_it(small_project):
+    """A reuse swarm is drawn around its own prior (the stated share on the virtual domain, every unit
+    in every run, at least 1e-4), its fit proposes with [reuse.proposer]'s proposer for the update's
+    kind and the KL term over the units, and the history entry says which."""
+    import dataclasses
+    import tomllib
+
+    from engine import pipeline
+    from engine.history import read_history
+    from engine.settings import ProposeSettings
+
+    s = small_project.settings
+    small_project.update_settings(
+        reuse=dataclasses.replace(s.reuse, swarm=dataclasses.replace(s.reuse.swarm, virtual_share=0.9),
+                                  proposer=dataclasses.replace(s.reuse.proposer, add="search", kl_centre="current")),
+        propose=ProposeSettings(kl_reg=0.1))
+    small_project = _mixed_then_decimal_added(small_project)
+    ctx = pipeline.update_context(small_project)
+    record = pipeline.run_update(small_project, ctx)
+    swarm = pipeline.open_swarm(small_project, record.swarm)
+    assert swarm.spec.units == ["decimal", "virtual:unaffected"] and swarm.spec.start == pytest.approx(record.plan.start)
+    assert swarm.spec.swarm.prior == pytest.approx({"decimal": 0.1, "virtual:unaffected": 0.9})
+    assert swarm.spec.swarm.forced == swarm.spec.units and swarm.spec.swarm.min_weight == 1e-4
+    table = swarm.table()
+    assert table.n_runs == 3 and table.ratios.min() >= 1e-4
+    info = record.proposal
+    assert (info.proposer, info.proposer_setting, info.kl_centre) == ("search", "[reuse.proposer] add", "current")
+    z = np.array([1 - record.mixture["code"] - record.mixture["notes"], record.mixture["code"] + record.mixture["notes"]])
+    start = np.array([record.plan.start["decimal"], 1 - record.plan.start["decimal"]])
+    assert info.kl == pytest.approx(float(np.sum(z * np.log(z / start))), rel=1e-6)  # KL over the units
+    assert any(np.allclose(row, z, atol=1e-9) for row in table.ratios)  # search: a measured run
+    pipeline.apply_update(small_project, ctx, record)
+    entry = read_history(small_project)[-1]
+    saved = tomllib.loads(entry.path.read_text())["proposal"]
+    assert saved["proposer_setting"] == "[reuse.proposer] add" and saved["kl_centre"] == "current"
+
+
+def test_an_addition_gets_an_unfreeze_suggestion_from_the_objective(small_project):
+    """The last entry (a removal) has no fit: the suggestion comes from the last one that has."""
+    from engine import pipeline
+
+    small_project = _mixed_then_decimal_added(small_project)
+    ctx = pipeline.update_context(small_project)
+    suggested = pipeline.suggested_unfreeze(small_project, ctx)
+    assert len(suggested) == 1 and suggested[0][0] in ("code", "notes") and suggested[0][1] > 0
+    assert pipeline.make_plan(small_project, ctx, "partial_reuse").unfrozen == [suggested[0][0]]
+
+
 def _loglinear_swarm_csvs(folder: Path, runs: int = 24) -> tuple[Path, Path]:
     """Ratios and metrics of a swarm whose metrics follow a log-linear law exactly (Olmix's layout)."""
     rng = np.random.default_rng(0)

@@ -113,6 +113,42 @@ def test_collapsed_fit_takes_caps_and_kl_on_leaves():
     assert objective(p.z, np.array([0.5, 0.5]), 0.05, expand, t=t_units) <= ref.fun + 1e-9
 
 
+REUSE_UNITS = ["web", "code", "virtual"]
+REUSE_EXPAND = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 0.25], [0, 0, 0.75]], float)  # math:books frozen 1:3
+
+
+def test_a_reuse_fit_takes_the_kl_term_over_its_units():
+    """With a unit-level centre (the reuse swarm's prior), the KL term is KL(z || centre) over the
+    units, not over the leaves against the natural prior: the exact solve matches a reference."""
+    t_units = np.array([[-1.0, 0.4, -0.2], [0.5, -1.5, -0.6]])
+    model = law_model(t=t_units)
+    table = swarm(model, domains=REUSE_UNITS)
+    centre = np.array([0.1, 0.15, 0.75])
+    settings = ProposeSettings(kl_reg=0.5)
+    p = propose(model, table, PRIOR, None, settings, expand=REUSE_EXPAND, domains_leaf=DOMAINS, kl_centre=centre)
+    w = np.array([0.5, 0.5])
+    ref = minimize(lambda z: float(w @ np.exp(t_units @ z) + 0.5 * kl_divergence(np.maximum(z, 1e-300), centre)),
+                   centre, method="SLSQP", bounds=[(1e-12, 1)] * 3, constraints=[{"type": "eq", "fun": lambda z: z.sum() - 1}],
+                   options={"ftol": 1e-14, "maxiter": 500})
+    np.testing.assert_allclose(p.z, ref.x, atol=2e-4)
+    assert p.kkt_residual < 1e-7 and p.kl == pytest.approx(float(kl_divergence(p.z, centre)))
+    leaf = propose(model, table, PRIOR, None, settings, expand=REUSE_EXPAND, domains_leaf=DOMAINS)
+    assert np.abs(leaf.z - p.z).sum() > 0.1  # against the leaves' prior the answer is another
+
+
+@pytest.mark.parametrize("proposer", ["exact", "simulation", "search"])
+def test_on_a_flat_law_every_proposer_follows_the_unit_centre(proposer):
+    model = law_model(c=[0.0, 0.0], t=np.zeros((2, 3)))
+    table = swarm(model, domains=REUSE_UNITS)
+    centre = np.array([0.05, 0.15, 0.8])
+    p = propose(model, table, PRIOR, None, ProposeSettings(proposer=proposer, kl_reg=0.1), expand=REUSE_EXPAND,
+                domains_leaf=DOMAINS, kl_centre=centre)
+    if proposer == "search":
+        assert p.run_id == table.run_ids[int(np.argmin(kl_divergence(table.ratios, centre)))]
+    else:
+        np.testing.assert_allclose(p.z, centre, atol=1e-6 if proposer == "exact" else 0.03)
+
+
 def test_prior_zeros_are_kept_at_zero_only_with_kl():
     model = law_model()
     prior = np.array([0.6, 0.0, 0.2, 0.2])  # code would help code/bpb, but the prior has none

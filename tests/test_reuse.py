@@ -16,10 +16,12 @@ from engine.reuse import (
     affected_fit_names,
     compare_plans,
     plan_cost,
+    plan_swarm_settings,
     plan_update,
+    reuse_prior,
     suggest_unfreeze,
 )
-from engine.settings import PLAN_KINDS, VIRTUAL_NAME, ReuseSettings, SwarmSettings
+from engine.settings import PLAN_KINDS, VIRTUAL_NAME, ReuseSettings, ReuseSwarmSettings, SwarmSettings
 from engine.swarm import sample_swarm
 
 TOKENS = {"web": 500.0, "code": 200.0, "math": 50.0, "wiki": 150.0, "books": 100.0,
@@ -236,43 +238,109 @@ def test_plan_cost():
 
 # --- suggestions ----------------------------------------------------------------------------------------
 
+FIT_DOMAINS = ["web", "code", "math", "wiki", "books"]
+EVALS = ["eval:qa/bpb", "eval:code/bpb"]
 
-def synthetic_fit(domains, rng):
-    metrics = [f"{d}/{m}" for d in domains for m in ("loss", "bpb")]
-    t = rng.normal(scale=0.1, size=(len(metrics), len(domains)))
-    return metrics, t
+
+def synthetic_law(rng, metrics):
+    """A log-linear law (c, t) over FIT_DOMAINS with small random coefficients."""
+    return np.zeros(len(metrics)), rng.normal(scale=0.1, size=(len(metrics), len(FIT_DOMAINS)))
+
+
+def suggest(affected, unaffected, law, metrics, k, objective=None, start=None):
+    objective = np.ones(len(metrics)) / len(metrics) if objective is None else np.asarray(objective, float)
+    start = np.array([CURRENT[d] for d in FIT_DOMAINS]) if start is None else start
+    return suggest_unfreeze(affected, unaffected, FIT_DOMAINS, law, metrics, k, objective, start)
+
+
+def test_suggestion_for_an_addition_follows_the_objective():
+    """An added domain is unknown to the old fit; the domain whose weight the objective's eval
+    metrics hinge on is the one to let move apart from the frozen group."""
+    rng = np.random.default_rng(1)
+    metrics = ["web/loss", "code/loss", *EVALS]
+    c, t = synthetic_law(rng, metrics)
+    t[metrics.index("eval:qa/bpb"), FIT_DOMAINS.index("math")] = -4.0
+    objective = [0, 0, 0.5, 0.5]
+    start = np.array([CURRENT[d] for d in FIT_DOMAINS]) * 0.8  # news takes a fifth
+    got = suggest(["news"], FIT_DOMAINS, (c, t), metrics, 2, objective, start)
+    assert got[0][0] == "math" and len(got) == 2 and got[0][1] > 3 * got[1][1]
+    # the same law with no weight on that metric: math is no longer singled out
+    assert suggest(["news"], FIT_DOMAINS, (c, t), metrics, 1, [0, 0, 0, 1], start)[0][0] != "math"
 
 
 def test_suggestion_picks_the_planted_interaction_in_both_directions():
     rng = np.random.default_rng(1)
-    domains = ["web", "code", "math", "wiki", "books"]
-    metrics, t = synthetic_fit(domains, rng)
-    t[metrics.index("math/loss"), domains.index("code")] = -3.0  # code (affected) moves math's metric
-    got = suggest_unfreeze(["code"], ["web", "math", "wiki", "books"], domains, t, metrics, 2)
-    assert got[0][0] == "math" and got[0][1] > 3.0 and len(got) == 2 and got[0][1] > got[1][1]
-    metrics, t = synthetic_fit(domains, rng)
-    t[metrics.index("code/bpb"), domains.index("books")] = 2.5  # books's weight moves code's metric
-    assert suggest_unfreeze(["code"], ["web", "math", "wiki", "books"], domains, t, metrics, 1)[0][0] == "books"
+    metrics = [f"{d}/{m}" for d in FIT_DOMAINS for m in ("loss", "bpb")]
+    c, t = synthetic_law(rng, metrics)
+    t[metrics.index("math/loss"), FIT_DOMAINS.index("code")] = -3.0  # code (affected) moves math's metric
+    got = suggest(["code"], ["web", "math", "wiki", "books"], (c, t), metrics, 2)
+    assert got[0][0] == "math" and len(got) == 2 and got[0][1] > got[1][1]
+    c, t = synthetic_law(rng, metrics)
+    t[metrics.index("code/bpb"), FIT_DOMAINS.index("books")] = 2.5  # books's weight moves code's metric
+    assert suggest(["code"], ["web", "math", "wiki", "books"], (c, t), metrics, 1)[0][0] == "books"
 
 
 def test_suggestion_uses_the_parent_name_of_partition_parts():
     after = changed(add=["news"], partition={"web": ("web:blog", "web:forum")})
     affected = affected_set(BEFORE, after)
     assert affected_fit_names(affected) == ["news", "web"]
-    domains = BEFORE.names
-    metrics, t = synthetic_fit(domains, np.random.default_rng(2))
-    t[metrics.index("wiki/loss"), domains.index("web")] = 4.0
-    got = suggest_unfreeze(affected_fit_names(affected), affected.unaffected, domains, t, metrics, 1)
-    assert got[0][0] == "wiki"
+    metrics = [f"{d}/{m}" for d in FIT_DOMAINS for m in ("loss", "bpb")]
+    c, t = synthetic_law(np.random.default_rng(2), metrics)
+    t[metrics.index("wiki/loss"), FIT_DOMAINS.index("web")] = 4.0
+    assert suggest(affected_fit_names(affected), affected.unaffected, (c, t), metrics, 1)[0][0] == "wiki"
 
 
-def test_suggestion_without_usable_metrics_is_empty():
-    domains = ["web", "code", "math"]
-    t = np.ones((2, 3))
-    assert suggest_unfreeze(["code"], ["web", "math"], domains, t, ["hellaswag", "arc"], 1) == []
-    assert suggest_unfreeze(["news"], ["web", "math"], domains, t, ["web/loss", "math/loss"], 1) == []
+def test_suggestion_without_candidates_or_with_a_bad_law():
+    metrics = ["web/loss", "math/loss"]
+    law = (np.zeros(2), np.ones((2, 5)))
+    assert suggest(["code"], ["news"], law, metrics, 1) == []  # no unaffected domain in the fit
+    assert suggest(["news"], ["web"], (np.zeros(2), np.zeros((2, 5))), metrics, 1) == []  # a flat law
     with pytest.raises(DataError, match="shape"):
-        suggest_unfreeze(["code"], ["web"], domains, np.ones((3, 3)), ["web/loss"], 1)
+        suggest(["code"], ["web"], (np.zeros(3), np.ones((3, 5))), metrics, 1)
+    with pytest.raises(DataError, match="non-finite"):
+        suggest(["code"], ["web"], (np.zeros(2), np.full((2, 5), np.nan)), metrics, 1)
+
+
+# --- reuse swarms -----------------------------------------------------------------------------------------
+
+
+def test_reuse_prior_puts_the_stated_share_on_the_virtual_domain():
+    plan = plan_for(changed(add=["news"], revise=["code"]))
+    leaf_prior = np.array([prior_of(changed(add=["news"]))[x] for x in plan.leaves])
+    prior = reuse_prior(plan.units, plan.groups, plan.expand, leaf_prior, 0.9)
+    assert prior[VIRTUAL_NAME] == pytest.approx(0.9) and sum(prior.values()) == pytest.approx(1)
+    assert prior["code"] / prior["news"] == pytest.approx(TOKENS["code"] / TOKENS["news"])
+    full = plan_for(changed(add=["news"]), "full")
+    natural = reuse_prior(full.units, full.groups, full.expand, np.array([TOKENS[x] for x in full.leaves]), 0.9)
+    assert natural == pytest.approx(prior_of(changed(add=["news"])))
+
+
+def test_a_reuse_swarm_keeps_every_unit_and_draws_around_the_stated_share():
+    """[reuse.swarm] as Olmix's case study: strengths 1-20 around a prior with the stated share on
+    the virtual domain, every unit at least 1e-4 in every run."""
+    after = changed(add=["news", "web:blog"], revise=["code"])
+    plan = plan_for(after)
+    natural = prior_of(after)
+    reuse = ReuseSwarmSettings(virtual_share=0.8, runs_per_domain=40)
+    settings = plan_swarm_settings(plan, natural, SwarmSettings(), reuse)
+    assert settings.forced == plan.units and settings.min_weight == 1e-4
+    assert (settings.min_strength, settings.max_strength) == (1.0, 20.0)
+    prior = np.array([natural[x] for x in plan.leaves])
+    swarm = sample_swarm(settings, plan.leaves, prior, prior * 1e6, 10**6, plan.groups)
+    assert len(swarm) == 40 * 4 and swarm.unit_weights.min() >= 1e-4
+    virtual = swarm.unit_weights[:, plan.units.index(VIRTUAL_NAME)]
+    assert abs(virtual.mean() - 0.8) < 0.05 and np.median(virtual) > 0.7
+    plain = sample_swarm(SwarmSettings(size=160), plan.leaves, prior, prior * 1e6, 10**6, plan.groups)
+    assert (plain.unit_weights == 0).any()  # the [swarm] sampler drops units: what reuse swarms avoid
+    assert plan_swarm_settings(plan_for(after, "full"), natural, SwarmSettings(), reuse) == SwarmSettings()
+
+
+def test_reuse_swarm_size_follows_its_own_table_else_swarm():
+    base = SwarmSettings(size=5, runs_per_domain=3)
+    assert ReuseSwarmSettings().swarm_settings(base, ["a", "b"], {"a": 0.5, "b": 0.5}).size == 5
+    own = ReuseSwarmSettings(runs_per_domain=2).swarm_settings(base, ["a", "b"], {"a": 0.5, "b": 0.5})
+    assert (own.size, own.runs_per_domain) == (0, 2)
+    assert ReuseSwarmSettings(size=7).swarm_settings(base, ["a"], {"a": 1.0}).size == 7
 
 
 # --- validation -------------------------------------------------------------------------------------------

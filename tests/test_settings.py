@@ -20,6 +20,12 @@ from engine.settings import ProposeSettings, RegressionSettings, Settings, Swarm
     ("[objective.weights]\n'code/bpb' = -1.0\n", r"\[objective\] weights must be finite, >= 0 and not all 0"),
     ("[reuse]\nvirtual_name = 'not a name'\n", r"\[reuse\] virtual_name: domain name 'not a name' is not valid"),
     ("[swarm]\nmin_weight = 2\n", r"\[swarm\] min_weight 2.0 must be in \[0, 1\)"),
+    ("[reuse.swarm]\nvirtual_share = 1.0\n", r"\[reuse.swarm\] virtual_share is 1.0; use a share between 0 and 1"),
+    ("[reuse.swarm]\nsize = -2\n", r"\[reuse.swarm\] runs_per_domain and size must be 0 \(automatic\) or positive"),
+    ("[reuse.proposer]\nadd = 'best'\n", r"\[reuse.proposer\] add = 'best' is unknown; use one of exact, simulation, search"),
+    ("[reuse.proposer]\nkl_centre = 'prior'\n", r"\[reuse.proposer\] kl_centre 'prior' is unknown; use one of natural, current"),
+    ("[regression]\nregressor = 'gp'\n[propose]\nproposer = 'simulation'\n[reuse.proposer]\nrevise = 'exact'\n",
+     r"\[reuse.proposer\] revise = \"exact\" needs \[regression\] regressor = \"loglinear\""),
 ])
 def test_a_value_no_run_could_use_fails_at_load_in_one_sentence(tmp_path, text, message):
     project = Project.init(tmp_path / "p")
@@ -63,3 +69,16 @@ def test_update_settings_checks_across_tables_and_saves(small_project):
     with pytest.raises(ConfigError, match=r'^olmix.toml: \[propose\] proposer = "exact" needs'):
         small_project.update_settings(propose=ProposeSettings(proposer="exact"))
     assert Project.load(small_project.root).settings.propose.proposer == "search"  # nothing written
+
+
+def test_reuse_tables_default_to_olmix_case_study_and_load_partially(tmp_path):
+    project = Project.init(tmp_path / "p")
+    (project.root / "olmix.toml").write_text("[reuse.swarm]\nvirtual_share = 0.9\n[reuse.proposer]\nadd = 'search'\n")
+    reuse = Project.load(project.root).settings.reuse
+    assert reuse.swarm.virtual_share == 0.9 and (reuse.swarm.min_strength, reuse.swarm.max_strength) == (1.0, 20.0)
+    assert reuse.swarm.min_weight == 1e-4 and reuse.swarm.force_all and reuse.plan == "full_reuse"
+    assert (reuse.proposer.add, reuse.proposer.revise, reuse.proposer.kl_centre) == ("search", "search", "natural")
+    assert reuse.proposer.proposer_for(["add"], "exact") == ("search", "[reuse.proposer] add")
+    assert reuse.proposer.proposer_for(["partition"], "exact") == ("exact", "[propose] proposer")
+    assert reuse.proposer.proposer_for(["add", "partition"], "exact") == ("exact", "[propose] proposer")
+    assert reuse.proposer.proposer_for(["add", "revise"], "exact") == ("search", "[reuse.proposer] add+revise")

@@ -119,5 +119,6 @@ def test_swarms_and_verification_runs_share_one_builder(small_project):
     assert v.purpose == "verify" and v.labels == ["a", "b"] and v.units == v.leaves == spec.leaves
     assert (v.proxy, v.data, v.prior) == (spec.proxy, spec.data, spec.prior)  # what every run shares: built once
     assert [s.label for s in verify.statuses()] == ["a", "a", "b", "b"] and [s.seed for s in verify.statuses()] == [0, 1, 0, 1]
+    assert spec.start == pytest.approx(ctx.prior) and v.start == {}  # a first swarm starts from the natural prior
     assert dataclasses.replace(spec, swarm=None, purpose="verify", plan="verify", labels=["a", "b"],
-                               units=v.units, runs=v.runs) == v
+                               units=v.units, runs=v.runs, start={}) == v
