@@ -1,4 +1,5 @@
-"""Two mixtures side by side: per-leaf weights, L1 and KL between them, compute and objectives of each."""
+"""Two mixtures side by side: per-leaf weights, L1 and KL between them, compute and objectives of each;
+and the 95% intervals of objectives measured on verification runs, paired by seed where they can be."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from engine.history import Compute, Measured
+
+CONFIDENCE = 0.95
 
 
 def l1(a: dict[str, float], b: dict[str, float]) -> float:
@@ -67,3 +72,40 @@ def compare(a: MixtureSide, b: MixtureSide) -> Comparison:
     leaves = sorted(set(ma) | set(mb))
     return Comparison(a, b, [LeafWeights(x, ma.get(x, 0.0), mb.get(x, 0.0), mb.get(x, 0.0) - ma.get(x, 0.0)) for x in leaves],
                       l1(ma, mb), kl(ma, mb), kl(mb, ma))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean over n values with its 95% t-interval [lo, hi] (nan bounds for a single value)."""
+
+    mean: float
+    lo: float
+    hi: float
+    n: int
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.lo > 0 or self.hi < 0
+
+
+def t_interval(values) -> Interval:
+    """The mean of `values` and its 95% Student-t interval."""
+    from scipy.stats import t  # here, not at module top: scipy.stats is slow to import
+
+    v = np.asarray(values, float)
+    mean = float(v.mean())
+    if len(v) < 2:
+        return Interval(mean, float("nan"), float("nan"), len(v))
+    half = float(t.ppf(0.5 + CONFIDENCE / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return Interval(mean, mean - half, mean + half, len(v))
+
+
+def paired_gap(a: Measured, b: Measured) -> Interval | None:
+    """a - b with its 95% interval over the seeds both were measured with, paired: verification runs
+    of two mixtures with the same seed share their initialisation, so the seed's own effect cancels
+    in the difference. None without two common seeds (or seeds recorded)."""
+    b_by_seed = dict(zip(b.seeds, b.values))
+    pairs = [(v, b_by_seed[seed]) for seed, v in zip(a.seeds, a.values) if seed in b_by_seed]
+    if len(pairs) < 2:
+        return None
+    return t_interval([x - y for x, y in pairs])

@@ -68,13 +68,15 @@ class UpdateRecord(Table):
 
 @dataclass(frozen=True)
 class Measured(Table):
-    """The objective measured on verification runs of one mixture: mean, spread (std) and each seed's value."""
+    """The objective measured on verification runs of one mixture: mean, spread (std), each seed's
+    value and the seeds (empty in entries written before seeds were recorded)."""
 
     finite_floats = False
 
     mean: float
     std: float
     values: list[float]
+    seeds: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ class Verification(Table):
 @dataclass(frozen=True)
 class CompareRecord(Table):
     """An update checked against its full recomputation: the full path, the verification runs of
-    both mixtures, and L1 and KL(chosen || full) between them."""
+    both mixtures (and of the incumbent: the mixture the project had, carried onto the new domains
+    with the added ones at 0), and L1 and KL(chosen || full) between them."""
 
     finite_floats = False
 
@@ -99,6 +102,7 @@ class CompareRecord(Table):
     verification: Verification
     l1: float
     kl: float
+    incumbent: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,8 @@ from engine.mixture_table import MixtureTable, read_tables
 from engine.project import Project
 from engine.propose import Proposal, objective_weights, propose
 from engine.regression.store import FitResult, fit_and_store, load_fit
-from engine.reuse import (UpdatePlan, affected_fit_names, compare_plans, plan_swarm_settings, plan_update, reuse_prior,
-                          suggest_unfreeze, unit_mixture)
+from engine.reuse import (UpdatePlan, affected_fit_names, compare_plans, incumbent_mixture, plan_swarm_settings,
+                          plan_update, reuse_prior, suggest_unfreeze, unit_mixture)
 from engine.runs import SwarmDir, list_swarms
 from engine.settings import EXACT_REGRESSOR, ProposeSettings, usable_proposer
 from engine.swarm import FrozenGroup, Swarm, SwarmSettings, sample_swarm
@@ -436,14 +436,16 @@ def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on
 
 def compare_with_full(project: Project, ctx: UpdateContext, record: UpdateRecord, seeds: int,
                       on_event: EventSink = ignore) -> CompareRecord:
-    """Recompute the update in full, train verification proxies on both mixtures, and compare them."""
+    """Recompute the update in full, train verification proxies (the same seeds for each) on both
+    mixtures and on the incumbent (the mixture the project had, added domains at 0), and compare them."""
     full = record if record.plan.kind == "full" else run_update(project, ctx, "full", on_event)
-    mixtures = {"chosen": record.mixture, "full": full.mixture}
+    incumbent = incumbent_mixture(affected_set(ctx.before, ctx.after), ctx.current, ctx.prior, ctx.leaves)
+    mixtures = {"chosen": record.mixture, "full": full.mixture, "incumbent": incumbent}
     verify = plan_verification(project, ctx, mixtures, seeds)
     train_swarm(project, verify, on_event=on_event)
     measured = measured_objective(verify, objective_fn(project, verify.table().metric_names))
     return CompareRecord(full, Verification(verify.id, seeds, measured), l1(record.mixture, full.mixture),
-                         kl(record.mixture, full.mixture))
+                         kl(record.mixture, full.mixture), incumbent)
 
 
 # ---------------------------------------------------------------- verification
@@ -465,13 +467,14 @@ def plan_verification(project: Project, ctx: UpdateContext, mixtures: dict[str, 
 
 
 def measured_objective(swarm: SwarmDir, objective) -> dict[str, Measured]:
-    """Per label of a verification swarm: the objective of each seed's run, their mean and spread (std)."""
+    """Per label of a verification swarm: the objective of each seed's run (by seed), their mean and spread (std)."""
     out: dict[str, Measured] = {}
     for label in swarm.spec.labels:
-        values = [objective(s.metrics) for s in swarm.statuses() if s.state == "done" and s.label == label]
+        runs = sorted((s.seed, objective(s.metrics)) for s in swarm.statuses() if s.state == "done" and s.label == label)
+        values = [v for _, v in runs]
         if values:
             out[label] = Measured(float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                                  values)
+                                  values, [seed for seed, _ in runs])
     return out
 
 

@@ -186,6 +186,14 @@ def start_mixture(
     return dict(zip(leaves, _normalised(raw, np.array([prior[x] for x in leaves])).tolist()))
 
 
+def incumbent_mixture(
+    affected: AffectedSet, current: Mapping[str, float], prior: Mapping[str, float], leaves: Sequence[str]
+) -> dict[str, float]:
+    """The mixture the project had, carried onto the new domain set: as the starting mixture, but with
+    the added domains at 0 (what keeping the current mixture means after the update)."""
+    return start_mixture(affected, current, {**prior, **{x: 0.0 for x in affected.added}}, leaves)
+
+
 def affected_fit_names(affected: AffectedSet) -> list[str]:
     """The affected domains under their names in a fit made before the update: a revised domain keeps
     its name, a partition part is its parent, an added domain its own name (absent from old fits)."""

@@ -486,8 +486,10 @@ class ReuseSwarmSettings(Table):
         min_strength / max_strength: ends of the Dirichlet strength grid (Olmix: 1 to 20).
         min_weight: the smallest weight a unit gets in any run (Olmix: 1e-4).
         force_all: every unit gets at least min_weight in every run (Olmix's nonzero_weight).
-        runs_per_domain: runs per unit; size: runs of a reuse swarm. Both 0: [swarm]'s size and
-            runs_per_domain; size 0 alone: runs_per_domain x units.
+        runs_per_domain: runs per unit (default 3, one fewer than [swarm]'s default: the runs sit
+            near one mixture, and Olmix's reuse swarms had 1 to 8 per unit; 3 still leaves a 2-unit
+            revise 6 runs, enough for 5-fold cross-validation); size: runs of a reuse swarm (0 =
+            runs_per_domain x units). Both 0: [swarm]'s size and runs_per_domain.
     """
 
     virtual_share: float = 0.75
@@ -495,7 +497,7 @@ class ReuseSwarmSettings(Table):
     max_strength: float = 20.0
     min_weight: float = 1e-4
     force_all: bool = True
-    runs_per_domain: int = 0
+    runs_per_domain: int = 3
     size: int = 0
 
     def validate(self) -> None:

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from engine import pipeline
 from engine.atomic import round_floats, write_bytes
+from engine.compare import paired_gap, t_interval
 from engine.events import Event, Message, TaskFinished, TaskProgress, TaskStarted
 from engine.project import Project
 
@@ -197,8 +198,8 @@ def batch_report(report, project) -> None:
         console.print(f"\n[bold]{u.entry}[/]: {r.plan.kind} plan, {c.runs} proxy runs, "
                       f"{count(c.tokens)} tokens, {c.flops:.3g} FLOPs"
                       + (f", swarm {r.swarm}, fit {r.fit}" if r.swarm else ""))
-        cols = ["domain", "prior", "mixture"] + (["full recomputation"] if cmp else [])
-        rows = [[x, pct(prior.get(x)), pct(w)] + ([pct(cmp.full.mixture.get(x))] if cmp else [])
+        cols = ["domain", "prior", "mixture"] + (["full recomputation", "incumbent"] if cmp else [])
+        rows = [[x, pct(prior.get(x)), pct(w)] + ([pct(cmp.full.mixture.get(x)), pct(cmp.incumbent.get(x))] if cmp else [])
                 for x, w in r.mixture.items()]
         if r.swarm:
             show_swarm(pipeline.open_swarm(project, r.swarm))
@@ -212,9 +213,26 @@ def batch_report(report, project) -> None:
             share = c.flops / fc.flops if fc.flops else float("nan")
             console.print(f"full recomputation: {fc.runs} runs, {fc.flops:.3g} FLOPs; this plan spent "
                           f"{100 * share:.0f}% of it. L1 between the mixtures {cmp.l1:.3f}")
-            for label, m in cmp.verification.measured.items():
-                console.print(f"  measured objective ({label}): {m.mean:.4f} ± {m.std:.4f} over {len(m.values)} seeds")
+            verification_report(cmp.verification.measured)
     console.print(f"\ndone in {report.seconds:.1f}s; see `olmix-tui history {project.root}` and `olmix-tui diff {project.root}`")
+
+
+def verification_report(measured) -> None:
+    """Each verified mixture's measured objective with its 95% interval over seeds, then the chosen
+    mixture against the others, paired by seed, in words."""
+    seeds = max((len(m.values) for m in measured.values()), default=0)
+    console.print(f"verification: {seeds} proxies per mixture, the same seeds for each (lower is better; 95% intervals)")
+    for label, m in measured.items():
+        ci = t_interval(m.values)
+        console.print(f"  measured objective ({label}): {ci.mean:.4f} [{ci.lo:.4f}, {ci.hi:.4f}]")
+    chosen = measured.get("chosen")
+    for other in ("full", "incumbent"):
+        gap = paired_gap(chosen, measured[other]) if chosen and other in measured else None
+        if gap is None:
+            continue
+        words = ("the chosen mixture is better" if gap.hi < 0 else "the chosen mixture is worse" if gap.lo > 0
+                 else f"no difference resolved with {gap.n} seeds")
+        console.print(f"  chosen - {other}: {gap.mean:+.4f} [{gap.lo:+.4f}, {gap.hi:+.4f}], paired by seed: {words}")
 
 
 def show_swarm(swarm_dir, as_json: bool = False) -> None:

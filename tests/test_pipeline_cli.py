@@ -104,7 +104,9 @@ def test_batch_compare_history_diff_export(small_project):
     assert update["entry"] == "0003-add" and update["plan"]["kind"] == "full_reuse"
     assert update["plan"]["units"] == ["decimal", "virtual:unaffected"]
     measured = update["compare"]["verification"]["measured"]
-    assert set(measured) == {"chosen", "full"} and all(len(m["values"]) == 2 for m in measured.values())
+    assert set(measured) == {"chosen", "full", "incumbent"} and all(m["seeds"] == [0, 1] for m in measured.values())
+    assert update["compare"]["incumbent"]["decimal"] == 0.0  # what the project had: the added domain at 0
+    assert sum(update["compare"]["incumbent"].values()) == pytest.approx(1)
     hist = json.loads(invoke("history", root, "--json").stdout)
     assert [h["entry"] for h in hist] == ["0001-initial", "0002-remove", "0003-add"]
     # the reuse keeps the unaffected domains' ratio from the previous mixture
@@ -180,7 +182,7 @@ def test_a_reuse_update_runs_as_olmix_ran_it(small_project):
     assert swarm.spec.swarm.prior == pytest.approx({"decimal": 0.1, "virtual:unaffected": 0.9})
     assert swarm.spec.swarm.forced == swarm.spec.units and swarm.spec.swarm.min_weight == 1e-4
     table = swarm.table()
-    assert table.n_runs == 3 and table.ratios.min() >= 1e-4
+    assert table.n_runs == 6 and table.ratios.min() >= 1e-4  # [reuse.swarm]: 3 runs per unit
     info = record.proposal
     assert (info.proposer, info.proposer_setting, info.kl_centre) == ("search", "[reuse.proposer] add", "current")
     z = np.array([1 - record.mixture["code"] - record.mixture["notes"], record.mixture["code"] + record.mixture["notes"]])

@@ -220,9 +220,9 @@ def test_reuse_swarms_are_much_smaller_than_full_ones():
     prior = {n: 1 / 21 for n in after.names}
     table = compare_plans(before, after, current, prior, SwarmSettings(), 10**6, 6e6, unfreeze=["src03"])
     assert {k: table[k]["units"] for k in PLAN_KINDS} == {"full": 21, "full_reuse": 2, "partial_reuse": 3}
-    assert {k: table[k]["runs"] for k in PLAN_KINDS} == {"full": 84, "full_reuse": 8, "partial_reuse": 12}
-    assert table["full_reuse"]["tokens"] == 8 * 10**6 and table["full_reuse"]["flops"] == pytest.approx(8 * 6e12)
-    assert table["full_reuse"]["saving"] == pytest.approx(1 - 8 / 84) and table["full"]["saving"] == 0
+    assert {k: table[k]["runs"] for k in PLAN_KINDS} == {"full": 84, "full_reuse": 6, "partial_reuse": 9}
+    assert table["full_reuse"]["tokens"] == 6 * 10**6 and table["full_reuse"]["flops"] == pytest.approx(6 * 6e12)
+    assert table["full_reuse"]["saving"] == pytest.approx(1 - 6 / 84) and table["full"]["saving"] == 0
     # removal only: nothing to run for the reuse plans
     removal = compare_plans(before, domain_set(*(dom(n) for n in names[1:])), current,
                             {n: 1 / 19 for n in names[1:]}, SwarmSettings(), 10**6, 6e6)
@@ -321,7 +321,7 @@ def test_a_reuse_swarm_keeps_every_unit_and_draws_around_the_stated_share():
     after = changed(add=["news", "web:blog"], revise=["code"])
     plan = plan_for(after)
     natural = prior_of(after)
-    reuse = ReuseSwarmSettings(virtual_share=0.8, runs_per_domain=40)
+    reuse = ReuseSwarmSettings(virtual_share=0.8, runs_per_domain=40)  # many runs: the share is a mean
     settings = plan_swarm_settings(plan, natural, SwarmSettings(), reuse)
     assert settings.forced == plan.units and settings.min_weight == 1e-4
     assert (settings.min_strength, settings.max_strength) == (1.0, 20.0)
@@ -336,10 +336,11 @@ def test_a_reuse_swarm_keeps_every_unit_and_draws_around_the_stated_share():
 
 
 def test_reuse_swarm_size_follows_its_own_table_else_swarm():
-    base = SwarmSettings(size=5, runs_per_domain=3)
-    assert ReuseSwarmSettings().swarm_settings(base, ["a", "b"], {"a": 0.5, "b": 0.5}).size == 5
-    own = ReuseSwarmSettings(runs_per_domain=2).swarm_settings(base, ["a", "b"], {"a": 0.5, "b": 0.5})
-    assert (own.size, own.runs_per_domain) == (0, 2)
+    base = SwarmSettings(size=5, runs_per_domain=4)
+    own = ReuseSwarmSettings().swarm_settings(base, ["a", "b"], {"a": 0.5, "b": 0.5})
+    assert (own.size, own.runs_per_domain) == (0, 3)  # 3 per unit by default, whatever [swarm] says
+    inherited = ReuseSwarmSettings(runs_per_domain=0).swarm_settings(base, ["a", "b"], {"a": 0.5, "b": 0.5})
+    assert (inherited.size, inherited.runs_per_domain) == (5, 4)
     assert ReuseSwarmSettings(size=7).swarm_settings(base, ["a"], {"a": 1.0}).size == 7
 
 
