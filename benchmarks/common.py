@@ -1,25 +1,53 @@
-"""Shared set-up of the benchmarks that train real proxies on the stdlib sample project."""
+"""Shared set-up of the benchmarks that train real proxies on the stdlib sample project.
+
+The replicated benchmarks (reuse_sequence, mixture_value) build the sample once (its data, its
+BPE, its token store), then run whole-pipeline replicates on copies of it: replicate i samples
+its swarms with [swarm] seed 42 + i and trains them with [proxy] seed 1000 * i, so its swarms,
+proxies and verification runs are its own, and the data is the same. Replicates run as child
+processes (`--replicate I --base DIR --out FILE`), `--jobs` at a time, the cores shared among them.
+Comparisons are paired inside a replicate (the same verification seeds for every mixture) and
+summarised over replicates with a 95% t-interval.
+"""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
-from engine import samples
+from engine import pipeline, samples
+from engine.compare import Interval
+from engine.events import Message, TaskFinished
 from engine.project import Project
 
+SWARM_SEED = 42
+PROXY_SEED_STRIDE = 1000
 
-def sample_project(folder: Path | None, tokens_per_proxy: int, runs_per_domain: int) -> Project:
-    """A fresh stdlib sample project (in a temporary folder unless `folder` is given), at the given proxy scale."""
+
+def log(event) -> None:
+    if isinstance(event, Message):
+        print(event.text, flush=True)
+    elif isinstance(event, TaskFinished) and event.task.startswith(("swarm", "fit")):
+        print(f"  {event.task}: {json.dumps({k: v for k, v in event.info.items() if not isinstance(v, dict)}, default=str)}", flush=True)
+
+
+def sample_project(folder: Path | None, tokens_per_proxy: int, runs_per_domain: int, eval_tokens: int = 0) -> Project:
+    """A fresh stdlib sample project (in a temporary folder unless `folder` is given), at the given proxy
+    scale (`eval_tokens`: held-out tokens per domain, 0 = the sample's)."""
     folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="olmix-bench-")) / "stdlib"
     project = samples.create(folder, "stdlib")
     s = project.settings
-    project.settings = dataclasses.replace(
-        s,
-        proxy=dataclasses.replace(s.proxy, tokens_per_proxy=tokens_per_proxy, eval_every=0),
-        swarm=dataclasses.replace(s.swarm, runs_per_domain=runs_per_domain),
-    )
+    proxy = dataclasses.replace(s.proxy, tokens_per_proxy=tokens_per_proxy, eval_every=0)
+    if eval_tokens:
+        proxy = dataclasses.replace(proxy, eval_tokens_per_domain=eval_tokens)
+    project.settings = dataclasses.replace(s, proxy=proxy, swarm=dataclasses.replace(s.swarm, runs_per_domain=runs_per_domain))
     with project.lock():
         project.save_settings()
     return Project.load(project.root)
@@ -27,3 +55,69 @@ def sample_project(folder: Path | None, tokens_per_proxy: int, runs_per_domain: 
 
 def spread_line(label: str, m: dict) -> str:
     return f"{label:>10}: {m['mean']:.4f} ± {m['std']:.4f}  (seeds: {', '.join(f'{v:.4f}' for v in m['values'])})"
+
+
+# ---------------------------------------------------------------- replicates
+
+
+def scale_arguments(ap: argparse.ArgumentParser, tokens: int, runs_per_domain: int, seeds: int, replicates: int) -> None:
+    """The options every replicated benchmark takes (scale, verification seeds, replicates, where, how)."""
+    ap.add_argument("--tokens-per-proxy", type=int, default=tokens)
+    ap.add_argument("--runs-per-domain", type=int, default=runs_per_domain)
+    ap.add_argument("--eval-tokens", type=int, default=0, help="held-out tokens per domain (0 = the sample's)")
+    ap.add_argument("--seeds", type=int, default=seeds, help="verification proxies per mixture (seeds)")
+    ap.add_argument("--replicates", type=int, default=replicates, help="whole-pipeline replicates")
+    ap.add_argument("--jobs", type=int, default=2, help="replicates running at once (the cores are shared among them)")
+    ap.add_argument("--workdir", help="where the projects go (default: a temporary folder)")
+    ap.add_argument("--replicate", type=int, help=argparse.SUPPRESS)  # child mode: run this replicate
+    ap.add_argument("--base", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    ap.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
+
+
+def replicate_project(base: Path, root: Path, index: int, workers: int) -> Project:
+    """A copy of the prepared project `base` at `root`, seeded as replicate `index`."""
+    shutil.copytree(base, root, ignore=shutil.ignore_patterns("lock"))
+    project = Project.load(root)
+    s = project.settings
+    project.update_settings(swarm=dataclasses.replace(s.swarm, seed=SWARM_SEED + index),
+                            proxy=dataclasses.replace(s.proxy, seed=PROXY_SEED_STRIDE * index),
+                            executor=dataclasses.replace(s.executor, workers=workers, threads=1 if workers else 0))
+    return project
+
+
+def run_replicates(module: str, args, base: Path) -> list[dict]:
+    """Run replicates 0..args.replicates-1 of `module` as child processes, args.jobs at a time; their results."""
+    jobs = max(1, min(args.jobs, args.replicates))
+    workers = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
+    work = Path(args.workdir)
+    pending = list(range(args.replicates))
+    running: dict[int, subprocess.Popen] = {}
+    while pending or running:
+        while pending and len(running) < jobs:
+            i = pending.pop(0)
+            command = [sys.executable, "-m", module, *sys.argv[1:], "--workdir", str(work), "--replicate", str(i),
+                       "--base", str(base), "--out", str(work / f"replicate-{i}.json"), "--workers", str(workers)]
+            with open(work / f"replicate-{i}.log", "w") as out:
+                running[i] = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+            print(f"replicate {i}: started (log {work / f'replicate-{i}.log'})", flush=True)
+        for i, proc in list(running.items()):
+            if proc.poll() is not None:
+                del running[i]
+                if proc.returncode != 0:
+                    raise SystemExit(f"replicate {i} failed (exit {proc.returncode}); see {work / f'replicate-{i}.log'}")
+                print(f"replicate {i}: done", flush=True)
+        time.sleep(1.0)
+    return [json.loads((work / f"replicate-{i}.json").read_text()) for i in range(args.replicates)]
+
+
+def measured_values(project: Project, ctx, mixtures: dict[str, dict[str, float]], seeds: int) -> dict[str, list[float]]:
+    """Train verification proxies of each labelled mixture with the same `seeds` seeds; the objective per seed."""
+    verify = pipeline.plan_verification(project, ctx, mixtures, seeds)
+    pipeline.train_swarm(project, verify, on_event=log)
+    objective = pipeline.objective_fn(project, verify.table().metric_names)
+    return {label: m.values for label, m in pipeline.measured_objective(verify, objective).items()}
+
+
+def interval_text(ci: Interval) -> str:
+    return f"{ci.mean:+.4f} [{ci.lo:+.4f}, {ci.hi:+.4f}]"

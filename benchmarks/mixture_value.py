@@ -1,14 +1,15 @@
-"""Does the proposed mixture beat the natural one? Verification proxies on the stdlib sample.
+"""Does the proposed mixture beat the natural and the uniform one? Whole-pipeline replicates.
 
-Builds the sample project, runs the first-mixture pipeline (full swarm, log-linear fit, exact
-proposer), then trains verification proxies with seed repeats, same token budget, on three
-mixtures: the natural distribution, the uniform mixture and the proposed one. Prints each one's
-measured objective (the project's objective: bits per byte on the held-out eval sets) with its
-seed-to-seed spread, the spread of the objective across the swarm's mixtures for scale, and
-whether the floor holds: proposed beats natural by more than the larger seed spread of the two.
-The last line is one JSON object with the figures.
+Each replicate (its own swarm and proxy seeds, the same data; benchmarks/common.py) runs the
+stdlib sample's first-mixture pipeline (full swarm, log-linear fit, the configured proposer), then
+trains verification proxies with the same seeds on three mixtures: the natural distribution, the
+uniform mixture and the proposal. Prints per replicate the measured objective of each (the
+project's objective: bits per byte on the held-out eval sets), and over replicates the paired gains
+natural - proposed and uniform - proposed with their 95% t-intervals. Floor: both intervals
+exclude 0 on the proposal's side. The last line is one JSON object.
 
-Usage: python benchmarks/mixture_value.py [--tokens-per-proxy N] [--runs-per-domain N] [--seeds N] [--project DIR]
+Usage: python -m benchmarks.mixture_value [--tokens-per-proxy N] [--runs-per-domain N] [--seeds N]
+       [--replicates N] [--jobs N] [--eval-tokens N] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -16,64 +17,67 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import sample_project, spread_line
+from benchmarks.common import (PROXY_SEED_STRIDE, SWARM_SEED, interval_text, log, measured_values, replicate_project,
+                               run_replicates, sample_project, scale_arguments)
 from engine import pipeline
-from engine.events import Message, TaskFinished
+from engine.compare import t_interval
+
+LABELS = ("natural", "uniform", "proposed")
 
 
-def log(event) -> None:
-    if isinstance(event, Message):
-        print(event.text, flush=True)
-    elif isinstance(event, TaskFinished) and event.task.startswith(("swarm", "fit")):
-        print(f"  {event.task}: {json.dumps({k: v for k, v in event.info.items() if not isinstance(v, dict)}, default=str)}", flush=True)
+def one_replicate(args) -> dict:
+    project = replicate_project(Path(args.base), Path(args.workdir) / f"rep{args.replicate}", args.replicate, args.workers)
+    ctx = pipeline.update_context(project, log, initial=True)
+    record = pipeline.run_update(project, ctx, "full", log)
+    leaves = ctx.leaves
+    mixtures = {"natural": dict(ctx.prior), "uniform": {x: 1 / len(leaves) for x in leaves}, "proposed": record.mixture}
+    measured = measured_values(project, ctx, mixtures, args.seeds)
+    return {"replicate": args.replicate, "swarm_seed": SWARM_SEED + args.replicate,
+            "proxy_seed": PROXY_SEED_STRIDE * args.replicate, "mixtures": mixtures, "measured": measured,
+            "predicted": record.predicted, "runs": record.compute.runs,
+            "fit_cv_spearman": record.proposal.fit_cv_spearman if record.proposal else None}
+
+
+def summarise(results: list[dict], args, seconds: float) -> dict:
+    means = {label: [float(np.mean(r["measured"][label])) for r in results] for label in LABELS}
+    print(f"\n=== {len(results)} replicates, {args.tokens_per_proxy:,} tokens per proxy, {args.seeds} verification seeds ===")
+    print(f"{'replicate':>9} " + " ".join(f"{label:>9}" for label in LABELS) + f" {'predicted':>9} {'CV rho':>7}")
+    for i, r in enumerate(results):
+        cv = r["fit_cv_spearman"]
+        print(f"{r['replicate']:>9} " + " ".join(f"{means[label][i]:9.4f}" for label in LABELS)
+              + f" {r['predicted']:9.4f} {cv if cv is None else round(cv, 1)!s:>7}")
+    gains = {base: t_interval(np.subtract(means[base], means["proposed"])) for base in ("natural", "uniform")}
+    floors = {base: gains[base].lo > 0 for base in gains}
+    for base, ci in gains.items():
+        print(f"{base} - proposed: {interval_text(ci)} bits per byte: floor {'MET' if floors[base] else 'NOT MET'}")
+    leaves = list(results[0]["mixtures"]["proposed"])
+    print("mean proposal: " + ", ".join(f"{x} {np.mean([r['mixtures']['proposed'][x] for r in results]):.3f}" for x in leaves))
+    print(f"{seconds / 60:.1f} min")
+    return {"replicates": [{k: r[k] for k in ("replicate", "swarm_seed", "proxy_seed")} for r in results],
+            "gains": {base: dataclasses.asdict(ci) for base, ci in gains.items()}, "floors": {f"beats_{base}": ok for base, ok in floors.items()},
+            "tokens_per_proxy": args.tokens_per_proxy, "runs_per_domain": args.runs_per_domain, "seeds": args.seeds,
+            "eval_tokens": args.eval_tokens, "seconds": round(seconds, 1), "per_replicate": results}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokens-per-proxy", type=int, default=262144)
-    ap.add_argument("--runs-per-domain", type=int, default=4)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--project", help="where to build the sample project (default: a temporary folder)")
+    scale_arguments(ap, tokens=131072, runs_per_domain=3, seeds=2, replicates=5)
     args = ap.parse_args()
+    if args.replicate is not None:
+        Path(args.out).write_text(json.dumps(one_replicate(args)))
+        return
     start = time.perf_counter()
-    project = sample_project(args.project, args.tokens_per_proxy, args.runs_per_domain)
-    print(f"project {project.root}: {len(project.domains)} domains, {args.tokens_per_proxy:,} tokens per proxy")
-    ctx = pipeline.update_context(project, log, initial=True)
-    result = pipeline.run_update(project, ctx, "full", log)
-    leaves = ctx.leaves
-    mixtures = {"natural": dict(ctx.prior), "uniform": {x: 1 / len(leaves) for x in leaves}, "proposed": result.mixture}
-    verify = pipeline.plan_verification(project, ctx, mixtures, args.seeds)
-    pipeline.train_swarm(project, verify, on_event=log)
-    names = verify.table().metric_names
-    objective = pipeline.objective_fn(project, names)
-    measured = {label: dataclasses.asdict(m) for label, m in pipeline.measured_objective(verify, objective).items()}
-    swarm_values = [objective(s.metrics) for s in pipeline.find_swarm(project, result.swarm).statuses() if s.state == "done"]
-
-    print("\nmixtures (natural | uniform | proposed):")
-    for x in leaves:
-        print(f"  {x:>14}: {mixtures['natural'][x]:.3f} | {mixtures['uniform'][x]:.3f} | {mixtures['proposed'][x]:.3f}")
-    print(f"\nmeasured objective ({', '.join(w for w in project.settings.objective.weights) or 'mean of all metrics'}), "
-          f"{args.seeds} seeds each:")
-    for label in ("natural", "uniform", "proposed"):
-        print(spread_line(label, measured[label]))
-    gain = measured["natural"]["mean"] - measured["proposed"]["mean"]
-    spread = max(measured["natural"]["std"], measured["proposed"]["std"])
-    print(f"predicted objective of the proposal: {result.predicted:.4f}")
-    print(f"spread of the objective across the {len(swarm_values)} swarm mixtures (std): {np.std(swarm_values, ddof=1):.4f}")
-    floor = gain > spread
-    print(f"proposed beats natural by {gain:.4f} bits/byte; seed spread {spread:.4f}: floor {'MET' if floor else 'NOT MET'}")
-    figures = {
-        "tokens_per_proxy": args.tokens_per_proxy, "seeds": args.seeds, "swarm_runs": result.compute.runs,
-        "measured": {k: {"mean": v["mean"], "std": v["std"]} for k, v in measured.items()},
-        "predicted_proposed": result.predicted, "gain_over_natural": gain, "seed_spread": spread,
-        "swarm_objective_std": float(np.std(swarm_values, ddof=1)), "mixtures": mixtures, "floor_met": bool(floor),
-        "seconds": round(time.perf_counter() - start, 1),
-    }
-    print(json.dumps(figures))
+    args.workdir = args.workdir or tempfile.mkdtemp(prefix="olmix-value-")
+    base = sample_project(Path(args.workdir) / "base", args.tokens_per_proxy, args.runs_per_domain, args.eval_tokens)
+    base.tokens(on_event=log)
+    results = run_replicates("benchmarks.mixture_value", args, base.root)
+    print(json.dumps(summarise(results, args, time.perf_counter() - start)))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Mixture reuse versus full recomputation over five domain-set updates, training real proxies.
+"""Mixture reuse against full recomputation over five domain-set updates, in whole-pipeline replicates.
 
 Shaped like Olmix's case study, on the stdlib sample: start from three domains, then
   1. add a group of domains (code:c, data:decimal)
@@ -6,15 +6,21 @@ Shaped like Olmix's case study, on the stdlib sample: start from three domains, 
   3. revise one domain (code:tests points at another selection of test modules)
   4. remove one domain (data:markup)
   5. partition one domain (code:stdlib into two parts)
-Two copies of the project follow the sequence: one recomputes every mixture in full (a swarm over
-all leaf domains), the other reuses (unaffected domains frozen into one virtual domain). After
-every update, verification proxies (seed repeats, same token budget) measure both mixtures on the
-project's objective. Prints per update and in total the proxy runs and FLOPs of each path, the
-mixtures and the measured objectives; checks the floors (reuse spends <= 35% of full
-recomputation's compute; the final objective of reuse is within the seed-to-seed spread of full
-recomputation's). The last line is one JSON object with the figures.
+Each replicate (its own swarm and proxy seeds, the same data; benchmarks/common.py) proposes the
+first mixture once; then two copies of it follow the sequence: one recomputes every mixture in
+full (a swarm over all leaf domains), the other plans each update as [reuse] says (full_reuse:
+unaffected domains frozen into one virtual domain, its swarm per [reuse.swarm], its proposer per
+[reuse.proposer]). After every update, verification proxies train both arms' mixtures with the
+same seeds, so the gap reuse - full is paired within a replicate.
+
+Prints per update the paired gap (mean over replicates with its 95% t-interval) next to full
+recomputation's own spread over replicates, the fits' cross-validation, and the compute. Floors:
+at every update the gap's interval contains 0 or lies below it (reuse no worse), and reuse spends
+<= 30% of full recomputation's FLOPs. The last line is one JSON object: the replicates, the compute
+ratio, a boolean per floor, and every figure.
 
 Usage: python -m benchmarks.reuse_sequence [--tokens-per-proxy N] [--runs-per-domain N] [--seeds N]
+       [--replicates N] [--jobs N] [--eval-tokens N] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -23,11 +29,16 @@ import argparse
 import dataclasses
 import json
 import shutil
+import tempfile
 import time
+from pathlib import Path
 
-from benchmarks.common import sample_project, spread_line
-from benchmarks.mixture_value import log
+import numpy as np
+
+from benchmarks.common import (PROXY_SEED_STRIDE, SWARM_SEED, interval_text, log, measured_values, replicate_project,
+                               run_replicates, sample_project, scale_arguments)
 from engine import pipeline
+from engine.compare import t_interval
 from engine.domains import Change, DomainSet
 from engine.project import Project
 
@@ -42,84 +53,119 @@ UPDATES = [
     ("partition one", [Change("partition", "code:stdlib", parts={
         "code:stdlib:a-m": ("data/code/[_a-m]*.jsonl",), "code:stdlib:n-z": ("data/code/[n-z]*.jsonl",)})]),
 ]
+COMPUTE_FLOOR = 0.30
 
 
-def start_project(args) -> Project:
-    project = sample_project(args.project, args.tokens_per_proxy, args.runs_per_domain)
+def set_domains(project: Project, domains: DomainSet) -> None:
     with project.lock():
-        project.domains = DomainSet(tuple(d for d in project.domains if d.name in START))
+        project.domains = domains
         project.pending = []
         project.save_domains()
         project.save_pending()
-    return Project.load(project.root)
 
 
-def step(project: Project, changes, kind: str):
+def prepare(args) -> Path:
+    """The sample at the benchmark's scale over the START domains, with every domain of the sequence
+    tokenized (so replicates copy the token store instead of tokenizing again)."""
+    project = sample_project(Path(args.workdir) / "base", args.tokens_per_proxy, args.runs_per_domain, args.eval_tokens)
+    start = DomainSet(tuple(d for d in project.domains if d.name in START))
+    set_domains(project, start)
+    project = Project.load(project.root)
+    for _, changes in UPDATES:
+        for change in changes:
+            project.stage(change)
+        staged = project.staged_domains()
+        project.tokens(staged, on_event=log)
+        set_domains(project, staged)
+    set_domains(project, start)
+    return project.root
+
+
+def step(project: Project, changes, kind: str | None):
     for change in changes:
         project.stage(change)
     ctx = pipeline.update_context(project, log)
-    result = pipeline.run_update(project, ctx, kind, log)
-    pipeline.apply_update(project, ctx, result)
-    return ctx, result
+    record = pipeline.run_update(project, ctx, kind, log)
+    pipeline.apply_update(project, ctx, record)
+    return ctx, record
+
+
+def arm(record) -> dict:
+    info = record.proposal
+    return {"plan": record.plan.kind, "runs": record.compute.runs, "flops": record.compute.flops, "mixture": record.mixture,
+            "proposer": info.proposer if info else "", "fit_cv_spearman": info.fit_cv_spearman if info else None}
+
+
+def one_replicate(args) -> dict:
+    """Replicate args.replicate: the first mixture, then the sequence by full recomputation and by reuse."""
+    work = Path(args.workdir)
+    full = replicate_project(Path(args.base), work / f"rep{args.replicate}-full", args.replicate, args.workers)
+    ctx = pipeline.update_context(full, log, initial=True)
+    pipeline.apply_update(full, ctx, pipeline.run_update(full, ctx, "full", log))
+    reuse_root = work / f"rep{args.replicate}-reuse"
+    shutil.copytree(full.root, reuse_root, ignore=shutil.ignore_patterns("lock"))
+    reuse = Project.load(reuse_root)
+    rows = []
+    for name, changes in UPDATES:
+        print(f"\n=== replicate {args.replicate}, update: {name} ===", flush=True)
+        _, rf = step(full, changes, "full")
+        ctx, rr = step(reuse, changes, None)
+        measured = measured_values(reuse, ctx, {"full": rf.mixture, "reuse": rr.mixture}, args.seeds)
+        rows.append({"update": name, "leaves": ctx.leaves, "full": arm(rf), "reuse": arm(rr), "measured": measured})
+    return {"replicate": args.replicate, "swarm_seed": SWARM_SEED + args.replicate,
+            "proxy_seed": PROXY_SEED_STRIDE * args.replicate, "updates": rows}
+
+
+def summarise(results: list[dict], args, seconds: float) -> dict:
+    print(f"\n=== {len(results)} replicates, {args.tokens_per_proxy:,} tokens per proxy, {args.runs_per_domain} runs per "
+          f"domain, {args.seeds} verification seeds ===")
+    print(f"{'update':>20} {'gap reuse - full [95% CI]':>28} {'full sd':>8} {'reuse sd':>8} {'full obj':>8} "
+          f"{'runs f/r':>9} {'CV rho f/r':>11}")
+    updates, floors = [], []
+    for u, (name, _) in enumerate(UPDATES):
+        rows = [r["updates"][u] for r in results]
+        full = [float(np.mean(r["measured"]["full"])) for r in rows]
+        reuse = [float(np.mean(r["measured"]["reuse"])) for r in rows]
+        gap = t_interval(np.subtract(reuse, full))
+        full_spread, reuse_spread = float(np.std(full, ddof=1)), float(np.std(reuse, ddof=1))
+        cv = {a: [r[a]["fit_cv_spearman"] for r in rows] for a in ("full", "reuse")}
+        runs = {a: int(sum(r[a]["runs"] for r in rows)) for a in ("full", "reuse")}
+        ok = gap.lo <= 0
+        floors.append(ok)
+        cv_text = "/".join(f"{np.nanmean([c for c in cv[a] if c is not None]):.0f}" if any(c is not None for c in cv[a])
+                           else "-" for a in ("full", "reuse"))
+        print(f"{name:>20} {interval_text(gap):>28} {full_spread:8.4f} {reuse_spread:8.4f} {np.mean(full):8.4f} "
+              f"{runs['full']:>4}/{runs['reuse']:<4} {cv_text:>11}  {'ok' if ok else 'REUSE WORSE'}")
+        updates.append({"update": name, "gap": dataclasses.asdict(gap), "full_replicate_sd": full_spread,
+                        "reuse_replicate_sd": reuse_spread, "full_mean": float(np.mean(full)), "reuse_mean": float(np.mean(reuse)), "runs": runs,
+                        "fit_cv_spearman": cv, "plans": [r["reuse"]["plan"] for r in rows],
+                        "proposers": [r["reuse"]["proposer"] for r in rows]})
+    flops = {a: float(sum(u[a]["flops"] for r in results for u in r["updates"])) for a in ("full", "reuse")}
+    ratio = flops["reuse"] / flops["full"]
+    compute_ok = ratio <= COMPUTE_FLOOR
+    print(f"compute: reuse {flops['reuse']:.3g} FLOPs = {100 * ratio:.1f}% of full's {flops['full']:.3g}: "
+          f"floor <= {100 * COMPUTE_FLOOR:.0f}% {'MET' if compute_ok else 'NOT MET'}")
+    print(f"quality: the gap's interval contains 0 or favours reuse at {sum(floors)} of {len(floors)} updates: floor "
+          f"{'MET' if all(floors) else 'NOT MET'}; {seconds / 60:.1f} min")
+    return {"replicates": [{k: r[k] for k in ("replicate", "swarm_seed", "proxy_seed")} for r in results],
+            "compute_ratio": ratio, "floors": {"gap_contains_0_or_favours_reuse": all(floors), "compute_at_most_30pct": compute_ok},
+            "gap_floor_per_update": floors, "tokens_per_proxy": args.tokens_per_proxy, "runs_per_domain": args.runs_per_domain,
+            "eval_tokens": args.eval_tokens, "seeds": args.seeds, "updates": updates, "flops": flops,
+            "seconds": round(seconds, 1), "per_replicate": results}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokens-per-proxy", type=int, default=98304)
-    ap.add_argument("--runs-per-domain", type=int, default=3)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--project", help="where to build the full-recomputation project (default: a temporary folder)")
+    scale_arguments(ap, tokens=131072, runs_per_domain=3, seeds=2, replicates=5)
     args = ap.parse_args()
-    t0 = time.perf_counter()
-    full = start_project(args)
-    ctx = pipeline.update_context(full, log, initial=True)
-    pipeline.apply_update(full, ctx, pipeline.run_update(full, ctx, "full", log))
-    reuse_root = full.root.parent / (full.root.name + "-reuse")
-    shutil.copytree(full.root, reuse_root, ignore=shutil.ignore_patterns("lock"))
-    reuse = Project.load(reuse_root)
-    rows, totals = [], {"full": {"runs": 0, "flops": 0.0}, "reuse": {"runs": 0, "flops": 0.0}}
-    for i, (name, changes) in enumerate(UPDATES, 1):
-        print(f"\n=== update {i}: {name} ===", flush=True)
-        _, rf = step(full, changes, "full")
-        ctx, rr = step(reuse, changes, "full_reuse")
-        verify = pipeline.plan_verification(reuse, ctx, {"full": rf.mixture, "reuse": rr.mixture}, args.seeds)
-        pipeline.train_swarm(reuse, verify, on_event=log)
-        measured = {label: dataclasses.asdict(m) for label, m in
-                    pipeline.measured_objective(verify, pipeline.objective_fn(reuse, verify.table().metric_names)).items()}
-        for path, r in (("full", rf), ("reuse", rr)):
-            totals[path]["runs"] += r.compute.runs
-            totals[path]["flops"] += r.compute.flops
-        rows.append({"update": name, "leaves": ctx.leaves, "plan_reuse": rr.plan.kind,
-                     "full": {"runs": rf.compute.runs, "flops": rf.compute.flops, "mixture": rf.mixture,
-                              "measured": measured["full"]},
-                     "reuse": {"runs": rr.compute.runs, "flops": rr.compute.flops, "mixture": rr.mixture,
-                               "measured": measured["reuse"]}})
-        print(f"runs: full {rf.compute.runs}, reuse {rr.compute.runs} ({rr.plan.kind})")
-        print("mixtures (full | reuse):")
-        for x in ctx.leaves:
-            print(f"  {x:>16}: {rf.mixture[x]:.3f} | {rr.mixture[x]:.3f}")
-        print(spread_line("full", measured["full"]))
-        print(spread_line("reuse", measured["reuse"]))
-
-    print("\n=== summary ===")
-    print(f"{'update':>22} {'full runs':>9} {'reuse runs':>10} {'full obj':>16} {'reuse obj':>16}")
-    for r in rows:
-        f, u = r["full"], r["reuse"]
-        print(f"{r['update']:>22} {f['runs']:>9} {u['runs']:>10} {f['measured']['mean']:>9.4f}±{f['measured']['std']:.4f}"
-              f" {u['measured']['mean']:>9.4f}±{u['measured']['std']:.4f}")
-    share = totals["reuse"]["flops"] / totals["full"]["flops"]
-    last = rows[-1]
-    gap = last["reuse"]["measured"]["mean"] - last["full"]["measured"]["mean"]
-    spread = last["full"]["measured"]["std"]
-    compute_ok, quality_ok = share <= 0.35, gap <= spread
-    print(f"total: full {totals['full']['runs']} runs {totals['full']['flops']:.3g} FLOPs; reuse {totals['reuse']['runs']} runs "
-          f"{totals['reuse']['flops']:.3g} FLOPs = {100 * share:.1f}% of full ({100 * (1 - share):.1f}% less): "
-          f"floor <= 35% {'MET' if compute_ok else 'NOT MET'}")
-    print(f"final objective: reuse - full = {gap:+.4f}; full's seed spread {spread:.4f}: floor {'MET' if quality_ok else 'NOT MET'}")
-    print(json.dumps({"tokens_per_proxy": args.tokens_per_proxy, "runs_per_domain": args.runs_per_domain, "seeds": args.seeds,
-                      "updates": rows, "totals": totals, "reuse_compute_share": share, "final_gap": gap,
-                      "final_full_seed_std": spread, "compute_floor_met": compute_ok, "quality_floor_met": quality_ok,
-                      "seconds": round(time.perf_counter() - t0, 1)}))
+    if args.replicate is not None:
+        Path(args.out).write_text(json.dumps(one_replicate(args)))
+        return
+    start = time.perf_counter()
+    args.workdir = args.workdir or tempfile.mkdtemp(prefix="olmix-reuse-")
+    base = prepare(args)
+    results = run_replicates("benchmarks.reuse_sequence", args, base)
+    print(json.dumps(summarise(results, args, time.perf_counter() - start)))
 
 
 if __name__ == "__main__":
