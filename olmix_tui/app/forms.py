@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
@@ -38,7 +38,8 @@ class Form(ModalScreen):
 
     DEFAULT_CSS = """
     Form { align: center middle; }
-    Form > Vertical { width: 90; height: auto; border: thick $accent; background: $surface; padding: 1 2; }
+    Form > VerticalScroll { width: 90; max-width: 100%; height: auto; max-height: 100%; border: thick $accent;
+                            background: $surface; padding: 1 2; }
     Form Input { margin-bottom: 1; }
     Form #form-error { color: $error; height: auto; }
     Form Horizontal { height: auto; }
@@ -52,7 +53,7 @@ class Form(ModalScreen):
         raise NotImplementedError
 
     def compose(self) -> ComposeResult:
-        with Vertical():
+        with VerticalScroll(can_focus=False):
             yield from self.fields()
             yield Static(id="form-error")
             with Horizontal():
