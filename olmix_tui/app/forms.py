@@ -7,6 +7,7 @@ that match, files claimed once, parts that cover the domain) is the engine's job
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -40,6 +41,7 @@ class Form(ModalScreen):
     Form { align: center middle; }
     Form > VerticalScroll { width: 90; max-width: 100%; height: auto; max-height: 100%; border: thick $accent;
                             background: $surface; padding: 1 2; }
+    Form Label { width: 1fr; }
     Form Input { margin-bottom: 1; }
     Form #form-error { color: $error; height: auto; }
     Form Horizontal { height: auto; }
@@ -147,7 +149,7 @@ class ProposeForm(Form):
         for name, (_, help_text) in self.FIELDS.items():
             yield Label(f"{name}: {help_text}")
             yield Input(str(getattr(self.current, name)), id=name)
-        yield Checkbox("save these as olmix.toml's [propose] settings", id="save")
+        yield Checkbox(Text("save these as olmix.toml's [propose] settings"), id="save")  # Text: no markup
 
     def result(self) -> tuple[ProposeSettings, bool]:
         """The settings, checked the way olmix.toml's are, and whether to save them."""
