@@ -34,10 +34,14 @@ async def opened(pilot, tab: str) -> None:
 
 
 async def settled(pilot) -> None:
-    """A stable picture: no toasts, the project folder (which differs per machine) not shown."""
+    """A stable picture: what is shown was read for what is highlighted; no toasts; the project
+    folder (which differs per machine) not shown."""
+    app = pilot.app
+    await wait_for(pilot, lambda: app.snapshot.selection == app.selection, timeout=60)
     pilot.app.clear_notifications()
     pilot.app.sub_title = "fixture"
     await pilot.pause(0.3)
+    await pilot.pause()  # every widget idle: laid out for what it shows
 
 
 def snapshot_of(snap_compare, project, tab: str, size: str, steps=None) -> bool:
@@ -60,8 +64,10 @@ def test_domains_with_a_partition_staged_in_the_form(snap_compare, fixture_proje
         await wait_for(pilot, lambda: isinstance(app.screen, ChangeForm), timeout=60)
         app.screen.query_one("#paths", Input).value = "code:a=data/code/part0.txt; code:b=data/code/part1.txt"
         await pilot.press("enter")
-        table = app.query_one("#domains", DataTable)
-        await wait_for(pilot, lambda: str(table.get_row("code")[1]) == "partition into code:a, code:b", timeout=60)
+        table, staged = app.query_one("#domains", DataTable), "partition into code:a, code:b"
+        column = table.columns[next(key for key, c in table.columns.items() if str(c.label) == "staged")]
+        await wait_for(pilot, lambda: str(table.get_row("code")[1]) == staged and column.content_width >= len(staged),
+                       timeout=60)  # the column widens when the table is next idle
 
     assert snapshot_of(snap_compare, fixture_project, "domains", size, stage_partition)
 
