@@ -25,7 +25,7 @@ from pathlib import Path
 
 from benchmarks.common import sample_project
 from engine import pipeline
-from engine.executors.base import ExecutorSettings
+from engine.settings import ExecutorSettings
 from engine.project import Project
 from engine.training.presets import get_preset
 

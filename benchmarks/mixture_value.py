@@ -14,6 +14,7 @@ Usage: python benchmarks/mixture_value.py [--tokens-per-proxy N] [--runs-per-dom
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -49,7 +50,7 @@ def main() -> None:
     pipeline.train_swarm(project, verify, on_event=log)
     names = verify.table().metric_names
     objective = pipeline.objective_fn(project, names)
-    measured = pipeline.measured_objective(verify, objective)
+    measured = {label: dataclasses.asdict(m) for label, m in pipeline.measured_objective(verify, objective).items()}
     swarm_values = [objective(s.metrics) for s in pipeline.find_swarm(project, result.swarm).statuses() if s.state == "done"]
 
     print("\nmixtures (natural | uniform | proposed):")
@@ -66,7 +67,7 @@ def main() -> None:
     floor = gain > spread
     print(f"proposed beats natural by {gain:.4f} bits/byte; seed spread {spread:.4f}: floor {'MET' if floor else 'NOT MET'}")
     figures = {
-        "tokens_per_proxy": args.tokens_per_proxy, "seeds": args.seeds, "swarm_runs": result.compute["runs"],
+        "tokens_per_proxy": args.tokens_per_proxy, "seeds": args.seeds, "swarm_runs": result.compute.runs,
         "measured": {k: {"mean": v["mean"], "std": v["std"]} for k, v in measured.items()},
         "predicted_proposed": result.predicted, "gain_over_natural": gain, "seed_spread": spread,
         "swarm_objective_std": float(np.std(swarm_values, ddof=1)), "mixtures": mixtures, "floor_met": bool(floor),

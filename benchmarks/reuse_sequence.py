@@ -20,6 +20,7 @@ Usage: python -m benchmarks.reuse_sequence [--tokens-per-proxy N] [--runs-per-do
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import time
@@ -83,16 +84,17 @@ def main() -> None:
         ctx, rr = step(reuse, changes, "full_reuse")
         verify = pipeline.plan_verification(reuse, ctx, {"full": rf.mixture, "reuse": rr.mixture}, args.seeds)
         pipeline.train_swarm(reuse, verify, on_event=log)
-        measured = pipeline.measured_objective(verify, pipeline.objective_fn(reuse, verify.table().metric_names))
+        measured = {label: dataclasses.asdict(m) for label, m in
+                    pipeline.measured_objective(verify, pipeline.objective_fn(reuse, verify.table().metric_names)).items()}
         for path, r in (("full", rf), ("reuse", rr)):
-            totals[path]["runs"] += r.compute["runs"]
-            totals[path]["flops"] += r.compute["flops"]
+            totals[path]["runs"] += r.compute.runs
+            totals[path]["flops"] += r.compute.flops
         rows.append({"update": name, "leaves": ctx.leaves, "plan_reuse": rr.plan.kind,
-                     "full": {"runs": rf.compute["runs"], "flops": rf.compute["flops"], "mixture": rf.mixture,
+                     "full": {"runs": rf.compute.runs, "flops": rf.compute.flops, "mixture": rf.mixture,
                               "measured": measured["full"]},
-                     "reuse": {"runs": rr.compute["runs"], "flops": rr.compute["flops"], "mixture": rr.mixture,
+                     "reuse": {"runs": rr.compute.runs, "flops": rr.compute.flops, "mixture": rr.mixture,
                                "measured": measured["reuse"]}})
-        print(f"runs: full {rf.compute['runs']}, reuse {rr.compute['runs']} ({rr.plan.kind})")
+        print(f"runs: full {rf.compute.runs}, reuse {rr.compute.runs} ({rr.plan.kind})")
         print("mixtures (full | reuse):")
         for x in ctx.leaves:
             print(f"  {x:>16}: {rf.mixture[x]:.3f} | {rr.mixture[x]:.3f}")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from engine.config import Table
 from engine.errors import ConfigError, DataError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
@@ -333,15 +334,21 @@ class AffectedSet:
                 kinds.append(kind)
         return kinds
 
-    def to_dict(self) -> dict:
-        return {
-            "added": list(self.added),
-            "revised": list(self.revised),
-            "partitioned": {k: list(v) for k, v in self.partitioned.items()},
-            "removed": list(self.removed),
-            "unaffected": list(self.unaffected),
-            "affected": list(self.affected),
-        }
+    def record(self) -> "AffectedRecord":
+        return AffectedRecord(list(self.added), list(self.revised), {k: list(v) for k, v in self.partitioned.items()},
+                              list(self.removed), list(self.unaffected), list(self.affected))
+
+
+@dataclass(frozen=True)
+class AffectedRecord(Table):
+    """An affected set as history files, `status` and `swarm plan --json` record it (with `affected` spelled out)."""
+
+    added: list[str] = field(default_factory=list)
+    revised: list[str] = field(default_factory=list)
+    partitioned: dict[str, list[str]] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)
+    unaffected: list[str] = field(default_factory=list)
+    affected: list[str] = field(default_factory=list)
 
 
 def affected_set(before: DomainSet, after: DomainSet) -> AffectedSet:

@@ -1,21 +1,110 @@
 """Mixture history: one TOML file per applied domain-set update, history/NNNN-<kind>.toml.
 
 Each entry records the change, the plan, swarm and fit ids, the mixture over leaf domains and the
-compute spent. The current mixture is the last entry's.
+compute spent (`EntryContent`); an update checked against its full recomputation records that
+comparison too (`CompareRecord`). The current mixture is the last entry's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import atomic
+from engine.config import Table, load_section, read_toml
 from engine.errors import ConfigError
-from engine.config import read_toml
 from engine.project import Project
+from engine.reuse import PlanRecord
 
 ENTRY_RE = re.compile(r"^(\d{4})-([a-z0-9+_-]+)\.toml$")
+
+
+@dataclass(frozen=True)
+class Compute(Table):
+    """What an update's swarm spent: proxy runs, training tokens and FLOPs."""
+
+    runs: int = 0
+    tokens: int = 0
+    flops: float = 0.0
+
+
+@dataclass(frozen=True)
+class ProposalInfo(Table):
+    """How the proposal was made: proposer, predicted objective, KL to the prior, leaves at their
+    cap, the exact proposer's KKT residual, and the fit's cross-validated Spearman (x100)."""
+
+    finite_floats = False
+
+    proposer: str
+    predicted_objective: float
+    kl: float
+    binding_caps: list[str] = field(default_factory=list)
+    kkt_residual: float | None = None
+    fit_cv_spearman: float = float("nan")
+
+
+@dataclass(frozen=True)
+class UpdateRecord(Table):
+    """One path through an update: plan, mixture over leaves, swarm and fit ids, the predicted
+    objective, how the proposal was made (none when the plan needed no swarm) and the compute."""
+
+    finite_floats = False
+
+    plan: PlanRecord
+    mixture: dict[str, float]
+    swarm: str = ""
+    fit: str = ""
+    predicted: float | None = None
+    proposal: ProposalInfo | None = None
+    compute: Compute = field(default_factory=Compute)
+
+
+@dataclass(frozen=True)
+class Measured(Table):
+    """The objective measured on verification runs of one mixture: mean, spread (std) and each seed's value."""
+
+    finite_floats = False
+
+    mean: float
+    std: float
+    values: list[float]
+
+
+@dataclass(frozen=True)
+class Verification(Table):
+    """Verification runs (a swarm of purpose "verify"): seeds per mixture, and the measured objective per label."""
+
+    finite_floats = False
+
+    swarm: str
+    seeds: int
+    measured: dict[str, Measured] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CompareRecord(Table):
+    """An update checked against its full recomputation: the full path, the verification runs of
+    both mixtures, and L1 and KL(chosen || full) between them."""
+
+    finite_floats = False
+
+    full: UpdateRecord
+    verification: Verification
+    l1: float
+    kl: float
+
+
+@dataclass(frozen=True)
+class EntryContent(UpdateRecord):
+    """A history file: the update's record plus its kind, the changes it applied, the domains'
+    revisions after it, and the comparison with full recomputation when one was asked for."""
+
+    kind: str = "update"
+    changes: list[str] = field(default_factory=list)
+    domains: dict[str, str] = field(default_factory=dict)
+    compare: CompareRecord | None = None
 
 
 @dataclass(frozen=True)
@@ -23,15 +112,19 @@ class HistoryEntry:
     number: int
     kind: str
     path: Path
-    data: dict
+    content: EntryContent
 
     @property
     def mixture(self) -> dict[str, float]:
-        return dict(self.data.get("mixture", {}))
+        return dict(self.content.mixture)
 
     @property
     def label(self) -> str:
         return f"{self.number:04d}-{self.kind}"
+
+    def to_json(self) -> dict:
+        """The entry as `history --json` prints it: its label, then the file's content."""
+        return {"entry": self.label, **dataclasses.asdict(self.content)}
 
 
 def read_history(project: Project) -> list[HistoryEntry]:
@@ -42,10 +135,9 @@ def read_history(project: Project) -> list[HistoryEntry]:
         if not m:
             raise ConfigError(f"{path} is not named NNNN-<kind>.toml; rename or remove it.")
         data = read_toml(path)
-        mixture = data.get("mixture")
-        if not isinstance(mixture, dict) or not all(isinstance(v, (int, float)) for v in mixture.values()):
+        if not isinstance(data.get("mixture"), dict):
             raise ConfigError(f"{path}: [mixture] must map each leaf domain to its weight.")
-        entries.append(HistoryEntry(int(m.group(1)), m.group(2), path, data))
+        entries.append(HistoryEntry(int(m.group(1)), m.group(2), path, load_section(EntryContent, data, str(path))))
     return entries
 
 
@@ -54,11 +146,11 @@ def current_mixture(project: Project) -> dict[str, float] | None:
     return entries[-1].mixture if entries else None
 
 
-def write_entry(project: Project, kind: str, data: dict) -> HistoryEntry:
+def write_entry(project: Project, content: EntryContent) -> HistoryEntry:
     """Append a new entry (under the project lock); numbering continues from the last one."""
     with project.lock():
         entries = read_history(project)
         number = entries[-1].number + 1 if entries else 1
-        path = project.history_dir / f"{number:04d}-{kind}.toml"
-        atomic.write_toml(path, {"kind": kind, **data})
-    return HistoryEntry(number, kind, path, {"kind": kind, **data})
+        path = project.history_dir / f"{number:04d}-{content.kind}.toml"
+        atomic.write_toml(path, dataclasses.asdict(content))
+    return HistoryEntry(number, content.kind, path, content)

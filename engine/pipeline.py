@@ -2,7 +2,7 @@
 
 An *update* is what the project is working on: its pending domain-set changes, or (before any
 mixture exists) the first mixture over the current domains. Each step reads and writes the
-project folder, so every step can also run alone from the CLI (and, next, the TUI).
+project folder, so every step can also run alone from the CLI or the app.
 """
 
 from __future__ import annotations
@@ -16,26 +16,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.atomic import dumps_json
+from engine.atomic import dumps_json, write_csv
+from engine.compare import Comparison, MixtureSide, compare, kl, l1
 from engine.data.store import DomainTokens, TokenStore, natural_prior
-from engine.domains import DomainSet
+from engine.domains import DomainSet, affected_set, check_name
 from engine.errors import OlmixError
 from engine.events import EventSink, Message, ignore
 from engine.executors import make_executor
 from engine.executors.base import run_swarm
-from engine.atomic import write_csv
-from engine.compare import compare, kl, l1
-from engine.domains import check_name
+from engine.executors.liveness import owner_alive
 from engine.export import export_mixture
+from engine.history import (CompareRecord, Compute, EntryContent, HistoryEntry, Measured, ProposalInfo, UpdateRecord,
+                            Verification, current_mixture, read_history, write_entry)
 from engine.mixture_table import MixtureTable, read_tables
-from engine.domains import affected_set
-from engine.history import current_mixture, read_history, write_entry
-from engine.propose import Proposal, propose
-from engine.regression.store import FitResult, fit_and_store, load_fit
 from engine.project import Project
+from engine.propose import Proposal, objective_weights, propose
+from engine.regression.store import FitResult, fit_and_store, load_fit
 from engine.reuse import UpdatePlan, affected_fit_names, compare_plans, plan_update, suggest_unfreeze
 from engine.runs import SwarmDir, list_swarms
-from engine.swarm import FrozenGroup, Swarm, sample_swarm, unit_layout
+from engine.settings import EXACT_REGRESSOR, ProposeSettings, usable_proposer
+from engine.swarm import FrozenGroup, Swarm, SwarmSettings, sample_swarm
+from engine.swarm_spec import ImportSource, ProxyScale, SwarmData, SwarmSpec
 
 
 @dataclass
@@ -66,19 +67,16 @@ def update_context(project: Project, on_event: EventSink = ignore, initial: bool
 # ---------------------------------------------------------------- proxy scale
 
 
-def proxy_scale(project: Project, vocab_size: int) -> dict:
-    """The proxy spec every run of a swarm shares: settings, resolved token budget, FLOPs per token."""
+def proxy_scale(project: Project, vocab_size: int) -> ProxyScale:
+    """The proxy every run of a swarm shares: [proxy] settings, resolved token budget, FLOPs per token."""
     from engine.training.flops import train_flops_per_token
     from engine.training.presets import get_preset, tokens_per_proxy
 
     s = project.settings
     preset = get_preset(s.proxy.preset)
-    return {
-        **dataclasses.asdict(s.proxy),
-        "tokens_per_proxy": tokens_per_proxy(s.proxy, preset, vocab_size),
-        "max_repetition": s.swarm.max_repetition,
-        "flops_per_token": train_flops_per_token(preset.llama_config(vocab_size), preset.seq_len),
-    }
+    return ProxyScale(**{**dataclasses.asdict(s.proxy), "tokens_per_proxy": tokens_per_proxy(s.proxy, preset, vocab_size)},
+                      max_repetition=s.swarm.max_repetition,
+                      flops_per_token=train_flops_per_token(preset.llama_config(vocab_size), preset.seq_len))
 
 
 # ---------------------------------------------------------------- plan
@@ -99,7 +97,7 @@ def suggested_unfreeze(project: Project, ctx: UpdateContext) -> list[tuple[str, 
     """Unaffected domains that interact most with the affected ones in the last log-linear fit
     (empty when the last mixture came without one)."""
     entries = read_history(project)
-    fit_id = entries[-1].data.get("fit") if entries else None
+    fit_id = entries[-1].content.fit if entries else ""
     if not fit_id or not (project.fits_dir / fit_id).is_dir():
         return []
     fit = load_fit(project.fits_dir / fit_id)
@@ -116,46 +114,65 @@ def plan_costs(project: Project, ctx: UpdateContext) -> dict[str, dict]:
     scale = proxy_scale(project, project.tokenizer().vocab_size)
     r = project.settings.reuse
     return compare_plans(ctx.before, ctx.after, ctx.current, ctx.prior, project.settings.swarm,
-                         scale["tokens_per_proxy"], scale["flops_per_token"], r.unfreeze, r.virtual_name)
+                         scale.tokens_per_proxy, scale.flops_per_token, r.unfreeze, r.virtual_name)
 
 
 def _spec_id(parts: dict) -> str:
     return hashlib.sha256(dumps_json(parts, indent=None).encode()).hexdigest()[:12]
 
 
+def _run_inputs(project: Project, ctx: UpdateContext) -> tuple[ProxyScale, SwarmData]:
+    """What every run of a swarm (or of verification runs) shares: the proxy, and the data it trains on."""
+    tokenizer = project.tokenizer()
+    data = SwarmData(tokenizer.vocab_size, {x: ctx.tokens[x].key for x in ctx.leaves}, dict(project.settings.data.eval_sets))
+    return proxy_scale(project, tokenizer.vocab_size), data
+
+
+def _create_trained_swarm(project: Project, swarm_id: str, spec: SwarmSpec, unit_weights: np.ndarray, seeds: list[int],
+                          labels: list[str] | None = None) -> SwarmDir:
+    """Write swarms/<id>/ for a planned swarm or verification runs, under the project lock."""
+    with project.lock():
+        return SwarmDir.create(project.swarms_dir / swarm_id, spec, unit_weights, seeds, owner_alive, labels)
+
+
+def _trained_spec(ctx: UpdateContext, purpose: str, plan: str, scale: ProxyScale, data: SwarmData, units: list[str],
+                  runs: list[str], groups: list[FrozenGroup] = (), swarm: SwarmSettings | None = None,
+                  labels: list[str] = ()) -> SwarmSpec:
+    """The spec of swarms this project trains (planned swarms and verification runs): one builder for both."""
+    return SwarmSpec(purpose=purpose, plan=plan, units=list(units), runs=list(runs), leaves=ctx.leaves,
+                     groups=list(groups), prior=dict(ctx.prior), swarm=swarm, proxy=scale, data=data, labels=list(labels))
+
+
 def plan_swarm(project: Project, ctx: UpdateContext, plan: UpdatePlan) -> tuple[SwarmDir, Swarm]:
     """Sample the plan's swarm and write it under swarms/<id>/ (the same plan gives the same id)."""
     if not plan.needs_swarm:
         raise OlmixError(f"the {plan.kind} plan needs no swarm: {plan.describe().splitlines()[0]}")
-    tokenizer = project.tokenizer()
-    scale = proxy_scale(project, tokenizer.vocab_size)
+    scale, data = _run_inputs(project, ctx)
     leaves = plan.leaves
     swarm = sample_swarm(project.settings.swarm, leaves, np.array([ctx.prior[x] for x in leaves]),
-                         np.array([ctx.tokens[x].train_tokens for x in leaves]), scale["tokens_per_proxy"], plan.groups)
-    spec = {
-        "purpose": "swarm",
-        "plan": plan.kind,
-        "leaves": leaves,
-        "groups": [{"name": g.name, "ratios": dict(g.ratios)} for g in plan.groups],
-        "prior": dict(ctx.prior),
-        "swarm": dataclasses.asdict(project.settings.swarm),
-        "proxy": scale,
-        "data": {"vocab_size": tokenizer.vocab_size, "keys": {x: ctx.tokens[x].key for x in leaves},
-                 "eval_sets": dict(project.settings.data.eval_sets)},
-    }
-    sid = _spec_id({"sample": swarm.id, "proxy": scale, "data": spec["data"]})
+                         np.array([ctx.tokens[x].train_tokens for x in leaves]), scale.tokens_per_proxy, plan.groups)
+    sid = _spec_id({"sample": swarm.id, "proxy": dataclasses.asdict(scale), "data": dataclasses.asdict(data)})
     runs = [f"{sid}-{i:04d}" for i in range(len(swarm))]
-    with project.lock():
-        folder = SwarmDir.create(project.swarms_dir / sid, spec, runs, swarm.units, swarm.unit_weights,
-                                 [project.settings.proxy.seed] * len(runs))
+    spec = _trained_spec(ctx, "swarm", plan.kind, scale, data, swarm.units, runs, plan.groups, project.settings.swarm)
+    folder = _create_trained_swarm(project, sid, spec, swarm.unit_weights, [scale.seed] * len(runs))
     return folder, swarm
+
+
+def project_swarms(project: Project) -> list[SwarmDir]:
+    """Every swarm of the project, by id; a run whose owner is gone reads as interrupted."""
+    return list_swarms(project.swarms_dir, owner_alive)
+
+
+def open_swarm(project: Project, swarm_id: str) -> SwarmDir:
+    """The project's swarm `swarm_id` (an exact id)."""
+    return SwarmDir(project.swarms_dir / swarm_id, owner_alive)
 
 
 def find_swarm(project: Project, swarm_id: str | None) -> SwarmDir:
     """A swarm by id (or unique prefix); without an id, the most recently planned (or imported) one
     that is not a set of verification runs."""
-    swarms = list_swarms(project.swarms_dir)
-    candidates = [s for s in swarms if s.spec.get("purpose") != "verify"]
+    swarms = project_swarms(project)
+    candidates = [s for s in swarms if s.spec.purpose != "verify"]
     if not candidates:
         raise OlmixError(f"the project has no swarm yet; plan one with `olmix-tui swarm plan {project.root}`.")
     if swarm_id is None:
@@ -201,33 +218,16 @@ def fit_swarm(project: Project, swarm: SwarmDir, regressor: str | None = None, o
 
 def objective_fn(project: Project, metric_names: list[str]):
     """The project's objective (weighted average of metrics) as a function of a run's metrics dict."""
-    weights = project.settings.objective.vector(metric_names)
+    weights = objective_weights(project.settings.objective, metric_names)
     return lambda metrics: float(sum(w * metrics[m] for w, m in zip(weights, metric_names) if w))
 
 
-@dataclass
-class UpdateResult:
-    """One path through an update: plan, swarm, fit, proposal, and the compute it spent."""
-
-    plan: UpdatePlan
-    mixture: dict[str, float]
-    swarm: str = ""
-    fit: str = ""
-    predicted: float | None = None
-    proposal: dict | None = None
-    compute: dict = dataclasses.field(default_factory=lambda: {"runs": 0, "tokens": 0, "flops": 0.0})
-
-    def record(self) -> dict:
-        return {"plan": self.plan.to_dict(), "mixture": self.mixture, "swarm": self.swarm, "fit": self.fit,
-                "predicted": self.predicted, "proposal": self.proposal or {}, "compute": self.compute}
-
-
-def run_update(project: Project, ctx: UpdateContext, kind: str | None = None, on_event: EventSink = ignore) -> UpdateResult:
+def run_update(project: Project, ctx: UpdateContext, kind: str | None = None, on_event: EventSink = ignore) -> UpdateRecord:
     """Plan, train, fit and propose for the update (nothing is applied yet)."""
     plan = make_plan(project, ctx, kind)
     on_event(Message(plan.describe()))
     if not plan.needs_swarm:
-        return UpdateResult(plan, dict(plan.start))
+        return UpdateRecord(plan.record(), dict(plan.start))
     swarm_dir, _ = plan_swarm(project, ctx, plan)
     counts = train_swarm(project, swarm_dir, on_event=on_event)
     if counts["failed"]:
@@ -235,12 +235,11 @@ def run_update(project: Project, ctx: UpdateContext, kind: str | None = None, on
                          f"{project.root} --swarm {swarm_dir.id}` and rerun with `swarm run --retry-failed`.")
     fit = fit_swarm(project, swarm_dir, on_event=on_event)
     proposal = propose_for_swarm(project, swarm_dir, fit)
-    done = [s.data for s in swarm_dir.statuses() if s.state == "done"]
-    compute = {"runs": len(done), "tokens": int(sum(d["tokens"] for d in done)), "flops": float(sum(d["flops"] for d in done))}
-    info = {"proposer": proposal.proposer, "predicted_objective": proposal.predicted_objective, "kl": proposal.kl,
-            "binding_caps": proposal.binding_caps, "kkt_residual": proposal.kkt_residual,
-            "fit_cv_spearman": fit.cv.mean_spearman}
-    return UpdateResult(plan, proposal.mixture, swarm_dir.id, fit.fit_id, proposal.predicted_objective, info, compute)
+    done = [s for s in swarm_dir.statuses() if s.state == "done"]
+    compute = Compute(len(done), int(sum(s.tokens or 0 for s in done)), float(sum(s.flops or 0.0 for s in done)))
+    info = ProposalInfo(proposal.proposer, proposal.predicted_objective, proposal.kl, proposal.binding_caps,
+                        proposal.kkt_residual, fit.cv.mean_spearman)
+    return UpdateRecord(plan.record(), proposal.mixture, swarm_dir.id, fit.fit_id, proposal.predicted_objective, info, compute)
 
 
 def history_kind(ctx: UpdateContext, has_history: bool) -> str:
@@ -250,15 +249,15 @@ def history_kind(ctx: UpdateContext, has_history: bool) -> str:
     return "+".join(affected.kinds) or "update"
 
 
-def apply_update(project: Project, ctx: UpdateContext, result: UpdateResult, extra: dict | None = None):
+def apply_update(project: Project, ctx: UpdateContext, record: UpdateRecord,
+                 compared: CompareRecord | None = None) -> HistoryEntry:
     """Record the update in history (mixture over leaves, plan, swarm, fit, compute) and make it current."""
     with project.lock():
-        entry = write_entry(project, history_kind(ctx, bool(read_history(project))), {
-            "changes": [] if ctx.initial else [c.describe() for c in project.pending],
-            "domains": {d.name: d.revision for d in ctx.after},
-            **result.record(),
-            **(extra or {}),
-        })
+        content = EntryContent(**{f.name: getattr(record, f.name) for f in dataclasses.fields(UpdateRecord)},
+                               kind=history_kind(ctx, bool(read_history(project))),
+                               changes=[] if ctx.initial else [c.describe() for c in project.pending],
+                               domains={d.name: d.revision for d in ctx.after}, compare=compared)
+        entry = write_entry(project, content)
         if not ctx.initial:
             project.domains = ctx.after
             project.pending = []
@@ -267,48 +266,85 @@ def apply_update(project: Project, ctx: UpdateContext, result: UpdateResult, ext
     return entry
 
 
-def swarm_plan_of(project: Project, swarm: SwarmDir) -> tuple[UpdatePlan | None, dict[str, float], dict[str, int] | None]:
-    """What proposing from a swarm needs: its unit layout as a plan (None for imported swarms, whose
-    units are the leaves), the prior over leaves, and the leaves' available tokens (None when unknown).
-
-    An imported swarm's prior is its mean mixture (it carries no token counts), and its caps are off."""
+def proposal_inputs(project: Project, swarm: SwarmDir) -> tuple[dict[str, float], dict[str, int] | None]:
+    """What proposing from a swarm needs besides the fit: the prior over its leaves and the leaves'
+    available tokens (None when unknown). An imported swarm's prior is its mean mixture (it carries
+    no token counts, so its caps are off)."""
     spec = swarm.spec
-    if spec.get("purpose") == "import":
+    if not spec.trained_here:
         table = swarm.table()
         mean = table.ratios.mean(axis=0)
-        return None, dict(zip(table.domains, (mean / mean.sum()).tolist())), None
-    leaves = list(spec["leaves"])
-    groups = [FrozenGroup(g["name"], dict(g["ratios"])) for g in spec.get("groups", [])]
-    units, expand = unit_layout(leaves, groups)
-    store_tokens = {}
-    store = TokenStore(project.cache / "tokens")
-    for leaf in leaves:
-        t = store.load(leaf, spec["data"]["keys"][leaf])
+        return dict(zip(table.domains, (mean / mean.sum()).tolist())), None
+    store = TokenStore.of_project(project.root)
+    tokens = {}
+    for leaf in spec.leaves:
+        t = store.load(leaf, spec.data.keys[leaf])
         if t is None:
             raise OlmixError(f"the token store has no entry for domain '{leaf}' as planned; run `olmix-tui tokenize {project.root}`.")
-        store_tokens[leaf] = t.train_tokens
-    free = [u for u in units if u in leaves]
-    plan = UpdatePlan(spec.get("plan", "full"), leaves, free, groups, units, expand, dict(spec["prior"]), True,
-                      affected_set(DomainSet(), DomainSet()))
-    return plan, dict(spec["prior"]), store_tokens
+        tokens[leaf] = t.train_tokens
+    return dict(spec.prior), tokens
 
 
-def propose_for_swarm(project: Project, swarm: SwarmDir, fit: FitResult, proposer: str | None = None) -> Proposal:
-    """Propose from a swarm's fit: leaf caps and KL through the swarm's frozen groups."""
-    settings = project.settings.propose
-    if proposer:
-        settings = dataclasses.replace(settings, proposer=proposer)
-    plan, prior, tokens = swarm_plan_of(project, swarm)
-    table = swarm.table()
-    if plan is None:
-        if tokens is None and settings.target_tokens:
-            settings = dataclasses.replace(settings, target_tokens=0)
-        return propose(fit.model, table, prior, None, settings, project.settings.objective)
-    return propose(fit.model, table, prior, tokens, settings, project.settings.objective,
-                   expand=plan.expand, domains_leaf=plan.leaves)
+def propose_for_swarm(project: Project, swarm: SwarmDir, fit: FitResult, settings: ProposeSettings | None = None) -> Proposal:
+    """Propose from a swarm's fit (with [propose], or `settings`): leaf caps and KL through the swarm's frozen groups."""
+    settings = settings or project.settings.propose
+    prior, tokens = proposal_inputs(project, swarm)
+    if tokens is None and settings.target_tokens:
+        settings = dataclasses.replace(settings, target_tokens=0)
+    leaves = swarm.spec.leaves if swarm.spec.trained_here else swarm.units
+    return propose(fit.model, swarm.table(), prior, tokens, settings, project.settings.objective,
+                   expand=swarm.spec.expand, domains_leaf=leaves)
+
+
+@dataclass(frozen=True)
+class ProposalPreview:
+    """A proposal made from a fit, not yet applied: the proposal, the prior it is shown beside, the
+    fit and swarm it came from, and why its proposer differs from the one asked for ("" if it does not)."""
+
+    proposal: Proposal
+    prior: dict[str, float]
+    fit: FitResult
+    swarm: str
+    note: str = ""
+
+
+def preview_proposal(project: Project, fit: FitResult, settings: ProposeSettings, swarm: SwarmDir | None = None) -> ProposalPreview:
+    """The proposal from `fit` (on `swarm`, default the swarm it was fitted on) with `settings`; the
+    proposer is the one asked for where the fit allows it (`engine.settings.usable_proposer`)."""
+    if swarm is None:
+        if not fit.source_swarms:
+            raise OlmixError(f"fit {fit.fit_id} names no swarm to propose from; fit a swarm again with "
+                             f"`olmix-tui fit {project.root}`.")
+        swarm = open_swarm(project, fit.source_swarms[0])
+    proposer, note = usable_proposer(settings.proposer, fit.regressor, fit.chosen)
+    proposal = propose_for_swarm(project, swarm, fit, dataclasses.replace(settings, proposer=proposer))
+    return ProposalPreview(proposal, proposal_inputs(project, swarm)[0], fit, swarm.id, note)
+
+
+def propose_from_swarm(project: Project, swarm: SwarmDir, settings: ProposeSettings,
+                       on_event: EventSink = ignore) -> ProposalPreview:
+    """Fit the swarm with the regressor its proposer needs (the log-linear law for exact, else
+    [regression]) and preview the proposal."""
+    fit = fit_swarm(project, swarm, EXACT_REGRESSOR if settings.proposer == "exact" else None, on_event)
+    return preview_proposal(project, fit, settings, swarm)
 
 
 # ---------------------------------------------------------------- the main job
+
+
+@dataclass(frozen=True)
+class AppliedUpdate:
+    """An update the main job applied: its history entry, its record, and its comparison with full recomputation."""
+
+    entry: str
+    record: UpdateRecord
+    compared: CompareRecord | None = None
+
+    def to_json(self) -> dict:
+        out = {"entry": self.entry, **dataclasses.asdict(self.record)}
+        if self.compared is not None:
+            out["compare"] = dataclasses.asdict(self.compared)
+        return out
 
 
 @dataclass
@@ -316,11 +352,12 @@ class BatchReport:
     domains: list[dict]
     tokenizer: str
     vocab_size: int
-    updates: list[dict]
+    updates: list[AppliedUpdate]
     seconds: float
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {"domains": self.domains, "tokenizer": self.tokenizer, "vocab_size": self.vocab_size,
+                "updates": [u.to_json() for u in self.updates], "seconds": self.seconds}
 
 
 def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on_event: EventSink = ignore) -> BatchReport:
@@ -333,15 +370,13 @@ def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on
     updates = []
     if not read_history(project):
         ctx = update_context(project, on_event, initial=True)
-        result = run_update(project, ctx, "full", on_event)
-        updates.append({"entry": apply_update(project, ctx, result).label, **result.record()})
+        record = run_update(project, ctx, "full", on_event)
+        updates.append(AppliedUpdate(apply_update(project, ctx, record).label, record))
     if project.pending:
         ctx = update_context(project, on_event)
-        result = run_update(project, ctx, None, on_event)
-        extra = {}
-        if compare:
-            extra["compare"] = compare_with_full(project, ctx, result, verify_seeds, on_event)
-        updates.append({"entry": apply_update(project, ctx, result, extra).label, **result.record(), **extra})
+        record = run_update(project, ctx, None, on_event)
+        compared = compare_with_full(project, ctx, record, verify_seeds, on_event) if compare else None
+        updates.append(AppliedUpdate(apply_update(project, ctx, record, compared).label, record, compared))
     tokens = project.tokens(project.domains)
     prior = natural_prior(tokens)
     tokenizer = project.tokenizer()
@@ -350,20 +385,16 @@ def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on
     return BatchReport(domains, tokenizer.fingerprint, tokenizer.vocab_size, updates, time.perf_counter() - start)
 
 
-def compare_with_full(project: Project, ctx: UpdateContext, result: UpdateResult, seeds: int,
-                      on_event: EventSink = ignore) -> dict:
+def compare_with_full(project: Project, ctx: UpdateContext, record: UpdateRecord, seeds: int,
+                      on_event: EventSink = ignore) -> CompareRecord:
     """Recompute the update in full, train verification proxies on both mixtures, and compare them."""
-    full = result if result.plan.kind == "full" else run_update(project, ctx, "full", on_event)
-    mixtures = {"chosen": result.mixture, "full": full.mixture}
+    full = record if record.plan.kind == "full" else run_update(project, ctx, "full", on_event)
+    mixtures = {"chosen": record.mixture, "full": full.mixture}
     verify = plan_verification(project, ctx, mixtures, seeds)
     train_swarm(project, verify, on_event=on_event)
     measured = measured_objective(verify, objective_fn(project, verify.table().metric_names))
-    return {
-        "full": full.record(),
-        "verification": {"swarm": verify.id, "seeds": seeds, "measured": measured},
-        "l1": l1(result.mixture, full.mixture),
-        "kl": kl(result.mixture, full.mixture),
-    }
+    return CompareRecord(full, Verification(verify.id, seeds, measured), l1(record.mixture, full.mixture),
+                         kl(record.mixture, full.mixture))
 
 
 # ---------------------------------------------------------------- verification
@@ -371,38 +402,27 @@ def compare_with_full(project: Project, ctx: UpdateContext, result: UpdateResult
 
 def plan_verification(project: Project, ctx: UpdateContext, mixtures: dict[str, dict[str, float]], seeds: int) -> SwarmDir:
     """A swarm of verification runs: each labelled leaf mixture trained with `seeds` seeds (no groups)."""
-    tokenizer = project.tokenizer()
-    scale = proxy_scale(project, tokenizer.vocab_size)
+    scale, data = _run_inputs(project, ctx)
     leaves = ctx.leaves
     labels = sorted(mixtures)
     weights = np.array([[mixtures[label].get(x, 0.0) for x in leaves] for label in labels])
-    spec = {
-        "purpose": "verify",
-        "plan": "verify",
-        "labels": labels,
-        "leaves": leaves,
-        "groups": [],
-        "prior": dict(ctx.prior),
-        "proxy": scale,
-        "data": {"vocab_size": tokenizer.vocab_size, "keys": {x: ctx.tokens[x].key for x in leaves},
-                 "eval_sets": dict(project.settings.data.eval_sets)},
-    }
-    base = project.settings.proxy.seed
-    sid = _spec_id({"verify": weights.round(8).tolist(), "labels": labels, "seeds": seeds, "proxy": scale, "data": spec["data"]})
+    sid = _spec_id({"verify": weights.round(8).tolist(), "labels": labels, "seeds": seeds,
+                    "proxy": dataclasses.asdict(scale), "data": dataclasses.asdict(data)})
+    base = scale.seed
     runs = [f"{sid}-{i:02d}-s{base + s}" for i in range(len(labels)) for s in range(seeds)]
-    with project.lock():
-        return SwarmDir.create(project.swarms_dir / sid, spec, runs, leaves, np.repeat(weights, seeds, axis=0),
-                               [base + s for _ in labels for s in range(seeds)], [x for x in labels for _ in range(seeds)])
+    spec = _trained_spec(ctx, "verify", "verify", scale, data, leaves, runs, labels=labels)
+    return _create_trained_swarm(project, sid, spec, np.repeat(weights, seeds, axis=0),
+                                 [base + s for _ in labels for s in range(seeds)], [x for x in labels for _ in range(seeds)])
 
 
-def measured_objective(swarm: SwarmDir, objective) -> dict[str, dict]:
+def measured_objective(swarm: SwarmDir, objective) -> dict[str, Measured]:
     """Per label of a verification swarm: the objective of each seed's run, their mean and spread (std)."""
-    out: dict[str, dict] = {}
-    for label in swarm.spec["labels"]:
-        values = [objective(s.metrics) for s in swarm.statuses() if s.state == "done" and s.data.get("label") == label]
+    out: dict[str, Measured] = {}
+    for label in swarm.spec.labels:
+        values = [objective(s.metrics) for s in swarm.statuses() if s.state == "done" and s.label == label]
         if values:
-            out[label] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                          "values": values}
+            out[label] = Measured(float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                                  values)
     return out
 
 
@@ -419,16 +439,17 @@ def import_swarm(project: Project, ratios_csv, metrics_csv, name: str | None = N
     folder = project.swarms_dir / sid
     if (folder / "swarm.toml").exists():
         raise OlmixError(f"a swarm named '{sid}' exists already; pick another --name.")
-    spec = {"purpose": "import", "plan": "import", "source": {"ratios": str(ratios_csv), "metrics": str(metrics_csv)}}
+    spec = SwarmSpec(purpose="import", plan="import", units=list(table.domains), runs=list(table.run_ids),
+                     source=ImportSource(str(ratios_csv), str(metrics_csv)))
     with project.lock():
         staging = project.swarms_dir / f".{sid}.importing"
         shutil.rmtree(staging, ignore_errors=True)
-        swarm = SwarmDir.create(staging, spec, table.run_ids, table.domains, table.ratios, [0] * table.n_runs)
+        swarm = SwarmDir.create(staging, spec, table.ratios, [0] * table.n_runs, owner_alive)
         for run, row in zip(table.run_ids, table.metrics):
             swarm.write_status(run, state="done", progress=1.0, metrics=dict(zip(table.metric_names, map(float, row))))
         swarm.write_tables()
         os.replace(staging, folder)  # the swarm appears whole or not at all
-    return SwarmDir(folder)
+    return open_swarm(project, sid)
 
 
 def predict_mixtures(fit: FitResult, mixtures_csv, out_csv=None) -> MixtureTable:
@@ -458,38 +479,37 @@ def export_current(project: Project, fmt: str) -> str:
     return export_mixture(fmt, last.mixture, last.label, sources, tokens, p.target_tokens, p.repetition_factor)
 
 
-def _entry(entries, key: str):
+def _entry(entries: list[HistoryEntry], key: str) -> HistoryEntry:
     for e in entries:
         if key in (e.label, str(e.number), f"{e.number:04d}"):
             return e
     raise OlmixError(f"no history entry '{key}'; entries are {', '.join(e.label for e in entries) or '(none)'}.")
 
 
-def diff_entries(project: Project, a: str | None, b: str | None) -> dict:
+def _side(label: str, record: UpdateRecord, measured: Measured | None = None) -> MixtureSide:
+    return MixtureSide(label, record.mixture, record.compute, record.predicted, measured, record.plan.kind)
+
+
+def diff_entries(project: Project, a: str | None, b: str | None) -> Comparison:
     """Compare two history entries; or one entry (default: the last) with its full recomputation
     when the update was compared (`--compare`), else with the entry before it."""
     entries = read_history(project)
     if not entries:
         raise OlmixError(f"the project has no history yet; run `olmix-tui {project.root} --batch` first.")
-
-    def record(label: str, data: dict, measured: dict | None = None) -> dict:
-        return {"label": label, "mixture": data["mixture"], "compute": data.get("compute", {}),
-                "predicted": data.get("predicted"), "measured": measured, "plan": data.get("plan", {}).get("kind")}
-
     if b is not None:
         if a is None:
             raise OlmixError("give two history entries (e.g. `diff DIR 1 2`), one, or none.")
         ea, eb = _entry(entries, a), _entry(entries, b)
     else:
         entry = entries[-1] if a is None else _entry(entries, a)
-        cmp = entry.data.get("compare")
-        if cmp:
-            measured = cmp.get("verification", {}).get("measured", {})
-            return compare(record(f"{entry.label} ({entry.data['plan']['kind']})", entry.data, measured.get("chosen")),
-                           record(f"{entry.label} (full)", cmp["full"], measured.get("full")))
+        compared = entry.content.compare
+        if compared is not None:
+            measured = compared.verification.measured
+            return compare(_side(f"{entry.label} ({entry.content.plan.kind})", entry.content, measured.get("chosen")),
+                           _side(f"{entry.label} (full)", compared.full, measured.get("full")))
         at = entries.index(entry)
         if at == 0:
             raise OlmixError(f"{entry.label} is the first entry and was not compared with a full recomputation; "
                              "name two entries (e.g. `diff DIR 1 2`).")
         ea, eb = entries[at - 1], entry
-    return compare(record(ea.label, ea.data), record(eb.label, eb.data))
+    return compare(_side(ea.label, ea.content), _side(eb.label, eb.content))

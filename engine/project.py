@@ -15,84 +15,24 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-import typing
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from engine import atomic
-from engine.config import dump_section, load_section, read_toml
-from engine.data.store import DataSettings, DomainTokens, TokenStore, natural_prior, sample_texts, store_key
-from engine.data.tokenizer import Tokenizer, TokenizerSettings, byte_tokenizer, load_bpe, load_hf_folder, train_bpe
-from engine.domains import AffectedSet, Change, DomainSet, affected_set, apply_change, check_disjoint, resolve_sources
+from engine.config import read_toml
+from engine.data.store import DomainTokens, TokenStore, sample_texts, store_key
+from engine.data.tokenizer import Tokenizer, load_tokenizer, tokenizer_file, train_bpe
+from engine.domains import AffectedSet, Change, DomainSet, affected_set, apply_change
 from engine.errors import ConfigError, DataError, LockedError, OlmixError
 from engine.events import EventSink, Message, ignore
-from engine.executors.base import ExecutorSettings
-from engine.propose import ObjectiveSettings, ProposeSettings
-from engine.regression.store import RegressionSettings
-from engine.reuse import ReuseSettings
-from engine.training.presets import ProxySettings
-from engine.swarm import SwarmSettings
+from engine.executors.liveness import pid_alive
+from engine.settings import SETTINGS_FILE, Settings, read_settings
 
-SETTINGS_FILE = "olmix.toml"
 DOMAINS_FILE = "domains.toml"
 PENDING_FILE = "pending.toml"
 GITIGNORE = ".olmix/\n"
-
-
-@dataclass(frozen=True)
-class ProjectInfo:
-    """[project] in olmix.toml. name: shown in reports; seed: base seed for everything random."""
-
-    name: str = "mix"
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class Settings:
-    """All of olmix.toml: one frozen dataclass per table."""
-
-    project: ProjectInfo = field(default_factory=ProjectInfo)
-    tokenizer: TokenizerSettings = field(default_factory=TokenizerSettings)
-    data: DataSettings = field(default_factory=DataSettings)
-    proxy: ProxySettings = field(default_factory=ProxySettings)
-    swarm: SwarmSettings = field(default_factory=SwarmSettings)
-    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
-    regression: RegressionSettings = field(default_factory=lambda: RegressionSettings(regressor="loglinear"))
-    objective: ObjectiveSettings = field(default_factory=ObjectiveSettings)
-    propose: ProposeSettings = field(default_factory=ProposeSettings)
-    reuse: ReuseSettings = field(default_factory=ReuseSettings)
-
-    @classmethod
-    def from_toml(cls, data: dict, file: str) -> "Settings":
-        hints = typing.get_type_hints(cls)
-        defaults = {f.name: f.default_factory() for f in dataclasses.fields(cls)}  # type: ignore[misc]
-        unknown = sorted(set(data) - set(defaults))
-        if unknown:
-            raise ConfigError(f"{file}: unknown table [{unknown[0]}]; known tables are {', '.join(defaults)}. Remove it or fix its name.")
-        kwargs = {}
-        for name, default in defaults.items():
-            value = data.get(name, {})
-            if not isinstance(value, dict):
-                raise ConfigError(f"{file}: '{name}' must be a table ([{name}]).")
-            if not value:
-                kwargs[name] = default
-                continue
-            # keys left out keep the project default ([swarm] fills them from its sampler preset instead)
-            section = dict(value) if hints[name] is SwarmSettings else {**dump_section(default), **value}
-            kwargs[name] = load_section(hints[name], section, file, name)
-        settings = cls(**kwargs)
-        if settings.propose.proposer == "exact" and settings.regression.regressor != "loglinear":
-            raise ConfigError(
-                f"{file}: [propose] proposer = \"exact\" needs [regression] regressor = \"loglinear\" "
-                f"(got \"{settings.regression.regressor}\"); change one of them (e.g. proposer = \"simulation\")."
-            )
-        return settings
-
-    def to_toml(self) -> dict:
-        return {f.name: dump_section(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 def read_pending(path: Path) -> list[Change]:
@@ -123,7 +63,7 @@ class Project:
         root = Path(root).resolve()
         if not root.is_dir():
             raise ConfigError(f"{root} is not a project folder; create one with `olmix-tui init {root}`.")
-        settings = Settings.from_toml(read_toml(root / SETTINGS_FILE), SETTINGS_FILE)
+        settings = read_settings(root)
         domains = DomainSet.from_toml(read_toml(root / DOMAINS_FILE), DOMAINS_FILE)
         pending = read_pending(root / PENDING_FILE) if (root / PENDING_FILE).exists() else []
         return cls(root, settings, domains, pending)
@@ -186,7 +126,7 @@ class Project:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = _read_lock(path)
-                if holder is not None and _alive(holder):
+                if holder is not None and _holder_alive(holder):
                     raise LockedError(
                         f"the project is locked by another olmix-tui process (pid {holder[0]}: {holder[2]}); "
                         "wait for it to finish or stop it."
@@ -217,6 +157,17 @@ class Project:
     def save_settings(self) -> None:
         self._require_lock()
         atomic.write_toml(self.root / SETTINGS_FILE, self.settings.to_toml())
+
+    def update_settings(self, **tables) -> Settings:
+        """Replace whole tables of olmix.toml (e.g. propose=ProposeSettings(...)), checked as on loading, and save."""
+        try:
+            settings = dataclasses.replace(self.settings, **tables)
+        except ConfigError as err:
+            raise ConfigError(f"{SETTINGS_FILE}: {err}") from None
+        with self.lock():
+            self.settings = settings
+            self.save_settings()
+        return settings
 
     def save_domains(self) -> None:
         self._require_lock()
@@ -254,30 +205,19 @@ class Project:
     def affected(self) -> AffectedSet:
         return affected_set(self.domains, self.staged_domains())
 
-    def check_domains(self) -> None:
-        """Every current domain's sources exist, are non-empty, and belong to one domain only."""
-        for d in self.domains:
-            resolve_sources(self.root, d)
-        check_disjoint(self.root, self.domains)
-
     # ------------------------------------------------------------ data
     def tokenizer(self, on_event: EventSink = ignore) -> Tokenizer:
         """The project tokenizer: loaded from the project, or trained on the project's data the first time."""
         s = self.settings.tokenizer
-        if s.kind == "bytes":
-            return byte_tokenizer()
-        path = Path(s.path) if Path(s.path).is_absolute() else self.root / s.path
-        if s.kind == "hf":
-            return load_hf_folder(path)
-        file = path / "tokenizer.json"
-        if file.exists():
-            return load_bpe(file)
+        tokenizer = load_tokenizer(self.root, s)
+        if tokenizer is not None:
+            return tokenizer
         domains = list(self.staged_domains())
         if not domains:
             raise DataError("the project has no domains to train a tokenizer on; add one with `olmix-tui domains add`.")
         on_event(Message(f"training a {s.vocab_size}-token BPE on {s.train_bytes:,} bytes of the project's data"))
         with self.lock():
-            return train_bpe(sample_texts(self.root, domains, s.train_bytes), s.vocab_size, file)
+            return train_bpe(sample_texts(self.root, domains, s.train_bytes), s.vocab_size, tokenizer_file(self.root, s))
 
     def tokens(self, domains: DomainSet | None = None, on_event: EventSink = ignore) -> dict[str, DomainTokens]:
         """Tokenized data of `domains` (default: current and staged domains), tokenizing what is missing."""
@@ -288,7 +228,7 @@ class Project:
         if not len(domains):
             raise DataError("the project has no domains; add one with `olmix-tui domains add DIR NAME SOURCES...`.")
         tokenizer = self.tokenizer(on_event)
-        store = TokenStore(self.cache / "tokens")
+        store = TokenStore.of_project(self.root)
         out = {}
         with self.lock():
             for d in domains:
@@ -298,17 +238,11 @@ class Project:
     def cached_tokens(self, domains: DomainSet | None = None) -> dict[str, DomainTokens | None]:
         """Tokenized data already in the store (None where a domain is not tokenized yet); never tokenizes."""
         domains = domains if domains is not None else self.domains
-        s = self.settings.tokenizer
-        if s.kind == "bpe" and not ((Path(s.path) if Path(s.path).is_absolute() else self.root / s.path) / "tokenizer.json").exists():
+        tokenizer = load_tokenizer(self.root, self.settings.tokenizer)
+        if tokenizer is None:
             return {d.name: None for d in domains}
-        tokenizer = self.tokenizer()
-        store = TokenStore(self.cache / "tokens")
+        store = TokenStore.of_project(self.root)
         return {d.name: store.load(d.name, store_key(d, tokenizer, self.settings.data)) for d in domains}
-
-    def prior(self, tokens: dict[str, DomainTokens] | None = None) -> dict[str, float]:
-        """The natural distribution over the current domains, from their training token counts."""
-        tokens = tokens if tokens is not None else self.tokens(self.domains)
-        return natural_prior({n: tokens[n] for n in self.domains.names})
 
 
 def _read_lock(path: Path) -> tuple[int, str, str] | None:
@@ -319,14 +253,6 @@ def _read_lock(path: Path) -> tuple[int, str, str] | None:
         return None
 
 
-def _alive(holder: tuple[int, str, str]) -> bool:
+def _holder_alive(holder: tuple[int, str, str]) -> bool:
     pid, host, _ = holder
-    if host != socket.gethostname():
-        return True  # cannot check another machine's process: assume it is alive
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid, host)

@@ -23,84 +23,34 @@ training tokens) and per-domain [lo, hi] bounds.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
-from scipy.optimize import linprog
 
 from engine.errors import ConfigError, DataError, InfeasibleError
 from engine.mixture_table import MixtureTable
 from engine.regression.base import Regressor
+from engine.settings import ObjectiveSettings, ProposeSettings
 
-PROPOSERS = ("exact", "simulation", "search")
 FEASIBILITY_TOL = 1e-7
 BINDING_TOL = 1e-6
 KKT_TOL = 1e-9
 
 
-@dataclass(frozen=True)
-class ObjectiveSettings:
-    """The [objective] section of olmix.toml: what the proposed mixture should minimise.
-
-    Fields:
-        weights: metric name -> weight of that predicted metric in the objective (a weighted
-            average; metrics are losses, lower is better). Empty: every metric weighs the same.
-    """
-
-    weights: dict[str, float] = field(default_factory=dict)
-
-    def vector(self, metric_names: Sequence[str]) -> np.ndarray:
-        """Normalised weights [k] over `metric_names`."""
-        if not self.weights:
-            return np.full(len(metric_names), 1.0 / len(metric_names))
-        unknown = [name for name in self.weights if name not in metric_names]
-        if unknown:
-            raise ConfigError(
-                f"Objective weight for unknown metric '{unknown[0]}'; the fit's metrics are {', '.join(metric_names)}."
-            )
-        w = np.array([self.weights.get(name, 0.0) for name in metric_names], dtype=np.float64)
-        if np.any(w < 0) or not np.isfinite(w).all() or w.sum() <= 0:
-            raise ConfigError("Objective weights must be finite, >= 0 and not all 0; fix [objective] weights.")
-        return w / w.sum()
-
-
-@dataclass(frozen=True)
-class ProposeSettings:
-    """The [propose] section of olmix.toml: how the target run's mixture is chosen.
-
-    Fields:
-        proposer: "exact" (Olmix, needs a log-linear fit), "simulation" (RegMix, any fit) or "search"
-            (best observed swarm run).
-        target_tokens: tokens of the target run; 0 turns the repetition caps off.
-        repetition_factor: R, the most times a domain's available tokens may be repeated:
-            x_j <= R * tokens_j / target_tokens.
-        kl_reg: lambda, weight of KL(mixture || prior) added to the objective (0 = none).
-        bounds: leaf domain -> [lo, hi] bounds on its weight.
-        simulation_candidates: Dirichlet candidates the simulation proposer draws.
-        top_k: the simulation proposer averages its k best feasible candidates.
-        seed: seed of the simulation proposer's candidates.
-    """
-
-    proposer: str = "exact"
-    target_tokens: int = 0
-    repetition_factor: float = 5.0
-    kl_reg: float = 0.0
-    bounds: dict[str, list[float]] = field(default_factory=dict)
-    simulation_candidates: int = 100_000
-    top_k: int = 100
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.proposer not in PROPOSERS:
-            raise ConfigError(f"proposer '{self.proposer}' is unknown; use one of {', '.join(PROPOSERS)}.")
-        if self.target_tokens < 0 or self.repetition_factor <= 0 or self.kl_reg < 0:
-            raise ConfigError("target_tokens and kl_reg must be >= 0 and repetition_factor > 0; fix [propose].")
-        if self.simulation_candidates < 1 or self.top_k < 1:
-            raise ConfigError("simulation_candidates and top_k must be at least 1; fix [propose].")
-        for name, pair in self.bounds.items():
-            if len(pair) != 2 or not 0 <= pair[0] <= pair[1] <= 1:
-                raise ConfigError(f"bounds.{name} is {pair}; give [lo, hi] with 0 <= lo <= hi <= 1.")
+def objective_weights(objective: ObjectiveSettings, metric_names: Sequence[str]) -> np.ndarray:
+    """The objective's normalised weights [k] over `metric_names` (equal weights when none are set)."""
+    if not objective.weights:
+        return np.full(len(metric_names), 1.0 / len(metric_names))
+    unknown = [name for name in objective.weights if name not in metric_names]
+    if unknown:
+        raise ConfigError(
+            f"Objective weight for unknown metric '{unknown[0]}'; the fit's metrics are {', '.join(metric_names)}."
+        )
+    w = np.array([objective.weights.get(name, 0.0) for name in metric_names], dtype=np.float64)
+    if w.sum() <= 0:
+        raise ConfigError("Objective weights put no weight on the fit's metrics; fix [objective] weights.")
+    return w / w.sum()
 
 
 @dataclass
@@ -220,6 +170,8 @@ def _interior_point(c: Constraints) -> tuple[np.ndarray, float]:
         ]
     )
     b_ub = np.concatenate([np.zeros(u), c.upper[rows_up], -c.lower[rows_lo]])
+    from scipy.optimize import linprog  # here, not at module top: reading a project needs no solver
+
     res = linprog(
         np.r_[np.zeros(u), -1.0], A_ub=A_ub, b_ub=b_ub, A_eq=np.r_[np.ones(u), 0.0][None], b_eq=[1.0],
         bounds=[(0, 1)] * u + [(None, 1.0)], method="highs",
@@ -381,7 +333,7 @@ def propose(
         raise DataError(f"The prior sums to {prior.sum():.4f}; give a distribution summing to 1.")
     prior = prior / prior.sum()
     tokens = None if tokens is None else _leaf_vector(tokens, domains_leaf, "The available tokens")
-    w = objective.vector(metric_names)
+    w = objective_weights(objective, metric_names)
     cons = build_constraints(settings, domains_leaf, expand, prior, tokens)
     lam = settings.kl_reg
 

@@ -19,42 +19,14 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from engine.domains import AffectedSet, DomainSet, affected_set, check_name
+from engine.config import Table
+from engine.domains import AffectedRecord, AffectedSet, DomainSet, affected_set
 from engine.errors import ConfigError, DataError
-from engine.swarm import FrozenGroup, SwarmSettings, default_size, unit_layout
+from engine.settings import PLAN_KINDS, VIRTUAL_NAME, SwarmSettings
+from engine.swarm import FrozenGroup, default_size, unit_layout
 
-PLAN_KINDS = ("full", "full_reuse", "partial_reuse")
 RENORMALISE = "renormalise"  # the plan kind of an update that needs no swarm
-VIRTUAL_NAME = "virtual:unaffected"
 SUM_TOLERANCE = 1e-3  # a mixture read back from a file may be off by rounding, not by more
-
-
-@dataclass(frozen=True)
-class ReuseSettings:
-    """The [reuse] section of olmix.toml: how a domain-set update is turned into a swarm.
-
-    Fields:
-        plan: the default plan for an update: "full" (swarm over every leaf domain), "full_reuse"
-            (unaffected domains frozen into one virtual domain) or "partial_reuse" (as full_reuse,
-            with the `unfreeze` domains varied individually too).
-        unfreeze: partial reuse: unaffected domains to unfreeze; empty = the top `suggest` domains
-            of `suggest_unfreeze` on the last fit.
-        suggest: partial reuse: how many domains to suggest unfreezing (0 = none).
-        virtual_name: the name of the virtual domain holding the frozen unaffected domains; it must
-            not be the name of a domain.
-    """
-
-    plan: str = "full_reuse"
-    unfreeze: list[str] = field(default_factory=list)
-    suggest: int = 1
-    virtual_name: str = VIRTUAL_NAME
-
-    def __post_init__(self):
-        if self.plan not in PLAN_KINDS:
-            raise ConfigError(f"plan '{self.plan}' is unknown; use one of {', '.join(PLAN_KINDS)}.")
-        if self.suggest < 0:
-            raise ConfigError(f"suggest is {self.suggest}; use 0 or more domains to suggest unfreezing.")
-        check_name(self.virtual_name, "virtual_name")
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,19 +68,26 @@ class UpdatePlan:
             what = f"{self.kind}: swarm over {len(self.units)} units ({' + '.join(parts)}) instead of {n} leaves{unfrozen}."
         return f"{what}\nupdate: {describe_changes(self.affected)}."
 
-    def to_dict(self) -> dict:
-        """Plain data for history files and --json (the expand matrix follows from leaves and groups)."""
-        return {
-            "kind": self.kind,
-            "leaves": list(self.leaves),
-            "free": list(self.free),
-            "unfrozen": list(self.unfrozen),
-            "groups": [{"name": g.name, "ratios": dict(g.ratios)} for g in self.groups],
-            "units": list(self.units),
-            "start": dict(self.start),
-            "needs_swarm": self.needs_swarm,
-            "affected": self.affected.to_dict(),
-        }
+    def record(self) -> "PlanRecord":
+        """The plan as history files and --json record it (the expand matrix follows from leaves and groups)."""
+        return PlanRecord(self.kind, list(self.leaves), list(self.free), list(self.unfrozen), list(self.groups),
+                          list(self.units), dict(self.start), self.needs_swarm, self.affected.record())
+
+
+@dataclass(frozen=True)
+class PlanRecord(Table):
+    """An `UpdatePlan` as recorded: its kind, leaves, free and unfrozen leaves, frozen groups, units,
+    starting mixture, whether it needed a swarm, and the update's affected set."""
+
+    kind: str
+    leaves: list[str] = field(default_factory=list)
+    free: list[str] = field(default_factory=list)
+    unfrozen: list[str] = field(default_factory=list)
+    groups: list[FrozenGroup] = field(default_factory=list)
+    units: list[str] = field(default_factory=list)
+    start: dict[str, float] = field(default_factory=dict)
+    needs_swarm: bool = False
+    affected: AffectedRecord = field(default_factory=AffectedRecord)
 
 
 def describe_changes(affected: AffectedSet) -> str:
@@ -236,30 +215,6 @@ def suggest_unfreeze(
     scores = owns.T @ (size @ affected_col) + size.T @ (owns @ affected_col)
     ranked = sorted(((u, float(scores[column[u]])) for u in candidates), key=lambda p: (-p[1], p[0]))
     return [(u, s) for u, s in ranked if s > 0][:k]
-
-
-def collapse_mixture(mixture: Mapping[str, float], plan: UpdatePlan) -> np.ndarray:
-    """Unit weights [u] of a leaf mixture: a free leaf's weight, a group's leaf weights summed.
-
-    Exact inverse of `expand_mixture` on mixtures that keep the group ratios; for other mixtures the
-    group keeps its total (expanding the result moves its leaves onto the group ratios).
-    """
-    mixture = _checked(mixture, plan.leaves, "The mixture", known=plan.leaves)
-    group_of = {leaf: g.name for g in plan.groups for leaf in g.ratios}
-    index = {u: k for k, u in enumerate(plan.units)}
-    owner = np.array([index[group_of.get(x, x)] for x in plan.leaves])
-    return np.bincount(owner, weights=[mixture[x] for x in plan.leaves], minlength=len(plan.units))
-
-
-def expand_mixture(z: np.ndarray, plan: UpdatePlan) -> dict[str, float]:
-    """Leaf mixture of unit weights z [u]: free leaves take their weight, group leaves the group's
-    weight times their ratio."""
-    z = np.asarray(z, float)
-    if z.shape != (len(plan.units),):
-        raise DataError(
-            f"Unit weights have shape {z.shape}, not ({len(plan.units)},) for units {_names(plan.units)}; give one weight per unit."
-        )
-    return dict(zip(plan.leaves, (plan.expand @ z).tolist()))
 
 
 def plan_cost(n_runs: int, tokens_per_proxy: int, flops_per_token: float) -> dict:

@@ -11,150 +11,166 @@ Workers own their runs' status files while training (atomic rewrites); a run who
 is `running` with a dead pid, and counts as interrupted: `pending_runs` hands it out again, so a
 swarm killed with SIGKILL resumes without losing a finished run. A run handed to a cluster records
 its owner too: a Slurm job (queued or on another node, the run is alive while Slurm lists the job),
-or the Ray driver whose tasks train it (Ray stops a driver's tasks when it exits).
+or the Ray driver whose tasks train it (Ray stops a driver's tasks when it exits). Whether an owner
+still runs is the schedulers' knowledge (engine.executors.liveness): a SwarmDir is given that
+judge by whoever opens it, and this module stores and reads files only.
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import json
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from engine import atomic
 from engine.errors import DataError, OlmixError
 from engine.mixture_table import MixtureTable, write_tables
-from engine.config import read_toml
+from engine.swarm_spec import SPEC_FILE, SwarmSpec
 
 STATES = ("pending", "running", "done", "failed")
 
 
 @dataclass(frozen=True)
 class RunStatus:
-    """A proxy run's status.json, plus whether a `running` run's worker is still alive."""
+    """A proxy run's status.json.
+
+    state: pending | running | done | failed as written, and "interrupted" when read through a
+    SwarmDir whose judge says a running run's owner is gone (the file still says running).
+    seed, weights (planned unit weights) and label (verification runs: the mixture it checks) are
+    set when the swarm is planned; pid and host (the worker) and slurm_job or ray_driver ("pid@host",
+    the owner on a cluster) while it runs; progress, loss, tokens_per_s and mfu while it trains;
+    metrics, tokens, flops, realised_tokens, realised_weights (unit ratios actually trained),
+    final_train_loss, wall_time_s and note when done; error when failed.
+    """
 
     run: str
-    data: dict
+    state: str = "pending"
+    seed: int = 0
+    weights: dict[str, float] = field(default_factory=dict)
+    label: str = ""
+    progress: float = 0.0
+    error: str = ""
+    pid: int | None = None
+    host: str | None = None
+    slurm_job: str | None = None
+    ray_driver: str | None = None
+    loss: float | None = None
+    tokens_per_s: float | None = None
+    mfu: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    tokens: int | None = None
+    flops: float | None = None
+    realised_tokens: dict[str, int] = field(default_factory=dict)
+    realised_weights: dict[str, float] = field(default_factory=dict)
+    final_train_loss: float | None = None
+    wall_time_s: float | None = None
+    note: str = ""
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RunStatus":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_json(self) -> dict:
+        """The status.json content: unset fields (None, "", {}) are left out."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v != "" and v != {}}
 
     @property
-    def state(self) -> str:
-        state = self.data.get("state", "pending")
-        if state == "running" and not _worker_alive(self.data):
-            return "interrupted"
-        return state
-
-    @property
-    def label(self) -> str:
+    def shown_state(self) -> str:
         """The state as shown: a running run whose cluster job or task has not started its worker yet is "queued"."""
-        state = self.state
-        if state == "running" and (self.data.get("slurm_job") or self.data.get("ray_driver")) and not self.data.get("pid"):
+        if self.state == "running" and (self.slurm_job or self.ray_driver) and not self.pid:
             return "queued"
-        return state
+        return self.state
 
     @property
     def where(self) -> str:
         """Who trains a running run, for display: "Slurm job 45, worker 123 on node3", "" when not running."""
         if self.state != "running":
             return ""
-        d = self.data
-        owner = (f"Slurm job {d['slurm_job']}" if d.get("slurm_job") else
-                 f"Ray driver {d['ray_driver']}" if d.get("ray_driver") else "")
-        worker = f"worker {d['pid']} on {d['host']}" if d.get("pid") else ""
+        owner = (f"Slurm job {self.slurm_job}" if self.slurm_job else
+                 f"Ray driver {self.ray_driver}" if self.ray_driver else "")
+        worker = f"worker {self.pid} on {self.host}" if self.pid else ""
         return ", ".join(part for part in (owner, worker) if part)
 
     @property
-    def metrics(self) -> dict[str, float]:
-        return dict(self.data.get("metrics", {}))
+    def trained_weights(self) -> dict[str, float]:
+        """The unit ratios the run trained on once done, else the planned ones."""
+        return self.realised_weights or self.weights
 
 
-def _worker_alive(data: dict) -> bool:
-    """The worker if it runs here, else its owner: the Slurm job, or the Ray driver if that runs here."""
-    here = socket.gethostname()
-    pid, host, job, driver = data.get("pid"), data.get("host"), data.get("slurm_job"), data.get("ray_driver")
-    if pid and host == here:
-        return _process_alive(int(pid))
-    if job:
-        from engine.executors.slurm import slurm_job_alive  # only projects that use Slurm get here
-
-        return slurm_job_alive(str(job))
-    if driver:
-        driver_pid, _, driver_host = str(driver).partition("@")
-        return _process_alive(int(driver_pid)) if driver_host == here else True
-    return bool(pid)  # another machine's worker and no owner to ask: trust its state
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    """A killed worker whose parent is gone stays a zombie until init reaps it, which can take a while."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:  # no /proc (not Linux), or the process just went away
-        return False
-    return stat.rsplit(")", 1)[-1].split()[:1] in (["Z"], ["X"])
+OwnerCheck = Callable[[RunStatus], bool]
+"""Whether a running run's owner still runs (engine.executors.liveness.owner_alive)."""
 
 
 class SwarmDir:
-    """A swarm folder: its spec, its runs' status files, and the tables fitting reads."""
+    """A swarm folder: its spec, its runs' status files, and the tables fitting reads.
 
-    def __init__(self, path: Path):
+    `alive` judges whether a running run's owner (worker, Slurm job, Ray driver) still runs; a run
+    whose owner is gone reads as interrupted. The folder only stores what the files say: the
+    judge comes from the caller (engine.executors.liveness.owner_alive).
+    """
+
+    def __init__(self, path: Path, alive: OwnerCheck):
         self.path = Path(path)
-        if not (self.path / "swarm.toml").exists():
-            raise OlmixError(f"{self.path} is not a swarm folder (no swarm.toml); list swarms with `olmix-tui swarm status`.")
-        self.spec = read_toml(self.path / "swarm.toml")
+        self.alive = alive
+        if not (self.path / SPEC_FILE).exists():
+            raise OlmixError(f"{self.path} is not a swarm folder (no {SPEC_FILE}); list swarms with `olmix-tui swarm status`.")
+        self.spec = SwarmSpec.read(self.path / SPEC_FILE)
 
     @property
     def id(self) -> str:
         return self.path.name
 
     @classmethod
-    def create(cls, path: Path, spec: dict, run_ids: list[str], units: list[str], unit_weights: np.ndarray,
-               seeds: list[int], labels: list[str] | None = None) -> "SwarmDir":
+    def create(cls, path: Path, spec: SwarmSpec, unit_weights: np.ndarray, seeds: list[int], alive: OwnerCheck,
+               labels: list[str] | None = None) -> "SwarmDir":
         """Write a new swarm (or return the existing one with the same id: plans are content-addressed).
 
-        `labels` name what each run stands for (verification runs: the mixture it checks)."""
+        `unit_weights` [runs, units] and `seeds` are per run of `spec.runs`; `labels` name what each
+        run stands for (verification runs: the mixture it checks)."""
         path = Path(path)
-        if (path / "swarm.toml").exists():
-            return cls(path)
-        for i, (run, weights, seed) in enumerate(zip(run_ids, unit_weights, seeds)):
-            status = {"run": run, "state": "pending", "seed": int(seed), "weights": dict(zip(units, map(float, weights)))}
-            if labels:
-                status["label"] = labels[i]
-            atomic.write_json(path / "runs" / run / "status.json", status)
-        atomic.write_csv(path / "plan.csv", ["run", *units], ([r, *map(float, w)] for r, w in zip(run_ids, unit_weights)))
-        atomic.write_toml(path / "swarm.toml", {**spec, "units": units, "runs": run_ids})  # last: marks it complete
-        return cls(path)
+        if (path / SPEC_FILE).exists():
+            return cls(path, alive)
+        for i, (run, weights, seed) in enumerate(zip(spec.runs, unit_weights, seeds)):
+            status = RunStatus(run, seed=int(seed), weights=dict(zip(spec.units, map(float, weights))),
+                               label=labels[i] if labels else "")
+            atomic.write_json(path / "runs" / run / "status.json", status.to_json())
+        atomic.write_csv(path / "plan.csv", ["run", *spec.units],
+                         ([r, *map(float, w)] for r, w in zip(spec.runs, unit_weights)))
+        atomic.write_toml(path / SPEC_FILE, spec.to_toml())  # last: marks it complete
+        return cls(path, alive)
 
     # ------------------------------------------------------------ runs
     @property
     def run_ids(self) -> list[str]:
-        return list(self.spec["runs"])
+        return list(self.spec.runs)
 
     @property
     def units(self) -> list[str]:
-        return list(self.spec["units"])
+        return list(self.spec.units)
 
     def run_dir(self, run: str) -> Path:
         return self.path / "runs" / run
 
-    def status(self, run: str) -> RunStatus:
-        import json
-
+    def _read(self, run: str) -> RunStatus:
+        """The status file as written."""
         f = self.run_dir(run) / "status.json"
         try:
-            return RunStatus(run, json.loads(f.read_text()))
+            return RunStatus.from_json(json.loads(f.read_text()))
         except FileNotFoundError:
             raise DataError(f"{f} is missing; the swarm folder is damaged: delete {self.path} and plan it again.") from None
+
+    def status(self, run: str) -> RunStatus:
+        """A run's status, a running run whose owner is gone as interrupted."""
+        status = self._read(run)
+        if status.state == "running" and not self.alive(status):
+            return dataclasses.replace(status, state="interrupted")
+        return status
 
     def statuses(self) -> list[RunStatus]:
         return [self.status(r) for r in self.run_ids]
@@ -181,10 +197,9 @@ class SwarmDir:
                               ray_driver=ray_driver)
 
     def write_status(self, run: str, **fields) -> None:
-        """Merge `fields` into a run's status.json (atomic)."""
-        data = self.status(run).data
-        data.update(fields)
-        atomic.write_json(self.run_dir(run) / "status.json", data)
+        """Set `fields` of a run's status.json (atomic)."""
+        status = dataclasses.replace(self._read(run), **fields)
+        atomic.write_json(self.run_dir(run) / "status.json", status.to_json())
 
     def append_metrics(self, run: str, record: dict) -> None:
         atomic.append_jsonl(self.run_dir(run) / "metrics.jsonl", record)
@@ -203,7 +218,7 @@ class SwarmDir:
         rows, metrics, ids = [], [], []
         names = sorted({k for s in done for k in s.metrics})
         for s in done:
-            realised = s.data.get("realised_weights") or s.data["weights"]
+            realised = s.trained_weights
             vals = [s.metrics.get(n, float("nan")) for n in names]
             if not np.all(np.isfinite(vals)):
                 continue
@@ -228,7 +243,8 @@ class SwarmDir:
         return table
 
 
-def list_swarms(swarms_dir: Path) -> list[SwarmDir]:
+def list_swarms(swarms_dir: Path, alive: OwnerCheck) -> list[SwarmDir]:
+    """Every swarm folder under `swarms_dir`, by id."""
     if not swarms_dir.is_dir():
         return []
-    return [SwarmDir(p) for p in sorted(swarms_dir.iterdir()) if (p / "swarm.toml").exists()]
+    return [SwarmDir(p, alive) for p in sorted(swarms_dir.iterdir()) if (p / SPEC_FILE).exists()]

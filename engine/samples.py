@@ -11,7 +11,8 @@ from engine import atomic
 from engine.domains import DomainSet, with_revision
 from engine.errors import OlmixError
 from engine.config import read_toml
-from engine.project import DOMAINS_FILE, PENDING_FILE, SETTINGS_FILE, Project, Settings, read_pending
+from engine.project import DOMAINS_FILE, PENDING_FILE, Project, read_pending
+from engine.settings import SETTINGS_FILE, Settings
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "sample_projects"
 

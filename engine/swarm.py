@@ -47,122 +47,21 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
 
 from engine.atomic import dumps_json, round_floats
 from engine.errors import ConfigError, DataError, InfeasibleError
+from engine.settings import SwarmSettings
 
-SAMPLERS = ("olmix", "regmix")
 STRENGTH_LEVELS = 15  # both papers: np.logspace(log10(min_strength), log10(max_strength), 15)
 SAMPLE_MULTIPLIER = {"regmix": 100, "olmix": 10}  # candidates (olmix: rounds) per wanted mixture
 ALGORITHM_VERSION = 1  # part of swarm_id: bump when the same settings would sample differently
 _MAX_ROUNDS = 12
 _ROUND_ELEMENTS = 3_000_000  # floats drawn per round at most (memory bound)
 _DEDUP_BLOCK = 256
-
-
-@dataclass(frozen=True)
-class SwarmSettings:
-    """The [swarm] section of olmix.toml: how the swarm's mixtures are sampled.
-
-    Read it with ``SwarmSettings.preset(**section)`` so keys left out take the chosen paper's values;
-    the plain defaults below are the ``olmix`` preset.
-
-    Fields:
-        sampler: "olmix" or "regmix": whose sampling loop to run (see the module docstring).
-        size: number of mixtures (proxy runs); 0 = ``runs_per_domain`` x number of units.
-        runs_per_domain: runs per unit when ``size`` is 0. Olmix found swarms linear in the number of
-            domains sufficient; 4 because the log-linear regression fits about u + 2 parameters per
-            metric, so 4u runs leave ~3 runs per parameter even after holding out a fifth for testing.
-        temperature: exponent on the prior before sampling, prior ** temperature renormalised, as in
-            both papers' code: 1 keeps the natural distribution, < 1 flattens it (RegMix uses 0.5),
-            > 1 sharpens it.
-        min_strength / max_strength: ends of the 15-level log-spaced grid of Dirichlet strengths
-            (alpha = strength * prior); each draw uses one level. Equal ends = a single strength.
-        min_weight: weights below it are set to 0 and the rest renormalised; a nonzero weight in the
-            swarm is never below it.
-        grid: after sparsification weights are rounded to multiples of 1/grid summing to exactly 1
-            (largest remainder); 0 = 1/min_weight, as both papers round to multiples of the minimum
-            (no rounding when min_weight is 0 too).
-        max_repetition: repetition cap at proxy scale: weight_j * tokens_per_proxy must not exceed
-            max_repetition * train_tokens_j for every leaf j.
-        forced: units that must get at least min_weight (and more than 0) in every mixture.
-        prior: manual prior over all units (free leaves and group names), replacing the natural
-            distribution; empty = natural distribution.
-        dedup_tolerance: a draw within this L1 distance of an accepted mixture is rejected
-            (0 disables; the papers' 1e-5 removes exact duplicates only).
-        seed: random seed; the same settings and inputs give the same swarm.
-    """
-
-    sampler: str = "olmix"
-    size: int = 0
-    runs_per_domain: int = 4
-    temperature: float = 1.0
-    min_strength: float = 0.1
-    max_strength: float = 5.0
-    min_weight: float = 2e-3
-    grid: int = 0
-    max_repetition: float = 5.0
-    forced: list[str] = field(default_factory=list)
-    prior: dict[str, float] = field(default_factory=dict)
-    dedup_tolerance: float = 1e-5
-    seed: int = 42
-
-    @classmethod
-    def preset(cls, sampler: str = "olmix", **overrides) -> "SwarmSettings":
-        """The named paper's settings with `overrides` applied (keys of the [swarm] section)."""
-        if sampler not in PRESETS:
-            raise ConfigError(f"[swarm] sampler '{sampler}' is unknown; use one of {', '.join(SAMPLERS)}.")
-        unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"[swarm] has unknown key(s) {', '.join(unknown)}; remove them.")
-        return replace(PRESETS[sampler], **overrides)
-
-    @classmethod
-    def from_section(cls, **section) -> "SwarmSettings":
-        """Load the [swarm] table: the chosen sampler's preset with the table's keys applied, validated."""
-        settings = cls.preset(**section)
-        settings.validate()
-        return settings
-
-    def validate(self) -> None:
-        """Raise ConfigError (one sentence) for a value no swarm can be sampled with."""
-        problems = [
-            (self.sampler not in SAMPLERS, f"sampler '{self.sampler}' is unknown; use one of {', '.join(SAMPLERS)}"),
-            (self.size < 0, f"size {self.size} is smaller than 1; use a positive size or 0 for automatic"),
-            (self.runs_per_domain < 1, f"runs_per_domain {self.runs_per_domain} must be at least 1"),
-            (not self.temperature > 0, f"temperature {self.temperature} must be positive"),
-            (not 0 < self.min_strength <= self.max_strength,
-             f"strengths must satisfy 0 < min_strength <= max_strength (got {self.min_strength}, {self.max_strength})"),
-            (not 0 <= self.min_weight < 1, f"min_weight {self.min_weight} must be in [0, 1)"),
-            (self.grid < 0, f"grid {self.grid} must be 0 (automatic) or positive"),
-            (not self.max_repetition > 0, f"max_repetition {self.max_repetition} must be positive"),
-            (not self.dedup_tolerance >= 0, f"dedup_tolerance {self.dedup_tolerance} must be 0 or more"),
-        ]
-        for bad, text in problems:
-            if bad:
-                raise ConfigError(f"[swarm] {text}.")
-
-    def grid_steps(self) -> int:
-        """Rounding grid: `grid`, else 1/min_weight, else 0 (no rounding)."""
-        if self.grid:
-            return self.grid
-        return round(1 / self.min_weight) if self.min_weight > 0 else 0
-
-    def strength_levels(self) -> np.ndarray:
-        """The log-spaced strengths draws are spread over (one level if the ends are equal)."""
-        if self.min_strength == self.max_strength:
-            return np.array([self.min_strength])
-        return np.geomspace(self.min_strength, self.max_strength, STRENGTH_LEVELS)
-
-
-PRESETS: dict[str, SwarmSettings] = {
-    "olmix": SwarmSettings(sampler="olmix"),
-    "regmix": SwarmSettings(sampler="regmix", temperature=0.5, min_weight=2e-4, max_repetition=15.0),
-}
 
 
 @dataclass(frozen=True)
@@ -192,13 +91,12 @@ class Swarm:
     def __len__(self) -> int:
         return len(self.unit_weights)
 
-    def run_names(self) -> list[str]:
-        """One name per mixture, unique across swarms: '<swarm id>-<index>'."""
-        return [f"{self.id}-{i:04d}" for i in range(len(self))]
 
-    def to_rows(self) -> tuple[list[str], list[list]]:
-        """Header and rows of ratios.csv (Olmix's format: a `run` column, then one column per leaf)."""
-        return ["run", *self.leaves], [[name, *row] for name, row in zip(self.run_names(), self.leaf_weights.tolist())]
+def strength_levels(settings: SwarmSettings) -> np.ndarray:
+    """The log-spaced strengths draws are spread over (one level if the ends are equal)."""
+    if settings.min_strength == settings.max_strength:
+        return np.array([settings.min_strength])
+    return np.geomspace(settings.min_strength, settings.max_strength, STRENGTH_LEVELS)
 
 
 def unit_layout(leaves: Sequence[str], groups: Sequence[FrozenGroup] = ()) -> tuple[list[str], np.ndarray]:
@@ -281,7 +179,6 @@ def sample_swarm(
     training tokens per leaf, `tokens_per_proxy` the tokens one proxy run trains on. Raises an
     OlmixError with one sentence when the settings or inputs cannot give a swarm.
     """
-    settings.validate()
     leaves = list(leaves)
     units, expand, owner = _layout(leaves, groups)
     prior = _leaf_vector(prior, leaves, "prior")
@@ -454,7 +351,7 @@ def _draw_until(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw candidate rounds, filter and deduplicate until `size` mixtures are accepted."""
     rng = np.random.default_rng(settings.seed)
-    levels = settings.strength_levels()
+    levels = strength_levels(settings)
     block = len(levels) if settings.sampler == "olmix" else 1
     grid = settings.grid_steps()
     per_round = min(size * SAMPLE_MULTIPLIER[settings.sampler], max(1, _ROUND_ELEMENTS // (len(prior) * block)))
@@ -513,7 +410,7 @@ def _pick_per_block(rng: np.random.Generator, ok: np.ndarray, block: int) -> np.
 
 def _distinct_rows(pool: np.ndarray, fresh: np.ndarray, needed: int, tol: float) -> np.ndarray:
     """Indices of up to `needed` rows of `fresh`, in order, none within L1 `tol` of `pool` or of an earlier row."""
-    from scipy.spatial.distance import cdist  # here, not at module top: it takes ~1 s to import
+    from scipy.spatial.distance import cdist  # here, not at module top: scipy is slow to import
 
     if tol > 0:
         _, first = np.unique(fresh, axis=0, return_index=True)

@@ -1,1 +1,1 @@
-"""olmix-tui: the command line and (soon) the Textual app over the mixing engine."""
+"""olmix-tui: the command line and the Textual app over the mixing engine."""

@@ -6,6 +6,7 @@ what to fix), 2 a usage error.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from pathlib import Path
@@ -91,22 +92,22 @@ def status(directory: Path = DirArg, as_json: bool = JsonOpt):
     """
     info = project_status(Project.load(directory))
     if as_json:
-        print_json(info)
+        print_json(info.to_json())
         return
-    has_mix = info["current_mixture"] is not None
+    has_mix = info.current_mixture is not None
     cols = ["domain", "train tokens", "val tokens", "bytes/token", "prior"] + (["current"] if has_mix else [])
-    rows = [[d["name"], count(d["train_tokens"]), count(d["val_tokens"]),
-             None if d["bytes_per_token"] is None else f"{d['bytes_per_token']:.2f}", pct(d["prior"])]
-            + ([pct(d["weight"])] if has_mix else []) for d in info["domains"]]
-    console.print(table(f"project {info['project']} ({info['root']})", cols, rows))
-    if not info["tokenized"]:
+    rows = [[d.name, count(d.train_tokens), count(d.val_tokens),
+             None if d.bytes_per_token is None else f"{d.bytes_per_token:.2f}", pct(d.prior)]
+            + ([pct(d.weight)] if has_mix else []) for d in info.domains]
+    console.print(table(f"project {info.project} ({info.root})", cols, rows))
+    if not info.tokenized:
         console.print(f"not tokenized yet: run [bold]olmix-tui tokenize {directory}[/]")
-    console.print(f"history: {info['history_entries']} entries" + (f", current mixture from {info['last_entry']}" if has_mix else ", no mixture yet"))
-    if info["pending"]:
-        p = info["pending"]
-        console.print("pending update: " + "; ".join(p["changes"]))
-        console.print(f"  affected: {', '.join(p['affected']) or '-'}   removed: {', '.join(p['removed']) or '-'}   "
-                      f"unaffected: {len(p['unaffected'])} domains")
+    console.print(f"history: {info.history_entries} entries" + (f", current mixture from {info.last_entry}" if has_mix else ", no mixture yet"))
+    if info.pending:
+        p = info.pending
+        console.print("pending update: " + "; ".join(p.changes))
+        console.print(f"  affected: {', '.join(p.affected) or '-'}   removed: {', '.join(p.removed) or '-'}   "
+                      f"unaffected: {len(p.unaffected)} domains")
 
 
 # ---------------------------------------------------------------- domains
@@ -264,7 +265,7 @@ def swarm_plan(directory: Path = DirArg, plan: Optional[str] = PlanOpt, unfreeze
     with render.progress(quiet=as_json) as on_event:
         update_plan, costs, swarm_dir, swarm = _plan_and_sample(project, plan, unfreeze, on_event)
     if as_json:
-        print_json({"swarm": swarm_dir.id, "plan": update_plan.to_dict(), "costs": costs, "units": swarm.units,
+        print_json({"swarm": swarm_dir.id, "plan": dataclasses.asdict(update_plan.record()), "costs": costs, "units": swarm.units,
                     "mixtures": {r: dict(zip(swarm.units, w)) for r, w in zip(swarm_dir.run_ids, swarm.unit_weights.tolist())}})
         return
     console.print(update_plan.describe())
@@ -410,11 +411,12 @@ def propose(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
     """
     project = Project.load(directory)
     swarm_dir = pipeline.find_swarm(project, swarm_id)
+    settings = project.settings.propose
+    if proposer:
+        settings = dataclasses.replace(settings, proposer=proposer)
     with render.progress(quiet=as_json) as on_event:
-        exact = (proposer or project.settings.propose.proposer) == "exact"
-        result = pipeline.fit_swarm(project, swarm_dir, "loglinear" if exact else None, on_event)
-        proposal = pipeline.propose_for_swarm(project, swarm_dir, result, proposer)
-    _, prior, _ = pipeline.swarm_plan_of(project, swarm_dir)
+        preview = pipeline.propose_from_swarm(project, swarm_dir, settings, on_event)
+    proposal, prior, result = preview.proposal, preview.prior, preview.fit
     if as_json:
         print_json({"swarm": swarm_dir.id, "fit": result.fit_id, "proposer": proposal.proposer, "mixture": proposal.mixture,
                     "prior": prior, "predicted_objective": proposal.predicted_objective,
@@ -426,7 +428,7 @@ def propose(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
     console.print(table(f"{proposal.proposer} proposal from fit {result.fit_id}", ["domain", "prior", "proposed", "binding"], rows))
     plot_file = result.folder / "plots" / f"proposed_vs_prior-{proposal.proposer}"
     console.print(render.bars_vs(proposal.domains, [prior.get(d, 0.0) for d in proposal.domains],
-                                 [mix[d] for d in proposal.domains], "prior", "proposed", save_as=plot_file))
+                                 [mix[d] for d in proposal.domains], "prior", "proposed", save_as=(project, plot_file)))
     line = f"predicted objective {proposal.predicted_objective:.4f}   KL(proposed || prior) {proposal.kl:.4f}"
     if proposal.kkt_residual is not None:
         line += f"   KKT residual {proposal.kkt_residual:.2e}"
@@ -479,7 +481,7 @@ def history(directory: Path = DirArg, as_json: bool = JsonOpt):
 
     entries = read_history(Project.load(directory))
     if as_json:
-        print_json([{"entry": e.label, **e.data} for e in entries])
+        print_json([e.to_json() for e in entries])
         return
     console.print(table("history", render.HISTORY_COLUMNS, render.history_rows(entries), justify_numbers=False))
 
@@ -516,19 +518,18 @@ def diff(directory: Path = DirArg,
     """
     result = pipeline.diff_entries(Project.load(directory), a, b)
     if as_json:
-        print_json(result)
+        print_json(result.to_json())
         return
-    ra, rb = result["a"], result["b"]
-    console.print(table(f"{ra['label']}  vs  {rb['label']}", ["domain", ra["label"], rb["label"], "diff"],
-                        [[x["domain"], pct(x["a"]), pct(x["b"]), f"{100 * x['diff']:+.2f}%"] for x in result["leaves"]]))
-    console.print(f"L1 {result['l1']:.4f}   KL(a||b) {result['kl_ab']:.4f}   KL(b||a) {result['kl_ba']:.4f}")
+    ra, rb = result.a, result.b
+    console.print(table(f"{ra.label}  vs  {rb.label}", ["domain", ra.label, rb.label, "diff"],
+                        [[x.domain, pct(x.a), pct(x.b), f"{100 * x.diff:+.2f}%"] for x in result.leaves]))
+    console.print(f"L1 {result.l1:.4f}   KL(a||b) {result.kl_ab:.4f}   KL(b||a) {result.kl_ba:.4f}")
     rows = []
     for r in (ra, rb):
-        c = r.get("compute", {})
-        m = r.get("measured") or {}
-        rows.append([r["label"], str(c.get("runs", "-")), f"{c.get('flops', 0.0):.3g}",
-                     None if r.get("predicted") is None else f"{r['predicted']:.4f}",
-                     f"{m['mean']:.4f} ± {m['std']:.4f} (n={len(m['values'])})" if m else "-"])
+        m = r.measured
+        rows.append([r.label, str(r.compute.runs), f"{r.compute.flops:.3g}",
+                     None if r.predicted is None else f"{r.predicted:.4f}",
+                     f"{m.mean:.4f} ± {m.std:.4f} (n={len(m.values)})" if m else "-"])
     console.print(table("compute and objective", ["mixture", "runs", "FLOPs", "predicted", "measured (mean ± std)"], rows))
 
 # ---------------------------------------------------------------- the main job

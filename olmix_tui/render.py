@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 import sys
+import tempfile
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 from rich.console import Console
@@ -13,9 +15,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
-from engine.atomic import round_floats
+from engine import pipeline
+from engine.atomic import round_floats, write_bytes
 from engine.events import Event, Message, TaskFinished, TaskProgress, TaskStarted
-from engine.runs import SwarmDir
+from engine.project import Project
 
 console = Console()
 err_console = Console(stderr=True)
@@ -100,10 +103,9 @@ def history_rows(entries) -> list[list[str]]:
     """One row per history entry (HISTORY_COLUMNS): what changed, how it was planned, the compute, the mixture."""
     rows = []
     for e in entries:
-        c = e.data.get("compute", {})
+        c = e.content.compute
         top = ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(e.mixture.items(), key=lambda kv: -kv[1])[:3])
-        rows.append([e.label, "; ".join(e.data.get("changes", [])) or "-", e.data.get("plan", {}).get("kind", ""),
-                     str(c.get("runs", 0)), f"{c.get('flops', 0.0):.3g}", top])
+        rows.append([e.label, "; ".join(e.content.changes) or "-", e.content.plan.kind, str(c.runs), f"{c.flops:.3g}", top])
     return rows
 
 
@@ -120,17 +122,24 @@ def stacked_bars(weights, units: list[str], title: str, width: int = 100, height
     return Text.from_ansi(plt.build())
 
 
-def _plot(build, save_as=None) -> Text:
-    """Build a plotext figure; with `save_as` (a path without suffix) also save it as .txt and .html."""
+def _plot(build, save_as: tuple[Project, Path] | None = None) -> Text:
+    """Build a plotext figure; with `save_as` (a project and a path in it, without suffix) also save
+    it as .txt and .html there, written through engine.atomic under the project lock."""
     import plotext as plt
 
     plt.clear_figure()
     build(plt)
     text = Text.from_ansi(plt.build())
     if save_as is not None:
-        save_as.parent.mkdir(parents=True, exist_ok=True)
-        plt.save_fig(str(save_as.with_suffix(".html")), keep_colors=True)
-        plt.save_fig(str(save_as.with_suffix(".txt")))
+        project, path = save_as
+        with tempfile.TemporaryDirectory() as tmp:  # plotext writes files itself: into a scratch folder first
+            figures = {}
+            for suffix, colors in ((".html", True), (".txt", False)):
+                plt.save_fig(str(Path(tmp) / f"figure{suffix}"), keep_colors=colors)
+                figures[path.with_suffix(suffix)] = (Path(tmp) / f"figure{suffix}").read_bytes()
+        with project.lock():
+            for target, data in figures.items():
+                write_bytes(target, data)
     return text
 
 
@@ -162,17 +171,18 @@ def predicted_vs_true(project, result, swarm_dir) -> Text:
     import numpy as np
 
     from engine.errors import ConfigError
+    from engine.propose import objective_weights
 
     table = swarm_dir.table()
     try:
-        j = int(np.argmax(project.settings.objective.vector(table.metric_names)))
+        j = int(np.argmax(objective_weights(project.settings.objective, table.metric_names)))
     except ConfigError:  # an imported swarm's metrics need not be the project's objective
         j = 0
     oof = result.cv.predictions
     pred = oof[:, j] if oof is not None else result.model.predict(table.ratios)[:, j]
     kind = "out-of-fold" if oof is not None else "in-sample"
     return scatter_true_pred(table.metrics[:, j], pred, f"{table.metric_names[j]}: {kind} predicted vs true",
-                             save_as=result.folder / "plots" / "predicted_vs_true")
+                             save_as=(project, result.folder / "plots" / "predicted_vs_true"))
 
 
 def batch_report(report, project) -> None:
@@ -183,30 +193,27 @@ def batch_report(report, project) -> None:
                           pct(d["prior"])] for d in report.domains]))
     prior = {d["name"]: d["prior"] for d in report.domains}
     for u in report.updates:
-        c = u["compute"]
-        console.print(f"\n[bold]{u['entry']}[/]: {u['plan']['kind']} plan, {c['runs']} proxy runs, "
-                      f"{count(c['tokens'])} tokens, {c['flops']:.3g} FLOPs"
-                      + (f", swarm {u['swarm']}, fit {u['fit']}" if u["swarm"] else ""))
-        cols = ["domain", "prior", "mixture"]
-        cmp = u.get("compare")
+        r, c, cmp = u.record, u.record.compute, u.compared
+        console.print(f"\n[bold]{u.entry}[/]: {r.plan.kind} plan, {c.runs} proxy runs, "
+                      f"{count(c.tokens)} tokens, {c.flops:.3g} FLOPs"
+                      + (f", swarm {r.swarm}, fit {r.fit}" if r.swarm else ""))
+        cols = ["domain", "prior", "mixture"] + (["full recomputation"] if cmp else [])
+        rows = [[x, pct(prior.get(x)), pct(w)] + ([pct(cmp.full.mixture.get(x))] if cmp else [])
+                for x, w in r.mixture.items()]
+        if r.swarm:
+            show_swarm(pipeline.open_swarm(project, r.swarm))
+        console.print(table(u.entry, cols, rows))
+        if r.predicted is not None and r.proposal is not None:
+            p = r.proposal
+            console.print(f"predicted objective {r.predicted:.4f}; fit CV spearman {p.fit_cv_spearman:.1f}; "
+                          f"binding caps: {', '.join(p.binding_caps) or 'none'}")
         if cmp:
-            cols.append("full recomputation")
-        rows = [[x, pct(prior.get(x)), pct(w)] + ([pct(cmp["full"]["mixture"].get(x))] if cmp else [])
-                for x, w in u["mixture"].items()]
-        if u["swarm"]:
-            show_swarm(SwarmDir(project.swarms_dir / u["swarm"]))
-        console.print(table(u["entry"], cols, rows))
-        if u.get("predicted") is not None:
-            p = u["proposal"]
-            console.print(f"predicted objective {u['predicted']:.4f}; fit CV spearman {p.get('fit_cv_spearman', float('nan')):.1f}; "
-                          f"binding caps: {', '.join(p.get('binding_caps', [])) or 'none'}")
-        if cmp:
-            fc = cmp["full"]["compute"]
-            share = c["flops"] / fc["flops"] if fc["flops"] else float("nan")
-            console.print(f"full recomputation: {fc['runs']} runs, {fc['flops']:.3g} FLOPs; this plan spent "
-                          f"{100 * share:.0f}% of it. L1 between the mixtures {cmp['l1']:.3f}")
-            for label, m in cmp["verification"]["measured"].items():
-                console.print(f"  measured objective ({label}): {m['mean']:.4f} ± {m['std']:.4f} over {len(m['values'])} seeds")
+            fc = cmp.full.compute
+            share = c.flops / fc.flops if fc.flops else float("nan")
+            console.print(f"full recomputation: {fc.runs} runs, {fc.flops:.3g} FLOPs; this plan spent "
+                          f"{100 * share:.0f}% of it. L1 between the mixtures {cmp.l1:.3f}")
+            for label, m in cmp.verification.measured.items():
+                console.print(f"  measured objective ({label}): {m.mean:.4f} ± {m.std:.4f} over {len(m.values)} seeds")
     console.print(f"\ndone in {report.seconds:.1f}s; see `olmix-tui history {project.root}` and `olmix-tui diff {project.root}`")
 
 
@@ -215,20 +222,19 @@ def show_swarm(swarm_dir, as_json: bool = False) -> None:
     statuses = swarm_dir.statuses()
     if as_json:
         print_json({"swarm": swarm_dir.id, "counts": swarm_dir.counts(), "units": swarm_dir.units,
-                    "runs": [{"run": s.run, "state": s.state, **{k: v for k, v in s.data.items() if k not in ("run", "state")}}
-                             for s in statuses]})
+                    "runs": [{**s.to_json(), "state": s.state} for s in statuses]})
         return
     metric_names = headline_metrics(statuses)
-    errors = any(s.data.get("error") for s in statuses)
+    errors = any(s.error for s in statuses)
     prefix = f"{swarm_dir.id}-"
     rows = []
     for s in statuses:
-        w = s.data.get("realised_weights") or s.data["weights"]
-        top = ", ".join(f"{u} {100 * v:.0f}%" for u, v in sorted(w.items(), key=lambda kv: -kv[1])[:3] if v >= 0.005)
-        progress = f" {100 * s.data.get('progress', 0):.0f}%" if s.label == "running" else ""
+        top = ", ".join(f"{u} {100 * v:.0f}%" for u, v in sorted(s.trained_weights.items(), key=lambda kv: -kv[1])[:3]
+                        if v >= 0.005)
+        progress = f" {100 * s.progress:.0f}%" if s.shown_state == "running" else ""
         where = f" ({s.where})" if s.where else ""
-        rows.append([s.run.removeprefix(prefix), s.label + progress + where, top,
-                     *[s.metrics.get(m) for m in metric_names]] + ([s.data.get("error", "")[:60]] if errors else []))
-    console.print(table(f"swarm {swarm_dir.id} ({swarm_dir.spec.get('plan', '')}): runs {prefix}*",
+        rows.append([s.run.removeprefix(prefix), s.shown_state + progress + where, top,
+                     *[s.metrics.get(m) for m in metric_names]] + ([s.error[:60]] if errors else []))
+    console.print(table(f"swarm {swarm_dir.id} ({swarm_dir.spec.plan}): runs {prefix}*",
                         ["run", "state", "mixture (top 3)", *metric_names] + (["error"] if errors else []), rows))
     console.print("  ".join(f"{k}: {v}" for k, v in swarm_dir.counts().items() if v))

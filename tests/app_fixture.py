@@ -1,11 +1,14 @@
 """What the app's tests share: waiting on a condition, a log of the app's messages, and a project
 whose every file the app reads is written here, the same on every machine: domains (not
 tokenized), one swarm with runs in each state, a learning curve, two history entries (the second
-compared with its full recomputation) and a fit with its cross-validation. Nothing trains; the
-snapshot tests render it."""
+compared with its full recomputation) and a fit with its cross-validation, each written through the
+engine's typed records (SwarmSpec, RunStatus, EntryContent). Nothing trains: the fit's scores are
+written as they are, and its model is the log-linear law fitted on the three finished runs (well
+under a second). The snapshot tests render it."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 from pathlib import Path
@@ -13,15 +16,18 @@ from typing import TypeVar
 
 import numpy as np
 
-from engine import atomic
-from engine.data.tokenizer import TokenizerSettings
+from engine import atomic, pipeline
+from engine.compare import kl, l1
 from engine.domains import Domain, DomainSet, with_revision
-from engine.history import write_entry
-from engine.project import Project, Settings
-from engine.regression.store import CV_FILE, FIT_FILE, RegressionSettings
+from engine.executors.liveness import owner_alive
+from engine.history import CompareRecord, Compute, EntryContent, Measured, UpdateRecord, Verification, write_entry
+from engine.project import Project
+from engine.regression.base import make_regressor
+from engine.regression.store import CV_FILE, FIT_FILE, MODEL_DIR
+from engine.reuse import PlanRecord
 from engine.runs import SwarmDir
-from engine.swarm import SwarmSettings
-from engine.training.presets import ProxySettings
+from engine.settings import ProxySettings, RegressionSettings, Settings, SwarmSettings, TokenizerSettings
+from engine.swarm_spec import SwarmData, SwarmSpec
 
 M = TypeVar("M")
 
@@ -52,6 +58,8 @@ class MessageLog:
         return [m for m in self.messages if isinstance(m, kind)]
 
 SWARM_ID = "5a3c0f00d1e2"
+VERIFY_ID = "9e41f1ed0b2c"
+"""The verification runs of the compared update (their measured objectives are in its history entry; the folder is not written)."""
 FIT_ID = "f17c0ffee123"
 DOMAINS = {"code": ["def f(x):\n    return x + 1\n", "class A:\n    pass\n"], "notes": ["Notes on the loop.\n"],
            "decimal": ["add 1 2 -> 3\n"]}
@@ -84,11 +92,11 @@ def build_fixture_project(root: Path) -> Project:
 def _write_swarm(project: Project) -> None:
     names = list(DOMAINS)
     prior = {"code": 0.5, "notes": 0.3, "decimal": 0.2}
-    spec = {"purpose": "swarm", "plan": "full", "leaves": names, "groups": [], "prior": prior,
-            "proxy": {"preset": "cpu", "eval_every": 8, "tokens_per_proxy": 4096, "flops_per_token": 1.0e6},
-            "data": {"vocab_size": 256, "keys": {d: f"{d}-key" for d in names}, "eval_sets": {}}}
     runs = [f"{SWARM_ID}-{i:04d}" for i in range(len(WEIGHTS))]
-    swarm = SwarmDir.create(project.swarms_dir / SWARM_ID, spec, runs, names, np.array(WEIGHTS), [0] * len(runs))
+    data = SwarmData(vocab_size=256, keys={d: f"{d}-key" for d in names})
+    spec = SwarmSpec(purpose="swarm", plan="full", units=names, runs=runs, leaves=names, prior=prior,
+                     swarm=project.settings.swarm, proxy=pipeline.proxy_scale(project, data.vocab_size), data=data)
+    swarm = SwarmDir.create(project.swarms_dir / SWARM_ID, spec, np.array(WEIGHTS), [0] * len(runs), owner_alive)
     for i, run in enumerate(runs[:3]):  # done, with final metrics and a curve
         metrics = {m: round(1.5 + 0.1 * i + 0.01 * j, 4) for j, m in enumerate(METRICS)}
         swarm.write_status(run, state="done", progress=1.0, final_train_loss=round(2.0 - 0.1 * i, 4), metrics=metrics,
@@ -106,25 +114,32 @@ def _write_history(project: Project) -> None:
     first = {"code": 0.5, "notes": 0.3, "decimal": 0.2}
     second = {"code": 0.45, "notes": 0.25, "decimal": 0.3}
     full = {"code": 0.42, "notes": 0.28, "decimal": 0.3}
-    write_entry(project, "initial", {"changes": [], "plan": {"kind": "full"}, "swarm": SWARM_ID, "fit": FIT_ID,
-                                     "mixture": first, "predicted": 1.61, "compute": {"runs": 6, "flops": 2.4e10}})
-    write_entry(project, "add", {
-        "changes": ["add decimal"], "plan": {"kind": "full_reuse"}, "swarm": SWARM_ID, "fit": FIT_ID, "mixture": second,
-        "predicted": 1.58, "compute": {"runs": 3, "flops": 1.2e10},
-        "compare": {"full": {"mixture": full, "predicted": 1.57, "compute": {"runs": 6, "flops": 2.4e10}},
-                    "verification": {"measured": {"chosen": {"mean": 1.59, "std": 0.01, "values": [1.58, 1.59, 1.6]},
-                                                  "full": {"mean": 1.575, "std": 0.005, "values": [1.57, 1.575, 1.58]}}}},
-    })
+    swarm_compute, reuse_compute = Compute(runs=6, flops=2.4e10), Compute(runs=3, flops=1.2e10)
+    write_entry(project, EntryContent(PlanRecord("full", needs_swarm=True), first, SWARM_ID, FIT_ID, 1.61,
+                                      compute=swarm_compute, kind="initial"))
+    measured = {"chosen": Measured(1.59, 0.01, [1.58, 1.59, 1.6]), "full": Measured(1.575, 0.005, [1.57, 1.575, 1.58])}
+    compared = CompareRecord(UpdateRecord(PlanRecord("full", needs_swarm=True), full, SWARM_ID, FIT_ID, 1.57,
+                                          compute=swarm_compute),
+                             Verification(VERIFY_ID, 3, measured), l1(second, full), kl(second, full))
+    write_entry(project, EntryContent(PlanRecord("full_reuse", needs_swarm=True), second, SWARM_ID, FIT_ID, 1.58,
+                                      compute=reuse_compute, kind="add", changes=["add decimal"], compare=compared))
 
 
 def _write_fit(project: Project) -> None:
+    """fit.toml and cv.csv as engine.regression.store writes them (fixed scores, the same on every
+    machine), and the log-linear law on the finished runs as its model, so that proposing from it works."""
     folder = project.fits_dir / FIT_ID
+    done = [s for s in pipeline.open_swarm(project, SWARM_ID).statuses() if s.state == "done"]
+    ratios = np.array([[s.realised_weights[d] for d in DOMAINS] for s in done])
+    metrics = np.array([[s.metrics[m] for m in METRICS] for s in done])
+    regression = project.settings.regression
+    make_regressor("loglinear", **regression.regressor_settings("loglinear")).fit(ratios, metrics).save(folder / MODEL_DIR)
     cv = [(m, 80.0 - 10 * i, 0.9 - 0.35 * i, 0.01 + 0.005 * i) for i, m in enumerate(METRICS)]
     atomic.write_csv(folder / CV_FILE, ["metric", "spearman", "r2", "mae"], ([*row] for row in cv))
     means = {"spearman": float(np.mean([c[1] for c in cv])), "r2": float(np.mean([c[2] for c in cv])),
              "mae": float(np.mean([c[3] for c in cv]))}
     atomic.write_toml(folder / FIT_FILE, {
         "fit_id": FIT_ID, "regressor": "loglinear", "chosen": "loglinear", "domains": list(DOMAINS), "metrics": METRICS,
-        "n_runs": 3, "source_swarms": [SWARM_ID], "settings": {}, "seconds": 0.5,
-        "cv": {"folds": 3, "seed": 0, "cv_of": "loglinear", **means},
+        "n_runs": len(done), "source_swarms": [SWARM_ID], "settings": dataclasses.asdict(regression), "seconds": 0.5,
+        "cv": {"folds": regression.folds, "seed": regression.seed, "cv_of": "loglinear", **means},
     })

@@ -8,12 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.data.tokenizer import TokenizerSettings
 from engine.domains import Domain, DomainSet, with_revision
-from engine.project import Project, Settings
-from engine.regression.store import RegressionSettings
-from engine.swarm import SwarmSettings
-from engine.training.presets import ProxySettings
+from engine.project import Project
+from engine.settings import ProxySettings, RegressionSettings, Settings, SwarmSettings, TokenizerSettings
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 TINY_PROXY = ProxySettings(preset="cpu", tokens_per_proxy=4096, eval_tokens_per_domain=1024, eval_every=0)

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from app_fixture import FIT_ID, MessageLog, build_fixture_project, wait_for
 from conftest import plan_swarm
 from engine import atomic
+from engine.compare import Comparison
 from engine.config import read_toml
 from engine.project import Project
 from olmix_tui.app import MixingApp
@@ -164,15 +165,15 @@ def test_mixtures_tab_shows_an_update_beside_its_full_recomputation(small_projec
             await pilot.press("3")
             panel = app.query_one("#comparison")
             await wait_for(pilot, lambda: app.focused is app.query_one("#history"), timeout=30)
-            await wait_for(pilot, lambda: isinstance(app.snapshot.comparison, dict), timeout=60)
+            await wait_for(pilot, lambda: isinstance(app.snapshot.comparison, Comparison), timeout=60)
             assert app.selection.entry == "0003-add"
             assert app.snapshot.comparison == expected
             view = panel.content
-            assert view.title == f"{expected['a']['label']}  vs  {expected['b']['label']}"
+            assert view.title == f"{expected.a.label}  vs  {expected.b.label}"
             assert "(full)" in view.title and "measured" in str(view.caption) and "% of the FLOPs" in str(view.caption)
             await pilot.press("up")  # the removal: not compared, so beside the entry before it
-            await wait_for(pilot, lambda: app.selection.entry == "0002-remove" and isinstance(app.snapshot.comparison, dict)
-                           and app.snapshot.comparison["a"]["label"] == "0001-initial", timeout=60)
+            await wait_for(pilot, lambda: app.selection.entry == "0002-remove" and isinstance(app.snapshot.comparison, Comparison)
+                           and app.snapshot.comparison.a.label == "0001-initial", timeout=60)
             await pilot.press("up")  # the first entry: its mixture alone, and why
             await wait_for(pilot, lambda: app.snapshot.selection.entry == "0001-initial"
                            and isinstance(app.snapshot.comparison, str), timeout=60)
@@ -232,17 +233,17 @@ def test_domains_tab_stages_changes_and_applies_the_update(small_project):
             await fill_form(pilot, name="extra", paths="data/extra/*.txt")
             await wait_for(pilot, lambda: len(log.of(Staged)) == 2, timeout=60)
             assert staged() == ["add extra"]
-            await wait_for(pilot, lambda: app.snapshot.status["pending"] is not None, timeout=60)
+            await wait_for(pilot, lambda: app.snapshot.status.pending is not None, timeout=60)
             await pilot.press("u")  # the first mixture, then the update, in a detached `olmix-tui DIR --batch`
             await wait_for(pilot, lambda: log.of(JobStarted), timeout=60)
             job = log.of(JobStarted)[0].job
             assert job.key == "pipeline" and job.process.wait(timeout=600) == 0, job.log.read_text()[-2000:]
             await wait_for(pilot, lambda: log.of(JobEnded), timeout=60)
             assert log.of(JobEnded)[0].code == 0 and not app.jobs
-            await wait_for(pilot, lambda: app.snapshot.status["history_entries"] == 2
-                           and app.snapshot.status["pending"] is None and table.row_count == 4, timeout=60)
+            await wait_for(pilot, lambda: app.snapshot.status.history_entries == 2
+                           and app.snapshot.status.pending is None and table.row_count == 4, timeout=60)
             await pilot.press("3")
-            await wait_for(pilot, lambda: app.selection.entry == "0002-add" and isinstance(app.snapshot.comparison, dict),
+            await wait_for(pilot, lambda: app.selection.entry == "0002-add" and isinstance(app.snapshot.comparison, Comparison),
                            timeout=60)
 
     asyncio.run(session())
@@ -289,13 +290,13 @@ def test_fits_tab_fits_a_swarm_in_the_background_and_previews_its_proposal(small
             await propose(pilot)
             await wait_for(pilot, lambda: previews(), timeout=60)
             first = previews()[0]
-            (_, prior, _), (_, proposal, _) = first.preview.shown
+            (_, prior, _), (_, proposal, _) = first.view.shown
             assert first.fit_id == fit.fit_id and first.saved is None
             assert set(proposal) == set(prior) == {"code", "notes", "decimal"}
-            assert abs(sum(proposal.values()) - 1) < 1e-6 and "exact" in first.preview.title
-            assert "KKT residual" in first.preview.caption and "nothing is written" in first.preview.caption
-            await wait_for(pilot, lambda: app.query_one("#proposal").content.title == first.preview.title, timeout=30)
-            kl_free = float(first.preview.caption.split("KL to the prior ")[1].split(";")[0])
+            assert abs(sum(proposal.values()) - 1) < 1e-6 and "exact" in first.view.title
+            assert "KKT residual" in first.view.caption and "nothing is written" in first.view.caption
+            await wait_for(pilot, lambda: app.query_one("#proposal").content.title == first.view.title, timeout=30)
+            kl_free = float(first.view.caption.split("KL to the prior ")[1].split(";")[0])
             await propose(pilot, kl_reg="a lot")  # refused in the form, which stays open
             await wait_for(pilot, lambda: "kl_reg must be a number" in str(app.screen.query_one("#form-error").content),
                            timeout=30)
@@ -306,9 +307,9 @@ def test_fits_tab_fits_a_swarm_in_the_background_and_previews_its_proposal(small
             await pilot.press("enter")  # (a second click this soon would fall in the button's press effect)
             await wait_for(pilot, lambda: len(previews()) == 2, timeout=60)
             saved = previews()[1]
-            assert "kl_reg 0.5" in saved.preview.title and saved.saved.propose.kl_reg == 0.5
-            assert float(saved.preview.caption.split("KL to the prior ")[1].split(";")[0]) < kl_free  # pulled to the prior
-            assert "saved to olmix.toml" in saved.preview.caption
+            assert "kl_reg 0.5" in saved.view.title and saved.saved.propose.kl_reg == 0.5
+            assert float(saved.view.caption.split("KL to the prior ")[1].split(";")[0]) < kl_free  # pulled to the prior
+            assert "saved to olmix.toml" in saved.view.caption
             assert Project.load(small_project.root).settings.propose.kl_reg == 0.5 == app.project.settings.propose.kl_reg
             ridge = pipeline.fit_swarm(small_project, swarm_dir, "ridge")  # a fit the exact proposer cannot use
             await wait_for(pilot, lambda: fits.row_count == 2, timeout=60)
@@ -317,8 +318,8 @@ def test_fits_tab_fits_a_swarm_in_the_background_and_previews_its_proposal(small
             await propose(pilot)
             await wait_for(pilot, lambda: len(previews()) == 3, timeout=60)
             simulated = previews()[2]
-            assert simulated.fit_id == ridge.fit_id and "(simulation, kl_reg 0.5)" in simulated.preview.title  # saved settings
-            assert "needs a log-linear fit" in simulated.preview.caption
+            assert simulated.fit_id == ridge.fit_id and "(simulation, kl_reg 0.5)" in simulated.view.title  # saved settings
+            assert "needs a log-linear fit" in simulated.view.caption
 
     asyncio.run(session())
 
@@ -339,6 +340,6 @@ def test_a_proposal_that_cannot_be_made_is_explained(tmp_path):
             await wait_for(pilot, lambda: log.of(ProposalFailed), timeout=60)
             failed = log.of(ProposalFailed)[0]
             assert failed.fit_id == FIT_ID and not log.of(ProposalPreviewed)
-            assert failed.reason.startswith(f"fit {FIT_ID} names no swarm") and failed.reason.endswith("from that fit.")
+            assert failed.reason.startswith(f"fit {FIT_ID} names no swarm") and "olmix-tui fit" in failed.reason
 
     asyncio.run(session())

@@ -13,6 +13,7 @@ import pytest
 from textual.widgets import DataTable, Input
 
 from app_fixture import SWARM_ID, build_fixture_project, wait_for
+from engine.compare import Comparison
 from olmix_tui.app import MixingApp
 from olmix_tui.app.forms import ChangeForm
 
@@ -94,7 +95,7 @@ def test_swarms_with_the_failed_runs_detail(snap_compare, fixture_project, size)
 @pytest.mark.parametrize("size", SIZES)
 def test_mixtures(snap_compare, fixture_project, size):
     async def compared(pilot) -> None:
-        await wait_for(pilot, lambda: isinstance(pilot.app.snapshot.comparison, dict), timeout=60)
+        await wait_for(pilot, lambda: isinstance(pilot.app.snapshot.comparison, Comparison), timeout=60)
 
     assert snapshot_of(snap_compare, fixture_project, "mixtures", size, compared)
 

@@ -15,7 +15,7 @@ from engine.events import Message
 from engine.training import cpu_kernels, optim
 from engine.training.model import StackedLlama, add_rms_norm, rms_norm
 from engine.training.presets import ProxyPreset
-from engine.training.textdata import BYTE_VOCAB_SIZE
+from textdata import BYTE_VOCAB_SIZE
 from engine.training.trainer import train_proxies
 
 TINY = ProxyPreset(name="tiny", n_layers=2, n_heads=2, d_model=32, d_ff=64, seq_len=16, batch_size=3, lr=3e-3)

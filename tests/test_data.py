@@ -85,7 +85,7 @@ def test_token_store_counts_and_cache(small_project, tmp_path):
     assert code.train_tokens == code.train_bytes + code.train_docs
     assert code.val_tokens == code.val_bytes + code.val_docs
     assert (np.asarray(code.train) == 256).sum() == code.train_docs
-    prior = p.prior(tokens)
+    prior = natural_prior(tokens)
     assert abs(sum(prior.values()) - 1) < 1e-12 and set(prior) == {"code", "notes", "decimal"}
     # unchanged domain: not re-tokenized (same folder, same mtime)
     folder = TokenStore(p.cache / "tokens").path("code", code.key)

@@ -143,3 +143,46 @@ def test_partial_reuse_unfreezes_the_suggested_domain(small_project):
     plan = pipeline.make_plan(small_project, ctx, "partial_reuse")
     assert plan.unfrozen == [suggested[0][0]] and "notes" in plan.free
     assert pipeline.make_plan(small_project, ctx, "full_reuse").unfrozen == []
+
+
+def _loglinear_swarm_csvs(folder: Path, runs: int = 24) -> tuple[Path, Path]:
+    """Ratios and metrics of a swarm whose metrics follow a log-linear law exactly (Olmix's layout)."""
+    rng = np.random.default_rng(0)
+    domains = ["web", "code", "books"]
+    x = rng.dirichlet(np.ones(3), size=runs)
+    t = np.array([[-1.0, 0.5, 0.2], [0.3, -1.2, 0.1]])
+    y = 1.5 + np.exp(x @ t.T)
+    ratios, metrics = folder / "ratios.csv", folder / "metrics.csv"
+    with ratios.open("w", newline="") as f:
+        csv.writer(f).writerows([["run", *domains], *([f"r{i}", *row] for i, row in enumerate(x.tolist()))])
+    with metrics.open("w", newline="") as f:
+        csv.writer(f).writerows([["run", "web/bpb", "code/bpb"], *([f"r{i}", *row] for i, row in enumerate(y.tolist()))])
+    return ratios, metrics
+
+
+def test_the_cli_and_the_app_preview_a_proposal_through_one_engine_function(small_project, tmp_path):
+    """`propose` and the app's preview both go through pipeline.preview_proposal: the exact proposer
+    where the fit is log-linear, simulation with a note where it is not, and a clear sentence (not an
+    IndexError) for a fit that names no swarm."""
+    import dataclasses
+
+    from engine import pipeline
+    from engine.errors import OlmixError
+    from engine.settings import ProposeSettings
+
+    ratios, metrics = _loglinear_swarm_csvs(tmp_path)
+    swarm = pipeline.import_swarm(small_project, ratios, metrics, name="law")
+    exact = ProposeSettings(proposer="exact")
+    loglinear = pipeline.fit_swarm(small_project, swarm, "loglinear")
+    preview = pipeline.preview_proposal(small_project, loglinear, exact)
+    assert preview.proposal.proposer == "exact" and preview.note == "" and preview.swarm == "law"
+    assert preview.proposal.kkt_residual < 1e-6 and set(preview.prior) == {"web", "code", "books"}
+    r = invoke("propose", small_project.root, "--swarm", "law", "--proposer", "exact", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["mixture"] == pytest.approx(preview.proposal.mixture, abs=1e-6)
+    ridge = pipeline.fit_swarm(small_project, swarm, "ridge")
+    fallback = pipeline.preview_proposal(small_project, ridge, exact)
+    assert fallback.proposal.proposer == "simulation" and "needs a log-linear fit; this is ridge" in fallback.note
+    orphan = dataclasses.replace(loglinear, source_swarms=[])
+    with pytest.raises(OlmixError, match=f"fit {loglinear.fit_id} names no swarm to propose from"):
+        pipeline.preview_proposal(small_project, orphan, exact)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from conftest import plan_swarm
 from engine.errors import ConfigError
 from engine.executors import make_executor
-from engine.executors.base import ExecutorSettings
+from engine.settings import ExecutorSettings
 from engine.project import Project
 from engine.training.presets import get_preset
 from olmix_tui.cli import app
@@ -48,13 +48,13 @@ def test_ray_tasks_train_a_swarm_and_resume_after_the_driver_is_killed(ray_proje
     driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 180
-        while time.time() < deadline and {s.label for s in swarm_dir.statuses()} != {"running"}:
+        while time.time() < deadline and {s.shown_state for s in swarm_dir.statuses()} != {"running"}:
             time.sleep(0.1)  # every run's worker has started (and is loading torch or training)
         statuses = swarm_dir.statuses()
-        assert {s.label for s in statuses} == {"running"}, "the workers did not start in time"
-        host = statuses[0].data["host"]
-        assert {s.data["ray_driver"] for s in statuses} == {f"{driver.pid}@{host}"}
-        assert statuses[0].where == f"Ray driver {driver.pid}@{host}, worker {statuses[0].data['pid']} on {host}"
+        assert {s.shown_state for s in statuses} == {"running"}, "the workers did not start in time"
+        host = statuses[0].host
+        assert {s.ray_driver for s in statuses} == {f"{driver.pid}@{host}"}
+        assert statuses[0].where == f"Ray driver {driver.pid}@{host}, worker {statuses[0].pid} on {host}"
     finally:
         os.kill(driver.pid, signal.SIGKILL)  # Ray stops the tasks of a driver that is gone
         driver.wait(10)
@@ -63,11 +63,11 @@ def test_ray_tasks_train_a_swarm_and_resume_after_the_driver_is_killed(ray_proje
         time.sleep(0.2)
     states = {s.run: s.state for s in swarm_dir.statuses()}
     assert set(states.values()) <= {"done", "interrupted"} and "interrupted" in states.values()
-    finished = {s.run: s.data for s in swarm_dir.statuses() if s.state == "done"}
+    finished = {s.run: s for s in swarm_dir.statuses() if s.state == "done"}
     _swarm_run(ray_project, swarm_dir.id)  # resumes on a Ray instance of its own
     statuses = swarm_dir.statuses()
-    assert {s.state for s in statuses} == {"done"} and all(s.data["metrics"]["code/bpb"] > 0 for s in statuses)
-    assert all(swarm_dir.status(run).data == data for run, data in finished.items())  # finished runs untouched
+    assert {s.state for s in statuses} == {"done"} and all(s.metrics["code/bpb"] > 0 for s in statuses)
+    assert all(swarm_dir.status(run) == status for run, status in finished.items())  # finished runs untouched
     assert list((ray_project.cache / "logs" / swarm_dir.id / "ray").glob("*.log"))
 
 
@@ -77,7 +77,7 @@ def test_a_failing_ray_task_marks_its_runs_failed_with_the_reason(ray_project):
     r = CliRunner().invoke(app, ["swarm", "run", str(ray_project.root), "--swarm", swarm_dir.id])
     assert r.exit_code == 1 and "--retry-failed" in r.output
     assert {s.state for s in swarm_dir.statuses()} == {"failed"}
-    assert "token store has no entry" in swarm_dir.statuses()[0].data["error"]
+    assert "token store has no entry" in swarm_dir.statuses()[0].error
 
 
 def test_an_unreachable_ray_cluster_is_one_sentence(tmp_path):
@@ -85,5 +85,5 @@ def test_an_unreachable_ray_cluster_is_one_sentence(tmp_path):
     with pytest.raises(ConfigError, match="no Ray cluster answers at ray_address = '127.0.0.1:1'.*ray start --head"):
         make_executor(ExecutorSettings(kind="ray", ray_address="127.0.0.1:1"), tmp_path)
     assert time.monotonic() - started < 30  # not Ray's minutes of retries
-    with pytest.raises(ValueError, match="ray_gpus_per_task must be 1"):
+    with pytest.raises(ConfigError, match="ray_gpus_per_task must be 1"):
         ExecutorSettings(kind="ray", ray_gpus_per_task=2)

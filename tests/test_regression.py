@@ -8,10 +8,11 @@ import pytest
 
 from engine.errors import ConfigError, DataError
 from engine.mixture_table import MixtureTable, read_tables
-from engine.propose import ObjectiveSettings, ProposeSettings, propose
-from engine.regression.base import REGRESSOR_NAMES, Regressor, load_regressors, make_regressor
+from engine.propose import propose
+from engine.regression.base import Regressor, load_regressors, make_regressor
 from engine.regression.cv import cross_validate
-from engine.regression.store import RegressionSettings, fit_and_store, fit_id, load_fit
+from engine.regression.store import fit_and_store, fit_id, load_fit
+from engine.settings import REGRESSOR_NAMES, ObjectiveSettings, ProposeSettings, RegressionSettings
 from engine.regression.cv import spearman
 
 REGMIX = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "regmix"

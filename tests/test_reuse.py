@@ -1,8 +1,9 @@
 """Mixture reuse: plans for every kind of update, starting mixtures, frozen ratios through a real swarm,
-unit collapse/expand, costs, unfreeze suggestions and validation messages."""
+costs, unfreeze suggestions and validation messages."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,19 +12,15 @@ import pytest
 from engine.domains import Domain, DomainSet, affected_set
 from engine.errors import ConfigError, DataError, OlmixError
 from engine.reuse import (
-    PLAN_KINDS,
     RENORMALISE,
-    VIRTUAL_NAME,
-    ReuseSettings,
     affected_fit_names,
-    collapse_mixture,
     compare_plans,
-    expand_mixture,
     plan_cost,
     plan_update,
     suggest_unfreeze,
 )
-from engine.swarm import SwarmSettings, sample_swarm
+from engine.settings import PLAN_KINDS, VIRTUAL_NAME, ReuseSettings, SwarmSettings
+from engine.swarm import sample_swarm
 
 TOKENS = {"web": 500.0, "code": 200.0, "math": 50.0, "wiki": 150.0, "books": 100.0,
           "news": 120.0, "web:blog": 300.0, "web:forum": 100.0}
@@ -187,23 +184,13 @@ def test_full_reuse_ignores_unfreeze():
 
 def test_to_dict_is_plain_json():
     plan = plan_for(changed(add=["news"], partition={"web": ("web:blog", "web:forum")}), "partial_reuse", unfreeze=["code"])
-    data = json.loads(json.dumps(plan.to_dict()))
+    data = json.loads(json.dumps(dataclasses.asdict(plan.record())))
     assert data["kind"] == "partial_reuse" and data["unfrozen"] == ["code"]
     assert data["groups"][0]["name"] == VIRTUAL_NAME and data["units"] == plan.units
     assert data["affected"]["partitioned"] == {"web": ["web:blog", "web:forum"]}
 
 
-# --- units: collapse/expand and a real swarm ------------------------------------------------------------
-
-
-def test_collapse_expand_round_trip():
-    plan = plan_for(changed(add=["news"], partition={"web": ("web:blog", "web:forum")}))
-    z = collapse_mixture(plan.start, plan)
-    assert z.sum() == pytest.approx(1.0)
-    assert expand_mixture(z, plan) == pytest.approx(plan.start, abs=1e-15)
-    rng = np.random.default_rng(0)
-    for unit_weights in rng.dirichlet(np.ones(len(plan.units)), size=20):
-        assert collapse_mixture(expand_mixture(unit_weights, plan), plan) == pytest.approx(unit_weights, abs=1e-15)
+# --- units: a real swarm ------------------------------------------------------------------------------
 
 
 def test_swarm_sampled_over_plan_groups_keeps_frozen_ratios_exactly():
@@ -220,7 +207,7 @@ def test_swarm_sampled_over_plan_groups_keeps_frozen_ratios_exactly():
     inside = swarm.leaf_weights[totals > 0][:, cols] / totals[totals > 0, None]
     np.testing.assert_allclose(inside, np.broadcast_to(target, inside.shape), rtol=1e-12, atol=0)
     for unit_row, leaf_row in zip(swarm.unit_weights, swarm.leaf_weights):
-        assert list(expand_mixture(unit_row, plan).values()) == pytest.approx(leaf_row.tolist(), abs=1e-15)
+        assert (plan.expand @ unit_row).tolist() == pytest.approx(leaf_row.tolist(), abs=1e-15)
 
 
 def test_reuse_swarms_are_much_smaller_than_full_ones():
@@ -323,8 +310,6 @@ def test_other_errors_name_the_domain():
         plan_for(changed(remove=["books"]), current=only_books)
     with pytest.raises(ConfigError, match="'web' is already used"):
         plan_for(after, virtual_name="web")
-    with pytest.raises(DataError, match="no weight for domain 'news'"):
-        collapse_mixture(CURRENT, plan_for(after))
 
 
 def test_reuse_settings():

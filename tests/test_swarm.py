@@ -268,15 +268,6 @@ def test_swarm_id_is_a_content_hash_of_the_plan():
     assert sw.id == base
 
 
-def test_to_rows_gives_ratios_csv_rows():
-    leaves, prior, train = small_plan()
-    sw = sample_swarm(SwarmSettings(size=6), leaves, prior, train, 10**6)
-    header, rows = sw.to_rows()
-    assert header == ["run", *leaves] and len(rows) == 6
-    assert len({r[0] for r in rows}) == 6 and rows[0][0].startswith(sw.id)
-    assert all(abs(sum(r[1:]) - 1) < 1e-9 for r in rows)
-
-
 # --- infeasible settings: one sentence naming the domain -----------------------------------------
 
 

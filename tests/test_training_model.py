@@ -20,7 +20,7 @@ from engine.training.model import StackedLlama, _HeadLoss, apply_rope, causal_at
 from engine.training.optim import clip_grad_norm_per_proxy_, lr_at
 from engine.training.presets import ProxyPreset
 from engine.training.sampler import SequenceBatcher, available_windows, plan_proxy_data
-from engine.training.textdata import BYTE_VOCAB_SIZE, stdlib_text_domains
+from textdata import BYTE_VOCAB_SIZE, stdlib_text_domains
 from engine.training.trainer import train_proxies
 
 TINY = ProxyPreset(name="tiny", n_layers=2, n_heads=2, d_model=32, d_ff=64, seq_len=32, batch_size=4,

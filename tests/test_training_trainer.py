@@ -13,8 +13,9 @@ from engine.events import TaskFinished, TaskProgress, TaskStarted
 from engine.training.evaluate import EvalItem, EvalSet, Evaluator, bits_per_byte, load_eval_set, tokenize_eval_set
 from engine.training.export import export_hf
 from engine.training.flops import matmul_params, train_flops_per_token
-from engine.training.presets import PRESETS, ProxyPreset, ProxySettings, get_preset, tokens_per_proxy
-from engine.training.textdata import BYTE_EOS, BYTE_VOCAB_SIZE, encode_bytes, stdlib_text_domains
+from engine.settings import ProxySettings
+from engine.training.presets import PRESETS, ProxyPreset, get_preset, tokens_per_proxy
+from textdata import BYTE_EOS, BYTE_VOCAB_SIZE, encode_bytes, stdlib_text_domains
 from engine.training.trainer import train_proxies
 
 SMALL = ProxyPreset(name="small", n_layers=2, n_heads=4, d_model=64, d_ff=128, seq_len=64, batch_size=8,
@@ -69,7 +70,6 @@ def test_results_account_tokens_flops_and_bpb(learned, domains):
         assert r.flops == pytest.approx(train_flops_per_token(SMALL.llama_config(BYTE_VOCAB_SIZE), 64) * r.tokens)
         for d in domains:
             assert r.metrics[f"{d.name}/bpb"] == pytest.approx(r.metrics[f"{d.name}/loss"] / math.log(2) / d.bytes_per_token)
-        assert "model" not in r.to_dict()
     assert results[0].tokens_per_domain == {"code": results[0].tokens, "docs": 0}
     half = results[2].tokens_per_domain
     assert half["code"] == half["docs"]

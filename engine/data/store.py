@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -25,26 +25,11 @@ from engine.data.tokenizer import Tokenizer
 from engine.domains import Domain, resolve_sources
 from engine.errors import DataError
 from engine.events import EventSink, TaskFinished, TaskProgress, TaskStarted, ignore
+from engine.settings import DataSettings
 
 BATCH_DOCS = 256
 STORE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class DataSettings:
-    """[data] in olmix.toml.
-
-    val_fraction: share of each domain's documents held out for validation (chosen by content hash).
-    eval_sets: name -> JSON-lines file of {"context", "continuation"} pairs (relative to the project),
-      scored as bits per byte of the continuation.
-    """
-
-    val_fraction: float = 0.05
-    eval_sets: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self):
-        if not 0.0 < self.val_fraction < 0.5:
-            raise ValueError("val_fraction must be between 0 and 0.5")
+STORE_DIR = ".olmix/tokens"
 
 
 @dataclass(frozen=True)
@@ -132,6 +117,11 @@ class TokenStore:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
+
+    @classmethod
+    def of_project(cls, root: Path) -> "TokenStore":
+        """The token store of the project folder `root`."""
+        return cls(Path(root) / STORE_DIR)
 
     def path(self, name: str, key: str) -> Path:
         return self.folder / f"{name.replace(':', '__')}-{key}"

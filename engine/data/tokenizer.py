@@ -8,7 +8,6 @@ reproduce; nothing is ever downloaded.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -16,35 +15,9 @@ import numpy as np
 
 from engine import atomic
 from engine.errors import ConfigError, DataError
+from engine.settings import TokenizerSettings
 
 EOS_TOKEN = "<|endoftext|>"
-KINDS = ("bpe", "hf", "bytes")
-
-
-@dataclass(frozen=True)
-class TokenizerSettings:
-    """[tokenizer] in olmix.toml.
-
-    kind: "bpe" trains a byte-level BPE on the project's data; "hf" loads a local Hugging Face
-      tokenizer folder (offline); "bytes" uses the 256 byte values plus an EOS token.
-    vocab_size: BPE vocabulary size (with the EOS token).
-    path: for "bpe", where the trained tokenizer.json is kept (relative to the project);
-      for "hf", the local tokenizer folder.
-    train_bytes: how many bytes of the project's data (spread over domains) train the BPE.
-    """
-
-    kind: str = "bpe"
-    vocab_size: int = 4096
-    path: str = "tokenizer"
-    train_bytes: int = 4_000_000
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"kind '{self.kind}' is unknown; use one of {', '.join(KINDS)}")
-        if self.kind == "bpe" and not 300 <= self.vocab_size <= 1_000_000:
-            raise ValueError("vocab_size must be between 300 and 1000000")
-        if self.train_bytes < 10_000:
-            raise ValueError("train_bytes must be at least 10000")
 
 
 class Tokenizer:
@@ -147,3 +120,19 @@ def load_hf_folder(folder: Path) -> Tokenizer:
         return hf(texts, add_special_tokens=False)["input_ids"]
 
     return Tokenizer(enc, lambda ids: hf.decode(list(ids)), eos_id=eos, vocab_size=len(hf), fingerprint="hf-" + digest.hexdigest()[:16])
+
+
+def tokenizer_file(root: Path, settings: TokenizerSettings) -> Path:
+    """Where a project's trained BPE lives (tokenizer.json under [tokenizer] path)."""
+    path = Path(settings.path) if Path(settings.path).is_absolute() else Path(root) / settings.path
+    return path / "tokenizer.json"
+
+
+def load_tokenizer(root: Path, settings: TokenizerSettings) -> Tokenizer | None:
+    """The tokenizer of the project at `root` as [tokenizer] says; None when its BPE is not trained yet."""
+    if settings.kind == "bytes":
+        return byte_tokenizer()
+    if settings.kind == "hf":
+        return load_hf_folder(tokenizer_file(root, settings).parent)
+    file = tokenizer_file(root, settings)
+    return load_bpe(file) if file.exists() else None

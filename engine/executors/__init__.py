@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.executors.base import Executor, ExecutorSettings
+from engine.executors.base import Executor
+from engine.settings import ExecutorSettings
 
 
 def make_executor(settings: ExecutorSettings, log_dir: Path) -> Executor:

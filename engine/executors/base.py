@@ -17,75 +17,6 @@ from engine.runs import SwarmDir
 
 
 @dataclass(frozen=True)
-class ExecutorSettings:
-    """[executor] in olmix.toml.
-
-    kind: "local" (worker processes on this machine), "slurm" (one Slurm job per batch of runs,
-        submitted through submitit) or "ray" (one Ray task per batch). On a cluster the project
-        folder and the Python environment must be visible on the nodes (a shared filesystem).
-    device: "auto" (every GPU, else the CPU), "cpu", or "cuda".
-    workers: CPU workers (0 = one per core, each single-threaded: tiny proxies use a core best
-        in a process of their own).
-    threads: torch threads per CPU worker (0 = the machine's cores / workers).
-    max_batch: at most this many proxies trained together by one worker (one batched computation);
-        a swarm's runs are split into at least one batch per slot, so every GPU or worker has work.
-    poll_seconds: how often progress is read from the run files.
-    slurm_*: used when kind = "slurm". slurm_max_jobs: jobs at once (the slots); slurm_gpus_per_job:
-        1 (the job's proxies train on its GPU) or 0 (CPU jobs); slurm_cpus_per_job: cores (and torch
-        threads) per job; slurm_mem_gb: memory per job (0 = the partition's default);
-        slurm_timeout_min: the jobs' time limit; slurm_partition, slurm_account: as for sbatch
-        ("" = the cluster's default); slurm_setup: shell lines run before the worker (e.g.
-        "source ~/venvs/olmix/bin/activate"); slurm_extra: more sbatch options ({"qos" = "low"});
-        slurm_cluster: "slurm" (sbatch), or "local" to run the same submitit jobs as processes on
-        this machine (a check of the setup without a cluster).
-    ray_*: used when kind = "ray". ray_address: "" (a Ray instance on this machine, for the run),
-        "auto" (the cluster this machine belongs to) or "ray://head:10001"; ray_gpus_per_task: 1 or
-        0 (CPU tasks); ray_cpus_per_task: cores (and torch threads) per task; ray_max_tasks: tasks at
-        once (0 = one per GPU, or per ray_cpus_per_task cores, of the cluster).
-    """
-
-    kind: str = "local"
-    device: str = "auto"
-    workers: int = 0
-    threads: int = 0
-    max_batch: int = 16
-    poll_seconds: float = 0.5
-    slurm_max_jobs: int = 4
-    slurm_gpus_per_job: int = 1
-    slurm_cpus_per_job: int = 8
-    slurm_mem_gb: int = 0
-    slurm_timeout_min: int = 240
-    slurm_partition: str = ""
-    slurm_account: str = ""
-    slurm_setup: list[str] = field(default_factory=list)
-    slurm_extra: dict[str, str] = field(default_factory=dict)
-    slurm_cluster: str = "slurm"
-    ray_address: str = ""
-    ray_gpus_per_task: int = 1
-    ray_cpus_per_task: int = 1
-    ray_max_tasks: int = 0
-
-    def __post_init__(self):
-        if self.kind not in ("local", "slurm", "ray"):
-            raise ValueError(f"kind '{self.kind}' is unknown; use 'local', 'slurm' or 'ray'")
-        if self.ray_gpus_per_task not in (0, 1):
-            raise ValueError("ray_gpus_per_task must be 1 (a GPU per task) or 0 (CPU tasks)")
-        if self.ray_cpus_per_task < 1 or self.ray_max_tasks < 0:
-            raise ValueError("ray_cpus_per_task must be >= 1 and ray_max_tasks >= 0")
-        if self.slurm_cluster not in ("slurm", "local"):
-            raise ValueError(f"slurm_cluster '{self.slurm_cluster}' is unknown; use 'slurm' (sbatch) or 'local' (a check on this machine)")
-        if self.slurm_gpus_per_job not in (0, 1):
-            raise ValueError("slurm_gpus_per_job must be 1 (a GPU per job) or 0 (CPU jobs); "
-                             "raise slurm_max_jobs to train on more GPUs at once")
-        if min(self.slurm_max_jobs, self.slurm_cpus_per_job, self.slurm_timeout_min) < 1 or self.slurm_mem_gb < 0:
-            raise ValueError("slurm_max_jobs, slurm_cpus_per_job and slurm_timeout_min must be >= 1, slurm_mem_gb >= 0")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device '{self.device}' is unknown; use auto, cpu or cuda")
-        if self.max_batch < 1 or self.workers < 0 or self.threads < 0:
-            raise ValueError("max_batch must be >= 1, workers and threads >= 0")
-
-
-@dataclass(frozen=True)
 class Slot:
     """Where one worker runs: a device string ("cpu", "cuda:1") and its CPU threads."""
 
@@ -200,8 +131,8 @@ def _report(swarm: SwarmDir, runs: set[str], task: str, on_event: EventSink) -> 
         if s.state in ("done", "failed"):
             done += 1
         elif s.state == "running":
-            done += float(s.data.get("progress", 0.0))
+            done += s.progress
             for key in ("loss", "tokens_per_s", "mfu"):
-                if key in s.data:
-                    info[key] = s.data[key]
+                if getattr(s, key) is not None:
+                    info[key] = getattr(s, key)
     on_event(TaskProgress(task, completed=done, info=info))

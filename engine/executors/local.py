@@ -12,8 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.executors.base import Executor, ExecutorSettings, Slot
+from engine.executors.base import Executor, Slot
 from engine.runs import SwarmDir
+from engine.settings import ExecutorSettings
 
 
 def visible_gpus() -> int:
@@ -33,8 +34,8 @@ class LocalExecutor(Executor):
         """One slot per GPU; on CPU, by default one single-threaded worker per core.
 
         Tiny proxies keep a core busier in a process of their own than split across threads
-        (cpu preset, 8 proxies on 2 cores: 4 per single-threaded process train 1.2x faster
-        than 8 in one process on both cores); run_swarm pools the threads of idle CPU slots.
+        (docs/benchmarks.md, "Figures behind constants in the code"); run_swarm pools the
+        threads of idle CPU slots.
         """
         from engine.training.device import cpu_threads
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import ConfigError
-from engine.executors.base import Executor, ExecutorSettings, Slot
+from engine.executors.base import Executor, Slot
 from engine.runs import SwarmDir
+from engine.settings import ExecutorSettings
 
 
 def run_worker(argv: list[str], log: str, driver: str, threads: int) -> int:

@@ -15,51 +15,13 @@ a project's Slurm setup without a cluster (and how the tests exercise this modul
 from __future__ import annotations
 
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
 from engine.errors import ConfigError
-from engine.executors.base import Executor, ExecutorSettings, Slot
+from engine.executors.base import Executor, Slot
+from engine.executors.liveness import slurm_job_alive
 from engine.runs import SwarmDir
-
-ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
-                 "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED"}
-"""Job states in which a job may still train its runs (squeue's %T)."""
-
-QUERY_SECONDS = 15.0
-"""How long one squeue answer about a job is reused: status files are read every second by the
-app and every poll by `swarm run`, and a login node's slurmctld should not get a query for each."""
-
-_answers: dict[str, tuple[float, bool]] = {}
-
-
-def slurm_job_alive(job_id: str) -> bool:
-    """Whether Slurm still lists job `job_id` as queued or running (answers cached QUERY_SECONDS).
-
-    Without squeue here (a laptop reading a cluster's project), or when slurmctld does not answer,
-    the run files are all there is to go on: the job counts as alive. Only Slurm's own "Invalid job
-    id" (it has forgotten a finished job) or an inactive state counts as gone.
-    """
-    now = time.monotonic()
-    cached = _answers.get(job_id)
-    if cached and now - cached[0] < QUERY_SECONDS:
-        return cached[1]
-    squeue = shutil.which("squeue")
-    if squeue is None:
-        return True
-    try:
-        out = subprocess.run([squeue, "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return True
-    if out.returncode == 0:
-        alive = bool(ACTIVE_STATES & set(out.stdout.split()))
-    elif "invalid job id" in out.stderr.lower():
-        alive = False
-    else:
-        return True
-    _answers[job_id] = (now, alive)
-    return alive
+from engine.settings import ExecutorSettings
 
 
 class SlurmExecutor(Executor):

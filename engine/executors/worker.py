@@ -3,11 +3,11 @@
     python -m engine.executors.worker SWARM_DIR [--device cpu|cuda:N] [--threads N] RUN [RUN ...]
 
 Every executor starts this same command (locally, in a Slurm job, in a Ray task). It reads the
-swarm spec and the project's token store, trains the runs together as one batched computation,
-rewrites each run's status.json with progress (atomically, about once a second), appends curve
-points to metrics.jsonl, prints the trainer's notes to its output (the executor's log), and ends
-each run as `done` (metrics, realised tokens) or `failed` (the error). Exit code 0 when every run
-finished, 1 otherwise.
+swarm spec, the project's token store and (for eval sets) its tokenizer, not the whole project;
+trains the runs together as one batched computation; rewrites each run's status.json with
+progress (atomically, about once a second); appends curve points to metrics.jsonl; prints the
+trainer's notes to its output (the executor's log); and ends each run as `done` (metrics,
+realised tokens) or `failed` (the error). Exit code 0 when every run finished, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -21,37 +21,38 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.store import TokenStore
+from engine.data.tokenizer import load_tokenizer
 from engine.errors import DataError, OlmixError
 from engine.events import Event, Message, TaskProgress, TaskStarted
-from engine.project import Project
+from engine.executors.liveness import owner_alive
 from engine.runs import SwarmDir
-from engine.swarm import FrozenGroup, unit_layout
-
-
-def groups_of(spec: dict) -> list[FrozenGroup]:
-    return [FrozenGroup(g["name"], dict(g["ratios"])) for g in spec.get("groups", [])]
+from engine.settings import read_settings
 
 
 def load_inputs(swarm: SwarmDir):
-    """The project, leaf token data (exactly the store entries the swarm was planned on), eval sets."""
+    """Leaf token data (exactly the store entries the swarm was planned on), the proxy preset, and
+    the eval sets tokenized with the project's tokenizer."""
     from engine.training.evaluate import load_eval_set, tokenize_eval_set
     from engine.training.presets import get_preset
 
     spec = swarm.spec
-    project = Project.load(swarm.path.parent.parent)
-    store = TokenStore(project.cache / "tokens")
-    leaves = list(spec["leaves"])
+    root = swarm.path.parent.parent
+    store = TokenStore.of_project(root)
     data = []
-    for leaf in leaves:
-        tokens = store.load(leaf, spec["data"]["keys"][leaf])
+    for leaf in spec.leaves:
+        tokens = store.load(leaf, spec.data.keys[leaf])
         if tokens is None:
-            raise DataError(f"the token store has no entry for domain '{leaf}' as planned; run `olmix-tui tokenize {project.root}`.")
+            raise DataError(f"the token store has no entry for domain '{leaf}' as planned; run `olmix-tui tokenize {root}`.")
         data.append(tokens)
-    preset = get_preset(spec["proxy"]["preset"])
-    tokenizer = project.tokenizer()
-    eval_sets = [tokenize_eval_set(load_eval_set(project.root / path, name), tokenizer.encode, tokenizer.eos_id, preset.seq_len)
-                 for name, path in sorted(spec["data"].get("eval_sets", {}).items())]
-    return project, leaves, data, preset, eval_sets
+    preset = get_preset(spec.proxy.preset)
+    eval_sets = []
+    if spec.data.eval_sets:
+        tokenizer = load_tokenizer(root, read_settings(root).tokenizer)
+        if tokenizer is None:
+            raise DataError(f"the project's tokenizer is not trained; run `olmix-tui tokenize {root}`.")
+        eval_sets = [tokenize_eval_set(load_eval_set(root / path, name), tokenizer.encode, tokenizer.eos_id, preset.seq_len)
+                     for name, path in sorted(spec.data.eval_sets.items())]
+    return data, preset, eval_sets
 
 
 def train_runs(swarm: SwarmDir, runs: list[str], device: str = "auto", threads: int = 0) -> bool:
@@ -64,14 +65,12 @@ def train_runs(swarm: SwarmDir, runs: list[str], device: str = "auto", threads: 
         torch.set_num_threads(threads)
     # the owner that started this worker, if any: a Slurm job, a Ray driver (engine.executors.ray)
     swarm.mark_running(runs, os.getpid(), os.environ.get("SLURM_JOB_ID"), os.environ.get("OLMIX_RAY_DRIVER"))
+    spec = swarm.spec
     try:
-        project, leaves, data, preset, eval_sets = load_inputs(swarm)
-        units, expand = unit_layout(leaves, groups_of(swarm.spec))
-        if units != swarm.units:
-            raise DataError(f"{swarm.path}/swarm.toml lists units {swarm.units} but its groups give {units}; plan the swarm again.")
+        data, preset, eval_sets = load_inputs(swarm)
         statuses = [swarm.status(r) for r in runs]
-        unit_weights = np.array([[s.data["weights"][u] for u in units] for s in statuses])
-        proxy = swarm.spec["proxy"]
+        unit_weights = np.array([[s.weights[u] for u in spec.units] for s in statuses])
+        proxy = spec.proxy
 
         total_steps = {"steps": 1.0}
 
@@ -87,11 +86,11 @@ def train_runs(swarm: SwarmDir, runs: list[str], device: str = "auto", threads: 
                 print(f"{event.level}: {event.text}", flush=True)
 
         results = train_proxies(
-            preset, int(swarm.spec["data"]["vocab_size"]), unit_weights @ expand.T,
+            preset, spec.data.vocab_size, unit_weights @ spec.expand.T,
             [d.train for d in data], [d.val for d in data], [d.bytes_per_token for d in data],
-            int(proxy["tokens_per_proxy"]), [int(s.data["seed"]) for s in statuses], float(proxy["max_repetition"]),
-            domain_names=leaves, eval_sets=eval_sets, eval_tokens_per_domain=int(proxy["eval_tokens_per_domain"]),
-            eval_every=int(proxy["eval_every"]), device=device, dtype=proxy["dtype"], on_event=on_event,
+            proxy.tokens_per_proxy, [s.seed for s in statuses], proxy.max_repetition,
+            domain_names=spec.leaves, eval_sets=eval_sets, eval_tokens_per_domain=proxy.eval_tokens_per_domain,
+            eval_every=proxy.eval_every, device=device, dtype=proxy.dtype, on_event=on_event,
             on_record=lambda k, rec: swarm.append_metrics(runs[k], rec), task=f"runs {runs[0]}..",
         )
     except Exception as err:  # the worker must record any failure in the run files, then exit non-zero
@@ -100,13 +99,14 @@ def train_runs(swarm: SwarmDir, runs: list[str], device: str = "auto", threads: 
         for r in runs:
             swarm.write_status(r, state="failed", error=message)
         return False
-    owner = (expand > 0).astype(float)  # [m, u]: which unit each leaf belongs to
+    owner = (spec.expand > 0).astype(float)  # [m, u]: which unit each leaf belongs to
     for r, res in zip(runs, results):
-        leaf_tokens = np.array([res.tokens_per_domain[leaf] for leaf in leaves], dtype=float)
+        leaf_tokens = np.array([res.tokens_per_domain[leaf] for leaf in spec.leaves], dtype=float)
         realised = (leaf_tokens / leaf_tokens.sum()) @ owner
         swarm.write_status(
             r, state="done", progress=1.0, metrics=res.metrics, tokens=res.tokens, flops=res.flops,
-            realised_tokens=dict(zip(leaves, map(int, leaf_tokens))), realised_weights=dict(zip(units, map(float, realised))),
+            realised_tokens=dict(zip(spec.leaves, map(int, leaf_tokens))),
+            realised_weights=dict(zip(spec.units, map(float, realised))),
             final_train_loss=res.final_train_loss, wall_time_s=res.wall_time_s / res.batched_with, note=res.note,
         )
     return True
@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
     try:
-        swarm = SwarmDir(args.swarm)
+        swarm = SwarmDir(args.swarm, owner_alive)
+        if not swarm.spec.trained_here:
+            raise OlmixError(f"{swarm.path} is an imported swarm: it has no runs to train here.")
     except OlmixError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

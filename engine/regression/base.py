@@ -22,10 +22,6 @@ from engine.errors import ConfigError, DataError
 META_FILE = "regressor.json"
 
 REGRESSORS: dict[str, type["Regressor"]] = {}
-REGRESSOR_NAMES = ("auto", "ensemble", "gp", "lightgbm", "loglinear", "powerlaw", "ridge")
-"""Every regressor's name, known without importing them (their modules pull in torch, LightGBM, scikit-learn)."""
-DEFAULT_CANDIDATES = ["loglinear", "lightgbm", "gp", "ridge", "powerlaw"]
-"""What auto chooses among and ensemble averages by default."""
 _MODULES = ("gbm", "gp", "linear", "loglinear", "powerlaw", "ensemble")
 
 

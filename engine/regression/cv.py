@@ -11,7 +11,6 @@ import inspect
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import rankdata
 
 from engine.errors import DataError
 from engine.events import EventSink, TaskFinished, TaskProgress, TaskStarted, ignore
@@ -53,6 +52,8 @@ def _nanmean(values: np.ndarray) -> float:
 
 def spearman(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """Spearman correlation x100 per column of [n, k] arrays (nan where either column is constant)."""
+    from scipy.stats import rankdata  # here, not at module top: scipy.stats is slow to import
+
     a, b = rankdata(y_true, axis=0), rankdata(y_pred, axis=0)
     a, b = a - a.mean(0), b - b.mean(0)
     denom = np.sqrt((a**2).sum(0) * (b**2).sum(0))

@@ -14,7 +14,8 @@ import numpy as np
 
 from engine.errors import ConfigError
 from engine.events import EventSink, ignore
-from engine.regression.base import DEFAULT_CANDIDATES, REGRESSORS, Regressor, make_regressor, register
+from engine.regression.base import REGRESSORS, Regressor, make_regressor, register
+from engine.settings import DEFAULT_CANDIDATES
 from engine.regression.cv import CVReport, cross_validate, score
 
 

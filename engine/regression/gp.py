@@ -5,8 +5,9 @@ on features sqrt(x) (which spreads out the many small weights of a swarm). The k
 hyperparameters are fitted by scikit-learn's marginal-likelihood optimiser on a seeded subsample of
 at most `max_opt_points` runs (the cost grows as n^3 per optimiser step), then the GP is refitted on
 all runs with that kernel fixed. BLAS runs on one thread here: these 200-500 point matrices gain
-nothing from threads, and on a busy 2-core machine threaded BLAS was 8x slower. The posterior mean is kept as plain arrays and evaluated in numpy,
-in row chunks so that a large candidate set fits in memory.
+nothing from threads, and on a busy machine threaded BLAS is far slower (docs/benchmarks.md,
+"Figures behind constants in the code"). The posterior mean is kept as plain arrays and evaluated
+in numpy, in row chunks so that a large candidate set fits in memory.
 """
 
 from __future__ import annotations

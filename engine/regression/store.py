@@ -20,101 +20,24 @@ import json
 import os
 import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from engine.atomic import write_csv, write_toml
-from engine.errors import ConfigError, DataError
+from engine.errors import DataError
 from engine.events import EventSink, Message, TaskFinished, TaskStarted, ignore
 from engine.mixture_table import MixtureTable
-from engine.regression.base import DEFAULT_CANDIDATES, REGRESSOR_NAMES, Regressor, make_regressor
+from engine.regression.base import Regressor, make_regressor
 from engine.regression.cv import CVReport, cross_validate
+from engine.settings import RegressionSettings
 
 FIT_FILE = "fit.toml"
 CV_FILE = "cv.csv"
 MODEL_DIR = "model"
 ID_LENGTH = 12
-
-
-@dataclass(frozen=True)
-class RegressionSettings:
-    """The [regression] section of olmix.toml: which regressor to fit and how.
-
-    Fields:
-        regressor: loglinear, lightgbm, ridge, gp, powerlaw, ensemble (average of `candidates`) or
-            auto (chosen among `candidates` by cross-validation).
-        folds: K of the K-fold cross-validation reported with every fit (and used by auto).
-        seed: seed of the CV folds and of every regressor's randomness.
-        candidates: regressors auto chooses among (and ensemble averages).
-        ensemble: whether auto may also pick an average of its best candidates.
-        loglinear_inits: random initialisations per metric of the log-linear law (Olmix uses 300).
-        loglinear_delta: Huber delta of the log-linear fit (Olmix: 0.02).
-        loglinear_iterations: Levenberg-Marquardt iterations of the log-linear fit.
-        lightgbm_learning_rate: LightGBM learning rate (RegMix: 0.01).
-        lightgbm_rounds: maximum boosting rounds (RegMix: 1000).
-        lightgbm_patience: early-stopping patience in rounds (RegMix: 3).
-        lightgbm_valid_fraction: share of training runs held out for early stopping (0 = none).
-        lightgbm_bags: LightGBM models per metric, each with its own held-out split, averaged.
-        lightgbm_threads: LightGBM threads (small data: 1 is fastest on a shared machine).
-        gp_max_opt_points: runs used to tune the Gaussian process kernel.
-        powerlaw_inits: random initialisations per metric of the power law.
-    """
-
-    regressor: str = "auto"
-    folds: int = 5
-    seed: int = 0
-    candidates: list[str] = field(default_factory=lambda: list(DEFAULT_CANDIDATES))
-    ensemble: bool = True
-    loglinear_inits: int = 32
-    loglinear_delta: float = 0.02
-    loglinear_iterations: int = 100
-    lightgbm_learning_rate: float = 0.01
-    lightgbm_rounds: int = 1000
-    lightgbm_patience: int = 3
-    lightgbm_valid_fraction: float = 0.125
-    lightgbm_bags: int = 4
-    lightgbm_threads: int = 1
-    gp_max_opt_points: int = 192
-    powerlaw_inits: int = 8
-
-    def __post_init__(self):
-        if self.regressor not in REGRESSOR_NAMES:
-            raise ConfigError(f"regressor '{self.regressor}' is unknown; use one of {', '.join(REGRESSOR_NAMES)}.")
-        bad = [c for c in self.candidates if c not in REGRESSOR_NAMES or c in ("auto", "ensemble")]
-        if bad or not self.candidates:
-            raise ConfigError(
-                f"candidates {bad or '[]'} are not usable; list some of "
-                f"{', '.join(sorted(set(REGRESSOR_NAMES) - {'auto', 'ensemble'}))}."
-            )
-        if self.folds < 2:
-            raise ConfigError(f"folds is {self.folds}; use 2 or more.")
-
-    def regressor_settings(self, name: str) -> dict[str, Any]:
-        """Keyword settings for make_regressor(name)."""
-        singles = {
-            "loglinear": {"inits": self.loglinear_inits, "delta": self.loglinear_delta,
-                          "iterations": self.loglinear_iterations, "seed": self.seed},
-            "lightgbm": {"learning_rate": self.lightgbm_learning_rate, "rounds": self.lightgbm_rounds,
-                         "patience": self.lightgbm_patience, "valid_fraction": self.lightgbm_valid_fraction,
-                         "bags": self.lightgbm_bags, "threads": self.lightgbm_threads, "seed": self.seed},
-            "gp": {"max_opt_points": self.gp_max_opt_points, "seed": self.seed},
-            "ridge": {},
-            "powerlaw": {"inits": self.powerlaw_inits, "seed": self.seed},
-        }
-        if name in singles:
-            return singles[name]
-        members = {c: singles[c] for c in self.candidates}
-        if name == "ensemble":
-            return {"members": list(self.candidates), "member_settings": members}
-        return {"candidates": list(self.candidates), "folds": self.folds, "seed": self.seed,
-                "ensemble": self.ensemble, "member_settings": members}
-
-    def cv_kwargs(self, name: str) -> dict[str, Any]:
-        """Keyword arguments of cross_validate(name, X, Y, **kwargs): folds, seed and the regressor's settings."""
-        return {**self.regressor_settings(name), "folds": self.folds, "seed": self.seed}
 
 
 @dataclass

@@ -16,8 +16,7 @@ import sys
 import torch
 
 from engine.errors import ConfigError
-
-DTYPES = ("auto", "float32", "bfloat16")
+from engine.training.presets import DTYPES
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
 
@@ -40,8 +39,8 @@ def pick_device(requested: str = "auto") -> torch.device:
 def cpu_has_bf16_matmul() -> bool:
     """True when this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX tiles), not by emulation.
 
-    With either, oneDNN's bfloat16 matmuls run several times faster than float32 ones (4.5x on a
-    2-core AMD EPYC with AVX512-BF16, benchmarks/swarm_throughput.py's matmul peaks).
+    With either, oneDNN's bfloat16 matmuls run several times faster than float32 ones
+    (benchmarks/swarm_throughput.py prints both matmul peaks; docs/benchmarks.md).
     """
     probes = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
     return any(probe is not None and probe() for probe in probes)

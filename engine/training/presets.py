@@ -1,8 +1,9 @@
-"""Proxy model presets (architecture + optimiser) and the [proxy] settings of olmix.toml.
+"""Proxy model presets (architecture + optimiser), the dtypes a proxy may train in, and the token budget.
 
 A preset fixes everything about a proxy run except its data: the Llama shape, the sequence
 length, the batch, and the AdamW / learning-rate schedule. Every proxy of a swarm uses the same
-preset, which is what lets the trainer stack them into one batched computation.
+preset, which is what lets the trainer stack them into one batched computation. This module
+imports no torch: engine.settings checks [proxy] preset and dtype against it when a project loads.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ from engine.errors import ConfigError
 
 if TYPE_CHECKING:
     from transformers import LlamaConfig
+
+    from engine.settings import ProxySettings
+
+DTYPES = ("auto", "float32", "bfloat16")
+"""[proxy] dtype: "auto" (bfloat16 where matmuls are fast in it), plain float32, or bfloat16 autocast."""
 
 CHINCHILLA_TOKENS_PER_PARAM = 20
 """Tokens per non-embedding parameter at 1x Chinchilla (Hoffmann et al. 2022)."""
@@ -97,9 +103,8 @@ class ProxyPreset:
 PRESETS: dict[str, ProxyPreset] = {
     p.name: p
     for p in (
-        # CPU-sized for tests and demos (NOTES-cpu-scale.md's shape). Small steps: on 600k tokens of
-        # byte-level text, mean held-out BPB of 4 proxies was 2.78 at batch 4 / lr 1.5e-3 (2.76 at
-        # 1e-3), 2.85 at 8 / 2e-3, 3.04 at 8 / 3e-3 and 3.24 at 16 / 3e-3 (seed spread ~0.03 at batch 4).
+        # CPU-sized for tests and demos (NOTES-cpu-scale.md's shape). Small steps learn most from a
+        # small token budget (the batch and lr sweep: docs/benchmarks.md, "Figures behind constants").
         ProxyPreset(
             name="cpu", n_layers=2, n_heads=4, d_model=128, d_ff=384, seq_len=128, batch_size=4,
             lr=1.5e-3, min_lr_ratio=0.1, warmup_fraction=0.05, schedule="cosine",
@@ -135,43 +140,12 @@ def get_preset(name: str) -> ProxyPreset:
         ) from None
 
 
-@dataclass(frozen=True)
-class ProxySettings:
-    """The [proxy] section of olmix.toml: how each proxy of a swarm is trained.
-
-    preset: name of a ProxyPreset ("cpu", "regmix-1m", "olmix-30m", "olmix-60m").
-    tokens_per_proxy: training tokens per proxy; 0 means chinchilla_multiple decides.
-    chinchilla_multiple: when tokens_per_proxy is 0, tokens = chinchilla_multiple * 20 * N where
-        N is the preset's non-embedding parameter count (blocks + final norm, no embedding, no
-        head). The default 0.2 gives the cpu preset ~1.7M tokens, above the ~1M where mixture
-        signal beats seed noise on CPU (NOTES-cpu-scale.md); raise it for GPU presets.
-    eval_tokens_per_domain: held-out tokens per domain scored for loss / BPB (first tokens of
-        each domain's validation split).
-    eval_every: steps between curve points (train loss, lr, held-out metrics); 0 = only at the end.
-        Each point scores eval_tokens_per_domain tokens of every domain, so keep points sparse
-        (with the cpu preset, 1000 steps = 512k training tokens per proxy).
-    seed: base seed; proxy i of a swarm is seeded from it by the swarm.
-    dtype: "auto" (bfloat16 autocast on CUDA and on CPUs with bfloat16 instructions, AVX512-BF16 or
-        AMX; float32 on other CPUs), "float32" or "bfloat16".
-    """
-
-    preset: str = "cpu"
-    tokens_per_proxy: int = 0
-    chinchilla_multiple: float = 0.2
-    eval_tokens_per_domain: int = 32_768
-    eval_every: int = 1000
-    seed: int = 0
-    dtype: str = "auto"
-
-
-def tokens_per_proxy(settings: ProxySettings, preset: ProxyPreset, vocab_size: int) -> int:
+def tokens_per_proxy(settings: "ProxySettings", preset: ProxyPreset, vocab_size: int) -> int:
     """Training tokens per proxy: the explicit budget, else the Chinchilla multiple of the preset.
 
     `vocab_size` is accepted so callers need not know that the count excludes embeddings.
     """
     del vocab_size  # the Chinchilla count is over non-embedding parameters
-    if settings.tokens_per_proxy < 0 or settings.chinchilla_multiple < 0:
-        raise ConfigError("[proxy] tokens_per_proxy and chinchilla_multiple must be >= 0; fix olmix.toml.")
     if settings.tokens_per_proxy > 0:
         return int(settings.tokens_per_proxy)
     tokens = round(settings.chinchilla_multiple * CHINCHILLA_TOKENS_PER_PARAM * preset.non_embedding_params())

@@ -17,7 +17,7 @@ import shutil
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -40,20 +40,19 @@ ACTIVATION_BUDGET_BYTES = {"cpu": 2 * 2**30, "cuda": 8 * 2**30}
 """Activation memory one micro-batch may use; larger batches are split (gradient accumulation)."""
 
 COMPILE_MIN_STEPS = {"cpu": 8000, "cuda": 300}
-"""compile="auto" compiles runs with at least this many steps. On a 2-core CPU (cpu preset, K=8)
-the eager step already runs its norms, RoPE, attention softmax, loss and optimizer as fused
-kernels (cpu_kernels); compiling the rest takes ~18 s cold and makes a step ~3% faster (92
-against 97 ms by A/B in one process), which pays off after ~4000 steps. On a GPU the fused
-kernels matter far more for tiny proxies."""
+"""compile="auto" compiles runs with at least this many steps. On a CPU the eager step already
+runs its norms, RoPE, attention softmax, loss and optimizer as fused kernels (cpu_kernels), so
+compiling the rest gains little per step and its cold compile pays off only on long runs; on a
+GPU compiling matters far more for tiny proxies. The measurements: docs/benchmarks.md, "Figures
+behind constants in the code"."""
 
 PROGRESS_SECONDS = 1.0
 
 MIN_PROXIES_PER_CPU_STACK = 4
 """A group of proxies trains on the CPU as one stack per thread while each stack keeps at least
 this many proxies. Single-threaded stacks never wait on each other's serial stretches (Python,
-dispatch, small kernels): with the cpu preset on 2 cores, 2 stacks of 4 train 8% faster than one
-stack of 8 on both threads (72.4 against 78.9 ms per step, 40-step stretches alternated in one
-process), while 2 stacks of 2 are no faster than one stack of 4."""
+dispatch, small kernels), so they train faster than one stack on all threads, down to stacks of
+this size (docs/benchmarks.md, "Figures behind constants in the code")."""
 
 
 @dataclass
@@ -83,13 +82,6 @@ class ProxyResult:
     note: str = ""
     model: StackedLlama | None = field(default=None, repr=False, compare=False)
     model_index: int = 0
-
-    def to_dict(self) -> dict:
-        """JSON-ready fields (without the model)."""
-        out = asdict(self)
-        out.pop("model")
-        out.pop("model_index")
-        return out
 
 
 def train_proxies(

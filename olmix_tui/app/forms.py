@@ -17,8 +17,7 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 from engine.config import dump_section, load_section
 from engine.domains import Change, parse_parts
 from engine.errors import OlmixError
-from engine.propose import PROPOSERS, ProposeSettings
-from engine.regression.base import REGRESSOR_NAMES
+from engine.settings import PROPOSERS, REGRESSOR_NAMES, ProposeSettings
 
 PROMPTS = {
     "add": "Add a domain: its name, and its files or globs relative to the project folder (separated by spaces).",

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 from engine.domains import Change
-from engine.project import Settings
+from engine.settings import Settings
 from olmix_tui.app.snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -63,9 +63,9 @@ class PendingUnchanged(Message):
 
 
 @dataclass(frozen=True)
-class ProposalPreview:
-    """A proposal shown beside the prior: its title, the mixtures as (label, weights, colour), the
-    caption, and the proposed mixture itself."""
+class ProposalView:
+    """A proposal as the Fits tab shows it, beside the prior: its title, the mixtures as (label,
+    weights, colour), the caption, and the proposed mixture itself."""
 
     title: str
     shown: list[tuple[str, dict[str, float], str]]
@@ -78,11 +78,11 @@ class ProposalPreview:
 
 class ProposalPreviewed(Message):
     """The proposal of fit `fit_id`; `saved` holds the project's settings when the proposer
-    settings were saved to olmix.toml first."""
+    settings were saved to olmix.toml with it."""
 
-    def __init__(self, fit_id: str, preview: ProposalPreview, saved: Settings | None):
+    def __init__(self, fit_id: str, view: ProposalView, saved: Settings | None):
         super().__init__()
-        self.fit_id, self.preview, self.saved = fit_id, preview, saved
+        self.fit_id, self.view, self.saved = fit_id, view, saved
 
 
 class ProposalFailed(Message):

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import pipeline
+from engine.compare import Comparison
 from engine.errors import OlmixError
 from engine.history import HistoryEntry, read_history
 from engine.project import Project
 from engine.regression.store import FitSummary, list_fits
-from engine.runs import RunStatus, SwarmDir, list_swarms
-from engine.status import project_status
+from engine.runs import RunStatus, SwarmDir
+from engine.status import ProjectStatus, project_status
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,12 @@ class Snapshot:
     or why there is none), the stored fits, and the error that stopped reading, if any."""
 
     selection: Selection = field(default_factory=Selection)
-    status: dict | None = None
+    status: ProjectStatus | None = None
     swarms: list[tuple[SwarmDir, list[RunStatus]]] = field(default_factory=list)
     newest: str | None = None
     curve: list[dict] = field(default_factory=list)
     history: list[HistoryEntry] = field(default_factory=list)
-    comparison: dict | str = ""
+    comparison: Comparison | str = ""
     fits: list[FitSummary] = field(default_factory=list)
     error: str = ""
 
@@ -64,9 +65,9 @@ class SnapshotReader:
     def __init__(self, project: Project):
         self.project = project
         self._key: tuple | None = None
-        self._status: dict | None = None
+        self._status: ProjectStatus | None = None
 
-    def _project_status(self) -> dict:
+    def _project_status(self) -> ProjectStatus:
         key = tuple(_mtime(self.project.root / name) for name in self.WATCHED)
         if key != self._key:
             self._status, self._key = project_status(Project.load(self.project.root)), key
@@ -77,8 +78,8 @@ class SnapshotReader:
         project = self.project
         try:
             status = self._project_status()
-            swarms = [(swarm, swarm.statuses()) for swarm in list_swarms(project.swarms_dir)]
-            planned = [s for s, _ in swarms if s.spec.get("purpose") != "verify"] or [s for s, _ in swarms]
+            swarms = [(swarm, swarm.statuses()) for swarm in pipeline.project_swarms(project)]
+            planned = [s for s, _ in swarms if s.spec.purpose != "verify"] or [s for s, _ in swarms]
             newest = max(planned, key=lambda s: (s.path / "swarm.toml").stat().st_mtime_ns).id if planned else None
             chosen = next((s for s, _ in swarms if s.id == selection.swarm), None)
             curve = chosen.curve(selection.run) if chosen is not None and selection.run in chosen.run_ids else []
@@ -86,7 +87,7 @@ class SnapshotReader:
             fits = list_fits(project.fits_dir)
         except (OlmixError, OSError, ValueError, KeyError) as err:
             return Snapshot(selection, error=str(err))
-        comparison: dict | str = ""
+        comparison: Comparison | str = ""
         if history:
             try:
                 comparison = pipeline.diff_entries(project, selection.entry or history[-1].label, None)

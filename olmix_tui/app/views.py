@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import DataTable
 
+from engine.compare import Comparison
 from engine.runs import RunStatus
 
 
@@ -52,26 +53,25 @@ class WeightBars:
 
 def run_mixture(status: RunStatus, caption: str = "") -> WeightBars:
     """A run's planned mixture and, once trained, the realised one."""
-    realised = status.data.get("realised_weights")
-    shown = [("planned", status.data.get("weights", {}), "magenta"), *((("trained", realised, "green"),) if realised else ())]
+    realised = status.realised_weights
+    shown = [("planned", status.weights, "magenta"), *((("trained", realised, "green"),) if realised else ())]
     return WeightBars(f"mixture of {status.run}", shown, caption)
 
 
-def comparison_view(result: dict) -> WeightBars:
-    """Two mixtures (engine.compare's record) side by side, with their compute and objectives."""
-    a, b = result["a"], result["b"]
-    lines = [f"L1 {result['l1']:.4f}   KL(a||b) {result['kl_ab']:.4f}   KL(b||a) {result['kl_ba']:.4f}"]
+def comparison_view(result: Comparison) -> WeightBars:
+    """Two mixtures (engine.compare's Comparison) side by side, with their compute and objectives."""
+    a, b = result.a, result.b
+    lines = [f"L1 {result.l1:.4f}   KL(a||b) {result.kl_ab:.4f}   KL(b||a) {result.kl_ba:.4f}"]
     for side in (a, b):
-        c, m, p = side.get("compute") or {}, side.get("measured"), side.get("predicted")
-        lines.append(f"{side['label']}: {c.get('runs', 0)} runs, {c.get('flops', 0.0):.3g} FLOPs"
-                     + (f"; predicted {p:.4f}" if isinstance(p, (int, float)) else "")
-                     + (f"; measured {m['mean']:.4f} ± {m['std']:.4f} over {len(m['values'])} seeds" if m else ""))
-    flops = [(side.get("compute") or {}).get("flops", 0.0) for side in (a, b)]
-    if all(flops):
-        lines.append(f"{a['label']} spent {100 * flops[0] / flops[1]:.0f}% of the FLOPs of {b['label']}")
-    shown = [(a["label"], {x["domain"]: x["a"] for x in result["leaves"]}, "magenta"),
-             (b["label"], {x["domain"]: x["b"] for x in result["leaves"]}, "cyan")]
-    return WeightBars(f"{a['label']}  vs  {b['label']}", shown, "\n".join(lines), style="")
+        m, p = side.measured, side.predicted
+        lines.append(f"{side.label}: {side.compute.runs} runs, {side.compute.flops:.3g} FLOPs"
+                     + (f"; predicted {p:.4f}" if p is not None else "")
+                     + (f"; measured {m.mean:.4f} ± {m.std:.4f} over {len(m.values)} seeds" if m else ""))
+    if a.compute.flops and b.compute.flops:
+        lines.append(f"{a.label} spent {100 * a.compute.flops / b.compute.flops:.0f}% of the FLOPs of {b.label}")
+    shown = [(a.label, {x.domain: x.a for x in result.leaves}, "magenta"),
+             (b.label, {x.domain: x.b for x in result.leaves}, "cyan")]
+    return WeightBars(f"{a.label}  vs  {b.label}", shown, "\n".join(lines), style="")
 
 
 def fill(table: DataTable, rows: list[tuple[str, list]]) -> None:

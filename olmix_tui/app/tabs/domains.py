@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Static
 from engine.domains import Change
 from engine.errors import OlmixError
 from engine.project import Project
+from engine.status import PendingUpdate, ProjectStatus
 from olmix_tui.app.forms import ChangeForm
 from olmix_tui.app.messages import Discarded, PendingUnchanged, Staged
 from olmix_tui.app.snapshot import Snapshot
@@ -52,37 +53,38 @@ class DomainsTab(AppTab):
             summary.update(Text(f"error: {snapshot.error}", style="bold red"))
         if status is None:
             return
-        pending = status["pending"] or {}
-        marks = {**{d: "revise" for d in pending.get("revised", [])}, **{d: "remove" for d in pending.get("removed", [])},
-                 **{d: "partition into " + ", ".join(parts) for d, parts in pending.get("partitioned", {}).items()}}
-        rows = [(d["name"], [d["name"], Text(marks.get(d["name"], ""), style="yellow"), ", ".join(d["sources"]),
-                             d["revision"][:8], count(d["train_tokens"]) or "", pct(d["prior"]) or "", pct(d["weight"]) or ""])
-                for d in status["domains"]]
+        pending = status.pending
+        marks = {} if pending is None else {
+            **{d: "revise" for d in pending.revised}, **{d: "remove" for d in pending.removed},
+            **{d: "partition into " + ", ".join(parts) for d, parts in pending.partitioned.items()}}
+        rows = [(d.name, [d.name, Text(marks.get(d.name, ""), style="yellow"), ", ".join(d.sources),
+                          d.revision[:8], count(d.train_tokens) or "", pct(d.prior) or "", pct(d.weight) or ""])
+                for d in status.domains]
         fill(self.query_one("#domains", DataTable), rows)
         if self.app.selection.domain not in {key for key, _ in rows}:
             self.app.select(domain=rows[0][0] if rows else None)
         if not snapshot.error:
             summary.update(Text("\n".join(self._summary_lines(status, pending))))
         bars = self.query_one("#domain-bars", Static)
-        shown = [("natural", {d["name"]: d["prior"] for d in status["domains"] if d["prior"] is not None}, "blue"),
-                 ("current", status["current_mixture"] or {}, "magenta")]
+        shown = [("natural", {d.name: d.prior for d in status.domains if d.prior is not None}, "blue"),
+                 ("current", status.current_mixture or {}, "magenta")]
         shown = [m for m in shown if m[1]]
         bars.update(WeightBars(" and ".join({"natural": "the natural distribution (token shares)",
                                              "current": "the current mixture"}[m[0]] for m in shown), shown)
                     if shown else "")
 
-    def _summary_lines(self, status: dict, pending: dict) -> list[str]:
-        lines = [f"{len(status['domains'])} domains; {status['history_entries']} history entries"
-                 + ("" if status["tokenized"] else "; not tokenized yet (applying the update tokenizes)")]
-        if pending:
-            added = pending.get("added", [])
-            lines.append("Staged: " + "; ".join(pending["changes"]) + (f" (new: {', '.join(added)})" if added else ""))
-            lines.append(f"{len(pending.get('affected', []))} affected, {len(pending.get('unaffected', []))} unaffected "
+    def _summary_lines(self, status: ProjectStatus, pending: PendingUpdate | None) -> list[str]:
+        lines = [f"{len(status.domains)} domains; {status.history_entries} history entries"
+                 + ("" if status.tokenized else "; not tokenized yet (applying the update tokenizes)")]
+        if pending is not None:
+            added = pending.added
+            lines.append("Staged: " + "; ".join(pending.changes) + (f" (new: {', '.join(added)})" if added else ""))
+            lines.append(f"{len(pending.affected)} affected, {len(pending.unaffected)} unaffected "
                          f"(frozen under reuse). u applies it ({' '.join(['olmix-tui DIR --batch', *self.app.apply_args])}) "
                          "in the background; x discards it.")
         else:
             lines.append("No staged update: a adds a domain; d, v, p remove, revise or partition the highlighted one."
-                         + ("" if status["history_entries"] else " u computes the first mixture."))
+                         + ("" if status.history_entries else " u computes the first mixture."))
         if self.app.jobs:
             lines.append(self.app.jobs.describe())
         return lines
@@ -145,7 +147,7 @@ class DomainsTab(AppTab):
     # ------------------------------------------------------------ applying the update
     def action_apply(self) -> None:
         status = self.app.snapshot.status
-        if status is None or not (status["pending"] or not status["history_entries"]):
+        if status is None or (status.pending is None and status.history_entries):
             self.notify("Nothing to apply: stage a change first (a, d, v, p).", severity="warning")
             return
         if "pipeline" in self.app.jobs:

@@ -8,7 +8,6 @@ metric names show whole."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from rich.text import Text
@@ -20,12 +19,11 @@ from textual.widgets import DataTable, Static
 
 from engine import pipeline
 from engine.errors import OlmixError
-from engine.project import SETTINGS_FILE, Project, Settings
-from engine.propose import ProposeSettings
+from engine.project import Project
 from engine.regression.store import FitSummary, load_fit
-from engine.runs import SwarmDir
+from engine.settings import ProposeSettings, Settings
 from olmix_tui.app.forms import FitForm, ProposeForm
-from olmix_tui.app.messages import ProposalFailed, ProposalPreview, ProposalPreviewed
+from olmix_tui.app.messages import ProposalFailed, ProposalView, ProposalPreviewed
 from olmix_tui.app.snapshot import Snapshot
 from olmix_tui.app.tabs.base import AppTab
 from olmix_tui.app.views import WeightBars, fill
@@ -44,7 +42,7 @@ class FitsTab(AppTab):
 
     def __init__(self, number: int):
         super().__init__(number)
-        self.proposals: dict[str, ProposalPreview] = {}
+        self.proposals: dict[str, ProposalView] = {}
         """The last proposal previewed from each fit, by fit id."""
 
     def compose(self) -> ComposeResult:
@@ -133,50 +131,35 @@ class FitsTab(AppTab):
     @work(thread=True, exclusive=True, group="propose")
     def _preview_proposal(self, summary: FitSummary, settings: ProposeSettings, save: bool) -> None:
         try:
-            preview, saved = preview_proposal(self.app.project.root, summary, settings, save)
+            view, saved = proposal_view(self.app.project.root, summary, settings, save)
         except OlmixError as err:
             self.post_message(ProposalFailed(summary.fit_id, str(err)))
             return
-        self.post_message(ProposalPreviewed(summary.fit_id, preview, saved))
+        self.post_message(ProposalPreviewed(summary.fit_id, view, saved))
 
     def on_proposal_previewed(self, message: ProposalPreviewed) -> None:
-        self.proposals[message.fit_id] = message.preview
+        self.proposals[message.fit_id] = message.view
         self._show_fit()
 
     def on_proposal_failed(self, message: ProposalFailed) -> None:
         self.notify(f"No proposal from fit {message.fit_id}: {message.reason}", severity="error", timeout=15, markup=False)
 
 
-def preview_proposal(root: Path, summary: FitSummary, settings: ProposeSettings,
-                     save: bool) -> tuple[ProposalPreview, Settings | None]:
-    """The proposal of a stored fit with `settings`, beside its swarm's prior, and the project's
-    settings when they were saved to olmix.toml first (else None). The exact proposer takes
-    milliseconds; loading the fit's model takes most of the time."""
+def proposal_view(root: Path, summary: FitSummary, settings: ProposeSettings,
+                  save: bool) -> tuple[ProposalView, Settings | None]:
+    """The proposal of a stored fit with `settings` (engine.pipeline.preview_proposal, which chooses
+    the proposer the fit allows) beside its swarm's prior, and the project's settings when they were
+    saved to olmix.toml after it (else None). The exact proposer takes milliseconds; loading the
+    fit's model takes most of the time."""
     project = Project.load(root)
-    if not summary.info["source_swarms"]:
-        raise OlmixError(f"fit {summary.fit_id} names no swarm it was fitted on, so there is no prior to propose "
-                         "against; fit one of the project's swarms (n) and propose from that fit.")
-    updated = dataclasses.replace(project.settings, propose=settings)
-    saved = None
-    if save:
-        Settings.from_toml(updated.to_toml(), SETTINGS_FILE)  # the checks across tables, as on loading
-        with project.lock():
-            project.settings = updated
-            project.save_settings()
-        saved = updated
-    project.settings = updated
-    swarm = SwarmDir(project.swarms_dir / summary.info["source_swarms"][0])
-    proposer, note = settings.proposer, ""
-    if proposer == "exact" and summary.info["regressor"] != "loglinear":
-        proposer, note = "simulation", f"the exact proposer needs a log-linear fit; this is {summary.info['chosen']}. "
-    proposal = pipeline.propose_for_swarm(project, swarm, load_fit(summary.folder), proposer)
-    prior = pipeline.swarm_plan_of(project, swarm)[1]
-    caption = (f"{note}predicted objective {proposal.predicted_objective:.4f}; KL to the prior {proposal.kl:.4f}"
+    preview = pipeline.preview_proposal(project, load_fit(summary.folder), settings)
+    saved = project.update_settings(propose=settings) if save else None
+    proposal = preview.proposal
+    caption = (f"{preview.note}predicted objective {proposal.predicted_objective:.4f}; KL to the prior {proposal.kl:.4f}"
                + (f"; at their cap: {', '.join(proposal.binding_caps)}" if proposal.binding_caps else "")
                + (f"; KKT residual {proposal.kkt_residual:.1e}" if proposal.kkt_residual is not None else "")
                + (". Settings saved to olmix.toml; the proposal is a preview, nothing else is written." if save
                   else ". A preview: nothing is written."))
-    preview = ProposalPreview(
-        f"proposal from fit {summary.fit_id} ({proposal.proposer}, kl_reg {settings.kl_reg:g}) beside the prior",
-        [("prior", prior, "blue"), ("proposal", dict(zip(proposal.domains, proposal.x.tolist())), "green")], caption)
-    return preview, saved
+    view = ProposalView(f"proposal from fit {summary.fit_id} ({proposal.proposer}, kl_reg {settings.kl_reg:g}) beside the prior",
+                        [("prior", preview.prior, "blue"), ("proposal", proposal.mixture, "green")], caption)
+    return view, saved

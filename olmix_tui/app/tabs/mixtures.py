@@ -8,6 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
+from engine.compare import Comparison
 from olmix_tui.app.snapshot import Snapshot
 from olmix_tui.app.tabs.base import AppTab
 from olmix_tui.app.views import WeightBars, comparison_view, fill
@@ -33,7 +34,7 @@ class MixturesTab(AppTab):
             table.move_cursor(row=len(history) - 1)
         comparison, panel = snapshot.comparison, self.query_one("#comparison", Static)
         entry = next((e for e in history if e.label == snapshot.selection.entry), history[-1] if history else None)
-        if isinstance(comparison, dict):
+        if isinstance(comparison, Comparison):
             panel.update(comparison_view(comparison))
         elif entry is not None:  # nothing to compare it with (the first entry): its mixture alone
             panel.update(WeightBars(f"mixture of {entry.label}", [(entry.label, entry.mixture, "magenta")], comparison))

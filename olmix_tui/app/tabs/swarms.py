@@ -60,8 +60,7 @@ class SwarmsTab(AppTab):
             counts = {s: 0 for s in COUNTED_STATES}
             for s in statuses:
                 counts[s.state] += 1
-            plan = str(swarm.spec.get("plan") or swarm.spec.get("purpose", ""))
-            rows.append((swarm.id, [swarm.id, plan, len(statuses), *(counts[s] or "" for s in COUNTED_STATES)]))
+            rows.append((swarm.id, [swarm.id, swarm.spec.plan, len(statuses), *(counts[s] or "" for s in COUNTED_STATES)]))
         fill(swarms, rows)
         ids = [key for key, _ in rows]
         if selection.swarm not in ids and snapshot.newest in ids:  # at first, the most recently planned swarm
@@ -108,9 +107,9 @@ class SwarmsTab(AppTab):
             mixture.update("")
             return
         notes = [f"trained by {status.where}" if status.where else "",
-                 f"error: {status.data['error']}" if status.data.get("error") else ""]
+                 f"error: {status.error}" if status.error else ""]
         if not curve.display:
-            every = int(item[0].spec.get("proxy", {}).get("eval_every", 0))
+            every = item[0].spec.proxy.eval_every if item[0].spec.proxy else 0
             notes.append(f"learning curve: a point every {every} steps, {len(points)} so far" if every else
                          "no learning curve: only the final point is logged (eval_every = 0 in olmix.toml's [proxy])")
         mixture.update(run_mixture(status, "\n".join(n for n in notes if n)))
@@ -167,16 +166,13 @@ class SwarmsTab(AppTab):
 def run_row(s: RunStatus, prefix: str, metrics: list[str]) -> list:
     """A run's row: its short name (the swarm id dropped), state, live or final figures, the start
     of its error, its top three units and its headline metrics."""
-    d = s.data
-    weights = d.get("realised_weights") or d.get("weights", {})
-    top = ", ".join(f"{u} {100 * w:.0f}%" for u, w in sorted(weights.items(), key=lambda kv: -kv[1])[:3] if w >= 0.005)
-    live = s.state == "running"
-    error = str(d.get("error", ""))
+    top = ", ".join(f"{u} {100 * w:.0f}%" for u, w in sorted(s.trained_weights.items(), key=lambda kv: -kv[1])[:3] if w >= 0.005)
+    live, error = s.state == "running", s.error
     return [
-        s.run.removeprefix(prefix), Text(s.label, style=STATE_STYLES.get(s.state, "")),
-        f"{100 * d.get('progress', 0):.0f}%" if live or s.state == "done" else "",
-        number(d.get("loss") if live else d.get("final_train_loss")),
-        f"{d['tokens_per_s']:,.0f}" if live and "tokens_per_s" in d else "",
+        s.run.removeprefix(prefix), Text(s.shown_state, style=STATE_STYLES.get(s.state, "")),
+        f"{100 * s.progress:.0f}%" if live or s.state == "done" else "",
+        number(s.loss if live else s.final_train_loss),
+        f"{s.tokens_per_s:,.0f}" if live and s.tokens_per_s is not None else "",
         error if len(error) <= ERROR_WIDTH else error[:ERROR_WIDTH - 1] + "…",
         top, *(number(s.metrics.get(m)) for m in metrics),
     ]

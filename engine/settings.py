@@ -1,0 +1,554 @@
+"""olmix.toml: one frozen dataclass per table, checked when it is loaded (or made in code).
+
+Every table derives from `engine.config.Table`: its `validate()` raises a ConfigError naming the
+key and the fix, so a value no run could use fails when the project loads, not later inside a
+worker. Checks that involve two tables live in `Settings.validate`. This module imports no numerical
+library (reading a project, `--help` and every worker start with it); the code a table configures
+imports it from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from engine.config import Table, dump_section, load_section, read_toml
+from engine.domains import check_name
+from engine.errors import ConfigError
+from engine.training.presets import DTYPES, PRESETS as PROXY_PRESETS
+
+SETTINGS_FILE = "olmix.toml"
+
+
+# ---------------------------------------------------------------- [project]
+
+
+@dataclass(frozen=True)
+class ProjectInfo(Table):
+    """[project]. name: shown in reports.
+
+    Older projects wrote a `seed` here that nothing read; loading accepts and drops it (each table
+    that draws random numbers has its own seed).
+    """
+
+    name: str = "mix"
+
+
+# ---------------------------------------------------------------- [tokenizer], [data]
+
+TOKENIZER_KINDS = ("bpe", "hf", "bytes")
+
+
+@dataclass(frozen=True)
+class TokenizerSettings(Table):
+    """[tokenizer].
+
+    kind: "bpe" trains a byte-level BPE on the project's data; "hf" loads a local Hugging Face
+      tokenizer folder (offline); "bytes" uses the 256 byte values plus an EOS token.
+    vocab_size: BPE vocabulary size (with the EOS token).
+    path: for "bpe", where the trained tokenizer.json is kept (relative to the project);
+      for "hf", the local tokenizer folder.
+    train_bytes: how many bytes of the project's data (spread over domains) train the BPE.
+    """
+
+    kind: str = "bpe"
+    vocab_size: int = 4096
+    path: str = "tokenizer"
+    train_bytes: int = 4_000_000
+
+    def validate(self) -> None:
+        if self.kind not in TOKENIZER_KINDS:
+            raise ConfigError(f"kind '{self.kind}' is unknown; use one of {', '.join(TOKENIZER_KINDS)}.")
+        if self.kind == "bpe" and not 300 <= self.vocab_size <= 1_000_000:
+            raise ConfigError(f"vocab_size is {self.vocab_size}; use between 300 and 1000000.")
+        if self.train_bytes < 10_000:
+            raise ConfigError(f"train_bytes is {self.train_bytes}; use at least 10000.")
+
+
+@dataclass(frozen=True)
+class DataSettings(Table):
+    """[data].
+
+    val_fraction: share of each domain's documents held out for validation (chosen by content hash).
+    eval_sets: name -> JSON-lines file of {"context", "continuation"} pairs (relative to the project),
+      scored as bits per byte of the continuation.
+    """
+
+    val_fraction: float = 0.05
+    eval_sets: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not 0.0 < self.val_fraction < 0.5:
+            raise ConfigError(f"val_fraction must be between 0 and 0.5 (got {self.val_fraction}); fix it.")
+
+
+# ---------------------------------------------------------------- [proxy]
+
+
+@dataclass(frozen=True)
+class ProxySettings(Table):
+    """[proxy]: how each proxy of a swarm is trained.
+
+    preset: name of a ProxyPreset (engine/training/presets.py: "cpu", "regmix-1m", "olmix-30m", "olmix-60m").
+    tokens_per_proxy: training tokens per proxy; 0 means chinchilla_multiple decides.
+    chinchilla_multiple: when tokens_per_proxy is 0, tokens = chinchilla_multiple * 20 * N where
+        N is the preset's non-embedding parameter count (blocks + final norm, no embedding, no
+        head). The default 0.2 gives the cpu preset ~1.7M tokens, above the ~1M where mixture
+        signal beats seed noise on CPU (NOTES-cpu-scale.md); raise it for GPU presets.
+    eval_tokens_per_domain: held-out tokens per domain scored for loss / BPB (first tokens of
+        each domain's validation split).
+    eval_every: steps between curve points (train loss, lr, held-out metrics); 0 = only at the end.
+        Each point scores eval_tokens_per_domain tokens of every domain, so keep points sparse
+        (with the cpu preset, 1000 steps = 512k training tokens per proxy).
+    seed: the seed of every proxy run of a swarm (its weights' initialisation and its data order):
+        runs differ by their mixtures only. Verification runs use seed, seed + 1, ... per mixture.
+    dtype: "auto" (bfloat16 autocast on CUDA and on CPUs with bfloat16 instructions, AVX512-BF16 or
+        AMX; float32 on other CPUs), "float32" or "bfloat16".
+    """
+
+    preset: str = "cpu"
+    tokens_per_proxy: int = 0
+    chinchilla_multiple: float = 0.2
+    eval_tokens_per_domain: int = 32_768
+    eval_every: int = 1000
+    seed: int = 0
+    dtype: str = "auto"
+
+    def validate(self) -> None:
+        if self.preset not in PROXY_PRESETS:
+            raise ConfigError(f"preset '{self.preset}' is unknown; use one of {', '.join(PROXY_PRESETS)}.")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype '{self.dtype}' is unknown; use one of {', '.join(DTYPES)}.")
+        if self.tokens_per_proxy < 0 or self.chinchilla_multiple < 0:
+            raise ConfigError("tokens_per_proxy and chinchilla_multiple must be >= 0; fix them.")
+        if self.eval_tokens_per_domain < 1 or self.eval_every < 0:
+            raise ConfigError("eval_tokens_per_domain must be at least 1 and eval_every >= 0; fix them.")
+
+
+# ---------------------------------------------------------------- [swarm]
+
+SAMPLERS = ("olmix", "regmix")
+
+
+@dataclass(frozen=True)
+class SwarmSettings(Table):
+    """[swarm]: how the swarm's mixtures are sampled (engine/swarm.py).
+
+    Keys left out of the table take the chosen sampler's values (`SwarmSettings.preset`); the
+    plain defaults below are the ``olmix`` preset.
+
+    Fields:
+        sampler: "olmix" or "regmix": whose sampling loop to run (see engine/swarm.py).
+        size: number of mixtures (proxy runs); 0 = ``runs_per_domain`` x number of units.
+        runs_per_domain: runs per unit when ``size`` is 0. Olmix found swarms linear in the number of
+            domains sufficient; 4 because the log-linear regression fits about u + 2 parameters per
+            metric, so 4u runs leave ~3 runs per parameter even after holding out a fifth for testing.
+        temperature: exponent on the prior before sampling, prior ** temperature renormalised, as in
+            both papers' code: 1 keeps the natural distribution, < 1 flattens it (RegMix uses 0.5),
+            > 1 sharpens it.
+        min_strength / max_strength: ends of the 15-level log-spaced grid of Dirichlet strengths
+            (alpha = strength * prior); each draw uses one level. Equal ends = a single strength.
+        min_weight: weights below it are set to 0 and the rest renormalised; a nonzero weight in the
+            swarm is never below it.
+        grid: after sparsification weights are rounded to multiples of 1/grid summing to exactly 1
+            (largest remainder); 0 = 1/min_weight, as both papers round to multiples of the minimum
+            (no rounding when min_weight is 0 too).
+        max_repetition: repetition cap at proxy scale: weight_j * tokens_per_proxy must not exceed
+            max_repetition * train_tokens_j for every leaf j.
+        forced: units that must get at least min_weight (and more than 0) in every mixture.
+        prior: manual prior over all units (free leaves and group names), replacing the natural
+            distribution; empty = natural distribution.
+        dedup_tolerance: a draw within this L1 distance of an accepted mixture is rejected
+            (0 disables; the papers' 1e-5 removes exact duplicates only).
+        seed: random seed; the same settings and inputs give the same swarm.
+    """
+
+    sampler: str = "olmix"
+    size: int = 0
+    runs_per_domain: int = 4
+    temperature: float = 1.0
+    min_strength: float = 0.1
+    max_strength: float = 5.0
+    min_weight: float = 2e-3
+    grid: int = 0
+    max_repetition: float = 5.0
+    forced: list[str] = field(default_factory=list)
+    prior: dict[str, float] = field(default_factory=dict)
+    dedup_tolerance: float = 1e-5
+    seed: int = 42
+
+    @classmethod
+    def preset(cls, sampler: str = "olmix", **overrides) -> "SwarmSettings":
+        """The named paper's settings with `overrides` applied (keys of the [swarm] table)."""
+        if sampler not in SWARM_PRESETS:
+            raise ConfigError(f"sampler '{sampler}' is unknown; use one of {', '.join(SAMPLERS)}.")
+        unknown = sorted(set(overrides) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(unknown)}; remove them.")
+        return replace(SWARM_PRESETS[sampler], **overrides)
+
+    @classmethod
+    def from_section(cls, **section) -> "SwarmSettings":
+        """Load the [swarm] table: the chosen sampler's preset with the table's keys applied."""
+        return cls.preset(**section)
+
+    def validate(self) -> None:
+        problems = [
+            (self.sampler not in SAMPLERS, f"sampler '{self.sampler}' is unknown; use one of {', '.join(SAMPLERS)}"),
+            (self.size < 0, f"size {self.size} is smaller than 1; use a positive size or 0 for automatic"),
+            (self.runs_per_domain < 1, f"runs_per_domain {self.runs_per_domain} must be at least 1"),
+            (not self.temperature > 0, f"temperature {self.temperature} must be positive"),
+            (not 0 < self.min_strength <= self.max_strength,
+             f"strengths must satisfy 0 < min_strength <= max_strength (got {self.min_strength}, {self.max_strength})"),
+            (not 0 <= self.min_weight < 1, f"min_weight {self.min_weight} must be in [0, 1)"),
+            (self.grid < 0, f"grid {self.grid} must be 0 (automatic) or positive"),
+            (not self.max_repetition > 0, f"max_repetition {self.max_repetition} must be positive"),
+            (not self.dedup_tolerance >= 0, f"dedup_tolerance {self.dedup_tolerance} must be 0 or more"),
+        ]
+        for bad, text in problems:
+            if bad:
+                raise ConfigError(f"{text}.")
+
+    def grid_steps(self) -> int:
+        """Rounding grid: `grid`, else 1/min_weight, else 0 (no rounding)."""
+        if self.grid:
+            return self.grid
+        return round(1 / self.min_weight) if self.min_weight > 0 else 0
+
+
+SWARM_PRESETS: dict[str, SwarmSettings] = {
+    "olmix": SwarmSettings(sampler="olmix"),
+    "regmix": SwarmSettings(sampler="regmix", temperature=0.5, min_weight=2e-4, max_repetition=15.0),
+}
+
+
+# ---------------------------------------------------------------- [executor]
+
+EXECUTOR_KINDS = ("local", "slurm", "ray")
+
+
+@dataclass(frozen=True)
+class ExecutorSettings(Table):
+    """[executor]: where proxies train (engine/executors/).
+
+    kind: "local" (worker processes on this machine), "slurm" (one Slurm job per batch of runs,
+        submitted through submitit) or "ray" (one Ray task per batch). On a cluster the project
+        folder and the Python environment must be visible on the nodes (a shared filesystem).
+    device: "auto" (every GPU, else the CPU), "cpu", or "cuda".
+    workers: CPU workers (0 = one per core, each single-threaded: tiny proxies use a core best
+        in a process of their own).
+    threads: torch threads per CPU worker (0 = the machine's cores / workers).
+    max_batch: at most this many proxies trained together by one worker (one batched computation);
+        a swarm's runs are split into at least one batch per slot, so every GPU or worker has work.
+    poll_seconds: how often progress is read from the run files.
+    slurm_*: used when kind = "slurm". slurm_max_jobs: jobs at once (the slots); slurm_gpus_per_job:
+        1 (the job's proxies train on its GPU) or 0 (CPU jobs); slurm_cpus_per_job: cores (and torch
+        threads) per job; slurm_mem_gb: memory per job (0 = the partition's default);
+        slurm_timeout_min: the jobs' time limit; slurm_partition, slurm_account: as for sbatch
+        ("" = the cluster's default); slurm_setup: shell lines run before the worker (e.g.
+        "source ~/venvs/olmix/bin/activate"); slurm_extra: more sbatch options ({"qos" = "low"});
+        slurm_cluster: "slurm" (sbatch), or "local" to run the same submitit jobs as processes on
+        this machine (a check of the setup without a cluster).
+    ray_*: used when kind = "ray". ray_address: "" (a Ray instance on this machine, for the run),
+        "auto" (the cluster this machine belongs to) or "ray://head:10001"; ray_gpus_per_task: 1 or
+        0 (CPU tasks); ray_cpus_per_task: cores (and torch threads) per task; ray_max_tasks: tasks at
+        once (0 = one per GPU, or per ray_cpus_per_task cores, of the cluster).
+    """
+
+    kind: str = "local"
+    device: str = "auto"
+    workers: int = 0
+    threads: int = 0
+    max_batch: int = 16
+    poll_seconds: float = 0.5
+    slurm_max_jobs: int = 4
+    slurm_gpus_per_job: int = 1
+    slurm_cpus_per_job: int = 8
+    slurm_mem_gb: int = 0
+    slurm_timeout_min: int = 240
+    slurm_partition: str = ""
+    slurm_account: str = ""
+    slurm_setup: list[str] = field(default_factory=list)
+    slurm_extra: dict[str, str] = field(default_factory=dict)
+    slurm_cluster: str = "slurm"
+    ray_address: str = ""
+    ray_gpus_per_task: int = 1
+    ray_cpus_per_task: int = 1
+    ray_max_tasks: int = 0
+
+    def validate(self) -> None:
+        if self.kind not in EXECUTOR_KINDS:
+            raise ConfigError(f"kind '{self.kind}' is unknown; use one of {', '.join(EXECUTOR_KINDS)}.")
+        if self.ray_gpus_per_task not in (0, 1):
+            raise ConfigError("ray_gpus_per_task must be 1 (a GPU per task) or 0 (CPU tasks); fix it.")
+        if self.ray_cpus_per_task < 1 or self.ray_max_tasks < 0:
+            raise ConfigError("ray_cpus_per_task must be >= 1 and ray_max_tasks >= 0; fix them.")
+        if self.slurm_cluster not in ("slurm", "local"):
+            raise ConfigError(f"slurm_cluster '{self.slurm_cluster}' is unknown; use 'slurm' (sbatch) or 'local' "
+                              "(a check on this machine).")
+        if self.slurm_gpus_per_job not in (0, 1):
+            raise ConfigError("slurm_gpus_per_job must be 1 (a GPU per job) or 0 (CPU jobs); "
+                              "raise slurm_max_jobs to train on more GPUs at once.")
+        if min(self.slurm_max_jobs, self.slurm_cpus_per_job, self.slurm_timeout_min) < 1 or self.slurm_mem_gb < 0:
+            raise ConfigError("slurm_max_jobs, slurm_cpus_per_job and slurm_timeout_min must be >= 1 and "
+                              "slurm_mem_gb >= 0; fix them.")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device '{self.device}' is unknown; use auto, cpu or cuda.")
+        if self.max_batch < 1 or self.workers < 0 or self.threads < 0 or not self.poll_seconds > 0:
+            raise ConfigError("max_batch must be >= 1, workers and threads >= 0 and poll_seconds > 0; fix them.")
+
+
+# ---------------------------------------------------------------- [regression]
+
+REGRESSOR_NAMES = ("auto", "ensemble", "gp", "lightgbm", "loglinear", "powerlaw", "ridge")
+"""Every regressor's name, known without importing them (their modules pull in torch, LightGBM, scikit-learn)."""
+DEFAULT_CANDIDATES = ["loglinear", "lightgbm", "gp", "ridge", "powerlaw"]
+"""What auto chooses among and ensemble averages by default."""
+
+
+@dataclass(frozen=True)
+class RegressionSettings(Table):
+    """[regression]: which regressor to fit and how (engine/regression/).
+
+    Fields:
+        regressor: loglinear, lightgbm, ridge, gp, powerlaw, ensemble (average of `candidates`) or
+            auto (chosen among `candidates` by cross-validation).
+        folds: K of the K-fold cross-validation reported with every fit (and used by auto).
+        seed: seed of the CV folds and of every regressor's randomness.
+        candidates: regressors auto chooses among (and ensemble averages).
+        ensemble: whether auto may also pick an average of its best candidates.
+        loglinear_inits: random initialisations per metric of the log-linear law (Olmix uses 300).
+        loglinear_delta: Huber delta of the log-linear fit (Olmix: 0.02).
+        loglinear_iterations: Levenberg-Marquardt iterations of the log-linear fit.
+        lightgbm_learning_rate: LightGBM learning rate (RegMix: 0.01).
+        lightgbm_rounds: maximum boosting rounds (RegMix: 1000).
+        lightgbm_patience: early-stopping patience in rounds (RegMix: 3).
+        lightgbm_valid_fraction: share of training runs held out for early stopping (0 = none).
+        lightgbm_bags: LightGBM models per metric, each with its own held-out split, averaged.
+        lightgbm_threads: LightGBM threads (small data: 1 is fastest on a shared machine).
+        gp_max_opt_points: runs used to tune the Gaussian process kernel.
+        powerlaw_inits: random initialisations per metric of the power law.
+    """
+
+    regressor: str = "auto"
+    folds: int = 5
+    seed: int = 0
+    candidates: list[str] = field(default_factory=lambda: list(DEFAULT_CANDIDATES))
+    ensemble: bool = True
+    loglinear_inits: int = 32
+    loglinear_delta: float = 0.02
+    loglinear_iterations: int = 100
+    lightgbm_learning_rate: float = 0.01
+    lightgbm_rounds: int = 1000
+    lightgbm_patience: int = 3
+    lightgbm_valid_fraction: float = 0.125
+    lightgbm_bags: int = 4
+    lightgbm_threads: int = 1
+    gp_max_opt_points: int = 192
+    powerlaw_inits: int = 8
+
+    def validate(self) -> None:
+        if self.regressor not in REGRESSOR_NAMES:
+            raise ConfigError(f"regressor '{self.regressor}' is unknown; use one of {', '.join(REGRESSOR_NAMES)}.")
+        bad = [c for c in self.candidates if c not in REGRESSOR_NAMES or c in ("auto", "ensemble")]
+        if bad or not self.candidates:
+            raise ConfigError(
+                f"candidates {bad or '[]'} are not usable; list some of "
+                f"{', '.join(sorted(set(REGRESSOR_NAMES) - {'auto', 'ensemble'}))}."
+            )
+        if self.folds < 2:
+            raise ConfigError(f"folds is {self.folds}; use 2 or more.")
+
+    def regressor_settings(self, name: str) -> dict[str, Any]:
+        """Keyword settings for make_regressor(name)."""
+        singles = {
+            "loglinear": {"inits": self.loglinear_inits, "delta": self.loglinear_delta,
+                          "iterations": self.loglinear_iterations, "seed": self.seed},
+            "lightgbm": {"learning_rate": self.lightgbm_learning_rate, "rounds": self.lightgbm_rounds,
+                         "patience": self.lightgbm_patience, "valid_fraction": self.lightgbm_valid_fraction,
+                         "bags": self.lightgbm_bags, "threads": self.lightgbm_threads, "seed": self.seed},
+            "gp": {"max_opt_points": self.gp_max_opt_points, "seed": self.seed},
+            "ridge": {},
+            "powerlaw": {"inits": self.powerlaw_inits, "seed": self.seed},
+        }
+        if name in singles:
+            return singles[name]
+        members = {c: singles[c] for c in self.candidates}
+        if name == "ensemble":
+            return {"members": list(self.candidates), "member_settings": members}
+        return {"candidates": list(self.candidates), "folds": self.folds, "seed": self.seed,
+                "ensemble": self.ensemble, "member_settings": members}
+
+    def cv_kwargs(self, name: str) -> dict[str, Any]:
+        """Keyword arguments of cross_validate(name, X, Y, **kwargs): folds, seed and the regressor's settings."""
+        return {**self.regressor_settings(name), "folds": self.folds, "seed": self.seed}
+
+
+# ---------------------------------------------------------------- [objective], [propose]
+
+PROPOSERS = ("exact", "simulation", "search")
+EXACT_REGRESSOR = "loglinear"
+"""The exact proposer solves the log-linear law's problem, so it needs a fit by this regressor."""
+
+
+def usable_proposer(proposer: str, regressor: str, fitted: str = "") -> tuple[str, str]:
+    """The proposer that can run on a fit by `regressor` (`fitted`: what it fitted, for the note),
+    and a note when that is not `proposer`: the exact proposer needs a log-linear fit, and on any
+    other fit simulation stands in for it."""
+    if proposer == "exact" and regressor != EXACT_REGRESSOR:
+        return "simulation", f"the exact proposer needs a log-linear fit; this is {fitted or regressor}. "
+    return proposer, ""
+
+
+@dataclass(frozen=True)
+class ObjectiveSettings(Table):
+    """[objective]: what the proposed mixture should minimise.
+
+    Fields:
+        weights: metric name -> weight of that predicted metric in the objective (a weighted
+            average; metrics are losses, lower is better). Empty: every metric weighs the same.
+    """
+
+    weights: dict[str, float] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        values = list(self.weights.values())
+        if values and (any(not math.isfinite(w) or w < 0 for w in values) or not sum(values) > 0):
+            raise ConfigError("weights must be finite, >= 0 and not all 0; fix them.")
+
+
+@dataclass(frozen=True)
+class ProposeSettings(Table):
+    """[propose]: how the target run's mixture is chosen (engine/propose.py).
+
+    Fields:
+        proposer: "exact" (Olmix, needs a log-linear fit), "simulation" (RegMix, any fit) or "search"
+            (best observed swarm run).
+        target_tokens: tokens of the target run; 0 turns the repetition caps off.
+        repetition_factor: R, the most times a domain's available tokens may be repeated:
+            x_j <= R * tokens_j / target_tokens.
+        kl_reg: lambda, weight of KL(mixture || prior) added to the objective (0 = none).
+        bounds: leaf domain -> [lo, hi] bounds on its weight.
+        simulation_candidates: Dirichlet candidates the simulation proposer draws.
+        top_k: the simulation proposer averages its k best feasible candidates.
+        seed: seed of the simulation proposer's candidates.
+    """
+
+    proposer: str = "exact"
+    target_tokens: int = 0
+    repetition_factor: float = 5.0
+    kl_reg: float = 0.0
+    bounds: dict[str, list[float]] = field(default_factory=dict)
+    simulation_candidates: int = 100_000
+    top_k: int = 100
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.proposer not in PROPOSERS:
+            raise ConfigError(f"proposer '{self.proposer}' is unknown; use one of {', '.join(PROPOSERS)}.")
+        if self.target_tokens < 0 or self.repetition_factor <= 0 or self.kl_reg < 0:
+            raise ConfigError("target_tokens and kl_reg must be >= 0 and repetition_factor > 0; fix [propose].")
+        if self.simulation_candidates < 1 or self.top_k < 1:
+            raise ConfigError("simulation_candidates and top_k must be at least 1; fix [propose].")
+        for name, pair in self.bounds.items():
+            if len(pair) != 2 or not 0 <= pair[0] <= pair[1] <= 1:
+                raise ConfigError(f"bounds.{name} is {pair}; give [lo, hi] with 0 <= lo <= hi <= 1.")
+
+
+# ---------------------------------------------------------------- [reuse]
+
+PLAN_KINDS = ("full", "full_reuse", "partial_reuse")
+VIRTUAL_NAME = "virtual:unaffected"
+
+
+@dataclass(frozen=True)
+class ReuseSettings(Table):
+    """[reuse]: how a domain-set update is turned into a swarm (engine/reuse.py).
+
+    Fields:
+        plan: the default plan for an update: "full" (swarm over every leaf domain), "full_reuse"
+            (unaffected domains frozen into one virtual domain) or "partial_reuse" (as full_reuse,
+            with the `unfreeze` domains varied individually too).
+        unfreeze: partial reuse: unaffected domains to unfreeze; empty = the top `suggest` domains
+            of `suggest_unfreeze` on the last fit.
+        suggest: partial reuse: how many domains to suggest unfreezing (0 = none).
+        virtual_name: the name of the virtual domain holding the frozen unaffected domains; it must
+            not be the name of a domain.
+    """
+
+    plan: str = "full_reuse"
+    unfreeze: list[str] = field(default_factory=list)
+    suggest: int = 1
+    virtual_name: str = VIRTUAL_NAME
+
+    def validate(self) -> None:
+        if self.plan not in PLAN_KINDS:
+            raise ConfigError(f"plan '{self.plan}' is unknown; use one of {', '.join(PLAN_KINDS)}.")
+        if self.suggest < 0:
+            raise ConfigError(f"suggest is {self.suggest}; use 0 or more domains to suggest unfreezing.")
+        check_name(self.virtual_name, "virtual_name")
+
+
+# ---------------------------------------------------------------- the whole file
+
+
+@dataclass(frozen=True)
+class Settings(Table):
+    """All of olmix.toml: one frozen dataclass per table; `validate` holds the checks across tables."""
+
+    project: ProjectInfo = field(default_factory=ProjectInfo)
+    tokenizer: TokenizerSettings = field(default_factory=TokenizerSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+    swarm: SwarmSettings = field(default_factory=SwarmSettings)
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
+    regression: RegressionSettings = field(default_factory=lambda: RegressionSettings(regressor=EXACT_REGRESSOR))
+    objective: ObjectiveSettings = field(default_factory=ObjectiveSettings)
+    propose: ProposeSettings = field(default_factory=ProposeSettings)
+    reuse: ReuseSettings = field(default_factory=ReuseSettings)
+
+    def validate(self) -> None:
+        if usable_proposer(self.propose.proposer, self.regression.regressor)[0] != self.propose.proposer:
+            raise ConfigError(
+                f"[propose] proposer = \"exact\" needs [regression] regressor = \"{EXACT_REGRESSOR}\" "
+                f"(got \"{self.regression.regressor}\"); change one of them (e.g. proposer = \"simulation\")."
+            )
+
+    @classmethod
+    def from_toml(cls, data: dict, file: str) -> "Settings":
+        """Every table of `data` (a parsed olmix.toml): keys left out keep the project default
+        ([swarm] fills them from its sampler's preset instead)."""
+        hints = typing.get_type_hints(cls)
+        defaults = {f.name: f.default_factory() for f in dataclasses.fields(cls)}  # type: ignore[misc]
+        unknown = sorted(set(data) - set(defaults))
+        if unknown:
+            raise ConfigError(f"{file}: unknown table [{unknown[0]}]; known tables are {', '.join(defaults)}. "
+                              "Remove it or fix its name.")
+        kwargs = {}
+        for name, default in defaults.items():
+            value = data.get(name, {})
+            if not isinstance(value, dict):
+                raise ConfigError(f"{file}: '{name}' must be a table ([{name}]).")
+            if name == "project":
+                value = {k: v for k, v in value.items() if k != "seed"}  # see ProjectInfo
+            if not value:
+                kwargs[name] = default
+                continue
+            section = dict(value) if hints[name] is SwarmSettings else {**dump_section(default), **value}
+            kwargs[name] = load_section(hints[name], section, file, name)
+        try:
+            return cls(**kwargs)
+        except ConfigError as err:
+            raise ConfigError(f"{file}: {err}") from None
+
+    def to_toml(self) -> dict:
+        return {f.name: dump_section(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def read_settings(root: Path) -> Settings:
+    """The settings of the project folder `root` (its olmix.toml)."""
+    return Settings.from_toml(read_toml(Path(root) / SETTINGS_FILE), SETTINGS_FILE)
