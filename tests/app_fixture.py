@@ -41,6 +41,24 @@ async def wait_for(pilot, condition, timeout: float = 120.0) -> None:
         await pilot.pause(0.2)
 
 
+async def open_tab(pilot, key: str, tab: str, timeout: float = 60.0) -> None:
+    """Press `key` until the focus is in the tab whose KEY is `tab`, and stays there. A key pressed
+    just after the app focused another tab's table can be undone: that focus asks the tabs to show
+    its tab, in a message that may still be on its way (pressing again is harmless)."""
+    app = pilot.app
+    inside = lambda: app.focused is not None and app.focused.parent.id == f"{tab}-tab"  # noqa: E731
+    deadline = time.monotonic() + timeout
+    while True:
+        await pilot.press(key)
+        answered = time.monotonic() + 5
+        while not inside() and time.monotonic() < answered:
+            await pilot.pause(0.2)
+        await pilot.pause(0.5)
+        if inside():
+            return
+        assert time.monotonic() < deadline, f"the {tab} tab did not open"
+
+
 class MessageLog:
     """A `run_test(message_hook=...)` that keeps every message the app handled (once each, though
     a bubbling message reaches several widgets)."""

@@ -8,7 +8,7 @@ import asyncio
 from textual.widgets import DataTable, Input, Select
 from typer.testing import CliRunner
 
-from app_fixture import FIT_ID, MessageLog, build_fixture_project, wait_for
+from app_fixture import FIT_ID, MessageLog, build_fixture_project, open_tab, wait_for
 from conftest import plan_swarm
 from engine import atomic
 from engine.compare import Comparison
@@ -137,8 +137,7 @@ def test_each_tab_has_its_own_keys(tmp_path):
                         "mixtures": set(), "fits": {"fits.fit", "fits.propose"}}
             mine = set().union(*expected.values())
             for number, (tab, keys) in enumerate(expected.items(), 1):
-                await pilot.press(str(number))
-                await wait_for(pilot, lambda: app.focused is not None and app.focused.parent.id == f"{tab}-tab", timeout=60)
+                await open_tab(pilot, str(number), tab)
                 active = active_binding_ids(app)
                 assert keys <= active and not (mine - keys) & active and "app.quit" in active, tab
 
@@ -162,9 +161,8 @@ def test_mixtures_tab_shows_an_update_beside_its_full_recomputation(small_projec
             newest = pipeline.find_swarm(small_project, None)  # the latest swarm, verification runs aside
             assert app.selection.swarm == newest.id and app.query_one("#swarms", DataTable).row_count > 2
             await wait_for(pilot, lambda: app.focused is app.query_one("#swarms"), timeout=30)
-            await pilot.press("3")
+            await open_tab(pilot, "3", "mixtures")
             panel = app.query_one("#comparison")
-            await wait_for(pilot, lambda: app.focused is app.query_one("#history"), timeout=30)
             await wait_for(pilot, lambda: isinstance(app.snapshot.comparison, Comparison), timeout=60)
             assert app.selection.entry == "0003-add"
             assert app.snapshot.comparison == expected
@@ -242,7 +240,7 @@ def test_domains_tab_stages_changes_and_applies_the_update(small_project):
             assert log.of(JobEnded)[0].code == 0 and not app.jobs
             await wait_for(pilot, lambda: app.snapshot.status.history_entries == 2
                            and app.snapshot.status.pending is None and table.row_count == 4, timeout=60)
-            await pilot.press("3")
+            await open_tab(pilot, "3", "mixtures")
             await wait_for(pilot, lambda: app.selection.entry == "0002-add" and isinstance(app.snapshot.comparison, Comparison),
                            timeout=60)
 
