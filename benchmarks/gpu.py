@@ -141,7 +141,8 @@ def timed_steps(step, batch: torch.Tensor, lr: float, steps: int, device: torch.
 
 
 def release(device: torch.device) -> None:
-    """Free what the last arm left on the device, so that the next arm's peak memory is its own."""
+    """Free what the last arm left on the device (its compiled graphs too), so that the next arm's peak memory is its own."""
+    torch._dynamo.reset()
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -371,3 +371,21 @@ def test_compiled_training_matches_eager_in_bfloat16(domains):
         runs[compile] = records
     for k in range(2):
         np.testing.assert_allclose(_train_losses(runs[True], k), _train_losses(runs[False], k), atol=0.02)
+
+
+def test_compiled_pytorch_ops_match_eager(domains):
+    """The GPU step compiles TorchOps (SDPA attention, the loss in blocks with the head's gradient
+    added up over a proxy's pieces): traced by torch.compile it gives eager's losses and gradients."""
+    batch = torch.from_numpy(_batcher(domains, range(2)).batch(0))
+    config = TINY.llama_config(BYTE_VOCAB_SIZE)
+    results = []
+    for compiled in (False, True):
+        model = StackedLlama(config, 2, TorchOps(loss_block=40 * BYTE_VOCAB_SIZE))
+        model.init_weights(SEEDS[:2])
+        losses = (torch.compile(model.losses, dynamic=False) if compiled else model.losses)(batch)
+        (losses * torch.tensor([1.0, 0.5])).sum().backward()
+        results.append((losses.detach(), {name: p.grad for name, p in model.named_parameters()}))
+    (eager, eager_grads), (traced, traced_grads) = results
+    torch.testing.assert_close(traced, eager, rtol=1e-5, atol=1e-5)
+    for name, grad in eager_grads.items():
+        torch.testing.assert_close(traced_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)

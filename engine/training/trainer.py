@@ -337,7 +337,7 @@ class TrainingStep:
         self.loss_fn = self.model.losses
         if compiled:
             use_persistent_compile_cache()
-            self.loss_fn = torch.compile(self.model.losses)
+            self.loss_fn = torch.compile(self.model.losses, dynamic=False)  # one shape per run: no symbolic sizes
 
     def step(self, batch: torch.Tensor, lr: float) -> torch.Tensor:
         """One optimiser step on sequences [K, B, T+1]; returns the per-proxy training loss [K]."""
