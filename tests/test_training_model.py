@@ -222,12 +222,14 @@ def test_proxies_trained_together_match_each_trained_alone(batched, domains):
             assert results[k].metrics[key] == pytest.approx(value, abs=1e-4), key
 
 
-@pytest.fixture(params=["cpu kernels", "pytorch ops"])
+@pytest.fixture(params=["cpu kernels", "cpu pytorch ops", "pytorch ops"])
 def ops(request):
-    """Both CPU paths of the model: the fused kernels (when built here) and the PyTorch ops, whose
-    loss here takes 16 rows of logits at a time (several blocks per proxy, as on a GPU)."""
+    """Every path of the model: the CPU's fused kernels (when built here), the CPU's PyTorch ops, and
+    the PyTorch ops of GPUs, whose loss here takes 16 rows of logits at a time (several blocks per proxy)."""
+    if request.param == "cpu pytorch ops":
+        return CpuOps()
     if request.param == "pytorch ops":
-        return CpuOps(loss_block=16 * 300)
+        return TorchOps(loss_block=16 * 300)
     if cpu_kernels.library() is None:
         pytest.skip(f"CPU kernels unavailable: {cpu_kernels.unavailable_reason()}")
     return CpuKernelOps()
@@ -275,9 +277,10 @@ def test_head_loss_and_its_gradients_match_autograd_cross_entropy(dtype, ops):
     torch.testing.assert_close(grad_h[2, 5].double(), confident, rtol=max(tolerance, 1e-4), atol=0.0)
 
 
-def test_cpu_bfloat16_attention_and_its_gradients_match_plain_autograd(ops):
-    """The CPU bfloat16 attention (RoPE and heads-first layout in one custom pass, the causal
-    softmax) gives the output and the q/k/v gradients of the same ops written plainly under autograd."""
+def test_bfloat16_attention_and_its_gradients_match_plain_autograd(ops):
+    """Attention in bfloat16 (on the CPU: RoPE and heads-first layout in one custom pass, the causal
+    softmax; else SDPA) gives the output and the q/k/v gradients of the same ops written plainly
+    under autograd."""
     b, t, h, hd = 3, 16, 2, 8
     config = dataclasses.replace(TINY, n_heads=h, d_model=h * hd, seq_len=t).llama_config(BYTE_VOCAB_SIZE)
     rope = StackedLlama(config, 1).rope  # the model's own RoPE table

@@ -30,10 +30,11 @@ def logit_blocks(n_models: int, rows: int, vocab: int, block: int) -> list[tuple
 class ChunkedCrossEntropy(torch.autograd.Function):
     """Mean next-token cross-entropy per proxy [K] of hidden states [K, N, D] through the head [K, D, V].
 
-    In each block the probabilities come from float32 logits and an exact logsumexp; the target's
-    entry of the gradient, p - 1, is taken as minus the sum of the other probabilities, which keeps
-    it exact also when p is near 1 (p - 1 itself would cancel). The gradient of the logits is
-    rounded once to the matmul dtype for its two products. No value is read back to the host.
+    In each block the log-probabilities come from the logits in float32 (an exact logsumexp, so a
+    target whose probability underflows still has its finite loss); the target's entry of the
+    gradient, p - 1, is minus the sum of the other probabilities, exact also when p is near 1
+    (p - 1 itself would cancel, and so would log p there). The gradient of the logits is rounded
+    once to the matmul dtype for its two products. No value is read back to the host.
     """
 
     @staticmethod
@@ -45,10 +46,9 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             nll = torch.empty(k, n, dtype=torch.float32, device=hidden.device)
             for proxies, rows in logit_blocks(k, n, head.shape[-1], block):
                 h, w, t = hidden[proxies, rows], head[proxies].to(hidden.dtype), targets[proxies, rows, None]
-                logits = torch.bmm(h, w).float()
-                lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-                nll[proxies, rows] = (lse - logits.gather(-1, t)).squeeze(-1)
-                probs = logits.sub_(lse).exp_().scatter_(-1, t, 0.0)
+                log_probs = torch.log_softmax(torch.bmm(h, w), dim=-1, dtype=torch.float32)
+                nll[proxies, rows] = -log_probs.gather(-1, t).squeeze(-1)
+                probs = log_probs.exp_().scatter_(-1, t, 0.0)
                 grad = probs.scatter_(-1, t, -probs.sum(-1, keepdim=True)).to(hidden.dtype)
                 grad_hidden[proxies, rows] = torch.bmm(grad, w.transpose(1, 2))
                 head_part = torch.bmm(h.transpose(1, 2), grad)

@@ -51,10 +51,10 @@ def rope_table(config: LlamaConfig, seq_len: int) -> torch.Tensor:
     return torch.stack((freqs.cos(), freqs.sin()), dim=-1)[:, None]
 
 
-def rotate(x: torch.Tensor, table: torch.Tensor, inverse: bool = False) -> torch.Tensor:
-    """RoPE on x [..., T, heads, hd] whose rotation pairs are adjacent, in float32 (`inverse`: back)."""
+def rotate(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """RoPE on x [..., T, heads, hd] whose rotation pairs are adjacent, in float32."""
     x = x.float().unflatten(-1, (-1, 2))
-    cos, sin = table[..., 0], (-table[..., 1] if inverse else table[..., 1])
+    cos, sin = table[..., 0], table[..., 1]
     even, odd = x[..., 0], x[..., 1]
     return torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1).flatten(-2)
 

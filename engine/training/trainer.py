@@ -17,6 +17,7 @@ import functools
 import shutil
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -337,6 +338,8 @@ class TrainingStep:
         self.loss_fn = self.model.losses
         if compiled:
             use_persistent_compile_cache()
+            # on a CPU, RoPE's complex multiply (cpu_ops) stays an eager kernel inside the compiled graph; that is intended
+            warnings.filterwarnings("ignore", message="Torchinductor does not support code generation for complex")
             self.loss_fn = torch.compile(self.model.losses, dynamic=False)  # one shape per run: no symbolic sizes
 
     def step(self, batch: torch.Tensor, lr: float) -> torch.Tensor:
