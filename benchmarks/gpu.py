@@ -10,13 +10,17 @@ Each section prints as it finishes; the last line is one JSON object with every 
    on a GPU): 3 proxies of a small Llama, 20 steps on byte-level text from the Python installation,
    against LlamaForCausalLM + AdamW + clip_grad_norm_ trained proxy by proxy on the same batches
    (the largest difference of a step's loss); the exported proxies' logits against transformers';
-   the same training under bfloat16 autocast (the largest difference of a final loss from float32's).
+   the same training, eager, under bfloat16 autocast (the largest difference of a final loss from
+   float32's).
 2. Throughput under bfloat16 autocast on random tokens of each shape's vocabulary (the tokens are not
    the point here) at regmix-1m (vocabulary 50,277, K = 64) and olmix-30m (100,278, K = 16): each
    preset's model, --batch-size sequences per proxy per step. The batched trainer trains K proxies at
    once (compiled on a GPU; the warm-up steps that compile are timed apart); the loop trains one
-   proxy, as it would each of the K in turn. MFU = tokens/s x flops.train_flops_per_token / the
-   card's dense bfloat16 peak (H100 and H200 989 TFLOP/s, A100 312; else a measured matmul peak).
+   proxy, as it would each of the K in turn; both start from the same weights for proxy 0 and train
+   on the same batch, so their losses after the same steps should agree to bfloat16 rounding
+   (`proxy0_loss_difference`, a check of the compiled bfloat16 step at full size). MFU = tokens/s x
+   flops.train_flops_per_token / the card's dense bfloat16 peak (H100 and H200 989 TFLOP/s, A100
+   312; else a measured matmul peak).
 3. The README's main job, `olmix-tui demo --sample stdlib --batch --compare` in a temporary folder,
    timed; and from its run files the swarms' overhead share (1 - training-step seconds / worker
    seconds), where the runs' status.json records a `timing` of phases (names starting "train" for
@@ -45,6 +49,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.transformers_loop import TransformersLoop, hf_proxy  # noqa: E402
+from engine import atomic  # noqa: E402
 from engine.training.device import autocast_dtype, pick_device  # noqa: E402
 from engine.training.export import export_hf  # noqa: E402
 from engine.training.flops import measure_matmul_peak, train_flops_per_token  # noqa: E402
@@ -89,13 +94,13 @@ def correctness(device: torch.device, steps: int, compiled: bool) -> dict:
     batches = [torch.from_numpy(batcher.batch(step)).to(device) for step in range(steps)]
     lrs = [lr_at(step, steps, CHECK) for step in range(steps)]
 
-    def batched(amp: torch.dtype | None) -> tuple[TrainingStep, np.ndarray]:
-        training = TrainingStep(CHECK, BYTE_VOCAB_SIZE, seeds, device, amp, compiled)
+    def batched(amp: torch.dtype | None, compile_step: bool) -> tuple[TrainingStep, np.ndarray]:
+        training = TrainingStep(CHECK, BYTE_VOCAB_SIZE, seeds, device, amp, compile_step)
         losses = torch.stack([training.step(batch, lr) for batch, lr in zip(batches, lrs)])
         training.finish()
         return training, losses.cpu().numpy()  # [steps, K]
 
-    training, float32 = batched(None)
+    training, float32 = batched(None, compiled)
     config = CHECK.llama_config(BYTE_VOCAB_SIZE)
     loop = np.zeros_like(float32)
     for k, seed in enumerate(seeds):
@@ -109,8 +114,8 @@ def correctness(device: torch.device, steps: int, compiled: bool) -> dict:
         for k in (0, len(seeds) - 1):
             hf = LlamaForCausalLM.from_pretrained(export_hf(training.model, k, Path(scratch) / str(k))).to(device).eval()
             logit_difference = max(logit_difference, float((logits[k] - hf(tokens[k]).logits).abs().max()))
-    _, bfloat16 = batched(torch.bfloat16)
-    figures = {"steps": steps, "proxies": len(seeds), "compiled": compiled,
+    _, bfloat16 = batched(torch.bfloat16, False)  # eager: one cold compile fewer (the throughput arms compile it)
+    figures = {"steps": steps, "proxies": len(seeds), "float32_compiled": training.compiled,
                "max_loss_difference": float(np.abs(float32 - loop).max()),
                "max_logit_difference": logit_difference,
                "bf16_final_loss_difference": float(np.abs(bfloat16[-1] - float32[-1]).max())}
@@ -163,12 +168,14 @@ def throughput(shape: str, preset: ProxyPreset, vocab: int, k: int, device: torc
     training = TrainingStep(preset, vocab, list(range(k)), device, amp, compiled)
     warmup_s = timed_steps(training.step, batch, preset.lr, warmup, device)
     batched_s = timed_steps(training.step, batch, preset.lr, steps, device)
-    batched_memory = peak_memory_gib(device)
+    batched_loss = float(training.step(batch, preset.lr)[0])  # proxy 0 after the same steps as the loop's proxy
+    batched_memory, compiled = peak_memory_gib(device), training.compiled
     del training
     release(device)
     loop = TransformersLoop(hf_proxy(preset.llama_config(vocab), 0, "sdpa", device), preset, device, amp)
     timed_steps(loop.step, batch[0], preset.lr, warmup, device)
     loop_s = timed_steps(loop.step, batch[0], preset.lr, steps, device)
+    loop_loss = float(loop.step(batch[0], preset.lr))
     loop_memory = peak_memory_gib(device)
     del loop
     release(device)
@@ -180,7 +187,8 @@ def throughput(shape: str, preset: ProxyPreset, vocab: int, k: int, device: torc
             "batched_tokens_per_s": batched_tps, "loop_tokens_per_s": loop_tps, "speedup": batched_tps / loop_tps,
             "flops_per_token": flops_per_token, "batched_mfu": batched_tps * flops_per_token / peak,
             "loop_mfu": loop_tps * flops_per_token / peak,
-            "batched_peak_memory_gib": batched_memory, "loop_peak_memory_gib": loop_memory}
+            "batched_peak_memory_gib": batched_memory, "loop_peak_memory_gib": loop_memory,
+            "proxy0_loss_difference": abs(batched_loss - loop_loss)}
 
 
 def main_job(timeout_s: float) -> dict:
@@ -240,16 +248,26 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="train the batched arms eagerly on a GPU too")
     parser.add_argument("--skip-main-job", action="store_true")
     parser.add_argument("--main-job-timeout", type=float, default=240.0, help="seconds before the main job is stopped")
+    parser.add_argument("--out", type=Path, help="also write the figures so far to this JSON file after each section")
     args = parser.parse_args(argv)
     began = time.perf_counter()
     device = pick_device(args.device)
     compiled = args.compile and device.type == "cuda"  # a CPU compile takes longer than these runs
     amp = autocast_dtype(device, "auto")
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    figures: dict = {"device": str(device), "card": card, "torch": torch.__version__, "smoke": args.smoke,
+                     "dtype": str(amp or torch.float32).removeprefix("torch.")}
+
+    def section(**done) -> None:
+        figures.update(done, seconds=time.perf_counter() - began)
+        if args.out:
+            atomic.write_text(args.out, json.dumps(figures, sort_keys=True) + "\n")
+
     print(f"device {device} ({card}), torch {torch.__version__}, {'compiled' if compiled else 'eager'} batched step, "
           f"throughput in {amp or torch.float32}{', smoke test' if args.smoke else ''}", flush=True)
 
     check = correctness(device, 5 if args.smoke else args.check_steps, compiled)
+    section(correctness=check)
     print(f"correctness ({check['steps']} steps, {check['proxies']} proxies, float32): largest loss difference against "
           f"LlamaForCausalLM + AdamW {check['max_loss_difference']:.2e}, exported logits {check['max_logit_difference']:.2e}, "
           f"bfloat16 final loss against float32 {check['bf16_final_loss_difference']:.2e}: "
@@ -257,7 +275,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     peak, peak_source = dense_bf16_peak(device, amp or torch.float32, args.smoke)
     print(f"peak {peak / 1e12:.1f} TFLOP/s ({peak_source})", flush=True)
-    shapes = {}
+    shapes: dict = {}
+    section(peak_flops=peak, peak_source=peak_source, throughput=shapes)
     for shape, vocab, k in (SMOKE_SHAPES if args.smoke else SHAPES):
         preset = SMOKE_PRESET if args.smoke else dataclasses.replace(get_preset(shape), batch_size=args.batch_size)
         steps, warmup = (2, 1) if args.smoke else (args.steps, args.warmup)
@@ -269,25 +288,24 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{shape}: {shapes[shape]['error']}", flush=True)
             continue
         shapes[shape] = arm
+        section(throughput=shapes)
         print(f"{shape} (vocab {vocab:,}, K={k}, batch {preset.batch_size} x {preset.seq_len}): batched "
               f"{arm['batched_tokens_per_s']:,.0f} tokens/s (MFU {arm['batched_mfu']:.1%}, warm-up {arm['batched_warmup_s']:.1f} s), "
-              f"loop {arm['loop_tokens_per_s']:,.0f} tokens/s (MFU {arm['loop_mfu']:.1%}): {arm['speedup']:.2f}x", flush=True)
+              f"loop {arm['loop_tokens_per_s']:,.0f} tokens/s (MFU {arm['loop_mfu']:.1%}): {arm['speedup']:.2f}x; proxy 0's "
+              f"loss after {warmup + steps + 1} steps, batched against the loop: {arm['proxy0_loss_difference']:.1e} apart",
+              flush=True)
 
-    sections: dict = {"correctness": check, "throughput": shapes}
     if args.smoke or args.skip_main_job:
         note = "skipped (--smoke)" if args.smoke else "skipped (--skip-main-job)"
-        sections.update(main_job_s=None, main_job_ok=None, main_job_note=note, overhead_share=None, overhead_note=note)
+        section(main_job_s=None, main_job_ok=None, main_job_note=note, overhead_share=None, overhead_note=note)
     else:
-        sections.update(main_job(args.main_job_timeout))
-        print(f"main job: {sections['main_job_s'] or float('nan'):.1f} s ({'ok' if sections['main_job_ok'] else 'FAILED'}"
-              f"{': ' + sections['main_job_note'] if sections['main_job_note'] else ''}); overhead share: "
-              f"{'n/a' if sections['overhead_share'] is None else format(sections['overhead_share'], '.1%')} "
-              f"({sections['overhead_note']})", flush=True)
-    sections["floors"] = floors(sections)
-    print("floors: " + ", ".join(f"{name} {value}" for name, value in sections["floors"].items()), flush=True)
-    figures = {"device": str(device), "card": card, "torch": torch.__version__, "smoke": args.smoke,
-               "dtype": str(amp or torch.float32).removeprefix("torch."), "peak_flops": peak, "peak_source": peak_source,
-               **sections, "seconds": time.perf_counter() - began}
+        section(**main_job(args.main_job_timeout))
+        print(f"main job: {figures['main_job_s'] or float('nan'):.1f} s ({'ok' if figures['main_job_ok'] else 'FAILED'}"
+              f"{': ' + figures['main_job_note'] if figures['main_job_note'] else ''}); overhead share: "
+              f"{'n/a' if figures['overhead_share'] is None else format(figures['overhead_share'], '.1%')} "
+              f"({figures['overhead_note']})", flush=True)
+    section(floors=floors(figures))
+    print("floors: " + ", ".join(f"{name} {value}" for name, value in figures["floors"].items()), flush=True)
     print(json.dumps(figures, sort_keys=True))
     return figures
 

@@ -21,6 +21,7 @@ def test_gpu_benchmark_smoke_reports_figures_and_its_correctness_checks_pass():
         arm = figures["throughput"][shape]
         assert arm["batched_tokens_per_s"] > 0 and arm["loop_tokens_per_s"] > 0
         assert 0 < arm["batched_mfu"] < 1 and 0 < arm["loop_mfu"] < 1
+        assert arm["proxy0_loss_difference"] < 0.03  # the same proxy on the same batch, batched or alone
     assert figures["main_job_s"] is None and figures["overhead_share"] is None  # skipped under --smoke
     assert set(figures["floors"]) == {"regmix-1m_batched_ge_3x_loop", "olmix-30m_batched_ge_2x_loop",
                                       "olmix-30m_mfu_ge_40%", "overhead_le_20%", "main_job_le_60s"}
