@@ -188,7 +188,7 @@ def domains_partition(
 ):
     """Stage splitting a domain into named parts that cover its files exactly.
 
-    Example: [bold]olmix-tui domains partition demo code:stdlib --part code:net='data/code/http*.jsonl,data/code/email.jsonl' --part code:rest='data/code/[!he]*.jsonl'[/]
+    Example: [bold]olmix-tui domains partition demo code:stdlib --part code:net='data/code/http.jsonl,data/code/email.jsonl' --part code:rest='data/code/[!eh]*.jsonl,data/code/encodings.jsonl,data/code/html.jsonl'[/]
     """
     try:
         spec = parse_parts(parts)

@@ -110,8 +110,10 @@ def test_batch_compare_history_diff_export(small_project):
     # the reuse keeps the unaffected domains' ratio from the previous mixture
     prev, now = hist[1]["mixture"], hist[2]["mixture"]
     assert now["code"] / now["notes"] == pytest.approx(prev["code"] / prev["notes"], rel=1e-6)
-    d = json.loads(invoke("diff", root, "--json").stdout)
-    assert d["l1"] >= 0 and {x["domain"] for x in d["leaves"]} == {"code", "notes", "decimal"}
+    d = json.loads(invoke("diff", root, "--json").stdout)  # the last entry against its full recomputation
+    assert {x["domain"]: x["a"] for x in d["leaves"]} == pytest.approx(now)
+    assert {x["domain"]: x["b"] for x in d["leaves"]} == pytest.approx(update["compare"]["full"]["mixture"])
+    assert d["l1"] == pytest.approx(sum(abs(x["b"] - x["a"]) for x in d["leaves"])) == pytest.approx(update["compare"]["l1"])
     d12 = json.loads(invoke("diff", root, "1", "2", "--json").stdout)
     assert d12["a"]["label"] == "0001-initial"
     assert json.loads(invoke("diff", root, "3", "--json").stdout) == d  # one entry: against its full recomputation

@@ -55,13 +55,23 @@ def test_a_worker_without_the_cpu_kernels_trains_and_says_so_in_its_log(small_pr
 
 
 def test_realised_weights_follow_the_repetition_cap(small_project):
-    swarm_dir, _ = plan_swarm(small_project)
-    pipeline.train_swarm(small_project, swarm_dir)
+    p = small_project
+    train = {name: d.train_tokens for name, d in p.tokens().items()}
+    # a cap that bites: together the domains hold only 1.5 proxies' worth of tokens at this repetition,
+    # so in every run some domain must use at least 2/3 of what its cap allows
+    max_repetition = 1.5 * 4096 / sum(train.values())
+    p.settings = dataclasses.replace(p.settings, swarm=dataclasses.replace(p.settings.swarm, max_repetition=max_repetition))
+    with p.lock():
+        p.save_settings()
+    swarm_dir, _ = plan_swarm(p)
+    pipeline.train_swarm(p, swarm_dir)
+    seq = get_preset("cpu").seq_len
     for s in swarm_dir.statuses():
         realised = s.data["realised_weights"]
-        assert abs(sum(realised.values()) - 1) < 1e-9
+        assert abs(sum(realised.values()) - 1) < 1e-9 and s.data["tokens"] == 4096
+        used = {d: n / (max_repetition * train[d]) for d, n in s.data["realised_tokens"].items()}  # share of the cap
+        assert max(used.values()) <= 1 and max(used.values()) >= 0.55, used  # 2/3, less whole-sequence rounding
         # whole sequences: the realised share differs from the planned one by at most a sequence's worth per domain
-        seq = get_preset("cpu").seq_len
         for unit, w in s.data["weights"].items():
             assert abs(realised[unit] - w) <= 2 * seq / 4096 + 1e-9
 
