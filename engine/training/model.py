@@ -10,8 +10,8 @@ compare logits and whole training runs.
 The modules (Attention, MLP, Block, StackedLlama) say what is computed; an ops object, chosen once
 when the model is built, says how. `TorchOps` below is the implementation, in PyTorch ops: the
 path on GPUs, under torch.compile, and the reference the tests hold every other path to.
-`cpu_ops` overrides some of its methods for CPUs (attention in bfloat16 as explicit matmuls; the
-fused C kernels of cpu_kernels), and `cpu_ops.ops_for` makes the choice.
+`cpu_ops` overrides some of its methods for CPUs (norm, loss and bfloat16 attention written for a
+CPU's passes over memory; the fused C kernels of cpu_kernels), and `cpu_ops.ops_for` chooses.
 
 Weights are stored in "x @ W" orientation ([K, in, out]); q and k share one bmm. Within each
 head, q and k columns are stored with RoPE's rotation pairs adjacent (HF dims i and i + hd/2 at
