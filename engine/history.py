@@ -35,7 +35,7 @@ class ProposalInfo(Table):
     """How the proposal was made: proposer, predicted objective, KL to the prior, leaves at their
     cap, the exact proposer's KKT residual, the fit's cross-validated Spearman (x100), the setting
     that chose the proposer ("[propose] proposer" or "[reuse.proposer] <kind>"), and the KL term's
-    centre over the units of a reuse fit ("natural" or "current"; "" for the leaves' natural
+    centre over the units of a reuse fit ("prior", "natural" or "current"; "" for the leaves' natural
     distribution)."""
 
     finite_floats = False

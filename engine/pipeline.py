@@ -267,8 +267,8 @@ def update_proposer(project: Project, ctx: UpdateContext, plan: UpdatePlan) -> t
 
 
 def kl_centre_kind(spec: SwarmSpec, project: Project) -> str:
-    """What a proposal from this swarm takes its KL term against: "natural" or "current" over the
-    units for a swarm with a frozen group ([reuse.proposer] kl_centre), "" (the leaves' natural
+    """What a proposal from this swarm takes its KL term against: "prior", "natural" or "current" over
+    the units for a swarm with a frozen group ([reuse.proposer] kl_centre), "" (the leaves' natural
     distribution) for any other."""
     return project.settings.reuse.proposer.kl_centre if spec.trained_here and spec.groups else ""
 
@@ -276,18 +276,21 @@ def kl_centre_kind(spec: SwarmSpec, project: Project) -> str:
 def kl_centre(spec: SwarmSpec, project: Project) -> np.ndarray | None:
     """The unit-level KL centre of a proposal from this swarm (None: KL over the leaves against the prior).
 
-    "natural": the prior the reuse swarm was drawn around (for a swarm planned before reuse swarms
-    had one, `reuse_prior` with [reuse.swarm] virtual_share); "current": the mixture the update
-    started from, collapsed onto the units (the prior's, if the swarm did not record it)."""
+    "prior": the prior the reuse swarm was drawn around (for a swarm planned before reuse swarms
+    had one, `reuse_prior` with [reuse.swarm] virtual_share); "natural": the natural distribution
+    collapsed onto the units; "current": the mixture the update started from, collapsed onto the
+    units (the natural distribution, if the swarm did not record it)."""
     kind = kl_centre_kind(spec, project)
     if not kind:
         return None
+    natural = np.array([spec.prior[x] for x in spec.leaves])
     if kind == "current" and spec.start:
         return unit_mixture(spec.expand, np.array([spec.start.get(x, 0.0) for x in spec.leaves]))
+    if kind != "prior":
+        return unit_mixture(spec.expand, natural)
     if spec.swarm is not None and set(spec.swarm.prior) == set(spec.units):
         return np.array([spec.swarm.prior[u] for u in spec.units])
-    prior = reuse_prior(spec.units, spec.groups, spec.expand, np.array([spec.prior[x] for x in spec.leaves]),
-                        project.settings.reuse.swarm.virtual_share)
+    prior = reuse_prior(spec.units, spec.groups, spec.expand, natural, project.settings.reuse.swarm.virtual_share)
     return np.array([prior[u] for u in spec.units])
 
 

@@ -466,7 +466,7 @@ VIRTUAL_NAME = "virtual:unaffected"
 
 
 UPDATE_KINDS = ("add", "revise", "partition", "remove")
-KL_CENTRES = ("natural", "current")
+KL_CENTRES = ("prior", "natural", "current")
 
 
 @dataclass(frozen=True)
@@ -525,15 +525,16 @@ class ReuseProposerSettings(Table):
             virtual one, the best measured run is as good a proposal as a fitted law.
         kl_centre: where the KL term of a reuse proposal is centred, over the units (the frozen
             group's internal ratios are fixed, so a KL over leaves would only count its total):
-            "natural" (the reuse swarm's prior: virtual_share on the virtual domain, the natural
-            distribution among the rest) or "current" (the mixture the update starts from).
+            "prior" (the reuse swarm's prior: virtual_share on the virtual domain, the natural
+            distribution among the rest, as Olmix's reuse fits), "natural" (the natural distribution
+            over the units) or "current" (the mixture the update starts from).
     """
 
     add: str = ""
     revise: str = "search"
     partition: str = ""
     remove: str = ""
-    kl_centre: str = "natural"
+    kl_centre: str = "prior"
 
     def validate(self) -> None:
         for kind in UPDATE_KINDS:

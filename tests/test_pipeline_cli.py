@@ -189,6 +189,12 @@ def test_a_reuse_update_runs_as_olmix_ran_it(small_project):
     start = np.array([record.plan.start["decimal"], 1 - record.plan.start["decimal"]])
     assert info.kl == pytest.approx(float(np.sum(z * np.log(z / start))), rel=1e-6)  # KL over the units
     assert any(np.allclose(row, z, atol=1e-9) for row in table.ratios)  # search: a measured run
+    natural = ctx.prior["decimal"]
+    for kind, expected in (("prior", [0.1, 0.9]), ("natural", [natural, 1 - natural]), ("current", start)):
+        small_project.settings = dataclasses.replace(
+            small_project.settings, reuse=dataclasses.replace(
+                small_project.settings.reuse, proposer=dataclasses.replace(small_project.settings.reuse.proposer, kl_centre=kind)))
+        assert pipeline.kl_centre(swarm.spec, small_project) == pytest.approx(expected, abs=1e-8), kind
     pipeline.apply_update(small_project, ctx, record)
     entry = read_history(small_project)[-1]
     saved = tomllib.loads(entry.path.read_text())["proposal"]

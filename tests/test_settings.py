@@ -23,7 +23,7 @@ from engine.settings import ProposeSettings, RegressionSettings, Settings, Swarm
     ("[reuse.swarm]\nvirtual_share = 1.0\n", r"\[reuse.swarm\] virtual_share is 1.0; use a share between 0 and 1"),
     ("[reuse.swarm]\nsize = -2\n", r"\[reuse.swarm\] runs_per_domain and size must be 0 \(automatic\) or positive"),
     ("[reuse.proposer]\nadd = 'best'\n", r"\[reuse.proposer\] add = 'best' is unknown; use one of exact, simulation, search"),
-    ("[reuse.proposer]\nkl_centre = 'prior'\n", r"\[reuse.proposer\] kl_centre 'prior' is unknown; use one of natural, current"),
+    ("[reuse.proposer]\nkl_centre = 'mean'\n", r"\[reuse.proposer\] kl_centre 'mean' is unknown; use one of prior, natural, current"),
     ("[regression]\nregressor = 'gp'\n[propose]\nproposer = 'simulation'\n[reuse.proposer]\nrevise = 'exact'\n",
      r"\[reuse.proposer\] revise = \"exact\" needs \[regression\] regressor = \"loglinear\""),
 ])
@@ -77,7 +77,7 @@ def test_reuse_tables_default_to_olmix_case_study_and_load_partially(tmp_path):
     reuse = Project.load(project.root).settings.reuse
     assert reuse.swarm.virtual_share == 0.9 and (reuse.swarm.min_strength, reuse.swarm.max_strength) == (1.0, 20.0)
     assert reuse.swarm.min_weight == 1e-4 and reuse.swarm.force_all and reuse.plan == "full_reuse"
-    assert (reuse.proposer.add, reuse.proposer.revise, reuse.proposer.kl_centre) == ("search", "search", "natural")
+    assert (reuse.proposer.add, reuse.proposer.revise, reuse.proposer.kl_centre) == ("search", "search", "prior")
     assert reuse.proposer.proposer_for(["add"], "exact") == ("search", "[reuse.proposer] add")
     assert reuse.proposer.proposer_for(["partition"], "exact") == ("exact", "[propose] proposer")
     assert reuse.proposer.proposer_for(["add", "partition"], "exact") == ("exact", "[propose] proposer")
