@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -67,7 +68,8 @@ def scale_arguments(ap: argparse.ArgumentParser, tokens: int, runs_per_domain: i
     ap.add_argument("--eval-tokens", type=int, default=0, help="held-out tokens per domain (0 = the sample's)")
     ap.add_argument("--seeds", type=int, default=seeds, help="verification proxies per mixture (seeds)")
     ap.add_argument("--replicates", type=int, default=replicates, help="whole-pipeline replicates")
-    ap.add_argument("--jobs", type=int, default=2, help="replicates running at once (the cores are shared among them)")
+    ap.add_argument("--jobs", type=int, default=0,
+                    help="replicates running at once, the cores shared among them (0 = all of them)")
     ap.add_argument("--workdir", help="where the projects go (default: a temporary folder)")
     ap.add_argument("--replicate", type=int, help=argparse.SUPPRESS)  # child mode: run this replicate
     ap.add_argument("--base", help=argparse.SUPPRESS)
@@ -88,7 +90,7 @@ def replicate_project(base: Path, root: Path, index: int, workers: int) -> Proje
 
 def run_replicates(module: str, args, base: Path) -> list[dict]:
     """Run replicates 0..args.replicates-1 of `module` as child processes, args.jobs at a time; their results."""
-    jobs = max(1, min(args.jobs, args.replicates))
+    jobs = max(1, min(args.jobs or args.replicates, args.replicates))
     workers = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else 0
     work = Path(args.workdir)
     pending = list(range(args.replicates))
@@ -117,6 +119,22 @@ def measured_values(project: Project, ctx, mixtures: dict[str, dict[str, float]]
     pipeline.train_swarm(project, verify, on_event=log)
     objective = pipeline.objective_fn(project, verify.table().metric_names)
     return {label: m.values for label, m in pipeline.measured_objective(verify, objective).items()}
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and every child it has waited for, theirs included:
+    divided by the cores, about what the run would take on an otherwise idle machine."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timing(seconds: float) -> dict:
+    """Wall time, CPU time, the cores and the load: what a run under load took and would take alone."""
+    cpu, cores = cpu_seconds(), os.cpu_count() or 1
+    print(f"wall {seconds / 60:.1f} min; CPU {cpu / 60:.1f} min over {cores} cores, i.e. about {cpu / cores / 60:.1f} min "
+          f"on an otherwise idle machine; load average {os.getloadavg()[0]:.1f}")
+    return {"seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "cores": cores,
+            "idle_machine_estimate_s": round(cpu / cores, 1), "load_average": round(os.getloadavg()[0], 2)}
 
 
 def interval_text(ci: Interval) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import (PROXY_SEED_STRIDE, SWARM_SEED, interval_text, log, measured_values, replicate_project,
-                               run_replicates, sample_project, scale_arguments)
+                               run_replicates, sample_project, scale_arguments, timing)
 from engine import pipeline
 from engine.compare import t_interval
 
@@ -58,11 +58,10 @@ def summarise(results: list[dict], args, seconds: float) -> dict:
         print(f"{base} - proposed: {interval_text(ci)} bits per byte: floor {'MET' if floors[base] else 'NOT MET'}")
     leaves = list(results[0]["mixtures"]["proposed"])
     print("mean proposal: " + ", ".join(f"{x} {np.mean([r['mixtures']['proposed'][x] for r in results]):.3f}" for x in leaves))
-    print(f"{seconds / 60:.1f} min")
     return {"replicates": [{k: r[k] for k in ("replicate", "swarm_seed", "proxy_seed")} for r in results],
             "gains": {base: dataclasses.asdict(ci) for base, ci in gains.items()}, "floors": {f"beats_{base}": ok for base, ok in floors.items()},
             "tokens_per_proxy": args.tokens_per_proxy, "runs_per_domain": args.runs_per_domain, "seeds": args.seeds,
-            "eval_tokens": args.eval_tokens, "seconds": round(seconds, 1), "per_replicate": results}
+            "eval_tokens": args.eval_tokens, **timing(seconds), "per_replicate": results}
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import (PROXY_SEED_STRIDE, SWARM_SEED, interval_text, log, measured_values, replicate_project,
-                               run_replicates, sample_project, scale_arguments)
+                               run_replicates, sample_project, scale_arguments, timing)
 from engine import pipeline
 from engine.compare import t_interval
 from engine.domains import Change, DomainSet
@@ -146,12 +146,12 @@ def summarise(results: list[dict], args, seconds: float) -> dict:
     print(f"compute: reuse {flops['reuse']:.3g} FLOPs = {100 * ratio:.1f}% of full's {flops['full']:.3g}: "
           f"floor <= {100 * COMPUTE_FLOOR:.0f}% {'MET' if compute_ok else 'NOT MET'}")
     print(f"quality: the gap's interval contains 0 or favours reuse at {sum(floors)} of {len(floors)} updates: floor "
-          f"{'MET' if all(floors) else 'NOT MET'}; {seconds / 60:.1f} min")
+          f"{'MET' if all(floors) else 'NOT MET'}")
     return {"replicates": [{k: r[k] for k in ("replicate", "swarm_seed", "proxy_seed")} for r in results],
             "compute_ratio": ratio, "floors": {"gap_contains_0_or_favours_reuse": all(floors), "compute_at_most_30pct": compute_ok},
             "gap_floor_per_update": floors, "tokens_per_proxy": args.tokens_per_proxy, "runs_per_domain": args.runs_per_domain,
             "eval_tokens": args.eval_tokens, "seeds": args.seeds, "updates": updates, "flops": flops,
-            "seconds": round(seconds, 1), "per_replicate": results}
+            **timing(seconds), "per_replicate": results}
 
 
 def main() -> None:
