@@ -66,7 +66,7 @@ def summarise(results: list[dict], args, seconds: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    scale_arguments(ap, tokens=131072, runs_per_domain=3, seeds=2, replicates=5)
+    scale_arguments(ap, tokens=98304, runs_per_domain=4, seeds=2, replicates=5)
     args = ap.parse_args()
     if args.replicate is not None:
         Path(args.out).write_text(json.dumps(one_replicate(args)))
