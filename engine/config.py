@@ -26,10 +26,12 @@ class Table:
     """Base of a typed table: a frozen dataclass checked by `validate` whenever one is made.
 
     `finite_floats`: numbers must be finite (settings); a record of results (a history entry) may
-    hold NaN or infinity where a score is undefined.
+    hold NaN or infinity where a score is undefined. `retired`: keys older files wrote that are
+    accepted and dropped when loading (the next save leaves them out).
     """
 
     finite_floats: ClassVar[bool] = True
+    retired: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         self.validate()
@@ -118,9 +120,9 @@ def load_section(cls: type[T], data: Mapping[str, Any] | None, file: str, sectio
     name the file and the key; keys left out take the class's defaults (a class with a
     `from_section` factory fills them its own way, e.g. from a preset).
     """
-    data = dict(data or {})
     if not dataclasses.is_dataclass(cls):
         raise TypeError(cls)
+    data = {k: v for k, v in (data or {}).items() if k not in getattr(cls, "retired", ())}
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
     key = (lambda k: f"[{section}].{k}") if section else (lambda k: f"'{k}'")

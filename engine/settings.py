@@ -35,6 +35,8 @@ class ProjectInfo(Table):
     that draws random numbers has its own seed).
     """
 
+    retired = ("seed",)
+
     name: str = "mix"
 
 
@@ -322,7 +324,9 @@ class RegressionSettings(Table):
         candidates: regressors auto chooses among (and ensemble averages).
         ensemble: whether auto may also pick an average of its best candidates.
         loglinear_inits: random initialisations per metric of the log-linear law (Olmix uses 300).
-        loglinear_delta: Huber delta of the log-linear fit (Olmix: 0.02).
+        loglinear_relative_delta: Huber delta of the log-linear fit, in units of each metric's
+            standard deviation over the runs (Olmix used a fixed 0.02 whatever the metric's scale).
+            Older files' `loglinear_delta` (that absolute value) is accepted and dropped.
         loglinear_iterations: Levenberg-Marquardt iterations of the log-linear fit.
         lightgbm_learning_rate: LightGBM learning rate (RegMix: 0.01).
         lightgbm_rounds: maximum boosting rounds (RegMix: 1000).
@@ -334,13 +338,15 @@ class RegressionSettings(Table):
         powerlaw_inits: random initialisations per metric of the power law.
     """
 
+    retired = ("loglinear_delta",)
+
     regressor: str = "auto"
     folds: int = 5
     seed: int = 0
     candidates: list[str] = field(default_factory=lambda: list(DEFAULT_CANDIDATES))
     ensemble: bool = True
     loglinear_inits: int = 32
-    loglinear_delta: float = 0.02
+    loglinear_relative_delta: float = 1.0
     loglinear_iterations: int = 100
     lightgbm_learning_rate: float = 0.01
     lightgbm_rounds: int = 1000
@@ -366,7 +372,7 @@ class RegressionSettings(Table):
     def regressor_settings(self, name: str) -> dict[str, Any]:
         """Keyword settings for make_regressor(name)."""
         singles = {
-            "loglinear": {"inits": self.loglinear_inits, "delta": self.loglinear_delta,
+            "loglinear": {"inits": self.loglinear_inits, "delta": self.loglinear_relative_delta,
                           "iterations": self.loglinear_iterations, "seed": self.seed},
             "lightgbm": {"learning_rate": self.lightgbm_learning_rate, "rounds": self.lightgbm_rounds,
                          "patience": self.lightgbm_patience, "valid_fraction": self.lightgbm_valid_fraction,
@@ -533,8 +539,6 @@ class Settings(Table):
             value = data.get(name, {})
             if not isinstance(value, dict):
                 raise ConfigError(f"{file}: '{name}' must be a table ([{name}]).")
-            if name == "project":
-                value = {k: v for k, v in value.items() if k != "seed"}  # see ProjectInfo
             if not value:
                 kwargs[name] = default
                 continue

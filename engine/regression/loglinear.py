@@ -1,9 +1,13 @@
 """Olmix's log-linear mixing law: per metric y = exp(c) + exp(t . x).
 
 As in Olmix (allenai/olmix, olmix/fit/utils.py), each metric is fitted under a Huber loss
-(delta 0.02, summed over runs) from many random initialisations: log c on a grid over [-2, 1.5],
+(summed over runs) from many random initialisations: log c on a grid over [-2, 1.5],
 t ~ U(0, 0.1) except the metric's own domain at -U(0, 1); the best initialisation per metric
-(lowest training Huber loss) is kept. Olmix ties a metric to a domain by position; here the "own"
+(lowest training Huber loss) is kept. Olmix's Huber delta is a fixed 0.02; here it is `delta`
+times the metric's standard deviation over the runs, so that the loss treats residuals the same
+on any metric's scale (a fixed 0.02 made every residual beyond it count as an outlier on a metric
+whose runs spread by 0.1). The fit runs on each metric divided by that standard deviation s: the
+law for y/s is the law for y with log s taken off c and t. Olmix ties a metric to a domain by position; here the "own"
 domain is the one whose weight is most negatively correlated with the metric in the data, which
 works for any metric names. All metrics and initialisations are fitted in one batched
 Levenberg-Marquardt solve (engine.regression.lawfit). The fitted (c, t) feed the exact proposer.
@@ -30,6 +34,13 @@ def own_domain(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(Xc, axis=0)[:, None] * np.linalg.norm(Yc, axis=0)[None, :]
     corr = (Xc.T @ Yc) / np.where(norms > 0, norms, 1.0)
     return corr.argmin(axis=0)
+
+
+def metric_spread(Y: np.ndarray) -> np.ndarray:
+    """Per metric [k], the standard deviation over the runs (1 for a constant metric): the unit of
+    the Huber delta and of the fit's residuals."""
+    s = Y.std(axis=0)
+    return np.where(s > 0, s, 1.0)
 
 
 class _LogLinearLaw:
@@ -60,7 +71,7 @@ class LogLinearRegressor(Regressor):
 
     name = "loglinear"
 
-    def __init__(self, inits: int = 64, delta: float = 0.02, iterations: int = 200, seed: int = 0):
+    def __init__(self, inits: int = 64, delta: float = 1.0, iterations: int = 200, seed: int = 0):
         super().__init__(inits=inits, delta=delta, iterations=iterations, seed=seed)
         self.c = np.zeros(0)
         self.t = np.zeros((0, 0))
@@ -76,12 +87,14 @@ class LogLinearRegressor(Regressor):
 
     def _fit(self, X: np.ndarray, Y: np.ndarray) -> None:
         k, m, inits = Y.shape[1], X.shape[1], self.settings["inits"]
-        P0 = torch.from_numpy(self._initial_params(X, Y).reshape(k * inits, m + 1))
-        targets = torch.from_numpy(np.repeat(Y.T, inits, axis=0))
+        spread = metric_spread(Y)
+        P0 = self._initial_params(X, Y) - np.log(spread)[:, None, None]  # the starts, for y / s
+        targets = torch.from_numpy(np.repeat((Y / spread).T, inits, axis=0))
         Xt = torch.from_numpy(X)
-        P, loss = fit_huber(_LogLinearLaw(Xt), Xt, targets, P0, self.settings["delta"], self.settings["iterations"])
+        P, loss = fit_huber(_LogLinearLaw(Xt), Xt, targets, torch.from_numpy(P0.reshape(k * inits, m + 1)),
+                            self.settings["delta"], self.settings["iterations"])
         loss = torch.nan_to_num(loss.reshape(k, inits), nan=np.inf)
-        best = P.reshape(k, inits, m + 1)[torch.arange(k), loss.argmin(1)].numpy()
+        best = P.reshape(k, inits, m + 1)[torch.arange(k), loss.argmin(1)].numpy() + np.log(spread)[:, None]
         self.c, self.t = best[:, 0].copy(), best[:, 1:].copy()
 
     def predict(self, X: np.ndarray) -> np.ndarray:
