@@ -1,16 +1,26 @@
 """Olmix's log-linear mixing law: per metric y = exp(c) + exp(t . x).
 
-As in Olmix (allenai/olmix, olmix/fit/utils.py), each metric is fitted under a Huber loss
-(summed over runs) from many random initialisations: log c on a grid over [-2, 1.5],
-t ~ U(0, 0.1) except the metric's own domain at -U(0, 1); the best initialisation per metric
-(lowest training Huber loss) is kept. Olmix's Huber delta is a fixed 0.02; here it is `delta`
-times the metric's standard deviation over the runs, so that the loss treats residuals the same
-on any metric's scale (a fixed 0.02 made every residual beyond it count as an outlier on a metric
-whose runs spread by 0.1). The fit runs on each metric divided by that standard deviation s: the
-law for y/s is the law for y with log s taken off c and t. Olmix ties a metric to a domain by position; here the "own"
-domain is the one whose weight is most negatively correlated with the metric in the data, which
-works for any metric names. All metrics and initialisations are fitted in one batched
-Levenberg-Marquardt solve (engine.regression.lawfit). The fitted (c, t) feed the exact proposer.
+As in Olmix (allenai/olmix, olmix/fit/utils.py), each metric is fitted under a Huber loss (summed
+over runs) from many random initialisations, t ~ U(0, 0.1) around a common level except the
+metric's own domain, lowered by U(0, 1), and the best initialisation per metric (lowest training
+loss) is kept. Olmix ties a metric to a domain by position; here the "own" domain is the one whose
+weight is most negatively correlated with the metric in the data, which works for any metric
+names. All metrics and initialisations are fitted in one batched Levenberg-Marquardt solve
+(engine.regression.lawfit). The fitted (c, t) feed the exact proposer.
+
+Two changes make the fit hold up on the small, noisy swarms of a CPU or of a reuse step, where
+Olmix's settings let the law run to saturation (a coefficient of -20 on a unit, so that every
+mixture with more than a third of it is predicted the same):
+
+- Olmix's Huber delta is a fixed 0.02; here it is `delta` times the metric's standard deviation s
+  over the runs, so that residuals count the same on any metric's scale (a fixed 0.02 treated every
+  residual beyond it as an outlier on a metric whose runs spread by 0.1). The fit runs on y / s,
+  whose law is y's with log s taken off c and t.
+- Olmix starts log c on a fixed grid over [-2, 1.5], so a start whose floor exp(c) lies above the
+  metric's smallest value can only fit by driving exp(t . x) to 0. Here every start predicts the
+  metric's mean with a floor below its minimum: exp(c) = min(y) - v s for levels v of the varying
+  part log-spaced over [0.1, 10] standard deviations, and t at the level that puts the mean
+  mixture at mean(y), before the perturbations above.
 """
 
 from __future__ import annotations
@@ -24,7 +34,8 @@ from engine.regression.base import Regressor, load_arrays, register, save_arrays
 from engine.regression.lawfit import fit_huber
 
 PARAMS_FILE = "loglinear.npz"
-LOG_C_GRID = (-2.0, 1.5)
+START_LEVELS = (0.1, 10.0)
+"""The varying part's size at the best run, in standard deviations of the metric, over the starts."""
 
 
 def own_domain(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -76,19 +87,23 @@ class LogLinearRegressor(Regressor):
         self.c = np.zeros(0)
         self.t = np.zeros((0, 0))
 
-    def _initial_params(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
-        k, m, inits = Y.shape[1], X.shape[1], self.settings["inits"]
+    def _initial_params(self, X: np.ndarray, Z: np.ndarray) -> np.ndarray:
+        """Starts [k, inits, m + 1] for metrics Z = y / s (module docstring)."""
+        k, m, inits = Z.shape[1], X.shape[1], self.settings["inits"]
         rng = np.random.default_rng(self.settings["seed"])
+        low, mean = Z.min(0)[:, None], Z.mean(0)[:, None]
+        level = np.geomspace(*START_LEVELS, 10)[np.arange(inits) % 10][None, :]
+        floor = np.maximum(low - level, 1e-3 * low)  # exp(c) > 0 even for a metric near 0
         P = np.empty((k, inits, m + 1))
-        P[:, :, 0] = np.linspace(*LOG_C_GRID, 10)[np.arange(inits) % 10]
-        P[:, :, 1:] = rng.random((k, inits, m)) * 0.1
-        P[np.arange(k), :, 1 + own_domain(X, Y)] = -rng.random((k, inits))
+        P[:, :, 0] = np.log(floor)
+        P[:, :, 1:] = np.log(mean - floor)[:, :, None] + rng.random((k, inits, m)) * 0.1
+        P[np.arange(k), :, 1 + own_domain(X, Z)] -= rng.random((k, inits))
         return P
 
     def _fit(self, X: np.ndarray, Y: np.ndarray) -> None:
         k, m, inits = Y.shape[1], X.shape[1], self.settings["inits"]
         spread = metric_spread(Y)
-        P0 = self._initial_params(X, Y) - np.log(spread)[:, None, None]  # the starts, for y / s
+        P0 = self._initial_params(X, Y / spread)
         targets = torch.from_numpy(np.repeat((Y / spread).T, inits, axis=0))
         Xt = torch.from_numpy(X)
         P, loss = fit_huber(_LogLinearLaw(Xt), Xt, targets, torch.from_numpy(P0.reshape(k * inits, m + 1)),
