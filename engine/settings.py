@@ -310,6 +310,8 @@ REGRESSOR_NAMES = ("auto", "ensemble", "gp", "lightgbm", "loglinear", "powerlaw"
 """Every regressor's name, known without importing them (their modules pull in torch, LightGBM, scikit-learn)."""
 DEFAULT_CANDIDATES = ["loglinear", "lightgbm", "gp", "ridge", "powerlaw"]
 """What auto chooses among and ensemble averages by default."""
+DEFAULT_RIDGE = [0.0, 1e-3, 1e-2, 1e-1, 1.0]
+"""The log-linear fit's ridge penalties per run, among which inner cross-validation chooses."""
 
 
 @dataclass(frozen=True)
@@ -327,6 +329,9 @@ class RegressionSettings(Table):
         loglinear_relative_delta: Huber delta of the log-linear fit, in units of each metric's
             standard deviation over the runs (Olmix used a fixed 0.02 whatever the metric's scale).
             Older files' `loglinear_delta` (that absolute value) is accepted and dropped.
+        loglinear_ridge: penalties (per run) on the spread of the log-linear law's coefficients t
+            around their mean, sum_j (t_j - mean t)^2; inner 5-fold cross-validation picks one per
+            metric, which keeps a fit on few runs from running to saturation. [0.0] turns it off.
         loglinear_iterations: Levenberg-Marquardt iterations of the log-linear fit.
         lightgbm_learning_rate: LightGBM learning rate (RegMix: 0.01).
         lightgbm_rounds: maximum boosting rounds (RegMix: 1000).
@@ -347,6 +352,7 @@ class RegressionSettings(Table):
     ensemble: bool = True
     loglinear_inits: int = 32
     loglinear_relative_delta: float = 1.0
+    loglinear_ridge: list[float] = field(default_factory=lambda: list(DEFAULT_RIDGE))
     loglinear_iterations: int = 100
     lightgbm_learning_rate: float = 0.01
     lightgbm_rounds: int = 1000
@@ -368,11 +374,15 @@ class RegressionSettings(Table):
             )
         if self.folds < 2:
             raise ConfigError(f"folds is {self.folds}; use 2 or more.")
+        if not self.loglinear_ridge or any(not x >= 0 for x in self.loglinear_ridge) or not self.loglinear_relative_delta > 0:
+            raise ConfigError("loglinear_ridge must list penalties >= 0 (e.g. [0.0] for none) and "
+                              "loglinear_relative_delta must be > 0; fix them.")
 
     def regressor_settings(self, name: str) -> dict[str, Any]:
         """Keyword settings for make_regressor(name)."""
         singles = {
             "loglinear": {"inits": self.loglinear_inits, "delta": self.loglinear_relative_delta,
+                          "ridge": list(self.loglinear_ridge),
                           "iterations": self.loglinear_iterations, "seed": self.seed},
             "lightgbm": {"learning_rate": self.lightgbm_learning_rate, "rounds": self.lightgbm_rounds,
                          "patience": self.lightgbm_patience, "valid_fraction": self.lightgbm_valid_fraction,
