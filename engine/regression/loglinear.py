@@ -23,7 +23,10 @@ mixture with more than a third of it is predicted the same):
   mixture at mean(y), before the perturbations above.
 - A ridge penalty on how far the law's varying part moves over the swarm's runs,
   lambda * n * Var_runs(t . x) (`spread_penalty`), with lambda chosen per metric among `ridge` by
-  5-fold cross-validation inside the fit (held-out Huber loss). Every start is fitted at the
+  5-fold cross-validation inside the fit: the largest lambda whose held-out Huber loss is within one
+  standard error of the lowest (the one-standard-error rule: a simpler law unless the runs clearly
+  ask for a freer one; on pure noise the lowest held-out loss is as often a saturated law's, which
+  then extrapolates wildly). Every start is fitted at the
   smallest lambda; from the best start of each metric, one batched solve fits every lambda on every
   inner fold and on all runs, so the choice costs about as much again as the starts. On a large
   swarm the choice is lambda = 0 (RegMix's 512 runs), on a few noisy runs a penalty that keeps
@@ -37,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.regression.base import Regressor, load_arrays, register, save_arrays
+from engine.regression.base import Regressor, load_arrays, make_regressor, register, save_arrays
 from engine.regression.cv import fold_ids
 from engine.regression.lawfit import Penalty, fit_huber, huber
 from engine.settings import DEFAULT_RIDGE
@@ -171,9 +174,40 @@ class LogLinearRegressor(Regressor):
             np.broadcast_to(best[:, None, None, :], (*shape, best.shape[1])).reshape(-1, best.shape[1]),
             np.broadcast_to(masks[None, None], (*shape, n)).reshape(-1, n),
             np.broadcast_to(grid[None, :, None], shape).reshape(-1), self.settings["iterations"])
-        held_out = (run_loss.reshape(*shape, n)[:, :, 1:] * (1 - masks[None, None, 1:])).sum((2, 3))  # [k, g]
-        choice = g - 1 - held_out[:, ::-1].argmin(1)  # ties go to the larger penalty
+        held_out = (run_loss.reshape(*shape, n)[:, :, 1:] * (1 - masks[None, None, 1:])).sum(2)  # [k, g, n]: each run once
+        mean, se = held_out.mean(2), held_out.std(2) / np.sqrt(n)
+        best = mean.argmin(1)
+        # the one-standard-error rule: the largest penalty whose held-out loss is within one standard error of the best
+        within = mean <= (mean[np.arange(k), best] + se[np.arange(k), best])[:, None]
+        choice = np.where(within & (grid[None, :] >= grid[best][:, None]), np.arange(g)[None, :], -1).max(1)
         return P.reshape(*shape, -1)[np.arange(k), choice, 0], grid[choice]
+
+    @property
+    def refittable(self) -> bool:
+        """Whether `refit` can run: fitted by this version, which keeps each metric's spread and penalty."""
+        return self.spread.shape == self.c.shape and self.fitted
+
+    def refit(self, X: np.ndarray, Y: np.ndarray, weights: np.ndarray, metrics: list[int]) -> list["LogLinearRegressor"]:
+        """One refit per row of run weights [B, n] (bootstrap replicates: how often each run was drawn),
+        all in one batched solve started from this fit's law, with its spreads and penalties held;
+        metrics not in `metrics` keep this fit's law. Returns B regressors."""
+        if not self.refittable:
+            raise ValueError("this log-linear fit was made by an earlier version; refit it in full")
+        B, k, u = len(weights), len(metrics), X.shape[1]
+        log_s = np.log(self.spread[metrics])
+        start = np.hstack([(self.c[metrics] - log_s)[:, None], self.t[metrics] - log_s[:, None]])  # [k, u + 1]
+        P, _ = self._solve(X, np.tile((Y[:, metrics] / self.spread[metrics]).T, (B, 1)), np.tile(start, (B, 1)),
+                           np.repeat(weights.astype(np.float64), k, axis=0), np.tile(self.penalty[metrics], B),
+                           self.settings["iterations"])
+        P = P.reshape(B, k, u + 1) + log_s[None, :, None]
+        models = []
+        for b in range(B):
+            model = make_regressor(self.name, **self.settings)
+            model.n_domains, model.n_metrics = self.n_domains, self.n_metrics
+            model.c, model.t, model.spread, model.penalty = self.c.copy(), self.t.copy(), self.spread, self.penalty
+            model.c[metrics], model.t[metrics] = P[b, :, 0], P[b, :, 1:]
+            models.append(model)
+        return models
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predictions [n, k]; inf where a mixture far from the fitted runs overflows exp(t . x)."""
