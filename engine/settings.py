@@ -407,6 +407,10 @@ class RegressionSettings(Table):
 # ---------------------------------------------------------------- [objective], [propose]
 
 PROPOSERS = ("exact", "simulation", "search")
+DEFAULT_KL_REG = 0.05
+"""The default pull towards the prior: Olmix's configs use 0.05 to 0.1. Without it (and without
+caps) the exact proposer may put a quarter of the mixture on a domain holding 0.2% of the tokens
+(RegMix's released swarm)."""
 EXACT_REGRESSOR = "loglinear"
 """The exact proposer solves the log-linear law's problem, so it needs a fit by this regressor."""
 
@@ -436,6 +440,20 @@ class ObjectiveSettings(Table):
         if values and (any(not math.isfinite(w) or w < 0 for w in values) or not sum(values) > 0):
             raise ConfigError("weights must be finite, >= 0 and not all 0; fix them.")
 
+    def normalised(self, metric_names: list[str]) -> list[float]:
+        """The weight of each of `metric_names`, summing to 1 (equal weights when none are set)."""
+        if not self.weights:
+            return [1.0 / len(metric_names)] * len(metric_names)
+        unknown = [name for name in self.weights if name not in metric_names]
+        if unknown:
+            raise ConfigError(
+                f"Objective weight for unknown metric '{unknown[0]}'; the fit's metrics are {', '.join(metric_names)}."
+            )
+        w = [self.weights.get(name, 0.0) for name in metric_names]
+        if not sum(w) > 0:
+            raise ConfigError("Objective weights put no weight on the fit's metrics; fix [objective] weights.")
+        return [x / sum(w) for x in w]
+
 
 @dataclass(frozen=True)
 class ProposeSettings(Table):
@@ -447,23 +465,29 @@ class ProposeSettings(Table):
         target_tokens: tokens of the target run; 0 turns the repetition caps off.
         repetition_factor: R, the most times a domain's available tokens may be repeated:
             x_j <= R * tokens_j / target_tokens.
-        kl_reg: lambda, weight of KL(mixture || prior) added to the objective (0 = none).
+        kl_reg: lambda, weight of KL(mixture || prior) added to the objective (0 = none; the
+            default, DEFAULT_KL_REG, is the low end of Olmix's 0.05-0.1).
         bounds: leaf domain -> [lo, hi] bounds on its weight.
         simulation_candidates: Dirichlet candidates the simulation proposer draws.
         top_k: the simulation proposer averages its k best feasible candidates.
-        seed: seed of the simulation proposer's candidates.
+        bootstrap: replicates of the swarm (runs resampled with replacement, refitted, proposed
+            again) behind each proposal's intervals (engine/bootstrap.py); 0 = none.
+        seed: seed of the simulation proposer's candidates and of the bootstrap's draws.
     """
 
     proposer: str = "exact"
     target_tokens: int = 0
     repetition_factor: float = 5.0
-    kl_reg: float = 0.0
+    kl_reg: float = DEFAULT_KL_REG
     bounds: dict[str, list[float]] = field(default_factory=dict)
     simulation_candidates: int = 100_000
     top_k: int = 100
+    bootstrap: int = 200
     seed: int = 0
 
     def validate(self) -> None:
+        if self.bootstrap < 0:
+            raise ConfigError(f"bootstrap is {self.bootstrap}; use 0 (none) or a number of replicates.")
         if self.proposer not in PROPOSERS:
             raise ConfigError(f"proposer '{self.proposer}' is unknown; use one of {', '.join(PROPOSERS)}.")
         if self.target_tokens < 0 or self.repetition_factor <= 0 or self.kl_reg < 0:
