@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from engine.history import Compute, Measured
+from engine.history import Compute, Evidence, Measured
 
 
 def l1(a: dict[str, float], b: dict[str, float]) -> float:
@@ -23,7 +23,7 @@ def kl(a: dict[str, float], b: dict[str, float], eps: float = 1e-12) -> float:
 class MixtureSide:
     """One side of a comparison: a history entry (or its full recomputation), its mixture, the
     compute it spent, its predicted objective, the objective measured on verification runs (when
-    it was verified) and its plan kind."""
+    it was verified), its plan kind, and the evidence behind it (fit verdict, fallback, spread)."""
 
     label: str
     mixture: dict[str, float]
@@ -31,6 +31,7 @@ class MixtureSide:
     predicted: float | None = None
     measured: Measured | None = None
     plan: str | None = None
+    evidence: Evidence | None = None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.atomic import dumps_json, write_csv
+from engine.bootstrap import ProposalSpread, bootstrap_proposal
 from engine.compare import Comparison, MixtureSide, compare, kl, l1
 from engine.data.store import DomainTokens, TokenStore, natural_prior
 from engine.domains import DomainSet, affected_set, check_name
@@ -26,12 +27,13 @@ from engine.executors import make_executor
 from engine.executors.base import run_swarm
 from engine.executors.liveness import owner_alive
 from engine.export import export_mixture
-from engine.history import (CompareRecord, Compute, EntryContent, HistoryEntry, Measured, ProposalInfo, UpdateRecord,
-                            Verification, current_mixture, read_history, write_entry)
-from engine.mixture_table import MixtureTable, read_tables
+from engine.history import (CompareRecord, Compute, EntryContent, Evidence, HistoryEntry, Measured, ProposalInfo,
+                            UpdateRecord, Verification, current_mixture, read_history, write_entry)
+from engine.mixture_table import MixtureTable, read_domain_values, read_tables
 from engine.project import Project
 from engine.propose import Proposal, objective_weights, propose
 from engine.regression.store import FitResult, fit_and_store, load_fit
+from engine.regression.verdict import UNUSABLE, WEAK
 from engine.reuse import UpdatePlan, affected_fit_names, compare_plans, plan_update, suggest_unfreeze
 from engine.runs import SwarmDir, list_swarms
 from engine.settings import EXACT_REGRESSOR, ProposeSettings, usable_proposer
@@ -213,7 +215,8 @@ def fit_swarm(project: Project, swarm: SwarmDir, regressor: str | None = None, o
         on_event(Message(f"{len(skipped)} run(s) with NaN or infinite metrics are left out of the fit: {', '.join(skipped)}",
                          level="warning"))
     with project.lock():
-        return fit_and_store(project.fits_dir, table, regressor, project.settings.regression, on_event, [swarm.id])
+        return fit_and_store(project.fits_dir, table, regressor, project.settings.regression, on_event, [swarm.id],
+                             project.settings.objective)
 
 
 def objective_fn(project: Project, metric_names: list[str]):
@@ -222,8 +225,10 @@ def objective_fn(project: Project, metric_names: list[str]):
     return lambda metrics: float(sum(w * metrics[m] for w, m in zip(weights, metric_names) if w))
 
 
-def run_update(project: Project, ctx: UpdateContext, kind: str | None = None, on_event: EventSink = ignore) -> UpdateRecord:
-    """Plan, train, fit and propose for the update (nothing is applied yet)."""
+def run_update(project: Project, ctx: UpdateContext, kind: str | None = None, on_event: EventSink = ignore,
+               force: bool = False) -> UpdateRecord:
+    """Plan, train, fit and choose the mixture for the update (nothing is applied yet): the proposal,
+    or on an unusable fit the fallback (`choose_mixture`; `force` proposes anyway)."""
     plan = make_plan(project, ctx, kind)
     on_event(Message(plan.describe()))
     if not plan.needs_swarm:
@@ -234,12 +239,15 @@ def run_update(project: Project, ctx: UpdateContext, kind: str | None = None, on
         raise OlmixError(f"{counts['failed']} run(s) of swarm {swarm_dir.id} failed; see `olmix-tui swarm status "
                          f"{project.root} --swarm {swarm_dir.id}` and rerun with `swarm run --retry-failed`.")
     fit = fit_swarm(project, swarm_dir, on_event=on_event)
-    proposal = propose_for_swarm(project, swarm_dir, fit)
+    chosen = choose_mixture(project, swarm_dir, fit, project.settings.propose, force, on_event)
     done = [s for s in swarm_dir.statuses() if s.state == "done"]
     compute = Compute(len(done), int(sum(s.tokens or 0 for s in done)), float(sum(s.flops or 0.0 for s in done)))
-    info = ProposalInfo(proposal.proposer, proposal.predicted_objective, proposal.kl, proposal.binding_caps,
-                        proposal.kkt_residual, fit.cv.mean_spearman)
-    return UpdateRecord(plan.record(), proposal.mixture, swarm_dir.id, fit.fit_id, proposal.predicted_objective, info, compute)
+    proposal, info = chosen.proposal, None
+    if proposal is not None:
+        info = ProposalInfo(proposal.proposer, proposal.predicted_objective, proposal.kl, proposal.binding_caps,
+                            proposal.kkt_residual, fit.cv.mean_spearman)
+    return UpdateRecord(plan.record(), chosen.mixture, swarm_dir.id, fit.fit_id,
+                        None if proposal is None else proposal.predicted_objective, info, compute, chosen.evidence)
 
 
 def history_kind(ctx: UpdateContext, has_history: bool) -> str:
@@ -266,15 +274,48 @@ def apply_update(project: Project, ctx: UpdateContext, record: UpdateRecord,
     return entry
 
 
-def proposal_inputs(project: Project, swarm: SwarmDir) -> tuple[dict[str, float], dict[str, int] | None]:
-    """What proposing from a swarm needs besides the fit: the prior over its leaves and the leaves'
-    available tokens (None when unknown). An imported swarm's prior is its mean mixture (it carries
-    no token counts, so its caps are off)."""
+@dataclass(frozen=True)
+class ProposalInputs:
+    """What proposing from a swarm needs besides the fit: the prior over its leaves, the leaves'
+    available tokens (None when unknown: no repetition caps), and what the user should know about
+    them (`proposal_caveats`)."""
+
+    prior: dict[str, float]
+    tokens: dict[str, float] | None
+    caveats: list[str]
+
+
+def proposal_caveats(swarm: SwarmDir, settings: ProposeSettings) -> list[str]:
+    """What a proposal from `swarm` with `settings` should say about its prior and caps: an imported
+    swarm without a prior or token counts, and a proposal with neither a KL pull nor caps."""
+    spec, notes = swarm.spec, []
+    if not spec.trained_here and not spec.prior:
+        notes.append("the prior, which the KL term pulls towards, is the imported swarm's mean mixture: it was "
+                     "imported without --prior or --tokens")
+    no_counts = not spec.trained_here and not spec.tokens
+    if no_counts:
+        notes.append("repetition caps are off: the imported swarm has no token counts; import it with --tokens FILE")
+    if (no_counts or not settings.target_tokens) and not settings.kl_reg and not settings.bounds:
+        notes.append("the proposal runs with neither a KL pull to the prior (kl_reg = 0) nor caps (no token counts, "
+                     "target_tokens or bounds), so any domain, however small, may get any weight; set [propose] "
+                     "kl_reg (Olmix uses 0.05 to 0.1) or target_tokens")
+    return notes
+
+
+def proposal_inputs(project: Project, swarm: SwarmDir, settings: ProposeSettings | None = None) -> ProposalInputs:
+    """The prior, tokens and caveats of proposing from `swarm` (with [propose], or `settings`). An
+    imported swarm has the prior and token counts it was imported with; without a prior, its mean
+    mixture is the prior."""
     spec = swarm.spec
+    caveats = proposal_caveats(swarm, settings or project.settings.propose)
     if not spec.trained_here:
-        table = swarm.table()
-        mean = table.ratios.mean(axis=0)
-        return dict(zip(table.domains, (mean / mean.sum()).tolist())), None
+        if spec.prior:
+            prior = dict(spec.prior)
+        else:
+            table = swarm.table()
+            mean = table.ratios.mean(axis=0)
+            prior = dict(zip(table.domains, (mean / mean.sum()).tolist()))
+        return ProposalInputs(prior, dict(spec.tokens) or None, caveats)
     store = TokenStore.of_project(project.root)
     tokens = {}
     for leaf in spec.leaves:
@@ -282,51 +323,116 @@ def proposal_inputs(project: Project, swarm: SwarmDir) -> tuple[dict[str, float]
         if t is None:
             raise OlmixError(f"the token store has no entry for domain '{leaf}' as planned; run `olmix-tui tokenize {project.root}`.")
         tokens[leaf] = t.train_tokens
-    return dict(spec.prior), tokens
+    return ProposalInputs(dict(spec.prior), tokens, caveats)
 
 
-def propose_for_swarm(project: Project, swarm: SwarmDir, fit: FitResult, settings: ProposeSettings | None = None) -> Proposal:
-    """Propose from a swarm's fit (with [propose], or `settings`): leaf caps and KL through the swarm's frozen groups."""
+def propose_for_swarm(project: Project, swarm: SwarmDir, fit: FitResult, settings: ProposeSettings | None = None,
+                      on_event: EventSink = ignore) -> tuple[Proposal, ProposalInputs, ProposalSpread | None]:
+    """Propose from a swarm's fit (with [propose], or `settings`): leaf caps and KL through the
+    swarm's frozen groups; with settings.bootstrap, also the proposal's bootstrap spread."""
     settings = settings or project.settings.propose
-    prior, tokens = proposal_inputs(project, swarm)
-    if tokens is None and settings.target_tokens:
+    inputs = proposal_inputs(project, swarm, settings)
+    if inputs.tokens is None and settings.target_tokens:
         settings = dataclasses.replace(settings, target_tokens=0)
     leaves = swarm.spec.leaves if swarm.spec.trained_here else swarm.units
-    return propose(fit.model, swarm.table(), prior, tokens, settings, project.settings.objective,
-                   expand=swarm.spec.expand, domains_leaf=leaves)
+    args = (fit.model, swarm.table(), inputs.prior, inputs.tokens, settings, project.settings.objective)
+    proposal = propose(*args, expand=swarm.spec.expand, domains_leaf=leaves)
+    spread = None
+    if settings.bootstrap:
+        spread = bootstrap_proposal(proposal, *args, expand=swarm.spec.expand, domains_leaf=leaves, on_event=on_event)
+    return proposal, inputs, spread
+
+
+def fallback_mixture(project: Project, leaves: list[str], prior: dict[str, float]) -> tuple[str, dict[str, float]]:
+    """What an unusable fit falls back to: the incumbent, which is the current mixture when it is
+    over `leaves`, or for the pending update the plan's start (the current mixture with the new
+    domains at their stated default: `engine.reuse.plan_update`); else, for a first mixture (or an
+    imported swarm), the natural distribution `prior`. Returns ("incumbent" | "natural", mixture)."""
+    current = current_mixture(project)
+    if current is not None:
+        if set(current) == set(leaves):
+            return "incumbent", {x: current[x] for x in leaves}
+        staged = project.staged_domains()
+        if project.pending and set(staged.names) == set(leaves):
+            return "incumbent", dict(plan_update(project.domains, staged, current, prior, "full_reuse").start)
+    return "natural", {x: prior[x] for x in leaves}
 
 
 @dataclass(frozen=True)
 class ProposalPreview:
-    """A proposal made from a fit, not yet applied: the proposal, the prior it is shown beside, the
-    fit and swarm it came from, and why its proposer differs from the one asked for ("" if it does not)."""
+    """The mixture a fit leads to, not yet applied: the proposal (None when an unusable fit fell
+    back), the mixture to record (the proposal's, or the fallback), the prior it is shown beside,
+    the fit and swarm it came from, the evidence (verdict, action, warnings, bootstrap spread), and
+    why its proposer differs from the one asked for ("" if it does not)."""
 
-    proposal: Proposal
+    proposal: Proposal | None
+    mixture: dict[str, float]
     prior: dict[str, float]
     fit: FitResult
     swarm: str
+    evidence: Evidence
     note: str = ""
 
 
-def preview_proposal(project: Project, fit: FitResult, settings: ProposeSettings, swarm: SwarmDir | None = None) -> ProposalPreview:
-    """The proposal from `fit` (on `swarm`, default the swarm it was fitted on) with `settings`; the
-    proposer is the one asked for where the fit allows it (`engine.settings.usable_proposer`)."""
+def choose_mixture(project: Project, swarm: SwarmDir, fit: FitResult, settings: ProposeSettings, force: bool = False,
+                   on_event: EventSink = ignore) -> ProposalPreview:
+    """The gate between a fit and a mixture. A usable fit proposes; a weak one proposes with a
+    warning; an unusable one falls back (`fallback_mixture`) and says what would fix it, unless
+    `force`, which proposes anyway and records it. The search proposer, which picks the best
+    measured run, does not rest on the fit and proposes with a warning. Every path records the
+    verdict and its warnings (docs/verdicts.md)."""
+    verdict = fit.verdict
+    if verdict is None:
+        raise OlmixError(f"fit {fit.fit_id} was made by an earlier version, which judged no verdict; fit the swarm "
+                         f"again with `olmix-tui fit {project.root} --swarm {swarm.id}`.")
+    proposer, note = usable_proposer(settings.proposer, fit.regressor, fit.chosen)
+    settings = dataclasses.replace(settings, proposer=proposer)
+    warnings = proposal_caveats(swarm, settings)
+    unusable = verdict.verdict == UNUSABLE
+    if unusable and proposer != "search" and not force:
+        inputs = proposal_inputs(project, swarm, settings)
+        kind, mixture = fallback_mixture(project, swarm.spec.leaves if swarm.spec.trained_here else swarm.units,
+                                         inputs.prior)
+        reason = "; ".join(verdict.reasons)
+        evidence = Evidence(verdict, "fallback", kind, reason, verdict.fix, warnings)
+        instead = ("kept the incumbent mixture (the current one, new domains at their natural share)"
+                   if kind == "incumbent" else "fell back to the natural distribution")
+        on_event(Message(f"fit {fit.fit_id} is unusable ({reason}), so the proposal {instead} instead of following "
+                         f"the KL term. {verdict.fix} (--force proposes anyway.)", level="warning"))
+        return ProposalPreview(None, mixture, inputs.prior, fit, swarm.id, evidence, note)
+    if verdict.verdict == WEAK:
+        warnings.insert(0, f"the fit is weak: {'; '.join(verdict.reasons)}. {verdict.fix}")
+    elif unusable:
+        warnings.insert(0, f"the fit is unusable ({'; '.join(verdict.reasons)}), but "
+                        + ("--force was given" if proposer != "search" else
+                           "the search proposer picks the best measured run, which does not rest on the fit"))
+    for text in warnings:
+        on_event(Message(text, level="warning"))
+    proposal, inputs, spread = propose_for_swarm(project, swarm, fit, settings, on_event)
+    evidence = Evidence(verdict, "forced" if unusable and proposer != "search" else "proposed", "", "", verdict.fix,
+                        warnings, spread)
+    return ProposalPreview(proposal, proposal.mixture, inputs.prior, fit, swarm.id, evidence, note)
+
+
+def preview_proposal(project: Project, fit: FitResult, settings: ProposeSettings, swarm: SwarmDir | None = None,
+                     force: bool = False, on_event: EventSink = ignore) -> ProposalPreview:
+    """The mixture `fit` leads to (on `swarm`, default the swarm it was fitted on) with `settings`,
+    through the gate (`choose_mixture`); the proposer is the one asked for where the fit allows it
+    (`engine.settings.usable_proposer`)."""
     if swarm is None:
         if not fit.source_swarms:
             raise OlmixError(f"fit {fit.fit_id} names no swarm to propose from; fit a swarm again with "
                              f"`olmix-tui fit {project.root}`.")
         swarm = open_swarm(project, fit.source_swarms[0])
-    proposer, note = usable_proposer(settings.proposer, fit.regressor, fit.chosen)
-    proposal = propose_for_swarm(project, swarm, fit, dataclasses.replace(settings, proposer=proposer))
-    return ProposalPreview(proposal, proposal_inputs(project, swarm)[0], fit, swarm.id, note)
+    return choose_mixture(project, swarm, fit, settings, force, on_event)
 
 
-def propose_from_swarm(project: Project, swarm: SwarmDir, settings: ProposeSettings,
+def propose_from_swarm(project: Project, swarm: SwarmDir, settings: ProposeSettings, force: bool = False,
                        on_event: EventSink = ignore) -> ProposalPreview:
     """Fit the swarm with the regressor its proposer needs (the log-linear law for exact, else
-    [regression]) and preview the proposal."""
+    [regression]) and preview the mixture it leads to."""
     fit = fit_swarm(project, swarm, EXACT_REGRESSOR if settings.proposer == "exact" else None, on_event)
-    return preview_proposal(project, fit, settings, swarm)
+    return preview_proposal(project, fit, settings, swarm, force, on_event)
 
 
 # ---------------------------------------------------------------- the main job
@@ -360,22 +466,24 @@ class BatchReport:
                 "updates": [u.to_json() for u in self.updates], "seconds": self.seconds}
 
 
-def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on_event: EventSink = ignore) -> BatchReport:
+def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on_event: EventSink = ignore,
+              force: bool = False) -> BatchReport:
     """The main job: the first mixture if the project has none, then the pending update (if any),
-    each planned, trained, fitted, proposed and written to history. With `compare`, the pending
-    update is also recomputed in full and both mixtures are checked on verification proxies."""
+    each planned, trained, fitted, proposed (or, on an unusable fit, fallen back: `force` proposes
+    anyway) and written to history. With `compare`, the pending update is also recomputed in full
+    and both mixtures are checked on verification proxies."""
     start = time.perf_counter()
     on_event(Message(f"project {project.settings.project.name}: {len(project.domains)} domains, "
                      f"{len(project.pending)} pending change(s)"))
     updates = []
     if not read_history(project):
         ctx = update_context(project, on_event, initial=True)
-        record = run_update(project, ctx, "full", on_event)
+        record = run_update(project, ctx, "full", on_event, force)
         updates.append(AppliedUpdate(apply_update(project, ctx, record).label, record))
     if project.pending:
         ctx = update_context(project, on_event)
-        record = run_update(project, ctx, None, on_event)
-        compared = compare_with_full(project, ctx, record, verify_seeds, on_event) if compare else None
+        record = run_update(project, ctx, None, on_event, force)
+        compared = compare_with_full(project, ctx, record, verify_seeds, on_event, force) if compare else None
         updates.append(AppliedUpdate(apply_update(project, ctx, record, compared).label, record, compared))
     tokens = project.tokens(project.domains)
     prior = natural_prior(tokens)
@@ -386,9 +494,10 @@ def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on
 
 
 def compare_with_full(project: Project, ctx: UpdateContext, record: UpdateRecord, seeds: int,
-                      on_event: EventSink = ignore) -> CompareRecord:
-    """Recompute the update in full, train verification proxies on both mixtures, and compare them."""
-    full = record if record.plan.kind == "full" else run_update(project, ctx, "full", on_event)
+                      on_event: EventSink = ignore, force: bool = False) -> CompareRecord:
+    """Recompute the update in full (through the same gate: an unusable full fit keeps the
+    incumbent), train verification proxies on both mixtures, and compare them."""
+    full = record if record.plan.kind == "full" else run_update(project, ctx, "full", on_event, force)
     mixtures = {"chosen": record.mixture, "full": full.mixture}
     verify = plan_verification(project, ctx, mixtures, seeds)
     train_swarm(project, verify, on_event=on_event)
@@ -429,9 +538,15 @@ def measured_objective(swarm: SwarmDir, objective) -> dict[str, Measured]:
 # ---------------------------------------------------------------- import, predict, export, diff
 
 
-def import_swarm(project: Project, ratios_csv, metrics_csv, name: str | None = None) -> SwarmDir:
-    """Store swarm results trained elsewhere as a finished swarm (Olmix or RegMix CSV layout)."""
+def import_swarm(project: Project, ratios_csv, metrics_csv, name: str | None = None, prior_csv=None,
+                 tokens_csv=None) -> SwarmDir:
+    """Store swarm results trained elsewhere as a finished swarm (Olmix or RegMix CSV layout), with
+    the prior (`prior_csv`: domain,weight lines) and the domains' available training tokens
+    (`tokens_csv`: domain,tokens lines, which also give the prior when `prior_csv` is not given)."""
     table = read_tables(ratios_csv, metrics_csv)
+    tokens = read_domain_values(tokens_csv, table.domains, "tokens") if tokens_csv is not None else {}
+    given = read_domain_values(prior_csv, table.domains, "weight") if prior_csv is not None else tokens
+    prior = {d: v / sum(given.values()) for d, v in given.items()}
     sid = name or _spec_id({"ratios": table.ratios.round(10).tolist(), "metrics": table.metrics.round(10).tolist(),
                             "domains": table.domains, "names": table.metric_names})
     if name is not None:
@@ -440,7 +555,7 @@ def import_swarm(project: Project, ratios_csv, metrics_csv, name: str | None = N
     if (folder / "swarm.toml").exists():
         raise OlmixError(f"a swarm named '{sid}' exists already; pick another --name.")
     spec = SwarmSpec(purpose="import", plan="import", units=list(table.domains), runs=list(table.run_ids),
-                     source=ImportSource(str(ratios_csv), str(metrics_csv)))
+                     prior=prior, source=ImportSource(str(ratios_csv), str(metrics_csv)), tokens=tokens)
     with project.lock():
         staging = project.swarms_dir / f".{sid}.importing"
         shutil.rmtree(staging, ignore_errors=True)
@@ -487,7 +602,8 @@ def _entry(entries: list[HistoryEntry], key: str) -> HistoryEntry:
 
 
 def _side(label: str, record: UpdateRecord, measured: Measured | None = None) -> MixtureSide:
-    return MixtureSide(label, record.mixture, record.compute, record.predicted, measured, record.plan.kind)
+    return MixtureSide(label, record.mixture, record.compute, record.predicted, measured, record.plan.kind,
+                       record.evidence)
 
 
 def diff_entries(project: Project, a: str | None, b: str | None) -> Comparison:

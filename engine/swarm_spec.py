@@ -74,7 +74,9 @@ class SwarmSpec(Table):
     swarm's domains); runs: the run ids. Trained swarms also have leaves (the leaf domains), groups
     (frozen groups with their fixed ratios), prior (the natural distribution over the leaves), proxy
     and data; a planned swarm its sampler settings (swarm), verification runs their labels (one per
-    mixture); an imported swarm its source.
+    mixture); an imported swarm its source, and when they were given on import its prior (from
+    --prior, or the token shares of --tokens; empty: the swarm's mean mixture is taken) and its
+    domains' available training tokens (tokens, from --tokens; empty: no repetition caps).
     """
 
     purpose: str = "swarm"
@@ -89,6 +91,7 @@ class SwarmSpec(Table):
     data: SwarmData | None = None
     labels: list[str] = field(default_factory=list)
     source: ImportSource | None = None
+    tokens: dict[str, float] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.purpose not in PURPOSES:
@@ -98,6 +101,9 @@ class SwarmSpec(Table):
         if self.purpose == "import":
             if self.source is None:
                 raise ConfigError("an imported swarm needs its [source]; import it again.")
+            for name, values in (("prior", self.prior), ("tokens", self.tokens)):
+                if values and (set(values) != set(self.units) or min(values.values()) < 0):
+                    raise ConfigError(f"{name} must give each of the units a value >= 0; import the swarm again.")
             return
         if self.proxy is None or self.data is None:
             raise ConfigError(f"a {self.purpose} swarm needs [proxy] and [data]; plan the swarm again.")
