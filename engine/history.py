@@ -59,10 +59,10 @@ class Evidence(Table):
     action: "proposed" (a usable or weak fit: a weak one with a warning), "forced" (an unusable fit,
     proposed from anyway because --force was given) or "fallback" (an unusable fit: the mixture is
     `fallback` instead: "incumbent", the current mixture with new domains at the update plan's
-    start, or "natural", the natural distribution); reason: why it fell back; fix: what would make
-    the fit usable, one sentence; warnings: what the user should know about the proposal (a weak
-    fit, no KL and no caps, an imported swarm without token counts); spread: the bootstrap spread
-    (engine.bootstrap), when one was run.
+    start, or "natural", the natural distribution); reason: why it fell back, in a few words (the
+    verdict holds every finding, and in `fix` what would make the fit usable); warnings: what the
+    user should know about the proposal (a weak fit, no KL and no caps, an imported swarm without
+    token counts); spread: the bootstrap spread (engine.bootstrap), when one was run.
     """
 
     finite_floats = False
@@ -71,7 +71,6 @@ class Evidence(Table):
     action: str = "proposed"
     fallback: str = ""
     reason: str = ""
-    fix: str = ""
     warnings: list[str] = field(default_factory=list)
     spread: ProposalSpread | None = None
 
@@ -83,11 +82,10 @@ class Evidence(Table):
 
     @property
     def summary(self) -> str:
-        """A few words: the verdict and what was done, e.g. "unusable: kept the incumbent"."""
-        if self.action == "fallback":
-            return f"{self.verdict.verdict}: kept the {self.fallback}" if self.fallback == "incumbent" else \
-                f"{self.verdict.verdict}: fell back to the natural distribution"
-        return f"{self.verdict.verdict}, forced" if self.action == "forced" else self.verdict.verdict
+        """A few words: the verdict and what was done, e.g. "unusable, kept incumbent"."""
+        done = {"fallback": f", kept {self.fallback}" if self.fallback == "incumbent" else f", took {self.fallback}",
+                "forced": ", forced"}.get(self.action, "")
+        return self.verdict.verdict + done
 
 
 @dataclass(frozen=True)

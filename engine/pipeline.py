@@ -393,8 +393,8 @@ def choose_mixture(project: Project, swarm: SwarmDir, fit: FitResult, settings: 
         inputs = proposal_inputs(project, swarm, settings)
         kind, mixture = fallback_mixture(project, swarm.spec.leaves if swarm.spec.trained_here else swarm.units,
                                          inputs.prior)
-        reason = "; ".join(verdict.reasons)
-        evidence = Evidence(verdict, "fallback", kind, reason, verdict.fix, warnings)
+        reason = verdict.reasons[0]
+        evidence = Evidence(verdict, "fallback", kind, f"the fit is unusable: {reason}", warnings)
         instead = ("kept the incumbent mixture (the current one, new domains at their natural share)"
                    if kind == "incumbent" else "fell back to the natural distribution")
         on_event(Message(f"fit {fit.fit_id} is unusable ({reason}), so the proposal {instead} instead of following "
@@ -409,8 +409,7 @@ def choose_mixture(project: Project, swarm: SwarmDir, fit: FitResult, settings: 
     for text in warnings:
         on_event(Message(text, level="warning"))
     proposal, inputs, spread = propose_for_swarm(project, swarm, fit, settings, on_event)
-    evidence = Evidence(verdict, "forced" if unusable and proposer != "search" else "proposed", "", "", verdict.fix,
-                        warnings, spread)
+    evidence = Evidence(verdict, "forced" if unusable and proposer != "search" else "proposed", "", "", warnings, spread)
     return ProposalPreview(proposal, proposal.mixture, inputs.prior, fit, swarm.id, evidence, note)
 
 

@@ -329,9 +329,11 @@ class RegressionSettings(Table):
         loglinear_relative_delta: Huber delta of the log-linear fit, in units of each metric's
             standard deviation over the runs (Olmix used a fixed 0.02 whatever the metric's scale).
             Older files' `loglinear_delta` (that absolute value) is accepted and dropped.
-        loglinear_ridge: penalties (per run) on the spread of the log-linear law's coefficients t
-            around their mean, sum_j (t_j - mean t)^2; inner 5-fold cross-validation picks one per
-            metric, which keeps a fit on few runs from running to saturation. [0.0] turns it off.
+        loglinear_ridge: ridge penalties (per run) on the log-linear law's coefficients t as the runs
+            weigh them, mean_runs (t . x)^2 for the law of the metric over its standard deviation;
+            inner 5-fold cross-validation picks one per metric (the largest within one standard
+            error of the best), which keeps a fit on few runs from running to saturation. [0.0]
+            turns it off.
         loglinear_iterations: Levenberg-Marquardt iterations of the log-linear fit.
         lightgbm_learning_rate: LightGBM learning rate (RegMix: 0.01).
         lightgbm_rounds: maximum boosting rounds (RegMix: 1000).

@@ -57,13 +57,16 @@ def huber(r: torch.Tensor, delta: float | torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Penalty:
-    """lambda_b * P^T R P added to problem b's loss: R [p, p] symmetric PSD, shared; lam [B] >= 0."""
+    """lambda_b * P_b^T R_b P_b added to problem b's loss: R [B, p, p] symmetric PSD; lam [B] >= 0."""
 
     R: torch.Tensor
     lam: torch.Tensor
 
     def value(self, P: torch.Tensor) -> torch.Tensor:
-        return self.lam * torch.einsum("bp,pq,bq->b", P, self.R, P)
+        return self.lam * torch.einsum("bp,bpq,bq->b", P, self.R, P)
+
+    def __getitem__(self, rows: slice) -> "Penalty":
+        return Penalty(self.R[rows], self.lam[rows])
 
 
 def fit_huber(
@@ -90,7 +93,7 @@ def fit_huber(
     with torch_threads(1):
         parts = [
             _fit_chunk(law, X, targets[i : i + chunk], P0[i : i + chunk], delta[i : i + chunk, None],
-                       weights[i : i + chunk], None if penalty is None else Penalty(penalty.R, penalty.lam[i : i + chunk]),
+                       weights[i : i + chunk], None if penalty is None else penalty[i : i + chunk],
                        iterations, tolerance)
             for i in range(0, B, chunk)
         ]
@@ -113,7 +116,7 @@ def _fit_chunk(
         w = weights * torch.clamp(delta / r.abs().clamp_min(1e-300), max=1.0)
         grad, H = law.normal(X, P, w, w * r)
         if penalty is not None:
-            grad = grad + 2 * penalty.lam[:, None] * (P @ penalty.R)
+            grad = grad + 2 * penalty.lam[:, None] * torch.einsum("bpq,bq->bp", penalty.R, P)
             H = H + 2 * penalty.lam[:, None, None] * penalty.R
         scale = torch.diag_embed(torch.diagonal(H, dim1=1, dim2=2)) + 1e-12 * eye
         trial = P + torch.linalg.solve(H + damping[:, None, None] * scale, -grad)

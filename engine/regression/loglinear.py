@@ -21,8 +21,9 @@ mixture with more than a third of it is predicted the same):
   metric's mean with a floor below its minimum: exp(c) = min(y) - v s for levels v of the varying
   part log-spaced over [0.1, 10] standard deviations, and t at the level that puts the mean
   mixture at mean(y), before the perturbations above.
-- A ridge penalty on how far the law's varying part moves over the swarm's runs,
-  lambda * n * Var_runs(t . x) (`spread_penalty`), with lambda chosen per metric among `ridge` by
+- A ridge penalty on the law's coefficients as the runs weigh them, lambda * n * mean_runs (t . x)^2
+  for the law of y / s (`ridge_penalty`), which pulls the law towards a flat one and keeps it from
+  swinging by tens of log units over the runs, with lambda chosen per metric among `ridge` by
   5-fold cross-validation inside the fit: the largest lambda whose held-out Huber loss is within one
   standard error of the lowest (the one-standard-error rule: a simpler law unless the runs clearly
   ask for a freer one; on pure noise the lowest held-out loss is as often a saturated law's, which
@@ -70,13 +71,15 @@ def metric_spread(Y: np.ndarray) -> np.ndarray:
     return np.where(s > 0, s, 1.0)
 
 
-def spread_penalty(X: np.ndarray) -> np.ndarray:
-    """R [m + 1, m + 1] with P^T R P = the variance of t . x over the runs X, for P = [c, t]: how far
-    the law's varying part moves, in log units, over the swarm's range. It leaves c and t's common
-    level free (x sums to 1, so the level does not vary), and weighs each coefficient by how much
-    its unit's weight varies, as ridge regression on standardised features does."""
-    R = np.zeros((X.shape[1] + 1, X.shape[1] + 1))
-    R[1:, 1:] = np.cov(X.T, bias=True).reshape(X.shape[1], X.shape[1])
+def ridge_penalty(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """R [B, m + 1, m + 1] with P^T R_b P = the mean over the runs X, weighted by weights[b], of
+    (t . x)^2, for P = [c, t] fitted to y / s: the squared log of the law's varying part at each run,
+    in standard deviations of the metric. It is 0 for the flat law whose varying part is one standard
+    deviation at every run, it grows as the law swings over the swarm's runs (a law running to
+    saturation swings by tens of log units), and it weighs each coefficient by how much weight its
+    unit has in the runs, as ridge regression weighs standardised features. c is free."""
+    R = np.zeros((len(weights), X.shape[1] + 1, X.shape[1] + 1))
+    R[:, 1:, 1:] = np.einsum("bn,ni,nj->bij", weights, X, X) / weights.sum(1)[:, None, None]
     return R
 
 
@@ -138,7 +141,7 @@ class LogLinearRegressor(Regressor):
         Xt, targets, P0, weights = (torch.from_numpy(np.ascontiguousarray(a)) for a in (X, Z, P0, weights))
         law = _LogLinearLaw(Xt)
         lam = torch.from_numpy(penalty) * weights.sum(1)
-        R = torch.from_numpy(spread_penalty(X))
+        R = torch.from_numpy(ridge_penalty(X, weights.numpy()))
         P, _ = fit_huber(law, Xt, targets, P0, self.settings["delta"], iterations, weights=weights,
                          penalty=Penalty(R, lam))
         run_loss = torch.nan_to_num(huber(law.predict(Xt, P) - targets, self.settings["delta"]), nan=np.inf)
@@ -153,7 +156,7 @@ class LogLinearRegressor(Regressor):
         low = grid.min()
         P, run_loss = self._solve(X, np.repeat(Z.T, inits, axis=0), self._initial_params(X, Z).reshape(k * inits, m + 1),
                                   np.ones((k * inits, n)), np.full(k * inits, low), self.settings["iterations"])
-        R = spread_penalty(X)
+        R = ridge_penalty(X, np.ones((1, n)))[0]
         loss = run_loss.sum(1) + low * n * np.einsum("bp,pq,bq->b", P, R, P)
         best = P.reshape(k, inits, m + 1)[np.arange(k), np.nan_to_num(loss, nan=np.inf).reshape(k, inits).argmin(1)]
         self.penalty = np.full(k, low)
@@ -175,7 +178,8 @@ class LogLinearRegressor(Regressor):
             np.broadcast_to(masks[None, None], (*shape, n)).reshape(-1, n),
             np.broadcast_to(grid[None, :, None], shape).reshape(-1), self.settings["iterations"])
         held_out = (run_loss.reshape(*shape, n)[:, :, 1:] * (1 - masks[None, None, 1:])).sum(2)  # [k, g, n]: each run once
-        mean, se = held_out.mean(2), held_out.std(2) / np.sqrt(n)
+        with np.errstate(over="ignore", invalid="ignore"):  # a penalty whose fit overflows on a held-out run loses
+            mean, se = np.nan_to_num(held_out.mean(2), nan=np.inf), np.nan_to_num(held_out.std(2) / np.sqrt(n), nan=np.inf)
         best = mean.argmin(1)
         # the one-standard-error rule: the largest penalty whose held-out loss is within one standard error of the best
         within = mean <= (mean[np.arange(k), best] + se[np.arange(k), best])[:, None]

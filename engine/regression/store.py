@@ -157,6 +157,7 @@ def fit_and_store(
             "verdict": dataclasses.asdict(verdict),
         },
     )
+    verdict = read_fit_summary(folder).verdict  # as stored: rounded like every figure in the project's files
     on_event(TaskFinished(task, info={"fit_id": fid, "chosen": model.describe(), **cv.means(), "verdict": verdict.verdict}))
     return FitResult(
         fid, folder, name, model.describe(), model, list(table.domains), list(table.metric_names),
