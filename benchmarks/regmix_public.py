@@ -5,7 +5,9 @@ the 256 test mixtures per metric and on average, and K-fold CV (Spearman / R^2 /
 training runs. Nothing is tuned on, or early-stopped on, the test runs: LightGBM early-stops on a
 held-out split of the training runs and auto chooses by CV on the training runs. Then the exact
 proposer minimises the predicted Pile-CC loss of the log-linear fit near RegMix's prior under
-sample repetition caps, with its KKT residual and solve time.
+sample repetition caps, with its KKT residual and solve time, and the bootstrap spread of that
+proposal ([propose] bootstrap replicates: seconds, interval widths); and the proposal with the
+default [propose] settings and no token counts (no caps), against the same with kl_reg = 0.
 
 Prints whether each floor is met; the last line is one JSON object with every figure.
 
@@ -25,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.mixture_table import read_tables  # noqa: E402
+from engine.bootstrap import bootstrap_proposal  # noqa: E402
 from engine.propose import ObjectiveSettings, ProposeSettings, propose  # noqa: E402
 from engine.regression.base import make_regressor  # noqa: E402
 from engine.regression.cv import cross_validate  # noqa: E402
@@ -87,7 +90,10 @@ def proposal(loglinear, train) -> dict:
     prior = np.array(PRIOR)
     tokens = prior * CORPUS_TOKENS
     settings = ProposeSettings(target_tokens=TARGET_TOKENS, repetition_factor=REPETITION, kl_reg=KL_REG)
-    p = propose(loglinear, train, prior, tokens, settings, ObjectiveSettings({PILE_CC: 1.0}))
+    objective = ObjectiveSettings({PILE_CC: 1.0})
+    p = propose(loglinear, train, prior, tokens, settings, objective)
+    spread = bootstrap_proposal(p, loglinear, train, prior, tokens, settings, objective)
+    widths = [spread.upper[d] - spread.lower[d] for d in p.domains]
     prior_loss = float(loglinear.predict(prior[None])[0, train.metric_names.index(PILE_CC)])
     return {
         "objective": f"predicted {PILE_CC}",
@@ -99,7 +105,23 @@ def proposal(loglinear, train) -> dict:
         "solve_seconds": round(p.seconds, 4),
         "binding_caps": p.binding_caps,
         "mixture": {d: round(v, 4) for d, v in p.mixture.items()},
+        "bootstrap": {"replicates": spread.replicates, "failed": spread.failed, "seconds": round(spread.seconds, 2),
+                      "mean_interval_width": round(float(np.mean(widths)), 4), "max_interval_width": round(float(np.max(widths)), 4),
+                      "predicted_interval": [round(spread.predicted_lower, 4), round(spread.predicted_upper, 4)]},
     }
+
+
+def default_proposals(loglinear, train) -> dict:
+    """The exact proposal with the default [propose] settings and no token counts (no caps), and
+    the same with kl_reg = 0: the weights of the smallest domain and of Pile-CC."""
+    prior = np.array(PRIOR)
+    smallest = train.domains[int(np.argmin(prior))]
+    out = {"smallest_domain": smallest, "smallest_prior": round(float(prior.min()), 4)}
+    for label, settings in (("default", ProposeSettings()), ("kl_reg_0", ProposeSettings(kl_reg=0.0))):
+        p = propose(loglinear, train, prior, None, settings, ObjectiveSettings({PILE_CC: 1.0})).mixture
+        out[label] = {"kl_reg": settings.kl_reg, "smallest": round(p[smallest], 4), "pile_cc": round(p["the_pile_pile_cc"], 4),
+                      "largest": max(p, key=p.get), "largest_weight": round(max(p.values()), 4)}
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -143,6 +165,15 @@ def main(argv: list[str] | None = None) -> dict:
           f"(prior {exact['prior_predicted_pile_cc_loss']}), KKT residual {exact['kkt_residual']:.2e}, "
           f"solve {exact['solve_seconds']:.3f}s, binding caps: {', '.join(exact['binding_caps']) or 'none'}")
     print("mixture: " + ", ".join(f"{d.removeprefix('the_pile_')} {v:.3f}" for d, v in exact["mixture"].items() if v >= 0.001))
+    b = exact["bootstrap"]
+    print(f"bootstrap: {b['replicates']} replicates ({b['failed']} failed) in {b['seconds']}s; 95% intervals of the "
+          f"weights {b['mean_interval_width']} wide on average (at most {b['max_interval_width']}); predicted pile-cc "
+          f"loss {b['predicted_interval'][0]}-{b['predicted_interval'][1]}")
+    defaults = default_proposals(results["loglinear"]["model"], train)
+    for label in ("kl_reg_0", "default"):
+        d = defaults[label]
+        print(f"exact proposal, no caps, kl_reg {d['kl_reg']}: {defaults['smallest_domain']} (prior "
+              f"{defaults['smallest_prior']}) {d['smallest']}, pile_cc {d['pile_cc']}, largest {d['largest']} {d['largest_weight']}")
     shown = {
         "mean_spearman": (results[best]["test_mean_spearman"], best),
         "pile_cc_spearman": (results[best]["test_pile_cc_spearman"], best),
@@ -163,6 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
         "floors": {k: {"floor": FLOORS[k], "met": None if args.quick or (names != REGRESSORS and k != "loglinear_fit_seconds")
                        else floors[k]} for k in FLOORS},
         "exact_proposer": exact,
+        "default_proposals": defaults,
     }
     print(json.dumps(summary, sort_keys=True))
     return summary

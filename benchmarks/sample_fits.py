@@ -84,9 +84,9 @@ def report(project: Project) -> dict:
     for label, swarm_id in fitted_swarms(project):
         r = fits[label] = cross_validated(project, swarm_id)
         o = r["objective"]
-        per_metric = "  ".join(f"{m.split(':')[-1]} {v['spearman']:.1f}/{v['r2']:.2f}" for m, v in r["metrics"].items())
+        per_metric = "  ".join(f"{m.split(':')[-1]} {v['spearman']:.1f}/{v['r2']:.3g}" for m, v in r["metrics"].items())
         print(f"  {label:28s} {r['runs']:3d} runs {r['units']} units  objective CV spearman {o['spearman']:6.1f}  "
-              f"R^2 {o['r2']:8.3f}  | {per_metric}  ({r['cv_seconds']}s)", flush=True)
+              f"R^2 {o['r2']:9.3g}  | {per_metric}  ({r['cv_seconds']}s)", flush=True)
     return {"fits": fits, "measured": measured(project)}
 
 
@@ -119,7 +119,7 @@ def main() -> None:
         sp = [v["spearman"] for v in values]
         r2 = [v["r2"] for v in values]
         print(f"{label:22s} objective CV spearman mean {np.mean(sp):6.1f} (min {min(sp):.1f})  "
-              f"R^2 median {np.median(r2):.3f} (min {min(r2):.3f})")
+              f"R^2 median {np.median(r2):.3g} (min {min(r2):.3g})")
     print(json.dumps(results, sort_keys=True))
 
 

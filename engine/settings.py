@@ -310,7 +310,7 @@ REGRESSOR_NAMES = ("auto", "ensemble", "gp", "lightgbm", "loglinear", "powerlaw"
 """Every regressor's name, known without importing them (their modules pull in torch, LightGBM, scikit-learn)."""
 DEFAULT_CANDIDATES = ["loglinear", "lightgbm", "gp", "ridge", "powerlaw"]
 """What auto chooses among and ensemble averages by default."""
-DEFAULT_RIDGE = [0.0, 1e-3, 1e-2, 1e-1, 1.0]
+DEFAULT_RIDGE = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]
 """The log-linear fit's ridge penalties per run, among which inner cross-validation chooses."""
 
 
@@ -332,8 +332,9 @@ class RegressionSettings(Table):
         loglinear_ridge: ridge penalties (per run) on the log-linear law's coefficients t as the runs
             weigh them, mean_runs (t . x)^2 for the law of the metric over its standard deviation;
             inner 5-fold cross-validation picks one per metric (the largest within one standard
-            error of the best), which keeps a fit on few runs from running to saturation. [0.0]
-            turns it off.
+            error of the best), which keeps a fit on few runs from running to saturation. The
+            smallest default, 1e-5, bounds the law where runs barely pin a coefficient; [0.0] turns
+            the penalty off.
         loglinear_iterations: Levenberg-Marquardt iterations of the log-linear fit.
         lightgbm_learning_rate: LightGBM learning rate (RegMix: 0.01).
         lightgbm_rounds: maximum boosting rounds (RegMix: 1000).
