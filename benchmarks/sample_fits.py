@@ -5,7 +5,8 @@ the README's main job (`olmix-tui DIR --batch --compare`: the first mixture, the
 reuse, its full recomputation and verification proxies). Then every swarm the job fitted (first
 mixture, reuse, full recomputation) is cross-validated again with the project's regression
 settings: per objective metric Spearman x100 and R^2, and for the objective itself (the
-objective-weighted out-of-fold predictions against the measured objective). With --refit, no
+objective-weighted out-of-fold predictions against the measured objective), and what the job
+recorded with the fit (its verdict; a fallback or a forced proposal). With --refit, no
 training: the swarms of projects made before are refitted with the engine on the path, which
 measures a change of the fit on the same runs. The last line is one JSON object with the figures.
 
@@ -43,16 +44,18 @@ def seeded_sample(folder: Path, seed: int) -> Project:
     return Project.load(project.root)
 
 
-def fitted_swarms(project: Project) -> list[tuple[str, str]]:
-    """(label, swarm id) of every swarm the main job fitted, in order."""
+def fitted_swarms(project: Project) -> list[tuple[str, str, str]]:
+    """(label, swarm id, what the job did with its fit) of every swarm the main job fitted, in order."""
     out = []
     for entry in read_history(project):
         c = entry.content
         kind = "initial" if entry.kind == "initial" else "update"
-        if c.swarm:
-            out.append((f"{kind} ({c.plan.kind})", c.swarm))
-        if c.compare is not None and c.compare.full.swarm and c.compare.full.swarm != c.swarm:
-            out.append((f"{kind} (full)", c.compare.full.swarm))
+        records = [(f"{kind} ({c.plan.kind})", c)]
+        if c.compare is not None and c.compare.full.swarm != c.swarm:
+            records.append((f"{kind} (full)", c.compare.full))
+        for label, record in records:
+            if record.swarm:
+                out.append((label, record.swarm, record.evidence.summary if record.evidence is not None else "-"))
     return out
 
 
@@ -81,12 +84,12 @@ def measured(project: Project) -> dict:
 
 def report(project: Project) -> dict:
     fits = {}
-    for label, swarm_id in fitted_swarms(project):
-        r = fits[label] = cross_validated(project, swarm_id)
+    for label, swarm_id, done in fitted_swarms(project):
+        r = fits[label] = {**cross_validated(project, swarm_id), "recorded": done}
         o = r["objective"]
         per_metric = "  ".join(f"{m.split(':')[-1]} {v['spearman']:.1f}/{v['r2']:.3g}" for m, v in r["metrics"].items())
         print(f"  {label:28s} {r['runs']:3d} runs {r['units']} units  objective CV spearman {o['spearman']:6.1f}  "
-              f"R^2 {o['r2']:9.3g}  | {per_metric}  ({r['cv_seconds']}s)", flush=True)
+              f"R^2 {o['r2']:9.3g}  | {per_metric}  ({r['cv_seconds']}s)  recorded: {done}", flush=True)
     return {"fits": fits, "measured": measured(project)}
 
 
