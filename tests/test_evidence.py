@@ -152,3 +152,30 @@ def test_import_with_token_counts_gives_the_prior_and_caps(small_project, tmp_pa
     r = invoke("import-swarm", small_project.root, "--ratios", REGMIX / "train_mixture_1m.csv", "--metrics",
                REGMIX / "train_pile_loss_1m.csv", "--prior", bad, "--name", "bad")
     assert r.exit_code == 1 and "not_a_domain" in r.output and "not a domain of the swarm" in r.output
+
+
+def test_a_fit_by_an_earlier_version_is_refitted_and_not_proposed_from(small_project, tmp_path):
+    """A fit folder without evidence.npz and a verdict (written before verdicts existed): proposing
+    from it is refused in one sentence, and fitting the swarm again replaces it."""
+    import tomllib
+
+    from engine.atomic import write_toml
+    from engine.errors import OlmixError
+    from engine.regression.store import EVIDENCE_FILE, FIT_FILE, load_fit
+
+    rng = np.random.default_rng(0)
+    x = rng.dirichlet(np.ones(3), size=24)
+    y = 1.5 + np.exp(x @ np.array([[-1.0, 0.5, 0.2]]).T)
+    ratios, metrics = _csvs(tmp_path, x, y, ["web", "code", "books"], ["web/bpb"])
+    swarm = pipeline.import_swarm(small_project, ratios, metrics, name="old")
+    fit = pipeline.fit_swarm(small_project, swarm, "loglinear")
+    info = tomllib.loads((fit.folder / FIT_FILE).read_text())
+    del info["verdict"]
+    write_toml(fit.folder / FIT_FILE, info)
+    (fit.folder / EVIDENCE_FILE).unlink()
+    old = load_fit(fit.folder)
+    assert old.verdict is None
+    with pytest.raises(OlmixError, match=f"fit {fit.fit_id} was made by an earlier version.*fit the swarm again"):
+        pipeline.preview_proposal(small_project, old, ProposeSettings(bootstrap=0))
+    again = pipeline.fit_swarm(small_project, swarm, "loglinear")
+    assert again.fit_id == fit.fit_id and not again.reused and again.verdict.verdict == "usable"
