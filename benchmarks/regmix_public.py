@@ -7,7 +7,8 @@ held-out split of the training runs and auto chooses by CV on the training runs.
 proposer minimises the predicted Pile-CC loss of the log-linear fit near RegMix's prior under
 sample repetition caps, with its KKT residual and solve time, and the bootstrap spread of that
 proposal ([propose] bootstrap replicates: seconds, interval widths); and the proposal with the
-default [propose] settings and no token counts (no caps), against the same with kl_reg = 0.
+default [propose] settings, the default objective and no token counts (no caps), against the same
+with kl_reg = 0.
 
 Prints whether each floor is met; the last line is one JSON object with every figure.
 
@@ -112,13 +113,15 @@ def proposal(loglinear, train) -> dict:
 
 
 def default_proposals(loglinear, train) -> dict:
-    """The exact proposal with the default [propose] settings and no token counts (no caps), and
-    the same with kl_reg = 0: the weights of the smallest domain and of Pile-CC."""
+    """The exact proposal a new project makes on this swarm (imported without token counts: no
+    caps; the default objective, the mean of the 13 losses; RegMix's prior) with the default
+    [propose] settings, and the same with kl_reg = 0: the weights of the smallest domain and of
+    Pile-CC, and the largest weight."""
     prior = np.array(PRIOR)
     smallest = train.domains[int(np.argmin(prior))]
     out = {"smallest_domain": smallest, "smallest_prior": round(float(prior.min()), 4)}
     for label, settings in (("default", ProposeSettings()), ("kl_reg_0", ProposeSettings(kl_reg=0.0))):
-        p = propose(loglinear, train, prior, None, settings, ObjectiveSettings({PILE_CC: 1.0})).mixture
+        p = propose(loglinear, train, prior, None, settings, ObjectiveSettings()).mixture
         out[label] = {"kl_reg": settings.kl_reg, "smallest": round(p[smallest], 4), "pile_cc": round(p["the_pile_pile_cc"], 4),
                       "largest": max(p, key=p.get), "largest_weight": round(max(p.values()), 4)}
     return out

@@ -147,6 +147,11 @@ def test_import_with_token_counts_gives_the_prior_and_caps(small_project, tmp_pa
     info = json.loads(r.stdout)
     assert info["caveats"] == [] and info["prior"] == pytest.approx(dict(zip(domains, PRIOR)), rel=1e-6)
     assert info["tokens"]["the_pile_pile_cc"] == pytest.approx(PRIOR[domains.index("the_pile_pile_cc")] * 1e11)
+    r = invoke("propose", small_project.root, "--swarm", "regmix", "--bootstrap", "0", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)  # the default objective (the mean of the 13 losses), no caps, the default KL
+    assert out["evidence"]["warnings"] == [] and out["evidence"]["verdict"]["verdict"] == "usable"
+    assert out["mixture"]["the_pile_enron_emails"] < 0.05 and out["mixture"]["the_pile_pile_cc"] > 0.05
     bad = tmp_path / "bad.csv"
     bad.write_text("the_pile_arxiv,1\nnot_a_domain,2\n")
     r = invoke("import-swarm", small_project.root, "--ratios", REGMIX / "train_mixture_1m.csv", "--metrics",
