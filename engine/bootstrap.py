@@ -96,8 +96,9 @@ def bootstrap_proposal(
     mixtures, predicted, caps, failed = [], [], [], 0
     for b, (row, fitted) in enumerate(zip(weights, models)):
         try:
-            p = propose(fitted, table.subset(np.repeat(np.arange(table.n_runs), row)), prior, tokens, settings, objective,
-                        expand, domains_leaf)
+            with np.errstate(all="ignore"):  # a replicate the solver breaks down on is counted below, not warned about
+                p = propose(fitted, table.subset(np.repeat(np.arange(table.n_runs), row)), prior, tokens, settings,
+                            objective, expand, domains_leaf)
         except (OlmixError, np.linalg.LinAlgError):  # a replicate with no proposal counts as failed, not as an error
             failed += 1
             continue
