@@ -65,12 +65,20 @@ def test_a_law_that_runs_flat_over_part_of_the_swarm_is_unusable():
     assert calm.floor_share == 0.0 and not any("runs flat" in r for r in calm.reasons)
 
 
-def test_predictions_that_do_not_move_are_unusable_and_few_runs_ask_for_more():
+def test_predictions_that_do_not_move_are_unusable_unless_they_rank_well():
+    """A fit whose predictions barely move over the runs: unusable when it ranks held-out runs only
+    loosely, weak when it ranks them well (a law its penalty shrank); few runs ask for more."""
     rng = np.random.default_rng(2)
     ev = _evidence(rng, n=12, fitted=np.full(12, 2.9))
-    v = judge(ev, ["eval/bpb"], ["a", "b", "c"], np.array([1.0]), folds=5)
+    y = ev.metrics[:, 0]
+    loose = FitEvidence(ev.ratios, ev.metrics, (y + rng.normal(0, 4 * y.std(), 12))[:, None], ev.fitted)
+    v = judge(loose, ["eval/bpb"], ["a", "b", "c"], np.array([1.0]), folds=5)
+    assert v.objective_spearman < THRESHOLDS.usable_spearman
     assert v.verdict == UNUSABLE and any("barely move" in r for r in v.reasons)
     assert v.fix.startswith("Train more runs: 12 runs for 3 units")
+    shrunk = FitEvidence(ev.ratios, ev.metrics, ev.metrics + 0.05 * (y - y.mean())[:, None], ev.metrics * 0.1 + 2.6)
+    v = judge(shrunk, ["eval/bpb"], ["a", "b", "c"], np.array([1.0]), folds=5)
+    assert v.objective_spearman > 95 and v.verdict == WEAK and any("barely move" in r for r in v.reasons)
 
 
 def test_a_weak_fit_ranks_but_misses_one_of_the_objective_metrics(tmp_path):

@@ -33,8 +33,9 @@ class VerdictThresholds:
         (x100) of the objective.
     usable_r2: below this CV R^2 (of the objective, or of one of its metrics) the fit predicts
         held-out runs worse than their mean: weak.
-    flat_spread: unusable when the fit's predictions of the objective over the swarm's runs spread
-        (std) less than this share of the measured objective's spread.
+    flat_spread: when the fit's predictions of the objective over the swarm's runs spread (std) less
+        than this share of the measured objective's spread, the fit is unusable, or only weak when
+        it still ranks held-out runs from usable_spearman up (a law shrunk by its penalty).
     floor_band: a run is at the log-linear law's floor when the law's varying part there is below
         this many standard deviations of the measured objective: the law predicts it, and
         everything near it, the same.
@@ -128,8 +129,9 @@ def judge(evidence: FitEvidence, metric_names: list[str], units: list[str], weig
         weak.append(f"it ranks held-out runs only loosely: the CV Spearman of the objective is {sp:.1f} "
                     f"(usable from {thresholds.usable_spearman:.0f})")
     if sd > 0 and not spread >= thresholds.flat_spread:
-        unusable.append(f"its predictions barely move over the swarm: their spread is {spread:.0%} of the measured "
-                        f"objective's" if math.isfinite(spread) else "its predictions overflow on some runs")
+        flat = (f"its predictions barely move over the swarm: their spread is {spread:.0%} of the measured objective's"
+                if math.isfinite(spread) else "its predictions overflow on some runs")
+        (weak if sp >= thresholds.usable_spearman else unusable).append(flat)
     if sd > 0 and not r2 >= thresholds.usable_r2:
         weak.append(f"it predicts the objective of held-out runs worse than their mean (CV R^2 {r2:.3g})")
     weighed = np.flatnonzero(w > 0)
