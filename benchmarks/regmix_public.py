@@ -93,7 +93,9 @@ def proposal(loglinear, train) -> dict:
     settings = ProposeSettings(target_tokens=TARGET_TOKENS, repetition_factor=REPETITION, kl_reg=KL_REG)
     objective = ObjectiveSettings({PILE_CC: 1.0})
     p = propose(loglinear, train, prior, tokens, settings, objective)
+    cpu = time.process_time()
     spread = bootstrap_proposal(p, loglinear, train, prior, tokens, settings, objective)
+    cpu = time.process_time() - cpu
     widths = [spread.upper[d] - spread.lower[d] for d in p.domains]
     prior_loss = float(loglinear.predict(prior[None])[0, train.metric_names.index(PILE_CC)])
     return {
@@ -107,6 +109,7 @@ def proposal(loglinear, train) -> dict:
         "binding_caps": p.binding_caps,
         "mixture": {d: round(v, 4) for d, v in p.mixture.items()},
         "bootstrap": {"replicates": spread.replicates, "failed": spread.failed, "seconds": round(spread.seconds, 2),
+                      "cpu_seconds": round(cpu, 2),
                       "mean_interval_width": round(float(np.mean(widths)), 4), "max_interval_width": round(float(np.max(widths)), 4),
                       "predicted_interval": [round(spread.predicted_lower, 4), round(spread.predicted_upper, 4)]},
     }
@@ -169,7 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"solve {exact['solve_seconds']:.3f}s, binding caps: {', '.join(exact['binding_caps']) or 'none'}")
     print("mixture: " + ", ".join(f"{d.removeprefix('the_pile_')} {v:.3f}" for d, v in exact["mixture"].items() if v >= 0.001))
     b = exact["bootstrap"]
-    print(f"bootstrap: {b['replicates']} replicates ({b['failed']} failed) in {b['seconds']}s; 95% intervals of the "
+    print(f"bootstrap: {b['replicates']} replicates ({b['failed']} failed) in {b['seconds']}s ({b['cpu_seconds']}s of CPU); "
+          f"95% intervals of the "
           f"weights {b['mean_interval_width']} wide on average (at most {b['max_interval_width']}); predicted pile-cc "
           f"loss {b['predicted_interval'][0]}-{b['predicted_interval'][1]}")
     defaults = default_proposals(results["loglinear"]["model"], train)
