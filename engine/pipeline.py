@@ -395,7 +395,7 @@ def choose_mixture(project: Project, swarm: SwarmDir, fit: FitResult, settings: 
                                          inputs.prior)
         reason = verdict.reasons[0]
         evidence = Evidence(verdict, "fallback", kind, f"the fit is unusable: {reason}", warnings)
-        instead = ("kept the incumbent mixture (the current one, new domains at their natural share)"
+        instead = ("kept the incumbent mixture (the current one, what the update changed at the plan's start)"
                    if kind == "incumbent" else "fell back to the natural distribution")
         on_event(Message(f"fit {fit.fit_id} is unusable ({reason}), so the proposal {instead} instead of following "
                          f"the KL term. {verdict.fix} (--force proposes anyway.)", level="warning"))
