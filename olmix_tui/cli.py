@@ -465,7 +465,7 @@ def propose(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
         console.print(f"plots saved under {result.folder / 'plots'}")
     if preview.note:
         console.print(escape(preview.note))
-    for line in render.evidence_lines(evidence):
+    for line in render.evidence_lines(evidence, warnings=False):  # the warnings were shown as the proposal was made
         console.print(line)
 
 

@@ -127,8 +127,9 @@ def verdict_lines(verdict, indent: str = "") -> list[str]:
     return lines
 
 
-def evidence_lines(evidence, indent: str = "") -> list[str]:
-    """What a recorded mixture rests on, as rich markup lines: verdict, fallback or force, warnings."""
+def evidence_lines(evidence, indent: str = "", warnings: bool = True) -> list[str]:
+    """What a recorded mixture rests on, as rich markup lines: verdict, fallback or force, and (unless
+    they were shown already, as events) the warnings."""
     lines = verdict_lines(evidence.verdict, indent)
     if evidence.action == "fallback":
         kept = ("the incumbent mixture (the current one, new domains at the plan's start)" if evidence.fallback == "incumbent"
@@ -137,7 +138,7 @@ def evidence_lines(evidence, indent: str = "") -> list[str]:
     elif evidence.action == "forced":
         lines.append(f"{indent}[bold red]forced[/]: proposed from an unusable fit because --force was given")
     lines += [f"{indent}[yellow]warning:[/] {escape(w)}" for w in evidence.warnings
-              if not w.startswith(("the fit is weak", "the fit is unusable"))]
+              if warnings and not w.startswith(("the fit is weak", "the fit is unusable"))]
     return lines
 
 
@@ -149,7 +150,7 @@ def interval_bar(value: float, lower: float, upper: float, scale: float, width: 
         x = (i + 0.5) * scale / width
         cells.append("█" if x < lower else "▒" if x <= value else "─" if x <= upper else " ")
     end = min(width - 1, int(upper / scale * width)) if scale > 0 else 0
-    if upper > value and cells[end] in "─ ":
+    if scale > 0 and end > int(value / scale * width):  # a whisker only where the high end shows past the weight
         cells[end] = "┤"
     return Text("".join(cells), style="green")
 
@@ -160,7 +161,7 @@ def spread_table(title: str, domains: list[str], mixture: dict, prior: dict, spr
     t = Table(title=title, title_justify="left")
     for name, justify in (("domain", "left"), ("prior", "right"), ("mixture", "right"),
                           (f"{100 * spread.level:.0f}% interval", "right"), ("at cap", "right"),
-                          ("mixture, shaded to the interval's low end, whisker to its high end", "left")):
+                          ("the interval as a bar: █ to its low end, ▒ to the weight, ─┤ to its high end", "left")):
         t.add_column(name, justify=justify)
     scale = max([spread.upper.get(d, 0.0) for d in domains] + [mixture[d] for d in domains]) or 1.0
     for d in domains:
