@@ -10,6 +10,8 @@ puts the file and the table in front of any message; `dump_section` writes a tab
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import math
 import tomllib
 import types
@@ -36,6 +38,23 @@ class Table:
 
     def validate(self) -> None:
         """Raise ConfigError (one sentence: the key, what is wrong, the fix) for a value that cannot work."""
+
+
+SEED_MAX = 2**32 - 1
+"""The largest seed: numpy's and torch's generators take any seed in [0, 2**32)."""
+
+
+def refuse(*problems: tuple[bool, str]) -> None:
+    """Raise ConfigError with the sentence of the first problem whose condition holds (the key,
+    what is wrong, the fix; the final period is added)."""
+    for bad, text in problems:
+        if bad:
+            raise ConfigError(f"{text}.")
+
+
+def seed_problem(key: str, seed: int) -> tuple[bool, str]:
+    """A seed out of [0, SEED_MAX], for `refuse`."""
+    return not 0 <= seed <= SEED_MAX, f"{key} is {seed}; use a seed between 0 and {SEED_MAX}"
 
 
 def _optional(tp: Any) -> Any | None:
@@ -121,7 +140,7 @@ def load_section(cls: type[T], data: Mapping[str, Any] | None, file: str, sectio
     data = dict(data or {})
     if not dataclasses.is_dataclass(cls):
         raise TypeError(cls)
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
     key = (lambda k: f"[{section}].{k}") if section else (lambda k: f"'{k}'")
     unknown = sorted(set(data) - fields)
@@ -145,17 +164,68 @@ def load_section(cls: type[T], data: Mapping[str, Any] | None, file: str, sectio
         raise ConfigError(f"{file}: [{section}] {err}" if section else f"{file}: {err}") from None
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A class's resolved type hints (cached: run files are read every poll)."""
+    return typing.get_type_hints(cls)
+
+
 def dump_section(obj: Any) -> dict[str, Any]:
     """The dataclass as a plain dict, for writing back to TOML (None values are left out when written)."""
     return dataclasses.asdict(obj)
 
 
-def read_toml(path: Path) -> dict:
-    """Parse a TOML file; a syntax error names the file and line."""
+def read_bytes(path: Path, missing: str) -> bytes:
+    """A project file's bytes; a missing file raises ConfigError with `missing` (its sentence's
+    fix), a file that cannot be read one naming the file and the reason."""
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        return Path(path).read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{path} is missing; run `olmix-tui init {path.parent}` to create a project.") from None
+        raise ConfigError(missing) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a file; remove it or restore the file.") from None
+    except OSError as err:
+        raise ConfigError(f"{path} cannot be read ({err.strerror}); fix its permissions or restore it.") from None
+
+
+def decode_text(path: Path, data: bytes, fix: str = "save it as UTF-8 or restore it from git.") -> str:
+    """UTF-8 text of a project file; other bytes (a binary file, latin-1 text) are a ConfigError."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); {fix}") from None
+
+
+def read_toml(path: Path, missing: str | None = None) -> dict:
+    """Parse a TOML file; a missing, unreadable, non-UTF-8 or malformed file is a ConfigError naming
+    the file (a syntax error also its line). `missing`: the sentence for a missing file."""
+    path = Path(path)
+    return parse_toml(decode_text(path, read_bytes(path, missing or f"{path} is missing; run `olmix-tui init "
+                                                                    f"{path.parent}` to create a project.")), path)
+
+
+def parse_toml(text: str, path: Path | str) -> dict:
+    """Parse TOML text read from `path` (named in the error of a malformed text)."""
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML ({err}); fix the syntax.") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is not valid TOML (it nests too deeply); fix the syntax.") from None
+
+
+def read_json(path: Path, missing: str, fix: str) -> Any:
+    """Parse a JSON file the project wrote (NaN and Infinity as Python writes them are read back); a
+    missing file raises ConfigError `missing`, a damaged one (not UTF-8, empty, not JSON) one naming
+    the file, what is wrong and `fix`."""
+    path = Path(path)
+    data = read_bytes(path, missing)
+    text = decode_text(path, data, fix)
+    if not text.strip():
+        raise ConfigError(f"{path} is empty; {fix}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); {fix}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is not valid JSON (it nests too deeply); {fix}") from None
