@@ -17,6 +17,7 @@ from rich.text import Text
 
 from engine import pipeline
 from engine.atomic import round_floats, write_bytes
+from engine.errors import storage_error
 from engine.events import Event, Message, TaskFinished, TaskProgress, TaskStarted
 from engine.project import Project
 
@@ -137,9 +138,15 @@ def _plot(build, save_as: tuple[Project, Path] | None = None) -> Text:
             for suffix, colors in ((".html", True), (".txt", False)):
                 plt.save_fig(str(Path(tmp) / f"figure{suffix}"), keep_colors=colors)
                 figures[path.with_suffix(suffix)] = (Path(tmp) / f"figure{suffix}").read_bytes()
-        with project.lock():
-            for target, data in figures.items():
-                write_bytes(target, data)
+        try:
+            with project.lock():
+                for target, data in figures.items():
+                    write_bytes(target, data)
+        except OSError as err:  # a full disk or a read-only project: the figure is shown, not saved
+            problem = storage_error(err)
+            if problem is None:
+                raise
+            err_console.print(f"[yellow]warning:[/] the plot was not saved: {problem}", highlight=False)
     return text
 
 
