@@ -133,7 +133,7 @@ def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(round_floats(dict(record)), sort_keys=True) + "\n").encode("utf-8")
-    with open(path, "ab") as f:
+    with open(path, "a+b") as f:
         size = f.seek(0, os.SEEK_END)
         if size and os.pread(f.fileno(), 1, size - 1) != b"\n":
             line = b"\n" + line

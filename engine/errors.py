@@ -37,12 +37,14 @@ _STORAGE_PROBLEMS = {
     errno.EROFS: ("{file} is on a read-only file system", "run the command on a writable copy of the project"),
     errno.EACCES: ("permission to write {file} is denied", "fix the project folder's permissions"),
     errno.EPERM: ("permission to write {file} is denied", "fix the project folder's permissions"),
+    errno.EISDIR: ("{file} is a folder", "give the path of a file"),
+    errno.ENOTDIR: ("a part of {file} is a file, not a folder", "give a path whose folders are folders"),
 }
 
 
 def storage_error(err: OSError) -> StorageError | None:
-    """The one-sentence error for a failed write (full disk, read-only file system, no permission),
-    or None for another OSError. Work finished before it stays saved: every write is atomic."""
+    """The one-sentence error for a failed write (full disk, read-only file system, no permission, a
+    folder where a file should be), or None for another OSError. Work finished before it stays saved: every write is atomic."""
     problem = _STORAGE_PROBLEMS.get(err.errno)
     if problem is None:
         return None

@@ -394,8 +394,9 @@ def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on
     if compare and not 1 <= verify_seeds <= 100:
         raise OlmixError(f"--seeds is {verify_seeds}; give between 1 and 100 verification runs per mixture.")
     start = time.perf_counter()
-    on_event(Message(f"project {project.settings.project.name}: {len(project.domains)} domains, "
-                     f"{len(project.pending)} pending change(s)"))
+    with project.lock():  # taking it completes what a killed command left half-applied (the journal)
+        on_event(Message(f"project {project.settings.project.name}: {len(project.domains)} domains, "
+                         f"{len(project.pending)} pending change(s)"))
     updates = []
     if not read_history(project):
         ctx = update_context(project, on_event, initial=True)
@@ -467,7 +468,7 @@ def import_swarm(project: Project, ratios_csv, metrics_csv, name: str | None = N
     digest = hashlib.sha256()
     for array in (table.ratios, table.metrics):
         digest.update(np.ascontiguousarray(array.round(10), dtype="<f8").tobytes())
-    digest.update(dumps_json([table.domains, table.metric_names], indent=None).encode())
+    digest.update(dumps_json([table.run_ids, table.domains, table.metric_names], indent=None).encode())
     sid = name or digest.hexdigest()[:12]
     folder = project.swarms_dir / sid
     if (folder / "swarm.toml").exists():

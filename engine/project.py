@@ -30,7 +30,7 @@ from engine import atomic
 from engine.config import parse_toml, read_json, read_toml
 from engine.data.store import DomainTokens, TokenStore, sample_texts, store_key
 from engine.data.tokenizer import Tokenizer, load_tokenizer, tokenizer_file, train_bpe
-from engine.domains import AffectedSet, Change, DomainSet, affected_set, apply_change
+from engine.domains import AffectedSet, Change, DomainSet, affected_set, apply_change, outside_project
 from engine.errors import ConfigError, DataError, LockedError, OlmixError
 from engine.events import EventSink, Message, ignore
 from engine.executors.liveness import pid_alive, process_start
@@ -212,6 +212,8 @@ class Project:
     def init(cls, root: str | os.PathLike, settings: Settings | None = None, domains: DomainSet | None = None) -> "Project":
         """Create a new project folder (refuses to overwrite an existing project)."""
         root = Path(root).resolve()
+        if root.exists() and not root.is_dir():
+            raise OlmixError(f"{root} is a file, not a folder; pick a new folder for the project.")
         if (root / SETTINGS_FILE).exists():
             raise OlmixError(f"{root} already holds a project ({SETTINGS_FILE} exists); pick a new folder.")
         root.mkdir(parents=True, exist_ok=True)
@@ -295,7 +297,7 @@ class Project:
         command killed in between leaves a journal that the next one completes (`lock`), and that
         readers see as done (`load`)."""
         self._require_lock()
-        atomic.write_json(self.cache / JOURNAL_FILE, {"files": files})
+        atomic.write_json(self.cache / JOURNAL_FILE, {"files": [[rel, text] for rel, text in files.items()]})
         self.journal = dict(files)
         self._complete_journal()
 
@@ -433,18 +435,19 @@ class Project:
 
 
 def read_journal(root: Path) -> dict[str, str | None]:
-    """The files an interrupted multi-file write still has to write (empty when none)."""
+    """The files an interrupted multi-file write still has to write, in the order it writes them
+    (empty when none)."""
     path = Path(root) / ".olmix" / JOURNAL_FILE
     if not path.exists():
         return {}
     fix = "delete it and check the project with `olmix-tui status` (the update it held may need applying again)."
     data = read_json(path, f"{path} is missing", fix)
     files = data.get("files") if isinstance(data, dict) else None
-    if not isinstance(files, dict) or not all(
-            isinstance(k, str) and not k.startswith(("/", ".")) and ".." not in k.split("/")
-            and (v is None or isinstance(v, str)) for k, v in files.items()):
+    if not isinstance(files, list) or not all(
+            isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and not outside_project(pair[0])
+            and not pair[0].startswith(".") and (pair[1] is None or isinstance(pair[1], str)) for pair in files):
         raise ConfigError(f"{path} is damaged; {fix}")
-    return files
+    return dict(files)
 
 
 def _project_toml(root: Path, name: str, journal: dict[str, str | None]) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 import typer
+from rich.markup import escape
 
 from engine.atomic import write_output
 from engine.domains import Change, parse_parts
@@ -59,7 +60,7 @@ def user_errors(fn: Callable) -> Callable:
             problem = storage_error(err) if isinstance(err, OSError) else err
             if problem is None:
                 raise
-            err_console.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: finished work is saved; run the command again to resume.")
@@ -77,7 +78,7 @@ def load(directory: Path, break_lock: bool = False) -> Project:
 
 
 def _say_broken(sentence: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {sentence}.", highlight=False, soft_wrap=True)
+    err_console.print(f"[yellow]warning:[/] {escape(sentence)}.", highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- init / status

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -61,7 +62,7 @@ def progress(quiet: bool = False) -> Iterator:
             total = task.total if task.total is not None else 1
             bars.update(tasks[event.task], total=total, completed=total)
         elif isinstance(event, Message):
-            bars.console.print(("[yellow]warning:[/] " if event.level == "warning" else "") + event.text)
+            bars.console.print(("[yellow]warning:[/] " if event.level == "warning" else "") + escape(event.text))
 
     with bars:
         yield on_event
@@ -146,7 +147,7 @@ def _plot(build, save_as: tuple[Project, Path] | None = None) -> Text:
             problem = storage_error(err)
             if problem is None:
                 raise
-            err_console.print(f"[yellow]warning:[/] the plot was not saved: {problem}", highlight=False)
+            err_console.print(f"[yellow]warning:[/] the plot was not saved: {escape(str(problem))}", highlight=False)
     return text
 
 

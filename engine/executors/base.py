@@ -98,11 +98,13 @@ def run_swarm(executor: Executor, swarm: SwarmDir, runs: list[str], max_batch: i
     task = f"swarm {swarm.id}"
     on_event(TaskStarted(task, total=len(watched), unit="runs"))
     waiting = ""
-    while todo or active or _still_running(swarm, watched):
+    while True:
         orphans = sorted(r for r in others if swarm.status(r).state == "interrupted")
         if orphans:  # their owner is gone: train them here
             others -= set(orphans)
             todo += batches(orphans, max_batch)
+        if not (todo or active or _still_running(swarm, watched)):
+            break
         said = _waiting_for(swarm, others)
         if said != waiting and said:
             on_event(Message(said))

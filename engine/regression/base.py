@@ -180,6 +180,5 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path} is damaged ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
-                        "delete its fit folder and fit again.") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        raise DataError(f"{path} is damaged (not an .npz archive of arrays); delete its fit folder and fit again.") from None
