@@ -28,7 +28,7 @@ from typing import Iterator
 
 from engine import atomic
 from engine.config import parse_toml, read_json, read_toml
-from engine.data.store import DomainTokens, TokenStore, sample_texts, store_key
+from engine.data.store import DomainTokens, TokenStore, changed_sources, sample_texts, store_key
 from engine.data.tokenizer import Tokenizer, load_tokenizer, tokenizer_file, train_bpe
 from engine.domains import AffectedSet, Change, DomainSet, affected_set, apply_change, outside_project
 from engine.errors import ConfigError, DataError, LockedError, OlmixError
@@ -416,6 +416,12 @@ class Project:
         tokenizer = self.tokenizer(on_event)
         store = TokenStore.of_project(self.root)
         out = {d.name: store.load(d.name, store_key(d, tokenizer, self.settings.data)) for d in domains}
+        for d in domains:
+            changed = [] if out[d.name] is None else changed_sources(self.root, d, out[d.name], self.external_sources)
+            if changed:
+                on_event(Message(f"domain '{d.name}': {changed[0]} (of {len(changed)} file(s)) changed since revision "
+                                 f"{d.revision} was tokenized; the tokenized revision is used: stage `olmix-tui domains "
+                                 f"revise {self.root} {d.name}` to use the new data.", level="warning"))
         missing = [d for d in domains if out[d.name] is None]
         if missing:
             self._warn_external(on_event)

@@ -106,8 +106,9 @@ class RunStatus(Table):
         return load_section(cls, {k: v for k, v in data.items() if k in known and v is not None}, file)
 
     def to_json(self) -> dict:
-        """The status.json content: unset fields (None, "", {}) are left out."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and v != "" and v != {}}
+        """The status.json content: unset fields (None, "", {}) are left out (fields are plain values
+        and flat dicts, so no deep copy is made: a swarm of 100k runs is listed in seconds)."""
+        return {f.name: v for f in _STATUS_FIELDS if (v := getattr(self, f.name)) is not None and v != "" and v != {}}
 
     @property
     def shown_state(self) -> str:
@@ -131,6 +132,8 @@ class RunStatus(Table):
         """The unit ratios the run trained on once done, else the planned ones."""
         return self.realised_weights or self.weights
 
+
+_STATUS_FIELDS = dataclasses.fields(RunStatus)
 
 OwnerCheck = Callable[[RunStatus], bool]
 """Whether a running run's owner still runs (engine.executors.liveness.owner_alive)."""

@@ -225,6 +225,10 @@ def batch_report(report, project) -> None:
     console.print(f"\ndone in {report.seconds:.1f}s; see `olmix-tui history {project.root}` and `olmix-tui diff {project.root}`")
 
 
+MAX_SHOWN_RUNS = 500
+"""A swarm table longer than this (an imported swarm of 100k runs) shows its first rows only."""
+
+
 def show_swarm(swarm_dir, as_json: bool = False) -> None:
     """A swarm's runs: state, progress, top of the mixture, headline metrics, error."""
     statuses = swarm_dir.statuses()
@@ -236,7 +240,7 @@ def show_swarm(swarm_dir, as_json: bool = False) -> None:
     errors = any(s.error for s in statuses)
     prefix = f"{swarm_dir.id}-"
     rows = []
-    for s in statuses:
+    for s in statuses[:MAX_SHOWN_RUNS]:
         top = ", ".join(f"{u} {100 * v:.0f}%" for u, v in sorted(s.trained_weights.items(), key=lambda kv: -kv[1])[:3]
                         if v >= 0.005)
         progress = f" {100 * s.progress:.0f}%" if s.shown_state == "running" else ""
@@ -245,4 +249,6 @@ def show_swarm(swarm_dir, as_json: bool = False) -> None:
                      *[s.metrics.get(m) for m in metric_names]] + ([s.error[:60]] if errors else []))
     console.print(table(f"swarm {swarm_dir.id} ({swarm_dir.spec.plan}): runs {prefix}*",
                         ["run", "state", "mixture (top 3)", *metric_names] + (["error"] if errors else []), rows))
+    if len(statuses) > MAX_SHOWN_RUNS:
+        console.print(f"the first {MAX_SHOWN_RUNS} of {len(statuses)} runs are shown; --json lists them all")
     console.print("  ".join(f"{k}: {v}" for k, v in swarm_dir.counts().items() if v))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -32,7 +32,8 @@ BATCH_DOCS = 256
 
 @dataclass(frozen=True)
 class StoreMeta(Table):
-    """A token-store entry's meta.json: token dtype, what was tokenized, and the counts of each split."""
+    """A token-store entry's meta.json: token dtype, what was tokenized, the counts of each split, and
+    the size of each source file (to notice data changed without a revision)."""
 
     dtype: str
     domain: str
@@ -44,6 +45,7 @@ class StoreMeta(Table):
     val_docs: int
     train_tokens: int
     val_tokens: int
+    sources: dict[str, int] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.dtype not in ("uint16", "uint32"):
@@ -70,6 +72,7 @@ class DomainTokens:
     val_bytes: int
     train_docs: int
     val_docs: int
+    sources: dict[str, int] = field(default_factory=dict)  # file -> size when tokenized
 
     @property
     def train_tokens(self) -> int:
@@ -186,6 +189,7 @@ class TokenStore:
             val_bytes=meta.val_bytes,
             train_docs=meta.train_docs,
             val_docs=meta.val_docs,
+            sources=meta.sources,
         )
 
     def tokenize(self, root: Path, domain: Domain, tokenizer: Tokenizer, settings: DataSettings,
@@ -272,12 +276,30 @@ class TokenStore:
         for split, path in tmp.items():
             os.replace(path, folder / f"{split}.bin")
         meta = {"dtype": dtype.name, "domain": domain.name, "revision": domain.revision,
-                "tokenizer": tokenizer.fingerprint, **counts}
+                "tokenizer": tokenizer.fingerprint, **counts, "sources": source_sizes(root, files)}
         atomic.write_json(folder / "meta.json", meta)  # written last: marks the entry complete
         on_event(TaskFinished(task, info=counts))
         result = self.load(domain.name, key)
         assert result is not None
         return result
+
+
+def source_sizes(root: Path, files: list[Path]) -> dict[str, int]:
+    """Each file's size by its path (relative to the project where it is inside it)."""
+    root = Path(root).resolve()
+    return {str(f.relative_to(root) if f.is_relative_to(root) else f): f.stat().st_size for f in files}
+
+
+def changed_sources(root: Path, domain: Domain, tokens: DomainTokens, external: bool = False) -> list[str]:
+    """Source files of a tokenized domain that were added, removed or resized since it was tokenized
+    (a cheap check by size: the revision, a hash of the contents, is only recomputed by `revise`)."""
+    if not tokens.sources:  # tokenized before sizes were recorded
+        return []
+    try:
+        now = source_sizes(root, resolve_sources(root, domain, external))
+    except DataError:
+        return sorted(tokens.sources)
+    return sorted(f for f in set(now) | set(tokens.sources) if now.get(f) != tokens.sources.get(f))
 
 
 def natural_prior(tokens: dict[str, DomainTokens]) -> dict[str, float]:
