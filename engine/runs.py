@@ -57,7 +57,7 @@ class RunStatus(Table):
     slurm_job or ray_driver ("pid@host", the owner on a cluster) while it runs; progress, loss,
     tokens_per_s and mfu while it trains; metrics, tokens, flops, realised_tokens, realised_weights
     (unit ratios actually trained), final_train_loss, wall_time_s and note when done; error when
-    failed; updated: when the file was last written (seconds since the epoch).
+    failed; updated: when the file was last written (whole seconds since the epoch).
     """
 
     finite_floats = False
@@ -280,7 +280,8 @@ class SwarmDir:
 
     def write_status(self, run: str, **fields) -> None:
         """Set `fields` of a run's status.json (atomic), and when it was written."""
-        status = dataclasses.replace(self._read(run), **fields, updated=round(time.time(), 3))
+        # whole seconds: a float is written with 8 significant digits, 100 s at this magnitude
+        status = dataclasses.replace(self._read(run), **fields, updated=int(time.time()))
         atomic.write_json(self.run_dir(run) / STATUS_FILE, status.to_json())
 
     def append_metrics(self, run: str, record: dict) -> None:

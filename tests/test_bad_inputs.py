@@ -603,27 +603,74 @@ def test_swarm_run_says_what_it_waits_for_and_takes_over_from_a_silent_host(base
     attempt = swarm.status(run).attempt
     swarm.write_status(run, state="running", pid=4242, host="gone-host", progress=0.5)
     monkeypatch.setattr(liveness, "STALE_SECONDS", 3.0)
+    stop = threading.Event()
+
+    def remote_worker() -> None:  # writes the run's status, as a live worker on gone-host does, until stopped
+        while not stop.wait(0.5):
+            swarm.write_status(run, progress=0.6)
+
+    beat = threading.Thread(target=remote_worker)
+    beat.start()
     said = []
-    counts = pipeline.train_swarm(project, swarm, on_event=lambda e: said.append(e.text) if isinstance(e, Message) else None)
+
+    def on_event(event) -> None:
+        if isinstance(event, Message):
+            said.append(event.text)
+            if "waiting for" in event.text:  # gone-host goes silent
+                stop.set()
+                beat.join()
+
+    try:
+        counts = pipeline.train_swarm(project, swarm, on_event=on_event)
+    finally:
+        stop.set()
+        beat.join()
     assert counts["done"] == 3
     assert any("waiting for 1 run(s) trained by another scheduler: worker 4242 on gone-host, which this machine "
                "cannot check" in text for text in said), said
     assert swarm.status(run).attempt == attempt + 1 and swarm.status(run).host != "gone-host"
 
 
+def new_swarm(root: Path, steps: int, eval_every: int = 0):
+    """A new swarm of three runs of `steps` steps (a full recomputation after removing a domain)."""
+    from engine import pipeline
+    from engine.training.presets import get_preset
+
+    set_toml("olmix.toml", "proxy", "tokens_per_proxy", get_preset("cpu").tokens_per_step * steps)(root)
+    set_toml("olmix.toml", "proxy", "eval_every", eval_every)(root)
+    set_toml("olmix.toml", "reuse", "plan", "full")(root)
+    assert run_cli(["domains", "remove", str(root), "decimal"]).exit_code == 0
+    project = Project.load(root)
+    ctx = pipeline.update_context(project)
+    return project, pipeline.plan_swarm(project, ctx, pipeline.make_plan(project, ctx))[0]
+
+
+def test_a_worker_killed_under_a_live_swarm_run_leaves_its_runs_failed(base, tmp_path):
+    """As docs/bad-inputs.md says: the scheduler that sees its worker die marks the runs failed
+    (with the exit code), and `--retry-failed` trains them again."""
+    from engine import pipeline
+
+    project, swarm = new_swarm(copy_project(base, tmp_path), steps=12)
+    counts = {}
+    scheduler = threading.Thread(target=lambda: counts.update(pipeline.train_swarm(project, swarm)))
+    scheduler.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(s.pid for s in swarm.statuses()):
+        time.sleep(0.02)
+    victim = next(s for s in swarm.statuses() if s.pid)
+    os.kill(victim.pid, signal.SIGKILL)
+    scheduler.join(300)
+    assert counts["failed"] >= 1
+    assert swarm.status(victim.run).state == "failed"
+    assert swarm.status(victim.run).error.startswith(f"worker exit code {-signal.SIGKILL}")
+    assert pipeline.train_swarm(project, swarm, retry_failed=True)["done"] == 3
+
+
 def test_a_retried_attempt_replaces_the_killed_attempt_s_curve(base, tmp_path):
     from engine import pipeline
     from engine.runs import CURVE_FILE
-    from engine.training.presets import get_preset
 
-    root = copy_project(base, tmp_path)
-    steps = get_preset("cpu").tokens_per_step
-    set_toml("olmix.toml", "proxy", "tokens_per_proxy", steps * 12)(root)
-    set_toml("olmix.toml", "proxy", "eval_every", 2)(root)
-    assert run_cli(["domains", "remove", str(root), "decimal"]).exit_code == 0
-    set_toml("olmix.toml", "reuse", "plan", "full")(root)
-    project = Project.load(root)
-    swarm, _ = pipeline.plan_swarm(project, ctx := pipeline.update_context(project), pipeline.make_plan(project, ctx))
+    project, swarm = new_swarm(copy_project(base, tmp_path), steps=12, eval_every=2)
     run = swarm.run_ids[0]
     curve = swarm.path / "runs" / run / CURVE_FILE
     worker = subprocess.Popen([sys.executable, "-m", "engine.executors.worker", str(swarm.path), "--device", "cpu",
