@@ -230,13 +230,16 @@ class SwarmDir:
                 raise DataError(f"swarm {self.id} has no run '{run}'; list its runs with `olmix-tui swarm status`.")
             return status
         f = self.run_dir(run) / STATUS_FILE
+        missing = f"{f} is missing; the swarm folder is damaged: delete {self.path} and plan it again."
         try:
-            status = RunStatus.from_json(read_json(f, f"{f} is missing", DAMAGED + "."), str(f))
+            status = RunStatus.from_json(read_json(f, missing, DAMAGED + "."), str(f))
             if status.updated is None:  # written before the field existed: the file's time says as much
                 status = dataclasses.replace(status, updated=f.stat().st_mtime)
         except (ConfigError, OSError) as err:
+            if str(err) == missing:
+                raise DataError(missing) from None
             detail = str(err).removeprefix(f"{f}: ").removeprefix(f"{f} ").split("; ")[0].rstrip(".")
-            raise DataError(f"{f} is damaged or missing ({detail}); {DAMAGED}.") from None
+            raise DataError(f"{f} is damaged ({detail}); {DAMAGED}.") from None
         if status.run != run:
             raise DataError(f"{f} names run '{status.run}', not '{run}'; {DAMAGED}.")
         return status

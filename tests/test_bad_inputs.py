@@ -263,9 +263,9 @@ CASES = [
          edit_entry(None, "fit", "../../x"), ("status", "{root}"), 1, "fit name '../../x' is not valid"),
     # -- run files, fits, the token store
     Case("status-truncated", "a run's status.json truncated", in_status('{"run": "x", "sta'),
-         ("swarm", "status", "{root}"), 1, "is damaged or missing (is not valid JSON"),
+         ("swarm", "status", "{root}"), 1, "status.json is damaged (is not valid JSON"),
     Case("status-empty", "a run's status.json empty", in_status(""), ("swarm", "status", "{root}"), 1,
-         "status.json is damaged or missing (is empty)"),
+         "status.json is damaged (is empty)"),
     Case("status-list", "a run's status.json holding `[]`", in_status("[]"), ("swarm", "status", "{root}"), 1,
          "holds list, not a run's status"),
     Case("status-state", "a run's status.json with state \"queued\"", edit_status(state="queued"),
@@ -751,14 +751,7 @@ def test_a_full_disk_ends_in_one_sentence_and_loses_nothing(base, small_fs):
     root = mount / "proj"
     shutil.copytree(base, root, symlinks=True)
     shutil.rmtree(root / ".olmix" / "tokens")  # tokenizing writes again
-    filler = mount / "filler"
-    with open(filler, "wb", buffering=0) as f:  # fill the disk
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-                f.flush()
-        except OSError:
-            pass
+    filler = fill(mount / "filler")
     result = run_cli(["tokenize", str(root)])
     assert result.exit_code == 1 and "there is no space left on the device holding" in result.output
     assert_one_sentence(result.stderr)
@@ -766,6 +759,36 @@ def test_a_full_disk_ends_in_one_sentence_and_loses_nothing(base, small_fs):
     filler.unlink()
     assert run_cli(["tokenize", str(root)]).exit_code == 0
     assert run_cli(["history", str(root)]).exit_code == 0
+
+
+def test_a_disk_that_fills_under_swarm_run_ends_in_one_sentence_and_the_swarm_resumes(base, small_fs):
+    mount, mount_fs, _ = small_fs
+    mount_fs(_size_kb(base) + 4096)
+    root = mount / "proj"
+    shutil.copytree(base, root, symlinks=True)
+    project, swarm = new_swarm(root, steps=12)
+    filler = fill(mount / "filler")
+    result = run_cli(["swarm", "run", str(root), "--swarm", swarm.id])
+    assert result.exit_code == 1 and "there is no space left on the device holding" in result.output, result.output
+    assert_one_sentence(result.stderr)
+    filler.unlink()
+    deadline = time.monotonic() + 60  # workers it started find the disk full too, and end
+    while any(s.state == "running" for s in swarm.statuses()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    result = run_cli(["swarm", "run", str(root), "--swarm", swarm.id, "--retry-failed"])
+    assert result.exit_code == 0, result.output
+    assert swarm.counts()["done"] == 3
+
+
+def fill(filler: Path) -> Path:
+    """Fill the file system holding `filler` to the last block."""
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler
 
 
 def test_a_read_only_project_reads_fits_and_proposes_and_refuses_writes_in_one_sentence(base, small_fs):
