@@ -206,12 +206,18 @@ def read_toml(path: Path, missing: str | None = None) -> dict:
 
 def parse_toml(text: str, path: Path | str) -> dict:
     """Parse TOML text read from `path` (named in the error of a malformed text)."""
+    return _parsed(tomllib.loads, text, path, "TOML", "fix the syntax.")
+
+
+def _parsed(loads, text: str, path: Path | str, kind: str, fix: str) -> Any:
+    """`loads(text)`, or a ConfigError naming the file, where the text breaks, and `fix`."""
     try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path} is not valid TOML ({err}); fix the syntax.") from None
+        return loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        reason = f"{err.msg} at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else str(err)
+        raise ConfigError(f"{path} is not valid {kind} ({reason}); {fix}") from None
     except RecursionError:
-        raise ConfigError(f"{path} is not valid TOML (it nests too deeply); fix the syntax.") from None
+        raise ConfigError(f"{path} is not valid {kind} (it nests too deeply); {fix}") from None
 
 
 def read_json(path: Path, missing: str, fix: str) -> Any:
@@ -223,9 +229,4 @@ def read_json(path: Path, missing: str, fix: str) -> Any:
     text = decode_text(path, data, fix)
     if not text.strip():
         raise ConfigError(f"{path} is empty; {fix}")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); {fix}") from None
-    except RecursionError:
-        raise ConfigError(f"{path} is not valid JSON (it nests too deeply); {fix}") from None
+    return _parsed(json.loads, text, path, "JSON", fix)

@@ -117,6 +117,12 @@ def out_link(root: Path) -> None:
     (root / "mix-link.json").symlink_to(root / "exports" / "mix.json")
 
 
+def predict_link(root: Path) -> None:
+    (root.parent / "outside" / "candidates.csv").write_text("run,code,decimal,notes\nc1,0.2,0.3,0.5\n")
+    (root / "exports").mkdir()
+    (root / "predicted-link.csv").symlink_to(root / "exports" / "predicted.csv")
+
+
 def foreign_lock(root: Path) -> None:
     (root / ".olmix" / "lock").write_text(json.dumps({"pid": 1, "host": "gone-host", "started": None, "since": 0,
                                                      "command": "olmix-tui run --batch"}))
@@ -160,6 +166,11 @@ class Case:
 def _link_kept(root: Path) -> None:
     assert (root / "mix-link.json").is_symlink()
     assert '"mixture"' in (root / "exports" / "mix.json").read_text()
+
+
+def _predictions_kept(root: Path) -> None:
+    assert (root / "predicted-link.csv").is_symlink()
+    assert (root / "exports" / "predicted.csv").read_text().startswith("run,")
 
 
 def _nothing_imported(root: Path) -> None:
@@ -304,11 +315,17 @@ CASES = [
          "swarm name '../x' is not valid"),
     Case("import-latin1", "import-swarm: a latin-1 CSV", csv_pair("run,caf\xe9\nr1,1\n", "run,loss\nr1,1\n", "latin-1"),
          ("import-swarm", "{root}", "--ratios", "{out}/r.csv", "--metrics", "{out}/m.csv"), 1, "is not UTF-8 text"),
+    Case("import-killed", "a folder left by a killed import (`swarms/.<id>.importing/`)",
+         lambda root: shutil.copytree(first(root, "swarms/*/swarm.toml").parent, root / "swarms" / ".dead.importing"),
+         ("swarm", "status", "{root}", "--swarm", ".dead"), 1, "swarm '.dead' does not exist"),
     # -- the command line
     Case("seeds-negative", "`--seeds -3` (checked before anything trains)", lambda root: None,
          ("run", "{root}", "--batch", "--compare", "--seeds", "-3"), 2, "Invalid value for '--seeds'"),
     Case("out-symlink", "`export --out` a symlink (written through, kept)", out_link,
          ("export", "{root}", "--out", "{root}/mix-link.json"), 0, "wrote", _link_kept),
+    Case("predict-out-symlink", "`predict --out` a symlink (written through, kept)", predict_link,
+         ("predict", "{root}", "--mixtures", "{out}/candidates.csv", "--out", "{root}/predicted-link.csv"), 0, "wrote",
+         _predictions_kept),
     Case("out-folder", "`export --out` a folder", lambda root: None, ("export", "{root}", "--out", "{root}/data"), 1,
          "is a folder"),
     Case("init-on-file", "`init` on a path that is a file", lambda root: None, ("init", "{out}/secret.txt"), 1,
