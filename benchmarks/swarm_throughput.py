@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -49,10 +48,9 @@ from engine.data.store import DomainTokens  # noqa: E402
 from engine.errors import OlmixError  # noqa: E402
 from engine.events import TaskFinished  # noqa: E402
 from engine.project import Project  # noqa: E402
-from engine.training.device import autocast, autocast_dtype, cpu_threads, keep_freed_memory, pick_device  # noqa: E402
-from engine.training.export import proxy_state_dict  # noqa: E402
+from benchmarks.transformers_loop import TransformersLoop, hf_proxy  # noqa: E402
+from engine.training.device import autocast_dtype, cpu_threads, keep_freed_memory, pick_device  # noqa: E402
 from engine.training.flops import measure_matmul_peak, train_flops_per_token  # noqa: E402
-from engine.training.model import StackedLlama  # noqa: E402
 from engine.training.optim import lr_at  # noqa: E402
 from engine.training.presets import ProxyPreset, get_preset  # noqa: E402
 from engine.training.sampler import SequenceBatcher, available_windows, plan_proxy_data  # noqa: E402
@@ -72,37 +70,14 @@ def load_domains(project_dir: Path | None, scratch: Path) -> tuple[list[DomainTo
     return [tokens[name] for name in project.domains.names], project.tokenizer().vocab_size, project.root
 
 
-def hf_proxy(config, seed: int, attention: str, device: torch.device) -> LlamaForCausalLM:
-    """LlamaForCausalLM with the batched trainer's initial weights for `seed`, on `device`."""
-    init = StackedLlama(config, 1)
-    init.init_weights([seed])  # the same initial weights as the batched trainer's proxy
-    model = LlamaForCausalLM(config)
-    model.set_attn_implementation(attention)
-    model.load_state_dict(proxy_state_dict(init, 0))
-    return model.to(device).train()
-
-
 def hf_steps(model: LlamaForCausalLM, preset: ProxyPreset, batches, steps: int, device: torch.device,
              amp: torch.dtype | None) -> float:
-    """The idiomatic loop: forward, cross-entropy, backward, clip_grad_norm_, AdamW; returns seconds."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": preset.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=preset.lr, betas=preset.betas, fused=True)
+    """The idiomatic loop (transformers_loop) for `steps` steps; returns seconds."""
+    loop = TransformersLoop(model, preset, device, amp)
     _synchronize(device)
     start = time.perf_counter()
     for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, steps, preset)
-        batch = torch.from_numpy(batches(step)).to(device)
-        with autocast(device, amp):
-            logits = model(input_ids=batch[:, :-1]).logits
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loop.step(torch.from_numpy(batches(step)).to(device), lr_at(step, steps, preset))
     _synchronize(device)
     return time.perf_counter() - start
 

@@ -1,44 +1,53 @@
-"""The watch app over real run files: it trains a swarm in a detached process, keeps training going
-when it quits, re-attaches, and says what is wrong with a damaged swarm folder."""
+"""The app over real project files, driven by its pilot: it stages changes through the engine,
+applies the update, trains a swarm and fits it in detached processes that outlive it, previews
+proposals, re-attaches, and says what is wrong with a damaged project. Assertions read the app's
+messages (a message hook) and its widgets' public state."""
 
 import asyncio
-import time
 
+from textual.widgets import DataTable, Input, Select
 from typer.testing import CliRunner
 
+from app_fixture import FIT_ID, MessageLog, build_fixture_project, open_tab, wait_for
 from conftest import plan_swarm
+from engine import atomic
 from engine.compare import Comparison
-from olmix_tui.cli import app as cli
+from engine.config import read_toml
 from engine.project import Project
 from olmix_tui.app import MixingApp
-
-
-async def wait_for(pilot, condition, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the app did not get there in time"
-        await pilot.pause(0.2)
+from olmix_tui.app.forms import ChangeForm, FitForm, ProposeForm
+from olmix_tui.app.messages import (Discarded, JobEnded, JobStarted, PendingUnchanged, ProposalFailed, ProposalPreviewed,
+                                    SnapshotRead, Staged)
+from olmix_tui.cli import app as cli
 
 
 def run_states(app: MixingApp) -> list[str]:
     """The state column of the runs table, as shown."""
-    table = app.query_one("#runs")
+    table = app.query_one("#runs", DataTable)
     return [str(table.get_row(key)[1]) for key in table.rows]
+
+
+def active_binding_ids(app: MixingApp) -> set[str]:
+    return {active.binding.id for active in app.screen.active_bindings.values()}
 
 
 def test_trains_from_the_app_and_reattaches_after_quitting(small_project):
     swarm_dir, _ = plan_swarm(small_project)
 
     async def first_session():
-        app = MixingApp(small_project, "swarms")
-        async with app.run_test(size=(160, 48)) as pilot:
+        app, log = MixingApp(small_project, "swarms"), MessageLog()
+        async with app.run_test(size=(160, 48), message_hook=log) as pilot:
             await wait_for(pilot, lambda: run_states(app) == ["pending"] * 3)
-            assert app.swarm_id == swarm_dir.id
+            assert app.selection.swarm == swarm_dir.id
+            await wait_for(pilot, lambda: app.focused is app.query_one("#swarms"), timeout=60)
             await pilot.press("t")
-            job = app.jobs[swarm_dir.id]
+            await wait_for(pilot, lambda: log.of(JobStarted), timeout=60)
+            job = log.of(JobStarted)[0].job
+            assert job.key == swarm_dir.id and swarm_dir.id in app.jobs
             await wait_for(pilot, lambda: "running" in run_states(app))
             await pilot.press("t")  # a second start while training is refused
-            assert list(app.jobs) == [swarm_dir.id]
+            await pilot.pause(0.5)
+            assert len(log.of(JobStarted)) == 1
             states_at_quit = [s.state for s in swarm_dir.statuses()]
         return job, states_at_quit
 
@@ -48,28 +57,35 @@ def test_trains_from_the_app_and_reattaches_after_quitting(small_project):
     assert [s.state for s in swarm_dir.statuses()] == ["done"] * 3
 
     async def second_session():
-        app = MixingApp(small_project, "swarms")
-        async with app.run_test(size=(160, 48)) as pilot:
+        app, log = MixingApp(small_project, "swarms"), MessageLog()
+        async with app.run_test(size=(160, 48), message_hook=log) as pilot:
             await wait_for(pilot, lambda: run_states(app) == ["done"] * 3)
-            table = app.query_one("#runs")
+            table = app.query_one("#runs", DataTable)
             columns = [str(c.label) for c in table.columns.values()]
             assert {"code/bpb", "notes/bpb", "decimal/bpb"} <= set(columns)
             first = table.get_row(next(iter(table.rows)))
             assert float(first[columns.index("code/bpb")]) > 0
+            await wait_for(pilot, lambda: app.focused is app.query_one("#swarms"), timeout=60)
             await pilot.press("t")  # nothing left to train: no process is started
-            assert app.jobs == {}
-            assert "mixture of" in str(app.query_one("#mixture").content.title)
+            await pilot.pause(0.5)
+            assert not log.of(JobStarted) and not app.jobs
+            assert app.selection.run == swarm_dir.run_ids[0]
+            assert app.query_one("#mixture").content.title == f"mixture of {swarm_dir.run_ids[0]}"
 
     asyncio.run(second_session())
 
 
 def test_without_a_swarm_it_says_how_to_plan_one(small_project):
     async def session():
-        app = MixingApp(small_project, "swarms")
-        async with app.run_test() as pilot:
-            await wait_for(pilot, lambda: "swarm plan" in str(app.query_one("#summary").content), timeout=60)
+        app, log = MixingApp(small_project, "swarms"), MessageLog()
+        async with app.run_test(message_hook=log) as pilot:
+            await wait_for(pilot, lambda: log.of(SnapshotRead), timeout=60)
+            assert not app.snapshot.swarms
+            assert "swarm plan" in str(app.query_one("#summary").content)
+            await wait_for(pilot, lambda: app.focused is app.query_one("#swarms"), timeout=60)
             await pilot.press("t")
-            assert app.jobs == {}
+            await pilot.pause(0.5)
+            assert not log.of(JobStarted) and not app.jobs
 
     asyncio.run(session())
 
@@ -81,9 +97,9 @@ def test_a_damaged_swarm_folder_is_named_with_the_fix(small_project):
     async def session():
         app = MixingApp(small_project, "swarms")
         async with app.run_test() as pilot:
-            summary = lambda: str(app.query_one("#summary").content)  # noqa: E731
-            await wait_for(pilot, lambda: "error" in summary(), timeout=60)
-            assert "status.json is missing" in summary() and "plan it again" in summary()
+            await wait_for(pilot, lambda: app.snapshot.error, timeout=60)
+            assert "status.json is missing" in app.snapshot.error and "plan it again" in app.snapshot.error
+            assert str(app.query_one("#summary").content) == f"error: {app.snapshot.error}"
 
     asyncio.run(session())
 
@@ -92,11 +108,11 @@ def test_a_settings_file_broken_while_the_app_runs_is_named(small_project):
     async def session():
         app = MixingApp(small_project)
         async with app.run_test() as pilot:
-            summary = lambda: str(app.query_one("#domains-summary").content)  # noqa: E731
-            await wait_for(pilot, lambda: "3 domains" in summary(), timeout=60)
+            await wait_for(pilot, lambda: app.query_one("#domains", DataTable).row_count == 3, timeout=60)
+            assert not app.snapshot.error
             (small_project.root / "olmix.toml").write_text("[proxy\n")
-            await wait_for(pilot, lambda: summary().startswith("error:"), timeout=60)
-            assert "olmix.toml" in summary() and "not valid TOML" in summary()
+            await wait_for(pilot, lambda: app.snapshot.error, timeout=60)
+            assert "olmix.toml" in app.snapshot.error and "not valid TOML" in app.snapshot.error
 
     asyncio.run(session())
 
@@ -109,6 +125,23 @@ def test_the_app_needs_a_terminal_and_a_project(small_project, tmp_path):
     assert r.exit_code == 1 and "not a project folder" in r.output
     r = CliRunner().invoke(cli, ["run", str(tmp_path / "sample"), "--sample", "stdlib"])
     assert r.exit_code == 1 and not (tmp_path / "sample").exists()  # refused before building anything
+
+
+def test_each_tab_has_its_own_keys(tmp_path):
+    project = build_fixture_project(tmp_path / "fixture")
+
+    async def session():
+        app = MixingApp(project)
+        async with app.run_test(size=(80, 24)) as pilot:
+            expected = {"domains": {"domains.add", "domains.apply"}, "swarms": {"swarms.train", "swarms.detail"},
+                        "mixtures": set(), "fits": {"fits.fit", "fits.propose"}}
+            mine = set().union(*expected.values())
+            for number, (tab, keys) in enumerate(expected.items(), 1):
+                await open_tab(pilot, str(number), tab)
+                active = active_binding_ids(app)
+                assert keys <= active and not (mine - keys) & active and "app.quit" in active, tab
+
+    asyncio.run(session())
 
 
 def test_mixtures_tab_shows_an_update_beside_its_full_recomputation(small_project):
@@ -124,37 +157,32 @@ def test_mixtures_tab_shows_an_update_beside_its_full_recomputation(small_projec
     async def session():
         app = MixingApp(small_project, "swarms")
         async with app.run_test(size=(160, 48)) as pilot:
-            await wait_for(pilot, lambda: app.swarm_id is not None, timeout=60)
+            await wait_for(pilot, lambda: app.selection.swarm is not None, timeout=60)
             newest = pipeline.find_swarm(small_project, None)  # the latest swarm, verification runs aside
-            assert app.swarm_id == newest.id and app.query_one("#swarms").row_count > 2
-            # the initial tab's activation can arrive after the first snapshot; a key pressed before it is undone
-            await wait_for(pilot, lambda: app.focused is not None and app.focused.id == "swarms", timeout=30)
-            await pilot.pause()
-            await pilot.press("3")
+            assert app.selection.swarm == newest.id and app.query_one("#swarms", DataTable).row_count > 2
+            await wait_for(pilot, lambda: app.focused is app.query_one("#swarms"), timeout=30)
+            await open_tab(pilot, "3", "mixtures")
             panel = app.query_one("#comparison")
-            await wait_for(pilot, lambda: app.focused is not None and app.focused.id == "history", timeout=30)
             await wait_for(pilot, lambda: isinstance(app.snapshot.comparison, Comparison), timeout=60)
-            assert app.entry_id == "0003-add"
+            assert app.selection.entry == "0003-add"
             assert app.snapshot.comparison == expected
-            assert not app.check_action("train", ())  # training keys belong to the Swarms tab
             view = panel.content
             assert view.title == f"{expected.a.label}  vs  {expected.b.label}"
             assert "(full)" in view.title and "measured" in str(view.caption) and "% of the FLOPs" in str(view.caption)
             await pilot.press("up")  # the removal: not compared, so beside the entry before it
-            await wait_for(pilot, lambda: app.entry_id == "0002-remove" and isinstance(app.snapshot.comparison, Comparison)
+            await wait_for(pilot, lambda: app.selection.entry == "0002-remove" and isinstance(app.snapshot.comparison, Comparison)
                            and app.snapshot.comparison.a.label == "0001-initial", timeout=60)
             await pilot.press("up")  # the first entry: its mixture alone, and why
-            await wait_for(pilot, lambda: isinstance(app.snapshot.comparison, str) and app.entry_id == "0001-initial", timeout=60)
-            assert panel.content.title == "mixture of 0001-initial" and "first entry" in str(panel.content.caption)
+            await wait_for(pilot, lambda: app.snapshot.selection.entry == "0001-initial"
+                           and isinstance(app.snapshot.comparison, str), timeout=60)
+            await wait_for(pilot, lambda: panel.content.title == "mixture of 0001-initial", timeout=30)
+            assert "first entry" in app.snapshot.comparison
 
     asyncio.run(session())
 
 
 def test_domains_tab_stages_changes_and_applies_the_update(small_project):
-    from textual.widgets import Input
-
     from conftest import STDLIB
-    from olmix_tui.forms import ChangeForm
 
     extra = small_project.root / "data/extra"
     extra.mkdir()
@@ -162,12 +190,9 @@ def test_domains_tab_stages_changes_and_applies_the_update(small_project):
         (extra / (p.stem + ".txt")).write_text(p.read_text())
 
     def staged() -> list[str]:
-        from engine.project import Project
-
         return [c.describe() for c in Project.load(small_project.root).pending]
 
-    def summary() -> str:
-        return str(app.query_one("#domains-summary").content)
+    app, log = MixingApp(small_project), MessageLog()  # opens on the Domains tab
 
     async def fill_form(pilot, **values) -> None:
         await wait_for(pilot, lambda: isinstance(app.screen, ChangeForm), timeout=60)
@@ -175,51 +200,59 @@ def test_domains_tab_stages_changes_and_applies_the_update(small_project):
             app.screen.query_one(f"#{field}", Input).value = value
         await pilot.press("enter")
 
-    app = MixingApp(small_project)  # opens on the Domains tab
-
     async def session():
-        async with app.run_test(size=(160, 48)) as pilot:
-            table = app.query_one("#domains")
-            await wait_for(pilot, lambda: table.row_count == 3 and "No staged update" in summary(), timeout=60)
-            assert app.domain_id == "code" and not app.check_action("train", ())
+        async with app.run_test(size=(160, 48), message_hook=log) as pilot:
+            table = app.query_one("#domains", DataTable)
+            await wait_for(pilot, lambda: table.row_count == 3 and app.focused is table, timeout=60)
+            assert app.selection.domain == "code" and "swarms.train" not in active_binding_ids(app)
+            await pilot.press("x")  # nothing staged: nothing discarded, and it says so
+            await wait_for(pilot, lambda: log.of(PendingUnchanged), timeout=60)
+            assert "Nothing is staged" in log.of(PendingUnchanged)[0].reason and not log.of(Discarded)
             await pilot.press("d")  # remove the highlighted domain...
-            await wait_for(pilot, lambda: staged() == ["remove code"] and str(table.get_row("code")[-1]) == "remove", timeout=60)
-            await wait_for(pilot, lambda: "Staged: remove code" in summary(), timeout=60)
+            await wait_for(pilot, lambda: log.of(Staged), timeout=60)
+            assert log.of(Staged)[0].change.describe() == "remove code" and staged() == ["remove code"]
+            await wait_for(pilot, lambda: str(table.get_row("code")[1]) == "remove", timeout=60)
             await pilot.press("x")  # ...and discard it
-            await wait_for(pilot, lambda: not staged() and "No staged update" in summary(), timeout=60)
+            await wait_for(pilot, lambda: log.of(Discarded), timeout=60)
+            assert not staged()
+            await wait_for(pilot, lambda: str(table.get_row("code")[1]) == "", timeout=60)
             await pilot.press("a")  # files another domain owns: refused by the engine, nothing staged
             await fill_form(pilot, name="extra", paths="data/notes/*.txt")
-            await wait_for(pilot, lambda: not isinstance(app.screen, ChangeForm), timeout=60)
-            await pilot.pause(0.5)
-            assert not staged()
+            await wait_for(pilot, lambda: len(log.of(PendingUnchanged)) == 2, timeout=60)
+            refused = log.of(PendingUnchanged)[1]
+            assert refused.change.domain == "extra" and "data/notes" in refused.reason and not staged()
             await pilot.press("p")  # a malformed partition stays in the form with its error
             await fill_form(pilot, paths="bogus")
-            await pilot.pause(0.2)
-            assert isinstance(app.screen, ChangeForm) and "NAME=GLOB" in str(app.screen.query_one("#form-error").content)
+            await wait_for(pilot, lambda: "NAME=GLOB" in str(app.screen.query_one("#form-error").content), timeout=30)
+            assert isinstance(app.screen, ChangeForm)
             await pilot.press("escape")
+            await wait_for(pilot, lambda: not isinstance(app.screen, ChangeForm), timeout=30)
             await pilot.press("a")
             await fill_form(pilot, name="extra", paths="data/extra/*.txt")
-            await wait_for(pilot, lambda: staged() == ["add extra"] and "new: extra" in summary(), timeout=60)
+            await wait_for(pilot, lambda: len(log.of(Staged)) == 2, timeout=60)
+            assert staged() == ["add extra"]
+            await wait_for(pilot, lambda: app.snapshot.status.pending is not None, timeout=60)
             await pilot.press("u")  # the first mixture, then the update, in a detached `olmix-tui DIR --batch`
-            job = app.jobs["pipeline"]
-            assert job.process.wait(timeout=600) == 0, job.log.read_text()[-2000:]
-            await wait_for(pilot, lambda: "No staged update" in summary() and "2 history entries" in summary(), timeout=60)
-            assert table.row_count == 4 and app.jobs == {}
-            await pilot.press("3")
-            await wait_for(pilot, lambda: app.entry_id == "0002-add" and isinstance(app.snapshot.comparison, Comparison), timeout=60)
+            await wait_for(pilot, lambda: log.of(JobStarted), timeout=60)
+            job = log.of(JobStarted)[0].job
+            assert job.key == "pipeline" and job.process.wait(timeout=600) == 0, job.log.read_text()[-2000:]
+            await wait_for(pilot, lambda: log.of(JobEnded), timeout=60)
+            assert log.of(JobEnded)[0].code == 0 and not app.jobs
+            await wait_for(pilot, lambda: app.snapshot.status.history_entries == 2
+                           and app.snapshot.status.pending is None and table.row_count == 4, timeout=60)
+            await open_tab(pilot, "3", "mixtures")
+            await wait_for(pilot, lambda: app.selection.entry == "0002-add" and isinstance(app.snapshot.comparison, Comparison),
+                           timeout=60)
 
     asyncio.run(session())
 
 
 def test_fits_tab_fits_a_swarm_in_the_background_and_previews_its_proposal(small_project):
-    from textual.widgets import Select
-
     from engine import pipeline
-    from olmix_tui.forms import FitForm, ProposeForm
 
     swarm_dir, _ = plan_swarm(small_project)
     pipeline.train_swarm(small_project, swarm_dir)
-    app = MixingApp(small_project, "fits")
+    app, log = MixingApp(small_project, "fits"), MessageLog()
 
     async def propose(pilot, **values) -> None:
         """o, then the proposer form with `values` typed in, then Preview."""
@@ -229,46 +262,82 @@ def test_fits_tab_fits_a_swarm_in_the_background_and_previews_its_proposal(small
             app.screen.query_one(f"#{name}").value = value
         await pilot.click("#preview")
 
+    def previews() -> list[ProposalPreviewed]:
+        return log.of(ProposalPreviewed)
+
     async def session():
-        async with app.run_test(size=(160, 48)) as pilot:
-            cv = app.query_one("#cv")
-            await wait_for(pilot, lambda: "No fit yet" in str(cv.content) and app.swarm_id == swarm_dir.id, timeout=60)
-            await pilot.press("o")  # nothing to propose from yet
+        async with app.run_test(size=(160, 48), message_hook=log) as pilot:
+            fits = app.query_one("#fits", DataTable)
+            await wait_for(pilot, lambda: log.of(SnapshotRead) and app.selection.swarm == swarm_dir.id
+                           and app.focused is fits, timeout=60)
+            assert not app.snapshot.fits
+            await pilot.press("o")  # nothing to propose from yet: no form
+            await pilot.pause(0.5)
+            assert not isinstance(app.screen, ProposeForm)
             await pilot.press("n")
             await wait_for(pilot, lambda: isinstance(app.screen, FitForm), timeout=60)
             app.screen.query_one(Select).value = "loglinear"
             await pilot.click("#fit")
-            job = app.jobs[f"fit {swarm_dir.id}"]
-            assert job.process.wait(timeout=300) == 0, job.log.read_text()[-2000:]
-            await wait_for(pilot, lambda: app.query_one("#fits").row_count == 1, timeout=60)
+            await wait_for(pilot, lambda: log.of(JobStarted), timeout=60)
+            job = log.of(JobStarted)[0].job
+            assert job.key == f"fit {swarm_dir.id}" and job.process.wait(timeout=300) == 0, job.log.read_text()[-2000:]
+            await wait_for(pilot, lambda: fits.row_count == 1, timeout=60)
             fit = app.snapshot.fits[0]
             assert fit.info["regressor"] == "loglinear" and fit.info["source_swarms"] == [swarm_dir.id]
-            assert cv.content.row_count == len(fit.info["metrics"]) > 0
+            await wait_for(pilot, lambda: app.query_one("#cv", DataTable).row_count == len(fit.info["metrics"]) > 0, timeout=30)
             await propose(pilot)
-            await wait_for(pilot, lambda: fit.fit_id in app.proposals, timeout=60)
-            title, shown, caption = app.proposals[fit.fit_id]
-            (_, prior, _), (_, proposal, _) = shown
+            await wait_for(pilot, lambda: previews(), timeout=60)
+            first = previews()[0]
+            (_, prior, _), (_, proposal, _) = first.view.shown
+            assert first.fit_id == fit.fit_id and first.saved is None
             assert set(proposal) == set(prior) == {"code", "notes", "decimal"}
-            assert abs(sum(proposal.values()) - 1) < 1e-6 and "exact" in title and "KKT residual" in caption
-            assert app.query_one("#proposal").content.title == title and "nothing is written" in caption
-            kl_free = float(caption.split("KL to the prior ")[1].split(";")[0])
+            assert abs(sum(proposal.values()) - 1) < 1e-6 and "exact" in first.view.title
+            assert "KKT residual" in first.view.caption and "nothing is written" in first.view.caption
+            await wait_for(pilot, lambda: app.query_one("#proposal").content.title == first.view.title, timeout=30)
+            kl_free = float(first.view.caption.split("KL to the prior ")[1].split(";")[0])
             await propose(pilot, kl_reg="a lot")  # refused in the form, which stays open
-            assert isinstance(app.screen, ProposeForm) and "kl_reg must be a number" in str(app.screen.query_one("#form-error").content)
+            await wait_for(pilot, lambda: "kl_reg must be a number" in str(app.screen.query_one("#form-error").content),
+                           timeout=30)
+            assert isinstance(app.screen, ProposeForm)
             app.screen.query_one("#kl_reg").value = "0.5"
             app.screen.query_one("#save").value = True
             app.screen.query_one("#kl_reg").focus()
             await pilot.press("enter")  # (a second click this soon would fall in the button's press effect)
-            await wait_for(pilot, lambda: "kl_reg 0.5" in app.proposals[fit.fit_id][0], timeout=60)
-            caption = app.proposals[fit.fit_id][2]
-            assert float(caption.split("KL to the prior ")[1].split(";")[0]) < kl_free  # pulled towards the prior
-            assert "saved to olmix.toml" in caption and Project.load(small_project.root).settings.propose.kl_reg == 0.5
+            await wait_for(pilot, lambda: len(previews()) == 2, timeout=60)
+            saved = previews()[1]
+            assert "kl_reg 0.5" in saved.view.title and saved.saved.propose.kl_reg == 0.5
+            assert float(saved.view.caption.split("KL to the prior ")[1].split(";")[0]) < kl_free  # pulled to the prior
+            assert "saved to olmix.toml" in saved.view.caption
+            assert Project.load(small_project.root).settings.propose.kl_reg == 0.5 == app.project.settings.propose.kl_reg
             ridge = pipeline.fit_swarm(small_project, swarm_dir, "ridge")  # a fit the exact proposer cannot use
-            await wait_for(pilot, lambda: app.query_one("#fits").row_count == 2, timeout=60)
-            app.query_one("#fits").move_cursor(row=1)
-            await wait_for(pilot, lambda: app.fit_id == ridge.fit_id, timeout=60)
+            await wait_for(pilot, lambda: fits.row_count == 2, timeout=60)
+            fits.move_cursor(row=1)
+            await wait_for(pilot, lambda: app.selection.fit == ridge.fit_id, timeout=60)
             await propose(pilot)
-            await wait_for(pilot, lambda: ridge.fit_id in app.proposals, timeout=60)
-            title, _, caption = app.proposals[ridge.fit_id]
-            assert "(simulation, kl_reg 0.5)" in title and "needs a log-linear fit" in caption  # the saved settings
+            await wait_for(pilot, lambda: len(previews()) == 3, timeout=60)
+            simulated = previews()[2]
+            assert simulated.fit_id == ridge.fit_id and "(simulation, kl_reg 0.5)" in simulated.view.title  # saved settings
+            assert "needs a log-linear fit" in simulated.view.caption
+
+    asyncio.run(session())
+
+
+def test_a_proposal_that_cannot_be_made_is_explained(tmp_path):
+    project = build_fixture_project(tmp_path / "fixture")
+    fit_toml = project.fits_dir / FIT_ID / "fit.toml"
+    atomic.write_toml(fit_toml, {**read_toml(fit_toml), "source_swarms": []})  # e.g. fitted on a table from elsewhere
+
+    async def session():
+        app, log = MixingApp(project, "fits"), MessageLog()
+        async with app.run_test(size=(80, 24), message_hook=log) as pilot:
+            await wait_for(pilot, lambda: app.selection.fit == FIT_ID and app.focused is app.query_one("#fits"), timeout=60)
+            await pilot.press("o")
+            await wait_for(pilot, lambda: isinstance(app.screen, ProposeForm), timeout=60)
+            app.screen.query_one("#kl_reg").focus()
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: log.of(ProposalFailed), timeout=60)
+            failed = log.of(ProposalFailed)[0]
+            assert failed.fit_id == FIT_ID and not log.of(ProposalPreviewed)
+            assert failed.reason.startswith(f"fit {FIT_ID} names no swarm") and "olmix-tui fit" in failed.reason
 
     asyncio.run(session())

@@ -13,7 +13,8 @@ import torch
 
 from engine.events import Message
 from engine.training import cpu_kernels, optim
-from engine.training.model import StackedLlama, add_rms_norm, rms_norm
+from engine.training.cpu_ops import CpuKernelOps, CpuOps, ops_for
+from engine.training.model import StackedLlama, TorchOps
 from engine.training.presets import ProxyPreset
 from textdata import BYTE_VOCAB_SIZE
 from engine.training.trainer import train_proxies
@@ -26,49 +27,47 @@ pytestmark = [
 ]
 
 
-def _rms_norm_and_grads(x, weight, dtype, grad_out):
+def _rms_norm_and_grads(ops, x, weight, dtype, grad_out):
     x, weight = x.clone().requires_grad_(), weight.clone().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-        out = rms_norm(x, weight, 1e-6)
+        out = ops.rms_norm(x, weight, 1e-6)
     assert out.dtype == dtype  # handed on in the matmuls' dtype
     out.backward(grad_out.to(out.dtype))
     return out.detach().float(), x.grad, weight.grad
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_rms_norm_kernel_matches_the_pytorch_path(dtype, monkeypatch):
+def test_rms_norm_kernel_matches_the_pytorch_path(dtype):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(3, 20, 48, generator=gen) * 3
     weight = 1 + 0.1 * torch.randn(3, 48, generator=gen)
     grad_out = torch.randn(3, 20, 48, generator=gen)
-    fused = _rms_norm_and_grads(x, weight, dtype, grad_out)
-    monkeypatch.setattr(cpu_kernels, "usable", lambda *tensors: False)
-    reference = _rms_norm_and_grads(x, weight, dtype, grad_out)
+    fused = _rms_norm_and_grads(CpuKernelOps(), x, weight, dtype, grad_out)
+    reference = _rms_norm_and_grads(TorchOps(), x, weight, dtype, grad_out)
     out_tolerance = 1e-6 if dtype == torch.float32 else 8e-3  # one bfloat16 rounding step
     torch.testing.assert_close(fused[0], reference[0], rtol=out_tolerance, atol=out_tolerance)
     for got, want in zip(fused[1:], reference[1:]):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-def _add_rms_norm_and_grads(x, delta, weight, grads):
+def _add_rms_norm_and_grads(ops, x, delta, weight, grads):
     x, delta, weight = (t.clone().requires_grad_() for t in (x, delta, weight))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        total, normed = add_rms_norm(x, delta, weight, 1e-6)
+        total, normed = ops.add_rms_norm(x, delta, weight, 1e-6)
     assert total.dtype == torch.float32 and normed.dtype == torch.bfloat16
     # the sum goes on down the residual stream too, so its gradient has two sources
     torch.autograd.backward([total, normed], [grads[0], grads[1].to(normed.dtype)])
     return total.detach(), normed.detach().float(), x.grad, delta.grad.float(), weight.grad
 
 
-def test_residual_add_and_norm_kernel_matches_the_pytorch_path(monkeypatch):
+def test_residual_add_and_norm_kernel_matches_the_pytorch_path():
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(2, 24, 40, generator=gen)
     delta = torch.randn(2, 24, 40, generator=gen).to(torch.bfloat16)  # a projection's output under autocast
     weight = 1 + 0.1 * torch.randn(2, 40, generator=gen)
     grads = (torch.randn(2, 24, 40, generator=gen), torch.randn(2, 24, 40, generator=gen))
-    fused = _add_rms_norm_and_grads(x, delta, weight, grads)
-    monkeypatch.setattr(cpu_kernels, "usable", lambda *tensors: False)
-    reference = _add_rms_norm_and_grads(x, delta, weight, grads)
+    fused = _add_rms_norm_and_grads(CpuKernelOps(), x, delta, weight, grads)
+    reference = _add_rms_norm_and_grads(TorchOps(), x, delta, weight, grads)
     torch.testing.assert_close(fused[0], reference[0], rtol=0, atol=0)  # x + delta, exactly
     torch.testing.assert_close(fused[1], reference[1], rtol=8e-3, atol=8e-3)  # one bfloat16 rounding
     for got, want in zip(fused[2:], reference[2:]):
@@ -147,9 +146,9 @@ def test_without_kernels_training_uses_the_pytorch_paths_and_says_so(monkeypatch
     cpu_kernels._load.cache_clear()
     try:
         assert cpu_kernels.library() is None and "OLMIX_CPU_KERNELS" in cpu_kernels.unavailable_reason()
-        model, batch = _model_with_grads()
+        model, _ = _model_with_grads()
         assert isinstance(optim.make_optimizer(model, TINY, torch.device("cpu"), torch.bfloat16), optim.TorchAdamW)
-        assert not cpu_kernels.usable(batch)
+        assert type(ops_for(torch.device("cpu"), compiled=False)) is CpuOps
         tokens = np.random.default_rng(0).integers(0, BYTE_VOCAB_SIZE, 4000).astype(np.uint16)
         messages = []
         (result,) = train_proxies(TINY, BYTE_VOCAB_SIZE, [[1.0]], [tokens], [tokens[:500]], [1.0], 2 * TINY.tokens_per_step,
@@ -160,6 +159,19 @@ def test_without_kernels_training_uses_the_pytorch_paths_and_says_so(monkeypatch
         monkeypatch.undo()
         cpu_kernels._load.cache_clear()
     assert cpu_kernels.library() is not None
+
+
+def test_each_device_gets_its_ops_once_when_the_model_is_built():
+    """Kernels on a CPU where they are built; PyTorch ops under torch.compile (which cannot trace
+    them) and on GPUs, where the loss takes larger blocks of logits; the blocks and modules share one ops."""
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert type(ops_for(cpu, compiled=False)) is CpuKernelOps
+    assert type(ops_for(cpu, compiled=True)) is CpuOps
+    assert type(ops_for(gpu, compiled=True)) is TorchOps
+    assert ops_for(gpu, compiled=True).loss_block > ops_for(cpu, compiled=True).loss_block
+    ops = CpuKernelOps()
+    model = StackedLlama(TINY.llama_config(BYTE_VOCAB_SIZE), 2, ops)
+    assert model.ops is ops and all(block.ops is ops and block.attn.ops is ops for block in model.layers)
 
 
 @pytest.mark.parametrize("breakage", ["a failing compiler", "a cache folder that cannot be made"])

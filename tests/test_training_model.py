@@ -15,9 +15,11 @@ import torch.nn.functional as F
 from transformers import LlamaForCausalLM
 
 from engine.training import cpu_kernels
+from engine.training.cpu_ops import CpuKernelOps, CpuOps
 from engine.training.export import export_hf, proxy_state_dict
-from engine.training.model import StackedLlama, _HeadLoss, apply_rope, causal_attention
-from engine.training.optim import clip_grad_norm_per_proxy_, lr_at
+from engine.training.loss import logit_blocks
+from engine.training.model import StackedLlama, TorchOps, rotate
+from engine.training.optim import TorchAdamW, clip_grad_norm_per_proxy_, lr_at
 from engine.training.presets import ProxyPreset
 from engine.training.sampler import SequenceBatcher, available_windows, plan_proxy_data
 from textdata import BYTE_VOCAB_SIZE, stdlib_text_domains
@@ -103,10 +105,17 @@ def test_bfloat16_logits_match_llama_eager_attention_under_autocast(batched, tmp
             torch.testing.assert_close(logits[k].float(), hf.eval()(tokens[k]).logits.float(), atol=2e-2, rtol=2e-2)
 
 
-def test_batched_training_matches_a_plain_transformers_loop(batched, domains):
-    """Proxy 1 of the batched run == LlamaForCausalLM + torch AdamW + clip_grad_norm_ on the same data."""
-    _, records = batched
-    k = 1
+def _batcher(domains, proxies):
+    """The trainer's batches for `proxies` (indices into MIXTURES and SEEDS): [len(proxies), B, T+1] per step."""
+    arrays = [d.train for d in domains]
+    available = available_windows(arrays, TINY.seq_len)
+    plans = [plan_proxy_data(MIXTURES[k], STEPS * TINY.batch_size, available, MAX_REPETITION, SEEDS[k], TINY.batch_size)
+             for k in proxies]
+    return SequenceBatcher(arrays, TINY.seq_len, plans, TINY.batch_size)
+
+
+def _transformers_losses(domains, k):
+    """Proxy k trained alone as LlamaForCausalLM + torch AdamW + clip_grad_norm_ on its batches: losses per step."""
     config = TINY.llama_config(BYTE_VOCAB_SIZE)
     init = StackedLlama(config, 1)
     init.init_weights([SEEDS[k]])
@@ -116,10 +125,7 @@ def test_batched_training_matches_a_plain_transformers_loop(batched, domains):
     no_decay = [p for p in hf.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": TINY.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=TINY.lr, betas=TINY.betas)
-    arrays = [d.train for d in domains]
-    avail = available_windows(arrays, TINY.seq_len)
-    plan = plan_proxy_data(MIXTURES[k], STEPS * TINY.batch_size, avail, MAX_REPETITION, SEEDS[k], TINY.batch_size)
-    batcher = SequenceBatcher(arrays, TINY.seq_len, [plan], TINY.batch_size)
+    batcher = _batcher(domains, [k])
     losses = []
     for step in range(STEPS):
         for group in opt.param_groups:
@@ -132,7 +138,77 @@ def test_batched_training_matches_a_plain_transformers_loop(batched, domains):
         opt.step()
         opt.zero_grad()
         losses.append(loss.item())
-    np.testing.assert_allclose(_train_losses(records, k), losses, rtol=0, atol=1e-4)
+    return losses
+
+
+def test_batched_training_matches_a_plain_transformers_loop(batched, domains):
+    """Proxy 1 of the batched run == LlamaForCausalLM + torch AdamW + clip_grad_norm_ on the same data."""
+    _, records = batched
+    np.testing.assert_allclose(_train_losses(records, 1), _transformers_losses(domains, 1), rtol=0, atol=1e-4)
+
+
+def test_pytorch_ops_train_as_transformers_step_by_step(domains):
+    """The GPU path, run here on the CPU (TorchOps: SDPA attention, the loss a block of logits at a
+    time; TorchAdamW: foreach clipping, fused AdamW), follows LlamaForCausalLM + AdamW step by step
+    for every proxy of the stack in float32, and tracks float32 under bfloat16 autocast."""
+    batcher = _batcher(domains, range(len(SEEDS)))
+    block = 40 * BYTE_VOCAB_SIZE  # 40 of a proxy's 128 rows at a time: 4 blocks per proxy
+    assert len(logit_blocks(len(SEEDS), TINY.batch_size * TINY.seq_len, BYTE_VOCAB_SIZE, block)) == 4 * len(SEEDS)
+    runs = {}
+    for amp in (None, torch.bfloat16):
+        model = StackedLlama(TINY.llama_config(BYTE_VOCAB_SIZE), len(SEEDS), TorchOps(loss_block=block))
+        model.init_weights(SEEDS)
+        optimizer = TorchAdamW(model, TINY, torch.device("cpu"))
+        losses = []
+        for step in range(STEPS):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp is not None):
+                step_losses = model.losses(torch.from_numpy(batcher.batch(step))).float()
+            step_losses.sum().backward()
+            optimizer.step(lr_at(step, STEPS, TINY))
+            optimizer.zero_grad()
+            losses.append(step_losses.detach())
+        runs[amp] = torch.stack(losses).numpy()  # [steps, K]
+    for k in range(len(SEEDS)):
+        np.testing.assert_allclose(runs[None][:, k], _transformers_losses(domains, k), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(runs[torch.bfloat16], runs[None], atol=0.03)
+    assert not np.array_equal(runs[torch.bfloat16], runs[None])
+
+
+def test_logit_blocks_cover_every_logit_once_within_the_budget():
+    """Whole proxies several at a time when a proxy's rows fit, else pieces of one proxy's rows."""
+    for k, n, v, block in [(3, 40, 300, 40 * 300), (3, 40, 300, 100 * 300), (3, 40, 300, 7 * 300),
+                           (5, 10, 300, 100), (1, 40, 300, 10**9)]:
+        covered = np.zeros((k, n), dtype=int)
+        for proxies, rows in logit_blocks(k, n, v, block):
+            covered[proxies, rows] += 1
+            assert len(range(k)[proxies]) * len(range(n)[rows]) * v <= max(block, v)
+        assert (covered == 1).all()
+    assert logit_blocks(3, 40, 300, 100 * 300) == [(slice(0, 2), slice(0, 40)), (slice(2, 4), slice(0, 40))]
+    assert len(logit_blocks(3, 40, 300, 7 * 300)) == 3 * 6  # 7 rows at a time: 6 pieces of each proxy
+
+
+def test_loss_in_blocks_matches_cross_entropy_with_a_tied_head():
+    """The blockwise loss and per-token NLL equal F.cross_entropy whatever the blocks, also through
+    a tied head (the embedding's transpose, not contiguous)."""
+    gen = torch.Generator().manual_seed(5)
+    hidden = torch.randn(3, 40, 16, generator=gen)
+    embed = torch.randn(3, 300, 16, generator=gen)
+    targets = torch.randint(0, 300, (3, 40), generator=gen)
+    weights = torch.tensor([1.0, 0.5, 2.0])
+    h, e = hidden.clone().requires_grad_(), embed.clone().requires_grad_()
+    logits = torch.bmm(h, e.transpose(1, 2))
+    reference_nll = F.cross_entropy(logits.reshape(-1, 300), targets.reshape(-1), reduction="none").view(3, 40)
+    (reference_nll.mean(1) * weights).sum().backward()
+    for block in (300, 7 * 300, 100 * 300, 10**9):
+        ops = TorchOps(loss_block=block)
+        hb, eb = hidden.clone().requires_grad_(), embed.clone().requires_grad_()
+        losses = ops.head_loss(hb, eb.transpose(1, 2), targets)
+        (losses * weights).sum().backward()
+        torch.testing.assert_close(losses, reference_nll.detach().mean(1), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(hb.grad, h.grad, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(eb.grad, e.grad, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(ops.token_nll(hidden, embed.transpose(1, 2), targets), reference_nll.detach(),
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_proxies_trained_together_match_each_trained_alone(batched, domains):
@@ -146,19 +222,22 @@ def test_proxies_trained_together_match_each_trained_alone(batched, domains):
             assert results[k].metrics[key] == pytest.approx(value, abs=1e-4), key
 
 
-@pytest.fixture(params=["cpu kernels", "pytorch ops"])
-def kernels(request, monkeypatch):
-    """Both CPU paths of the model: the fused kernels (when built here) and the PyTorch ops fallback."""
+@pytest.fixture(params=["cpu kernels", "cpu pytorch ops", "pytorch ops"])
+def ops(request):
+    """Every path of the model: the CPU's fused kernels (when built here), the CPU's PyTorch ops, and
+    the PyTorch ops of GPUs, whose loss here takes 16 rows of logits at a time (several blocks per proxy)."""
+    if request.param == "cpu pytorch ops":
+        return CpuOps()
     if request.param == "pytorch ops":
-        monkeypatch.setattr(cpu_kernels, "usable", lambda *tensors: False)
-    elif cpu_kernels.library() is None:
+        return TorchOps(loss_block=16 * 300)
+    if cpu_kernels.library() is None:
         pytest.skip(f"CPU kernels unavailable: {cpu_kernels.unavailable_reason()}")
-    return request.param
+    return CpuKernelOps()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_head_loss_and_its_gradients_match_autograd_cross_entropy(dtype, kernels):
-    """The fused head + loss equals bmm + F.cross_entropy (mean per proxy) in value and in the
+def test_head_loss_and_its_gradients_match_autograd_cross_entropy(dtype, ops):
+    """The head + loss equals bmm + F.cross_entropy (mean per proxy) in value and in the
     gradients of hidden states and head, also where a target's probability underflows float32
     and where it is so near 1 that bfloat16 rounds it to 1 (p - 1 must not vanish there)."""
     gen = torch.Generator().manual_seed(3)
@@ -177,7 +256,7 @@ def test_head_loss_and_its_gradients_match_autograd_cross_entropy(dtype, kernels
     for fused in (True, False):
         h, w = hidden.clone().requires_grad_(), head.clone().requires_grad_()
         if fused:
-            losses = _HeadLoss.apply(h, w, targets)
+            losses = ops.head_loss(h, w, targets)
         else:
             logits = torch.bmm(h, w.to(dtype)).float()
             nll = F.cross_entropy(logits.reshape(-1, 300), targets.reshape(-1), reduction="none")
@@ -198,12 +277,13 @@ def test_head_loss_and_its_gradients_match_autograd_cross_entropy(dtype, kernels
     torch.testing.assert_close(grad_h[2, 5].double(), confident, rtol=max(tolerance, 1e-4), atol=0.0)
 
 
-def test_cpu_bfloat16_attention_and_its_gradients_match_plain_autograd(kernels):
-    """The CPU bfloat16 attention (RoPE and heads-first layout in one custom pass, masked baddbmm)
-    gives the output and the q/k/v gradients of the same ops written plainly under autograd."""
+def test_bfloat16_attention_and_its_gradients_match_plain_autograd(ops):
+    """Attention in bfloat16 (on the CPU: RoPE and heads-first layout in one custom pass, the causal
+    softmax; else SDPA) gives the output and the q/k/v gradients of the same ops written plainly
+    under autograd."""
     b, t, h, hd = 3, 16, 2, 8
     config = dataclasses.replace(TINY, n_heads=h, d_model=h * hd, seq_len=t).llama_config(BYTE_VOCAB_SIZE)
-    rotation = StackedLlama(config, 1).rope_rotation  # the model's own RoPE table
+    rope = StackedLlama(config, 1).rope  # the model's own RoPE table
     gen = torch.Generator().manual_seed(4)
     qk = torch.randn(b, t, 2 * h, hd, generator=gen).to(torch.bfloat16)
     v = torch.randn(b, t, h, hd, generator=gen).to(torch.bfloat16)
@@ -212,9 +292,9 @@ def test_cpu_bfloat16_attention_and_its_gradients_match_plain_autograd(kernels):
     for fused in (True, False):
         qk_, v_ = qk.clone().requires_grad_(), v.clone().requires_grad_()
         if fused:
-            out = causal_attention(qk_, v_, rotation, scale=hd**-0.5)
+            out = ops.attention(qk_, v_, rope, scale=hd**-0.5)
         else:
-            rotated = apply_rope(qk_, rotation)
+            rotated = rotate(qk_, rope)
             q, k = (x.transpose(1, 2).to(torch.bfloat16) for x in (rotated[:, :, :h], rotated[:, :, h:]))
             scores = (q @ k.transpose(-1, -2)) * hd**-0.5
             scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
@@ -294,3 +374,21 @@ def test_compiled_training_matches_eager_in_bfloat16(domains):
         runs[compile] = records
     for k in range(2):
         np.testing.assert_allclose(_train_losses(runs[True], k), _train_losses(runs[False], k), atol=0.02)
+
+
+def test_compiled_pytorch_ops_match_eager(domains):
+    """The GPU step compiles TorchOps (SDPA attention, the loss in blocks with the head's gradient
+    added up over a proxy's pieces): traced by torch.compile it gives eager's losses and gradients."""
+    batch = torch.from_numpy(_batcher(domains, range(2)).batch(0))
+    config = TINY.llama_config(BYTE_VOCAB_SIZE)
+    results = []
+    for compiled in (False, True):
+        model = StackedLlama(config, 2, TorchOps(loss_block=40 * BYTE_VOCAB_SIZE))
+        model.init_weights(SEEDS[:2])
+        losses = (torch.compile(model.losses, dynamic=False) if compiled else model.losses)(batch)
+        (losses * torch.tensor([1.0, 0.5])).sum().backward()
+        results.append((losses.detach(), {name: p.grad for name, p in model.named_parameters()}))
+    (eager, eager_grads), (traced, traced_grads) = results
+    torch.testing.assert_close(traced, eager, rtol=1e-5, atol=1e-5)
+    for name, grad in eager_grads.items():
+        torch.testing.assert_close(traced_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -210,3 +211,30 @@ def test_many_proxies_on_several_cpu_threads_train_as_stacks_side_by_side(domain
         assert stacked[k].tokens_per_domain == alone[k].tokens_per_domain
         for key, value in alone[k].metrics.items():
             assert stacked[k].metrics[key] == pytest.approx(value, abs=1e-4), key
+
+
+def test_micro_batches_split_the_batch_evenly_and_count_logits_only_where_kept():
+    """Every micro-batch has one shape (a divisor of the batch: one compiled graph), and a loss that
+    takes its logits a block at a time leaves the budget to the activations."""
+    from engine.training.trainer import CPU_ACTIVATION_BUDGET_BYTES, micro_batch_rows
+
+    cpu = torch.device("cpu")
+    wide = ProxyPreset(name="wide", n_layers=2, n_heads=4, d_model=64, d_ff=128, seq_len=512, batch_size=12, lr=1e-3)
+    per_row = 4 * 2 * (12 * 64 + 4 * 128) * 512  # activation bytes of one sequence of one proxy
+    k = CPU_ACTIVATION_BUDGET_BYTES // (5 * per_row)  # five rows of K proxies fit, six do not
+    assert micro_batch_rows(wide, 256, k, cpu, keeps_logits=False) == 4  # the largest divisor of 12 up to 5
+    assert micro_batch_rows(wide, 50_000, k, cpu, keeps_logits=True) == 1  # whole logits would not fit
+    assert micro_batch_rows(SMALL, 256, 3, cpu, keeps_logits=True) == SMALL.batch_size
+
+
+def test_compiled_runs_keep_their_compile_cache_in_the_users_cache_folder(monkeypatch, tmp_path):
+    """torch.compile's caches go under ~/.cache/olmix-tui (XDG_CACHE_HOME), unless the user chose a folder."""
+    from engine.training.device import use_persistent_compile_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    use_persistent_compile_cache()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "olmix-tui" / "torch-compile")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    use_persistent_compile_cache()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")

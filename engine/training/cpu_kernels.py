@@ -3,9 +3,9 @@
 On a CPU, tiny proxies spend as long in memory-bound elementwise passes as in their matmuls; the
 kernels fuse RMSNorm (forward and backward), the head's softmax cross-entropy, RoPE with the
 heads-first attention layout, and per-proxy clipping with AdamW (which also writes the bfloat16
-weights the next forward multiplies). The model and the optimizer call them on CPU tensors and fall
-back to plain PyTorch ops when they are unavailable: no C compiler, a failed build, or
-OLMIX_CPU_KERNELS=0 in the environment (for comparisons).
+weights the next forward multiplies). cpu_ops.CpuKernelOps and optim.FusedCpuAdamW call them; a
+model is built with them only when they are available (`library()`), else with PyTorch ops: no C
+compiler, a failed build, or OLMIX_CPU_KERNELS=0 in the environment (for comparisons).
 
 The library is compiled for this CPU (-march=native) into the user's cache folder, keyed by the
 source, the compiler and the CPU's feature flags, so a home folder shared by different machines
@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from engine import atomic
+from engine.training.device import cache_root
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPIC")
@@ -49,8 +50,7 @@ _SIGNATURES = {
 
 def cache_folder() -> Path:
     """Where built libraries live: $XDG_CACHE_HOME/olmix-tui/cpu-kernels (default ~/.cache/...)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "olmix-tui" / "cpu-kernels"
+    return cache_root() / "cpu-kernels"
 
 
 def _cpu_fingerprint() -> str:
@@ -124,12 +124,6 @@ def unavailable_reason() -> str:
     return _load()[1]
 
 
-def usable(*tensors: torch.Tensor) -> bool:
-    """True when the kernels can run on these tensors: all on the CPU, outside torch.compile tracing."""
-    return (all(t.device.type == "cpu" for t in tensors) and not torch.compiler.is_compiling()
-            and library() is not None)
-
-
 def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
@@ -145,6 +139,8 @@ def rms_norm_forward(x: torch.Tensor, weight: torch.Tensor, eps: float, dtype: t
     """RMSNorm of s = x (or x + delta) [K, N, D], x and weight [K, D] float32:
     (s, s / rms(s) * weight in `dtype`, 1 / rms [K, N]); s is a new float32 tensor when delta is given."""
     k, n, d = x.shape
+    if x.dtype != torch.float32:
+        raise TypeError(f"the RMSNorm kernel reads a float32 residual stream, not {x.dtype}")
     x, weight = x.contiguous(), weight.contiguous()
     out, inv_rms = torch.empty(x.shape, dtype=dtype), torch.empty(k, n)
     total = None
@@ -205,22 +201,22 @@ def causal_softmax_backward(probs: torch.Tensor, grad: torch.Tensor, scale: floa
     return out
 
 
-def rope_heads_first_forward(qk: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-    """qk [B, T, 2H, hd] bfloat16, rotation [T, 1, hd/2] complex -> rotated [2, B, H, T, hd] bfloat16."""
+def rope_heads_first_forward(qk: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """qk [B, T, 2H, hd] bfloat16, table [T, 1, hd/2, 2] (cos, sin) -> rotated [2, B, H, T, hd] bfloat16."""
     b, t, gh, hd = qk.shape
-    qk, table = qk.contiguous(), torch.view_as_real(rotation).contiguous()
+    qk, table = qk.contiguous(), table.contiguous()
     out = torch.empty(2, b, gh // 2, t, hd, dtype=torch.bfloat16)
     library().olmix_rope_heads_first_forward(_ptr(qk), _ptr(table), _ptr(out), b, t, gh // 2, hd,
                                              torch.get_num_threads())
     return out
 
 
-def rope_heads_first_backward(grad_q: torch.Tensor, grad_k: torch.Tensor, rotation: torch.Tensor,
+def rope_heads_first_backward(grad_q: torch.Tensor, grad_k: torch.Tensor, table: torch.Tensor,
                               shape: torch.Size) -> torch.Tensor:
     """Gradients [B*H, T, hd] of the rotated q and k -> the gradient of qk [B, T, 2H, hd] (bfloat16)."""
     b, t, gh, hd = shape
     grad_q, grad_k = grad_q.to(torch.bfloat16).contiguous(), grad_k.to(torch.bfloat16).contiguous()
-    table = torch.view_as_real(rotation).contiguous()
+    table = table.contiguous()
     grad = torch.empty(shape, dtype=torch.bfloat16)
     library().olmix_rope_heads_first_backward(_ptr(grad_q), _ptr(grad_k), _ptr(table), _ptr(grad), b, t, gh // 2, hd,
                                               torch.get_num_threads())

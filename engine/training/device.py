@@ -1,4 +1,4 @@
-"""Where proxies train: device choice, dtype policy, thread count.
+"""Where proxies train: device choice, dtype policy, thread count, the user's cache folder.
 
 CUDA when present, else the CPU. Matmuls run under bfloat16 autocast
 (float32 master weights) on CUDA and on CPUs with bfloat16 dot-product instructions (AVX512-BF16,
@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -89,3 +90,16 @@ def keep_freed_memory() -> None:
         libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
     except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to tune
         return
+
+
+def cache_root() -> Path:
+    """$XDG_CACHE_HOME/olmix-tui (default ~/.cache/olmix-tui): built kernels, compiled graphs."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "olmix-tui"
+
+
+def use_persistent_compile_cache() -> None:
+    """Keep torch.compile's caches (inductor's compiled graphs, its Triton kernels) in cache_root(),
+    so that a run pays the cold compile once per machine rather than once per boot: inductor's
+    default folder is under /tmp. A TORCHINDUCTOR_CACHE_DIR the user set is left as it is; call
+    before the first compile of the process (inductor reads the variable then)."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "torch-compile"))

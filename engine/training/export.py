@@ -35,17 +35,17 @@ def proxy_state_dict(model: StackedLlama, k: int) -> dict[str, torch.Tensor]:
     state = {"model.embed_tokens.weight": t(model.embed[k]), "model.norm.weight": t(model.norm[k])}
     for i, layer in enumerate(model.layers):
         prefix = f"model.layers.{i}."
-        qk = hf_rope_order(layer.qk[k], 2 * cfg.num_attention_heads, cfg.head_dim)
+        qk = hf_rope_order(layer.attn.qk[k], 2 * cfg.num_attention_heads, cfg.head_dim)
         state.update({
             prefix + "input_layernorm.weight": t(layer.attn_norm[k]),
             prefix + "self_attn.q_proj.weight": t(qk[:, :attn].T),
             prefix + "self_attn.k_proj.weight": t(qk[:, attn:].T),
-            prefix + "self_attn.v_proj.weight": t(layer.v[k].T),
-            prefix + "self_attn.o_proj.weight": t(layer.o[k].T),
+            prefix + "self_attn.v_proj.weight": t(layer.attn.v[k].T),
+            prefix + "self_attn.o_proj.weight": t(layer.attn.o[k].T),
             prefix + "post_attention_layernorm.weight": t(layer.mlp_norm[k]),
-            prefix + "mlp.gate_proj.weight": t(layer.gate[k].T),
-            prefix + "mlp.up_proj.weight": t(layer.up[k].T),
-            prefix + "mlp.down_proj.weight": t(layer.down[k].T),
+            prefix + "mlp.gate_proj.weight": t(layer.mlp.gate[k].T),
+            prefix + "mlp.up_proj.weight": t(layer.mlp.up[k].T),
+            prefix + "mlp.down_proj.weight": t(layer.mlp.down[k].T),
         })
     if model.head is not None:
         state["lm_head.weight"] = t(model.head[k].T)

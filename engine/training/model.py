@@ -1,22 +1,25 @@
-"""K Llama proxies of one shape as one batched computation.
+"""K Llama proxies of one shape as one batched computation, written as nanoGPT writes one GPT.
 
 Every weight carries a leading model axis [K, ...] and every projection is a batched matmul
 (torch.bmm) over that axis, so K tiny models cost a handful of large kernels instead of K times
-many small ones. Attention runs batched over [K*B, heads, T, hd], and the training loss is fused
-with the LM head (`_HeadLoss`).
-Numerically this is transformers' LlamaForCausalLM (RMSNorm computed in float32, RoPE as HF
-computes it, SwiGLU MLP, no biases, tied or untied head); `export.export_hf` writes proxy k as
-such a checkpoint and the tests compare logits.
+many small ones; attention folds K into the batch. Numerically this is transformers'
+LlamaForCausalLM (RMSNorm computed in float32, RoPE as HF computes it, SwiGLU MLP, no biases,
+tied or untied head); `export.export_hf` writes proxy k as such a checkpoint and the tests
+compare logits and whole training runs.
+
+The modules (Attention, MLP, Block, StackedLlama) say what is computed; an ops object, chosen once
+when the model is built, says how. `TorchOps` below is the implementation, in PyTorch ops: the
+path on GPUs, under torch.compile, and the reference the tests hold every other path to.
+`cpu_ops` overrides some of its methods for CPUs (norm, loss and bfloat16 attention written for a
+CPU's passes over memory; the fused C kernels of cpu_kernels), and `cpu_ops.ops_for` chooses.
 
 Weights are stored in "x @ W" orientation ([K, in, out]); q and k share one bmm. Within each
 head, q and k columns are stored with RoPE's rotation pairs adjacent (HF dims i and i + hd/2 at
-2i and 2i + 1), so RoPE is one complex multiply instead of rotate_half's copies; the same
+2i and 2i + 1), so RoPE rotates neighbouring pairs instead of rotate_half's halves; the same
 permutation of q and k leaves every attention score unchanged, and export_hf permutes back.
 
 Under bfloat16 autocast the projections and attention run in bfloat16 while norms, RoPE and the
-residual stream stay in float32, as in HF. On the CPU, RMSNorm (with the residual add before it),
-RoPE with the attention layout, the causal softmax and the loss run as fused kernels
-(cpu_kernels) when those are built, else as the PyTorch ops below.
+residual stream stay in float32, as in HF.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaConfig
 
-from engine.training import cpu_kernels
+from engine.training.loss import ChunkedCrossEntropy, chunked_token_nll
+
+LOSS_BLOCK = 2**26
+"""Logits the loss holds at once by default (elements: 256 MiB in float32); see loss.py."""
 
 
 def rope_theta(config: LlamaConfig) -> float:
@@ -37,270 +43,150 @@ def rope_theta(config: LlamaConfig) -> float:
     return float(params.get("rope_theta", getattr(config, "rope_theta", 10_000.0)))
 
 
-def rope_tables(config: LlamaConfig, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape [seq_len, head_dim] exactly as LlamaRotaryEmbedding computes them."""
+def rope_table(config: LlamaConfig, seq_len: int) -> torch.Tensor:
+    """[seq_len, 1, head_dim / 2, 2]: cos and sin of each rotation pair, as LlamaRotaryEmbedding computes them."""
     dim = config.head_dim
     inv_freq = 1.0 / (rope_theta(config) ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
     freqs = torch.arange(seq_len, dtype=torch.float32)[:, None] * inv_freq[None, :]
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
+    return torch.stack((freqs.cos(), freqs.sin()), dim=-1)[:, None]
 
 
-class _RMSNorm(torch.autograd.Function):
-    """weight * x / rms(x) in float32, returned in `dtype`, with a hand-written backward.
-
-    On the CPU one fused kernel pass each way (cpu_kernels). Elsewhere F.rms_norm's autograd would
-    decompose into pow, mean, rsqrt and mul nodes; saving the normalised input and 1/rms lets the
-    backward run in fewer passes over the activations, and the forward writes its output in
-    `dtype` directly (no float32 copy to cast).
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float, dtype: torch.dtype) -> torch.Tensor:
-        ctx.fused = cpu_kernels.usable(x)
-        if ctx.fused:
-            _, out, inv_rms = cpu_kernels.rms_norm_forward(x, weight, eps, dtype)
-            ctx.save_for_backward(x, inv_rms, weight)
-            return out
-        mean_square = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1])
-        inv_rms = mean_square.add_(eps).rsqrt_()
-        normed = x * inv_rms
-        ctx.save_for_backward(normed, inv_rms, weight)
-        return torch.mul(normed, weight[:, None, :], out=torch.empty(x.shape, dtype=dtype, device=x.device))
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        if ctx.fused:
-            return *cpu_kernels.rms_norm_backward(grad, *ctx.saved_tensors), None, None
-        normed, inv_rms, weight = ctx.saved_tensors
-        grad = grad.float()
-        grad_normed = grad * weight[:, None, :]
-        projection = torch.linalg.vecdot(grad_normed, normed).unsqueeze_(-1).div_(-normed.shape[-1])
-        grad_x = torch.addcmul(grad_normed, normed, projection).mul_(inv_rms)
-        return grad_x, (grad * normed).sum(1), None, None
+def rotate(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """RoPE on x [..., T, heads, hd] whose rotation pairs are adjacent, in float32."""
+    x = x.float().unflatten(-1, (-1, 2))
+    cos, sin = table[..., 0], table[..., 1]
+    even, odd = x[..., 0], x[..., 1]
+    return torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1).flatten(-2)
 
 
-class _AddRMSNorm(torch.autograd.Function):
-    """(x + delta, RMSNorm of it) in one kernel pass on the CPU: the residual add and the norm that
-    follows it. The backward adds the sum's gradient from its other uses into the norm's, so the
-    residual stream's gradient is written once."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float, dtype: torch.dtype):
-        total, out, inv_rms = cpu_kernels.rms_norm_forward(x, weight, eps, dtype, delta=delta)
-        ctx.save_for_backward(total, inv_rms, weight)
-        return total, out
-
-    @staticmethod
-    def backward(ctx, grad_total: torch.Tensor | None, grad_out: torch.Tensor):
-        grad, grad_weight = cpu_kernels.rms_norm_backward(grad_out, *ctx.saved_tensors, grad_residual=grad_total)
-        return grad, grad, grad_weight, None, None
-
-
-def _norm_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype normed activations are handed on in: the autocast dtype, else x's."""
+def autocast_dtype_of(x: torch.Tensor) -> torch.dtype:
+    """The dtype activations are handed on in: the autocast dtype, else x's."""
     device = x.device.type
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """LlamaRMSNorm over the last axis; `weight` is [K, D] and x is [K, N, D].
+class TorchOps:
+    """The model's computations as PyTorch ops; `loss_block` bounds the logits held at once (elements)."""
 
-    Computed in float32 like HF. Under autocast the result is cast once to the autocast dtype
-    here, rather than once per projection that reads it (and once per gradient coming back).
-    """
-    dtype = _norm_dtype(x)
-    with torch.autocast(x.device.type, enabled=False):
-        return _RMSNorm.apply(x.float(), weight, eps, dtype)
+    keeps_logits = False
+    """Whether the loss keeps a step's whole [K, rows, V] logits for the backward (see trainer.micro_batch_rows)."""
 
+    def __init__(self, loss_block: int = LOSS_BLOCK):
+        self.loss_block = loss_block
 
-def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The residual update and the norm after it: (x + delta, rms_norm(x + delta)), x in float32."""
-    if not (x.dtype == torch.float32 and cpu_kernels.usable(x, delta)):
-        total = x + delta
-        return total, rms_norm(total, weight, eps)
-    dtype = _norm_dtype(x)
-    with torch.autocast(x.device.type, enabled=False):
-        return _AddRMSNorm.apply(x, delta, weight, eps, dtype)
+    def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        """LlamaRMSNorm of x [K, N, D] with weight [K, D], in float32; returned in the autocast dtype,
+        cast once here rather than by every projection that reads it."""
+        dtype = autocast_dtype_of(x)
+        x = x.float()
+        normed = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        return (weight[:, None, :] * normed).to(dtype)
 
+    def add_rms_norm(self, x: torch.Tensor, update: torch.Tensor | None, weight: torch.Tensor,
+                     eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The residual stream after `update` (None: none) and its RMSNorm: (x + update, rms_norm(x + update))."""
+        if update is not None:
+            x = x + update
+        return x, self.rms_norm(x, weight, eps)
 
-def apply_rope(qk: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-    """RoPE on [..., T, heads, hd] whose rotation pairs are adjacent, as one complex multiply.
-
-    `rotation` [T, 1, hd/2] holds cos + i sin of HF's tables. Computed and returned in float32.
-    """
-    pairs = torch.view_as_complex(qk.float().reshape(*qk.shape[:-1], -1, 2))
-    return torch.view_as_real(pairs * rotation).reshape(qk.shape)
-
-
-def causal_attention(qk: torch.Tensor, v: torch.Tensor, rotation: torch.Tensor, scale: float) -> torch.Tensor:
-    """Causal softmax attention with RoPE. qk [batch, T, 2 * heads, hd] holds the q heads then the
-    k heads, v is [batch, T, heads, hd]; returns [batch, heads, T, hd] in v's dtype.
-
-    SDPA's fused kernel everywhere except bfloat16 on CPU, where its backward is several times
-    slower than eager attention. There it runs as transformers' eager attention does: bfloat16
-    matmuls, softmax accumulated in float32 and rounded to bfloat16. RoPE and the heads-first
-    layout of q and k come out of one pass (`_RopeHeadsFirst`), v is laid out in one copy, and
-    the causal softmax is one kernel pass each way (`_CausalSoftmax`; without the kernels, the
-    scale and an additive mask ride on the scores' matmul, baddbmm).
-    """
-    b, t, h, hd = v.shape
-    if qk.device.type != "cpu" or v.dtype == torch.float32:
-        qk = apply_rope(qk, rotation)
-        q, k, v = (x.transpose(1, 2).to(v.dtype) for x in (qk[:, :, :h], qk[:, :, h:], v))
+    def attention(self, qk: torch.Tensor, v: torch.Tensor, rope: torch.Tensor, scale: float) -> torch.Tensor:
+        """Causal softmax attention with RoPE: qk [batch, T, 2 * heads, hd] holds the q heads then the
+        k heads, v is [batch, T, heads, hd]; returns [batch, heads, T, hd] in v's dtype.
+        SDPA's fused kernel: flash attention on GPUs."""
+        heads = v.shape[2]
+        qk = rotate(qk, rope)
+        q, k, v = (x.transpose(1, 2).to(v.dtype) for x in (qk[:, :, :heads], qk[:, :, heads:], v))
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
-    q, k = _RopeHeadsFirst.apply(qk, rotation, v.dtype)
-    v = torch.empty(b, h, t, hd, dtype=v.dtype, device=v.device).copy_(v.transpose(1, 2)).view(b * h, t, hd)
-    if cpu_kernels.usable(q):
-        probs = _CausalSoftmax.apply(torch.bmm(q, k.transpose(1, 2)), scale)
-    else:
-        mask = torch.full((t, t), float("-inf"), dtype=v.dtype, device=v.device).triu_(1)
-        probs = torch.softmax(torch.baddbmm(mask, q, k.transpose(1, 2), alpha=scale), dim=-1)
-    return torch.bmm(probs, v).view(b, h, t, hd)
+
+    def head_loss(self, hidden: torch.Tensor, head: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy per proxy [K] of hidden states [K, N, D] through head [K, D, V]."""
+        return ChunkedCrossEntropy.apply(hidden, head, targets, self.loss_block)
+
+    def token_nll(self, hidden: torch.Tensor, head: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-token cross-entropy [K, N] in nats, for evaluation."""
+        return chunked_token_nll(hidden, head, targets, self.loss_block)
 
 
-class _CausalSoftmax(torch.autograd.Function):
-    """softmax(scale * scores) over each query's keys up to itself, in place on the bfloat16 scores
-    [M, T, T] (cpu_kernels); the backward is one pass over the saved probabilities."""
+class Attention(nn.Module):
+    """Multi-head causal self-attention with RoPE of K proxies: qk [K, D, 2 * A] (q then k), v, o."""
 
-    @staticmethod
-    def forward(ctx, scores: torch.Tensor, scale: float) -> torch.Tensor:
-        probs = cpu_kernels.causal_softmax_forward_(scores, scale)
-        ctx.mark_dirty(scores)
-        ctx.save_for_backward(probs)
-        ctx.scale = scale
-        return probs
+    def __init__(self, config: LlamaConfig, n_models: int, ops: TorchOps):
+        super().__init__()
+        self.ops, self.n_heads, self.head_dim = ops, config.num_attention_heads, config.head_dim
+        d, width = config.hidden_size, config.num_attention_heads * config.head_dim
+        self.qk = nn.Parameter(torch.empty(n_models, d, 2 * width))
+        self.v = nn.Parameter(torch.empty(n_models, d, width))
+        self.o = nn.Parameter(torch.empty(n_models, width, d))
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (probs,) = ctx.saved_tensors
-        return cpu_kernels.causal_softmax_backward(probs, grad, ctx.scale), None
-
-
-class _RopeHeadsFirst(torch.autograd.Function):
-    """RoPE (`apply_rope`) on qk [batch, T, 2 * heads, hd], returning q and k as contiguous
-    [batch * heads, T, hd] tensors in `dtype` written in one pass (a fused kernel on the CPU for
-    bfloat16). The backward writes qk's gradient from both in one pass and rotates it back in
-    place (autograd's slices would each fill a zero buffer and then add them)."""
-
-    @staticmethod
-    def forward(ctx, qk: torch.Tensor, rotation: torch.Tensor, dtype: torch.dtype):
-        b, t, gh, hd = qk.shape
-        ctx.save_for_backward(rotation)
-        ctx.shape, ctx.qk_dtype = qk.shape, qk.dtype
-        ctx.fused = qk.dtype == dtype == torch.bfloat16 and cpu_kernels.usable(qk)
-        if ctx.fused:
-            out = cpu_kernels.rope_heads_first_forward(qk, rotation)
-        else:
-            out = torch.empty(2, b, gh // 2, t, hd, dtype=dtype, device=qk.device)
-            out.copy_(apply_rope(qk, rotation).view(b, t, 2, gh // 2, hd).permute(2, 0, 3, 1, 4))
-        return out[0].view(-1, t, hd), out[1].view(-1, t, hd)
-
-    @staticmethod
-    def backward(ctx, grad_q: torch.Tensor, grad_k: torch.Tensor):
-        (rotation,) = ctx.saved_tensors
-        if ctx.fused:
-            return cpu_kernels.rope_heads_first_backward(grad_q, grad_k, rotation, ctx.shape), None, None
-        b, t, gh, hd = ctx.shape
-        grad = torch.empty(b, t, 2, gh // 2, hd, dtype=torch.float32, device=grad_q.device)
-        for i, g in enumerate((grad_q, grad_k)):
-            grad[:, :, i].copy_(g.view(b, gh // 2, t, hd).transpose(1, 2))
-        torch.view_as_complex(grad.view(b, t, gh, hd // 2, 2)).mul_(rotation.conj())
-        return grad.view(ctx.shape).to(ctx.qk_dtype), None, None
+    def forward(self, h: torch.Tensor, seq_len: int, rope: torch.Tensor) -> torch.Tensor:
+        """[K, B * T, D] -> [K, B * T, D] for B sequences of seq_len tokens per proxy."""
+        k, n, _ = h.shape
+        batch, heads, hd = k * n // seq_len, self.n_heads, self.head_dim
+        v = torch.bmm(h, self.v).view(batch, seq_len, heads, hd)
+        qk = torch.bmm(h, self.qk).view(batch, seq_len, 2 * heads, hd)
+        y = self.ops.attention(qk, v, rope, scale=hd**-0.5)
+        return torch.bmm(y.transpose(1, 2).reshape(k, n, heads * hd), self.o)
 
 
-class _HeadLoss(torch.autograd.Function):
-    """Mean next-token cross-entropy per proxy [K] of hidden states [K, N, D] through the head [K, D, V].
-
-    The logits' gradient (softmax - one-hot) is formed in the forward pass, in the matmul dtype,
-    and the backward scales by each proxy's loss gradient only small tensors (the hidden states'
-    gradient, and the hidden states before the head's gradient product). This replaces
-    log_softmax, its backward, the float32 copy of the logits and the [K, N, V] multiply autograd
-    would run. The softmax runs in the matmul dtype
-    (accumulated in float32), so under bfloat16 no float32 [K, N, V] tensor is written at all
-    (cpu preset, 2048-token vocabulary, K=8: 6.7 against 4.9 ms forward). The target's entry
-    p - 1 is taken as minus the sum of the other probabilities, which keeps it exact to bfloat16
-    rounding also when p is near 1 (p - 1 itself would cancel); the loss is -log p (or -log1p of
-    minus that sum when p > 1/2), within 2^-8 of float32 per token.
-    Tokens whose probability underflows get their loss from an exact logsumexp. That check
-    reads a value back, so it runs only in eager CPU training: on CUDA it would wait for the device
-    and under torch.compile it would break the graph. There the gradient is exact all the same;
-    only the logged training loss of such a token would read inf.
-    On the CPU one fused kernel turns the logits into their gradient in place, row by row (the
-    target's entry from the float32 probabilities, rounded once), and takes every loss from an
-    exact logsumexp.
-    """
-
-    @staticmethod
-    def forward(ctx, hidden: torch.Tensor, head: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(hidden.device.type, enabled=False):
-            weight = head.to(hidden.dtype)
-            logits = torch.bmm(hidden, weight)
-            if cpu_kernels.usable(logits):
-                nll = cpu_kernels.softmax_xent_forward_(logits, targets).view(targets.shape)
-                ctx.save_for_backward(hidden, weight, logits)
-                return nll.mean(1)
-            grad_logits = torch.softmax(logits, dim=-1)
-            at_target = torch.arange(targets.numel(), device=targets.device) * logits.shape[-1] + targets.reshape(-1)
-            flat = grad_logits.view(-1)
-            p_target = flat[at_target].float().view(targets.shape)
-            flat.index_fill_(0, at_target, 0.0)
-            rest = grad_logits.sum(-1).float()  # 1 - p_target without cancellation
-            nll = torch.where(p_target < 0.5, -torch.log(p_target), -torch.log1p(-rest))
-            tiny = p_target < 1e-30
-            eager_cpu = hidden.device.type == "cpu" and not torch.compiler.is_compiling()
-            if eager_cpu and bool(tiny.any()):
-                rows = logits[tiny].float()
-                nll[tiny] = torch.logsumexp(rows, dim=-1) - rows.gather(-1, targets[tiny][:, None]).squeeze(-1)
-            flat.index_put_((at_target,), -rest.view(-1).to(flat.dtype))
-            ctx.save_for_backward(hidden, weight, grad_logits)
-            return nll.mean(1)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        hidden, weight, grad_logits = ctx.saved_tensors
-        scale = (grad / grad_logits.shape[1])[:, None, None]  # float32; each product rounds once
-        grad_hidden = torch.bmm(grad_logits, weight.transpose(1, 2)).mul_(scale)
-        scaled_hidden = torch.mul(hidden, scale, out=torch.empty_like(hidden))  # the small side of the head's product
-        return grad_hidden, torch.bmm(scaled_hidden.transpose(1, 2), grad_logits), None
-
-
-class StackedLlama(nn.Module):
-    """K LlamaForCausalLM models with identical config, weights stacked on axis 0.
-
-    Parameters (K = n_models, D = hidden, F = intermediate, V = vocab, per layer i):
-      embed [K, V, D]; layers.i.attn_norm [K, D]; layers.i.qk [K, D, 2D] (q then k);
-      layers.i.v [K, D, D]; layers.i.o [K, D, D]; layers.i.mlp_norm [K, D]; layers.i.gate [K, D, F];
-      layers.i.up [K, D, F]; layers.i.down [K, F, D]; norm [K, D]; head [K, D, V] (absent when tied).
-    """
+class MLP(nn.Module):
+    """SwiGLU of K proxies: down(silu(gate(h)) * up(h))."""
 
     def __init__(self, config: LlamaConfig, n_models: int):
         super().__init__()
+        d, f = config.hidden_size, config.intermediate_size
+        self.gate = nn.Parameter(torch.empty(n_models, d, f))
+        self.up = nn.Parameter(torch.empty(n_models, d, f))
+        self.down = nn.Parameter(torch.empty(n_models, f, d))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(F.silu(torch.bmm(h, self.gate)) * torch.bmm(h, self.up), self.down)
+
+
+class Block(nn.Module):
+    """A Llama decoder layer of K proxies: x + attn(norm(x)), then + mlp(norm(x)).
+
+    Each residual add is done together with the norm that reads its result (`ops.add_rms_norm`),
+    so the block takes the previous block's MLP output still to be added, and hands its own on.
+    """
+
+    def __init__(self, config: LlamaConfig, n_models: int, ops: TorchOps):
+        super().__init__()
+        self.ops, self.eps = ops, config.rms_norm_eps
+        self.attn_norm = nn.Parameter(torch.ones(n_models, config.hidden_size))
+        self.attn = Attention(config, n_models, ops)
+        self.mlp_norm = nn.Parameter(torch.ones(n_models, config.hidden_size))
+        self.mlp = MLP(config, n_models)
+
+    def forward(self, x: torch.Tensor, update: torch.Tensor | None, seq_len: int,
+                rope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x + update after attention, this block's MLP output); `update` is None for the first block."""
+        x, h = self.ops.add_rms_norm(x, update, self.attn_norm, self.eps)
+        x, h = self.ops.add_rms_norm(x, self.attn(h, seq_len, rope), self.mlp_norm, self.eps)
+        return x, self.mlp(h)
+
+
+class StackedLlama(nn.Module):
+    """K LlamaForCausalLM models with identical config, weights stacked on axis 0, computing with `ops`.
+
+    Parameters (K = n_models, D = hidden, F = intermediate, V = vocab, A = heads * head_dim, per layer i):
+      embed [K, V, D]; layers.i.attn_norm [K, D]; layers.i.attn.qk [K, D, 2A] (q then k);
+      layers.i.attn.v [K, D, A]; layers.i.attn.o [K, A, D]; layers.i.mlp_norm [K, D];
+      layers.i.mlp.gate [K, D, F]; layers.i.mlp.up [K, D, F]; layers.i.mlp.down [K, F, D];
+      norm [K, D]; head [K, D, V] (absent when tied).
+    """
+
+    def __init__(self, config: LlamaConfig, n_models: int, ops: TorchOps | None = None):
+        super().__init__()
         if config.num_key_value_heads != config.num_attention_heads:
             raise ValueError("StackedLlama implements multi-head attention only (num_key_value_heads == num_attention_heads).")
-        self.config = config
-        self.n_models = k = n_models
-        d, f, v = config.hidden_size, config.intermediate_size, config.vocab_size
-        attn = config.num_attention_heads * config.head_dim
-        self.embed = nn.Parameter(torch.empty(k, v, d))
-        self.layers = nn.ModuleList()
-        for _ in range(config.num_hidden_layers):
-            layer = nn.Module()
-            layer.attn_norm = nn.Parameter(torch.ones(k, d))
-            layer.qk = nn.Parameter(torch.empty(k, d, 2 * attn))
-            layer.v = nn.Parameter(torch.empty(k, d, attn))
-            layer.o = nn.Parameter(torch.empty(k, attn, d))
-            layer.mlp_norm = nn.Parameter(torch.ones(k, d))
-            layer.gate = nn.Parameter(torch.empty(k, d, f))
-            layer.up = nn.Parameter(torch.empty(k, d, f))
-            layer.down = nn.Parameter(torch.empty(k, f, d))
-            self.layers.append(layer)
-        self.norm = nn.Parameter(torch.ones(k, d))
-        self.head = None if config.tie_word_embeddings else nn.Parameter(torch.empty(k, d, v))
-        cos, sin = rope_tables(config, config.max_position_embeddings)
-        half = config.head_dim // 2  # HF's tables repeat the same half twice
-        self.register_buffer("rope_rotation", torch.complex(cos[:, None, :half], sin[:, None, :half]), persistent=False)
-        self.register_buffer("vocab_offsets", torch.arange(k)[:, None, None] * v, persistent=False)
+        self.config, self.n_models, self.ops = config, n_models, ops or TorchOps()
+        self.embed = nn.Parameter(torch.empty(n_models, config.vocab_size, config.hidden_size))
+        self.layers = nn.ModuleList(Block(config, n_models, self.ops) for _ in range(config.num_hidden_layers))
+        self.norm = nn.Parameter(torch.ones(n_models, config.hidden_size))
+        self.head = None if config.tie_word_embeddings else nn.Parameter(
+            torch.empty(n_models, config.hidden_size, config.vocab_size))
+        self.register_buffer("rope", rope_table(config, config.max_position_embeddings), persistent=False)
+        self.register_buffer("vocab_offsets", torch.arange(n_models)[:, None, None] * config.vocab_size, persistent=False)
 
     def init_weights(self, seeds: Sequence[int]) -> None:
         """Initialise proxy k from seeds[k] alone (normal(0, initializer_range), norms = 1), as HF does.
@@ -323,8 +209,10 @@ class StackedLlama(nn.Module):
     def matmul_weights(self) -> list[tuple[nn.Module, str]]:
         """(module, attribute) of every weight the forward only multiplies (bmm operands): the
         projections and an untied head, not the embedding (looked up in float32) or the norms."""
-        names = ("qk", "v", "o", "gate", "up", "down")
-        return [(layer, n) for layer in self.layers for n in names] + ([(self, "head")] if self.head is not None else [])
+        pairs = [(module, name) for layer in self.layers
+                 for module, names in ((layer.attn, ("qk", "v", "o")), (layer.mlp, ("gate", "up", "down")))
+                 for name in names]
+        return pairs + ([(self, "head")] if self.head is not None else [])
 
     def head_weight(self) -> torch.Tensor:
         """[K, D, V] output projection (the embedding, transposed, when tied)."""
@@ -332,24 +220,13 @@ class StackedLlama(nn.Module):
 
     def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
         """Final normed hidden states [K, B*T, D] for token ids [K, B, T]."""
-        cfg = self.config
         k, b, t = tokens.shape
-        h, hd = cfg.num_attention_heads, cfg.head_dim
-        attn = h * hd
-        x = F.embedding(tokens + self.vocab_offsets, self.embed.reshape(-1, cfg.hidden_size))
-        x = x.reshape(k, b * t, cfg.hidden_size)
-        rotation = self.rope_rotation[:t]
-        norms = [w for layer in self.layers for w in (layer.attn_norm, layer.mlp_norm)] + [self.norm]
-        normed = rms_norm(x, norms[0], cfg.rms_norm_eps)
-        for i, layer in enumerate(self.layers):  # each residual update is followed by a norm
-            v = torch.bmm(normed, layer.v).view(k * b, t, h, hd)
-            qk = torch.bmm(normed, layer.qk).view(k * b, t, 2 * h, hd)
-            y = causal_attention(qk, v, rotation, scale=hd**-0.5)
-            x, normed = add_rms_norm(x, torch.bmm(y.transpose(1, 2).reshape(k, b * t, attn), layer.o),
-                                     norms[2 * i + 1], cfg.rms_norm_eps)
-            mlp = torch.bmm(F.silu(torch.bmm(normed, layer.gate)) * torch.bmm(normed, layer.up), layer.down)
-            x, normed = add_rms_norm(x, mlp, norms[2 * i + 2], cfg.rms_norm_eps)
-        return normed
+        d = self.config.hidden_size
+        x = F.embedding(tokens + self.vocab_offsets, self.embed.reshape(-1, d)).reshape(k, b * t, d)
+        update = None
+        for block in self.layers:
+            x, update = block(x, update, t, self.rope[:t])
+        return self.ops.add_rms_norm(x, update, self.norm, self.config.rms_norm_eps)[1]
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits [K, B, T, V] for token ids [K, B, T] (proxy k reads tokens[k])."""
@@ -359,8 +236,7 @@ class StackedLlama(nn.Module):
 
     def token_nll(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Per-token negative log-likelihood in nats [K, B, T] of `targets` after `tokens` (for evaluation)."""
-        logits = self.forward(tokens)
-        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none")
+        nll = self.ops.token_nll(self.hidden_states(tokens), self.head_weight(), targets.reshape(self.n_models, -1))
         return nll.reshape(targets.shape)
 
     def losses(self, batch: torch.Tensor) -> torch.Tensor:
@@ -368,5 +244,5 @@ class StackedLlama(nn.Module):
 
         Backpropagating `losses.sum()` gives each proxy exactly the gradient of its own loss.
         """
-        k = batch.shape[0]
-        return _HeadLoss.apply(self.hidden_states(batch[..., :-1]), self.head_weight(), batch[..., 1:].reshape(k, -1))
+        targets = batch[..., 1:].reshape(self.n_models, -1)
+        return self.ops.head_loss(self.hidden_states(batch[..., :-1]), self.head_weight(), targets)

@@ -6,8 +6,10 @@ proxy's parameters) and each proxy's gradients are scaled by their own factor, e
 torch.nn.utils.clip_grad_norm_ would do on that proxy alone.
 
 Two optimisers do this, with one interface (`step(lr)`, `zero_grad()`, `finish()`):
-`TorchAdamW` (torch.optim.AdamW's fused kernel after `clip_grad_norm_per_proxy_`; CUDA, and CPUs
-without the kernels) and `FusedCpuAdamW` (clipping and AdamW in one pass of cpu_kernels). Under
+`TorchAdamW` (torch.optim.AdamW's fused kernel after `clip_grad_norm_per_proxy_`, whose norms and
+scaling are foreach kernels over all the gradients and which never reads a value back to the host;
+CUDA, and CPUs without the kernels) and `FusedCpuAdamW` (clipping and AdamW in one pass of
+cpu_kernels). Under
 bfloat16 autocast the CPU one keeps the float32 master weights itself and gives the model bfloat16
 copies of the matmul weights to train with, refreshed in the same pass: autocast would cast the
 same values every forward and cast their gradients back every backward.
@@ -105,24 +107,25 @@ def make_optimizer(model: StackedLlama, preset: ProxyPreset, device: torch.devic
     return TorchAdamW(model, preset, device)
 
 
-def per_proxy_grad_norms(params: Iterable[torch.Tensor]) -> torch.Tensor:
-    """L2 norm of each proxy's full gradient [K] (parameters are stacked on axis 0)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    per_tensor = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])  # [P, K]
-    return torch.linalg.vector_norm(per_tensor, dim=0)
+def per_proxy_grad_norms(grads: list[torch.Tensor]) -> torch.Tensor:
+    """L2 norm of each proxy's full gradient [K] (gradients are stacked on axis 0): one foreach norm
+    over every proxy's slice of every gradient, then the norm of each proxy's norms."""
+    k = grads[0].shape[0]
+    per_slice = torch._foreach_norm([g[i] for g in grads for i in range(k)])
+    return torch.linalg.vector_norm(torch.stack(per_slice).view(len(grads), k), dim=0)
 
 
 def clip_grad_norm_per_proxy_(params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
     """Scale each proxy's gradients so its norm is at most `max_norm`; returns the norms [K] before.
 
-    Same factor as clip_grad_norm_: min(1, max_norm / (norm + 1e-6)).
+    Same factor as clip_grad_norm_: min(1, max_norm / (norm + 1e-6)), applied to every gradient
+    by one foreach multiply.
     """
-    params = [p for p in params if p.grad is not None]
-    norms = per_proxy_grad_norms(params)
+    grads = [p.grad for p in params if p.grad is not None]
+    norms = per_proxy_grad_norms(grads)
     if max_norm > 0:
         coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-        for p in params:
-            p.grad.mul_(coef.view(-1, *([1] * (p.grad.dim() - 1))))
+        torch._foreach_mul_(grads, [coef.view(-1, *([1] * (g.dim() - 1))) for g in grads])
     return norms
 
 

@@ -1,7 +1,8 @@
 """Train K proxies of one preset, each on its own mixture, as one batched computation.
 
 `train_proxies` plans every proxy's sequences (sampler), stacks the K models (model), and runs
-one forward/backward/AdamW step for all of them per optimiser step: the loss is the sum over
+one forward/backward/AdamW step for all of them per optimiser step (`TrainingStep`, which the
+benchmarks time on its own): the loss is the sum over
 proxies of each proxy's mean cross-entropy, so each proxy receives exactly its own gradients;
 clipping is per proxy (optim). Proxies whose data cannot fill the token budget under the
 repetition cap train fewer steps; they run as a separate batched group so that every proxy gets
@@ -26,7 +27,8 @@ import torch
 from engine.errors import ConfigError, DataError, InfeasibleError
 from engine.events import EventSink, Message, TaskFinished, TaskProgress, TaskStarted, ignore
 from engine.training import cpu_kernels
-from engine.training.device import autocast, autocast_dtype, keep_freed_memory, pick_device
+from engine.training.cpu_ops import ops_for
+from engine.training.device import autocast, autocast_dtype, keep_freed_memory, pick_device, use_persistent_compile_cache
 from engine.training.evaluate import Evaluator, TokenizedEvalSet
 from engine.training.flops import measure_matmul_peak, train_flops_per_token
 from engine.training.model import StackedLlama
@@ -36,8 +38,10 @@ from engine.training.sampler import ProxyDataPlan, SequenceBatcher, available_wi
 
 RecordSink = Callable[[int, dict], None]
 
-ACTIVATION_BUDGET_BYTES = {"cpu": 2 * 2**30, "cuda": 8 * 2**30}
-"""Activation memory one micro-batch may use; larger batches are split (gradient accumulation)."""
+CPU_ACTIVATION_BUDGET_BYTES = 2 * 2**30
+GPU_ACTIVATION_FRACTION = 0.25
+"""Activation memory one micro-batch may use (on a GPU, this fraction of the card's memory);
+larger batches are split (gradient accumulation)."""
 
 COMPILE_MIN_STEPS = {"cpu": 8000, "cuda": 300}
 """compile="auto" compiles runs with at least this many steps. On a CPU the eager step already
@@ -284,12 +288,18 @@ def matmul_peak(device: torch.device, amp: torch.dtype | None) -> float:
     return measure_matmul_peak(device, amp or torch.float32, size=8192 if device.type == "cuda" else 1536)
 
 
-def micro_batch_rows(preset: ProxyPreset, vocab_size: int, n_models: int, device: torch.device) -> int:
-    """Sequences per micro-batch so that K proxies' activations fit ACTIVATION_BUDGET_BYTES."""
-    per_token = 4 * (preset.n_layers * (12 * preset.d_model + 4 * preset.d_ff) + 3 * vocab_size)
-    budget = ACTIVATION_BUDGET_BYTES.get(device.type, ACTIVATION_BUDGET_BYTES["cpu"])
-    rows = budget // (per_token * preset.seq_len * n_models)
-    return int(max(1, min(preset.batch_size, rows)))
+def micro_batch_rows(preset: ProxyPreset, vocab_size: int, n_models: int, device: torch.device,
+                     keeps_logits: bool) -> int:
+    """Sequences per micro-batch so that K proxies' activations fit the activation budget: the
+    largest divisor of the batch that fits, so every micro-batch has one shape (one compiled graph).
+    Logits count only when the loss keeps them whole (`TorchOps.keeps_logits`)."""
+    per_token = 4 * (preset.n_layers * (12 * preset.d_model + 4 * preset.d_ff) + (3 * vocab_size if keeps_logits else 0))
+    if device.type == "cuda":
+        budget = int(GPU_ACTIVATION_FRACTION * torch.cuda.get_device_properties(device).total_memory)
+    else:
+        budget = CPU_ACTIVATION_BUDGET_BYTES
+    fits = max(1, budget // (per_token * preset.seq_len * n_models))
+    return max(rows for rows in range(1, preset.batch_size + 1) if preset.batch_size % rows == 0 and rows <= fits)
 
 
 def _wants_compile(compile: bool | str, device: torch.device, steps: int) -> bool:
@@ -301,33 +311,31 @@ def _wants_compile(compile: bool | str, device: torch.device, steps: int) -> boo
     raise ConfigError(f"compile must be true, false or \"auto\", not {compile!r}.")
 
 
-class _BatchedRun:
-    """One stacked model, its optimizer and data: proxies that share a step count."""
+class TrainingStep:
+    """K stacked proxies of one preset and their optimiser, on a device, in a dtype.
 
-    def __init__(self, preset: ProxyPreset, vocab_size: int, plans: list[ProxyDataPlan], seeds: list[int],
-                 train_arrays: Sequence[np.ndarray], evaluator: Evaluator, device: torch.device,
-                 amp: torch.dtype | None, compiled: bool, on_event: EventSink, task: str,
-                 requested_tokens: int):
-        self.preset, self.vocab_size, self.plans, self.seeds = preset, vocab_size, plans, seeds
-        self.evaluator, self.device, self.amp, self.on_event, self.task = evaluator, device, amp, on_event, task
-        self.requested_tokens = requested_tokens
-        self.batcher = SequenceBatcher(train_arrays, preset.seq_len, plans, preset.batch_size)
-        config = preset.llama_config(vocab_size)
-        self.model = StackedLlama(config, len(plans))
+    `step(batch, lr)` runs one optimiser step: forward and backward over micro-batches (compiled
+    when `compiled`), per-proxy clipping and AdamW; it returns each proxy's loss [K] on the device
+    without waiting for it. The model computes with the ops for the device (cpu_ops.ops_for).
+    """
+
+    def __init__(self, preset: ProxyPreset, vocab_size: int, seeds: Sequence[int], device: torch.device,
+                 amp: torch.dtype | None, compiled: bool, on_event: EventSink = ignore):
+        self.device, self.amp, self.compiled, self.on_event = device, amp, compiled, on_event
+        self.model = StackedLlama(preset.llama_config(vocab_size), len(seeds), ops_for(device, compiled))
         self.model.init_weights(seeds)
         self.model.to(device)
         self.optimizer = make_optimizer(self.model, preset, device, amp)
-        self.micro_rows = micro_batch_rows(preset, vocab_size, len(plans), device)
-        self.flops_per_token = train_flops_per_token(config, preset.seq_len)
-        self.compiled = compiled
+        self.micro_rows = micro_batch_rows(preset, vocab_size, len(seeds), device, self.model.ops.keeps_logits)
         self.loss_fn = self.model.losses
-        if self.compiled:
-            # RoPE's complex multiply stays an eager kernel inside the compiled graph; that is intended.
+        if compiled:
+            use_persistent_compile_cache()
+            # on a CPU, RoPE's complex multiply (cpu_ops) stays an eager kernel inside the compiled graph; that is intended
             warnings.filterwarnings("ignore", message="Torchinductor does not support code generation for complex")
-            self.loss_fn = torch.compile(self.model.losses)
+            self.loss_fn = torch.compile(self.model.losses, dynamic=False)  # one shape per run: no symbolic sizes
 
-    def _step_losses(self, batch: torch.Tensor) -> torch.Tensor:
-        """Accumulate gradients of one optimiser step over micro-batches; returns per-proxy loss [K]."""
+    def step(self, batch: torch.Tensor, lr: float) -> torch.Tensor:
+        """One optimiser step on sequences [K, B, T+1]; returns the per-proxy training loss [K]."""
         total = torch.zeros(self.model.n_models, device=self.device)
         for chunk in batch.split(self.micro_rows, dim=1):
             with autocast(self.device, self.amp):
@@ -335,7 +343,13 @@ class _BatchedRun:
             weight = chunk.shape[1] / batch.shape[1]
             (losses * weight).sum().backward()
             total += losses.detach() * weight
+        self.optimizer.step(lr)
+        self.optimizer.zero_grad()
         return total
+
+    def finish(self) -> None:
+        """Hand the model its float32 weights back (see optim.FusedCpuAdamW.finish)."""
+        self.optimizer.finish()
 
     def _losses(self, chunk: torch.Tensor) -> torch.Tensor:
         if not self.compiled:
@@ -347,6 +361,22 @@ class _BatchedRun:
             self.compiled = False
             self.loss_fn = self.model.losses
             return self.loss_fn(chunk)
+
+
+class _BatchedRun:
+    """One TrainingStep and its data and evaluation: proxies that share a step count."""
+
+    def __init__(self, preset: ProxyPreset, vocab_size: int, plans: list[ProxyDataPlan], seeds: list[int],
+                 train_arrays: Sequence[np.ndarray], evaluator: Evaluator, device: torch.device,
+                 amp: torch.dtype | None, compiled: bool, on_event: EventSink, task: str,
+                 requested_tokens: int):
+        self.preset, self.vocab_size, self.plans, self.seeds = preset, vocab_size, plans, seeds
+        self.evaluator, self.device, self.amp, self.on_event, self.task = evaluator, device, amp, on_event, task
+        self.requested_tokens = requested_tokens
+        self.batcher = SequenceBatcher(train_arrays, preset.seq_len, plans, preset.batch_size)
+        self.training = TrainingStep(preset, vocab_size, seeds, device, amp, compiled, on_event)
+        self.model = self.training.model
+        self.flops_per_token = train_flops_per_token(self.model.config, preset.seq_len)
 
     def train(self, eval_every: int, on_record: RecordSink | None) -> list[ProxyResult]:
         """Run every step, send curve points and progress; returns one result per proxy (final eval)."""
@@ -361,10 +391,8 @@ class _BatchedRun:
         model.train()
         for step in range(steps):
             lr = lr_at(step, steps, preset)
-            interval_loss += self._step_losses(self._batch(step))
+            interval_loss += self.training.step(self._batch(step), lr)
             interval_steps += 1
-            self.optimizer.step(lr)
-            self.optimizer.zero_grad()
             done = step + 1
             if (eval_every and done % eval_every == 0) or done == steps:
                 train_loss = (interval_loss / interval_steps).tolist()
@@ -384,10 +412,10 @@ class _BatchedRun:
                     "loss": loss, "lr": lr, **self._throughput(done, now - start - eval_seconds, peak)}))
                 last_progress = now
         wall = time.perf_counter() - start
-        self.optimizer.finish()
+        self.training.finish()
         self.on_event(TaskFinished(self.task, info={
             "proxies": model.n_models, "steps": steps, "stacks": 1, "wall_time_s": wall, "train_time_s": wall - eval_seconds,
-            "eval_time_s": eval_seconds, "compiled": self.compiled,
+            "eval_time_s": eval_seconds, "compiled": self.training.compiled,
             **self._throughput(steps, wall - eval_seconds, peak)}))
         return [self._result(k, train_loss[k], metrics[k], wall) for k in range(model.n_models)]
 
@@ -395,7 +423,10 @@ class _BatchedRun:
         tokens = self.batcher.batch(step)
         if tokens.max() >= self.vocab_size:
             raise DataError(f"Token ids outside 0..{self.vocab_size - 1} in the token store; rebuild it with this tokenizer.")
-        return torch.from_numpy(tokens).to(self.device, non_blocking=True)
+        batch = torch.from_numpy(tokens)
+        if self.device.type == "cuda":  # a copy from pageable memory would wait for the GPU to finish its queue
+            batch = batch.pin_memory()
+        return batch.to(self.device, non_blocking=True)
 
     def _throughput(self, steps_done: int, train_seconds: float, peak: float) -> dict[str, float]:
         """Tokens/s over all proxies and model FLOPs utilisation against the measured matmul peak."""

@@ -7,9 +7,10 @@ that match, files claimed once, parts that cover the domain) is the engine's job
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
@@ -37,7 +38,9 @@ class Form(ModalScreen):
 
     DEFAULT_CSS = """
     Form { align: center middle; }
-    Form > Vertical { width: 90; height: auto; border: thick $accent; background: $surface; padding: 1 2; }
+    Form > VerticalScroll { width: 90; max-width: 100%; height: auto; max-height: 100%; border: thick $accent;
+                            background: $surface; padding: 1 2; }
+    Form Label { width: 1fr; }
     Form Input { margin-bottom: 1; }
     Form #form-error { color: $error; height: auto; }
     Form Horizontal { height: auto; }
@@ -51,7 +54,7 @@ class Form(ModalScreen):
         raise NotImplementedError
 
     def compose(self) -> ComposeResult:
-        with Vertical():
+        with VerticalScroll(can_focus=False):
             yield from self.fields()
             yield Static(id="form-error")
             with Horizontal():
@@ -145,7 +148,7 @@ class ProposeForm(Form):
         for name, (_, help_text) in self.FIELDS.items():
             yield Label(f"{name}: {help_text}")
             yield Input(str(getattr(self.current, name)), id=name)
-        yield Checkbox("save these as olmix.toml's [propose] settings", id="save")
+        yield Checkbox(Text("save these as olmix.toml's [propose] settings"), id="save")  # Text: no markup
 
     def result(self) -> tuple[ProposeSettings, bool]:
         """The settings, checked the way olmix.toml's are, and whether to save them."""

@@ -1,0 +1,158 @@
+"""The Domains tab: the domain set and the staged update; keys stage changes (add, remove, revise,
+partition) through the engine, discard them, or apply the update in a detached job."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import DataTable, Static
+
+from engine.domains import Change
+from engine.errors import OlmixError
+from engine.project import Project
+from engine.status import PendingUpdate, ProjectStatus
+from olmix_tui.app.forms import ChangeForm
+from olmix_tui.app.messages import Discarded, PendingUnchanged, Staged
+from olmix_tui.app.snapshot import Snapshot
+from olmix_tui.app.tabs.base import AppTab
+from olmix_tui.app.views import WeightBars, fill
+from olmix_tui.render import count, pct
+
+COLUMNS = ["domain", "staged", "sources", "revision", "train tokens", "natural", "current"]
+
+
+class DomainsTab(AppTab):
+    KEY, TITLE = "domains", "Domains"
+    BINDINGS = [
+        Binding("a", "stage_form('add')", "Add", id="domains.add", tooltip="Stage a new domain (its name and files)"),
+        Binding("d", "stage_remove", "Remove", id="domains.remove", tooltip="Stage removing the highlighted domain"),
+        Binding("v", "stage_form('revise')", "Revise", id="domains.revise",
+                tooltip="Stage a new revision of the highlighted domain (new files, or new content)"),
+        Binding("p", "stage_form('partition')", "Partition", id="domains.partition",
+                tooltip="Stage splitting the highlighted domain into parts"),
+        Binding("x", "discard", "Discard", id="domains.discard", tooltip="Discard the staged update"),
+        Binding("u", "apply", "Apply", id="domains.apply",
+                tooltip="Apply the staged update (or compute the first mixture) in a background job"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="domains-summary")
+        yield DataTable(id="domains", cursor_type="row", zebra_stripes=True)
+        with VerticalScroll(id="domain-bars-scroll", can_focus=False):
+            yield Static(id="domain-bars")
+
+    def on_mount(self) -> None:
+        self.query_one("#domains", DataTable).add_columns(*COLUMNS)
+
+    def show(self, snapshot: Snapshot) -> None:
+        status, summary = snapshot.status, self.query_one("#domains-summary", Static)
+        if snapshot.error:
+            summary.update(Text(f"error: {snapshot.error}", style="bold red"))
+        if status is None:
+            return
+        pending = status.pending
+        marks = {} if pending is None else {
+            **{d: "revise" for d in pending.revised}, **{d: "remove" for d in pending.removed},
+            **{d: "partition into " + ", ".join(parts) for d, parts in pending.partitioned.items()}}
+        rows = [(d.name, [d.name, Text(marks.get(d.name, ""), style="yellow"), ", ".join(d.sources),
+                          d.revision[:8], count(d.train_tokens) or "", pct(d.prior) or "", pct(d.weight) or ""])
+                for d in status.domains]
+        fill(self.query_one("#domains", DataTable), rows)
+        if self.app.selection.domain not in {key for key, _ in rows}:
+            self.app.select(domain=rows[0][0] if rows else None)
+        if not snapshot.error:
+            summary.update(Text("\n".join(self._summary_lines(status, pending))))
+        bars = self.query_one("#domain-bars", Static)
+        shown = [("natural", {d.name: d.prior for d in status.domains if d.prior is not None}, "blue"),
+                 ("current", status.current_mixture or {}, "magenta")]
+        shown = [m for m in shown if m[1]]
+        bars.update(WeightBars(" and ".join({"natural": "the natural distribution (token shares)",
+                                             "current": "the current mixture"}[m[0]] for m in shown), shown)
+                    if shown else "")
+
+    def _summary_lines(self, status: ProjectStatus, pending: PendingUpdate | None) -> list[str]:
+        lines = [f"{len(status.domains)} domains; {status.history_entries} history entries"
+                 + ("" if status.tokenized else "; not tokenized yet (applying the update tokenizes)")]
+        if pending is not None:
+            added = pending.added
+            lines.append("Staged: " + "; ".join(pending.changes) + (f" (new: {', '.join(added)})" if added else ""))
+            lines.append(f"{len(pending.affected)} affected, {len(pending.unaffected)} unaffected "
+                         f"(frozen under reuse). u applies it ({' '.join(['olmix-tui DIR --batch', *self.app.apply_args])}) "
+                         "in the background; x discards it.")
+        else:
+            lines.append("No staged update: a adds a domain; d, v, p remove, revise or partition the highlighted one."
+                         + ("" if status.history_entries else " u computes the first mixture."))
+        if self.app.jobs:
+            lines.append(self.app.jobs.describe())
+        return lines
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        self.app.select(domain=event.row_key.value)
+
+    # ------------------------------------------------------------ staging (the engine validates)
+    def action_stage_form(self, kind: str) -> None:
+        domain = self.app.selection.domain
+        if kind != "add" and domain is None:
+            self.notify("No domain to change.", severity="warning")
+            return
+        self.app.push_screen(ChangeForm(kind, domain or ""), self.stage)
+
+    def action_stage_remove(self) -> None:
+        if self.app.selection.domain is not None:
+            self.stage(Change("remove", self.app.selection.domain))
+
+    @work(thread=True, group="stage")
+    def stage(self, change: Change | None) -> None:
+        """Validate and stage `change` through the engine (it may hash the domain's files: off the UI thread)."""
+        if change is None:
+            return
+        try:
+            Project.load(self.app.project.root).stage(change)
+        except OlmixError as err:
+            self.post_message(PendingUnchanged(change, str(err)))
+            return
+        self.post_message(Staged(change))
+
+    @work(thread=True, group="stage")
+    def action_discard(self) -> None:
+        try:
+            project = Project.load(self.app.project.root)
+            if not project.pending:
+                self.post_message(PendingUnchanged(None, "Nothing is staged: there is no update to discard."))
+                return
+            project.discard_pending()
+        except OlmixError as err:
+            self.post_message(PendingUnchanged(None, str(err)))
+            return
+        self.post_message(Discarded())
+
+    def on_staged(self, message: Staged) -> None:
+        self.notify(f"Staged: {message.change.describe()}.", markup=False)
+        self.app.reload()
+
+    def on_discarded(self, message: Discarded) -> None:
+        self.notify("Staged update discarded.")
+        self.app.reload()
+
+    def on_pending_unchanged(self, message: PendingUnchanged) -> None:
+        if message.change is None:
+            self.notify(message.reason, severity="warning", timeout=15, markup=False)
+        else:
+            self.notify(f"Not staged: {message.reason}", severity="error", timeout=15, markup=False)
+
+    # ------------------------------------------------------------ applying the update
+    def action_apply(self) -> None:
+        status = self.app.snapshot.status
+        if status is None or (status.pending is None and status.history_entries):
+            self.notify("Nothing to apply: stage a change first (a, d, v, p).", severity="warning")
+            return
+        if "pipeline" in self.app.jobs:
+            self.notify("The update is being applied already.", severity="warning")
+            return
+        project = self.app.project
+        self.app.jobs.start("pipeline", "applying the update", ["run", str(project.root), "--batch", *self.app.apply_args],
+                            project.cache / "logs" / "pipeline.log")

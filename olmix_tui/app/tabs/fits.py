@@ -1,0 +1,165 @@
+"""The Fits tab: stored regressions with their cross-validation per metric; keys fit the swarm
+highlighted on the Swarms tab with a chosen regressor (a detached job), or preview the proposal of
+the highlighted fit beside the prior, with proposer settings from a form (saved to olmix.toml's
+[propose] when asked).
+
+On a narrow terminal the cross-validation table and the proposal are stacked, each full width, so
+metric names show whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container, Vertical, VerticalScroll
+from textual.widgets import DataTable, Static
+
+from engine import pipeline
+from engine.errors import OlmixError
+from engine.project import Project
+from engine.regression.store import FitSummary, load_fit
+from engine.settings import ProposeSettings, Settings
+from olmix_tui.app.forms import FitForm, ProposeForm
+from olmix_tui.app.messages import ProposalFailed, ProposalView, ProposalPreviewed
+from olmix_tui.app.snapshot import Snapshot
+from olmix_tui.app.tabs.base import AppTab
+from olmix_tui.app.views import WeightBars, fill
+
+COLUMNS = ["fit", "regressor", "swarm", "runs", "metrics", "spearman x100", "R^2", "MAE", "seconds"]
+CV_COLUMNS = ["metric", "spearman x100", "R^2", "MAE"]
+
+
+class FitsTab(AppTab):
+    KEY, TITLE = "fits", "Fits"
+    BINDINGS = [
+        Binding("n", "fit", "Fit", id="fits.fit", tooltip="Fit the swarm highlighted on the Swarms tab (a background job)"),
+        Binding("o", "propose", "Propose", id="fits.propose",
+                tooltip="Preview the proposal of the highlighted fit beside the prior (nothing is written)"),
+    ]
+
+    def __init__(self, number: int):
+        super().__init__(number)
+        self.proposals: dict[str, ProposalView] = {}
+        """The last proposal previewed from each fit, by fit id."""
+
+    def compose(self) -> ComposeResult:
+        yield DataTable(id="fits", cursor_type="row", zebra_stripes=True)
+        with Container(id="fit-detail"):
+            with Vertical(id="cv-panel"):
+                yield Static(id="cv-title")
+                yield DataTable(id="cv", cursor_type="row", zebra_stripes=True)
+            with VerticalScroll(id="proposal-scroll"):
+                yield Static(id="proposal")
+
+    def on_mount(self) -> None:
+        self.query_one("#fits", DataTable).add_columns(*COLUMNS)
+        self.query_one("#cv", DataTable).add_columns(*CV_COLUMNS)
+
+    def show(self, snapshot: Snapshot) -> None:
+        fits, table = snapshot.fits, self.query_one("#fits", DataTable)
+        rows = []
+        for f in fits:
+            means = f.cv.means()
+            rows.append((f.fit_id, [f.fit_id, f.info["chosen"], ", ".join(f.info["source_swarms"]), f.info.get("n_runs", ""),
+                                    len(f.info["metrics"]), f"{means['spearman']:.1f}", f"{means['r2']:.3f}",
+                                    f"{means['mae']:.4f}", f"{f.info['seconds']:.1f}"]))
+        fill(table, rows)
+        if self.app.selection.fit not in {f.fit_id for f in fits} and fits:
+            self.app.select(fit=fits[-1].fit_id)
+            table.move_cursor(row=len(fits) - 1)
+        self._show_fit()
+
+    def _show_fit(self) -> None:
+        chosen = self.app.snapshot.fit(self.app.selection.fit)
+        title, cv, proposal = self.query_one("#cv-title", Static), self.query_one("#cv", DataTable), self.query_one("#proposal", Static)
+        if chosen is None:
+            title.update(Text("No fit yet: n fits the swarm highlighted on the Swarms tab (a finished one)."))
+            fill(cv, [])
+            proposal.update("")
+            return
+        title.update(Text(f"fit {chosen.fit_id}: {chosen.cv.folds}-fold CV of {chosen.cv.regressor}", style="bold"))
+        fill(cv, [(m, [m, f"{sp:.1f}", Text(f"{r2:.3f}", style="red" if r2 < 0 else ""), f"{mae:.4f}"])
+                  for m, sp, r2, mae in zip(chosen.info["metrics"], chosen.cv.spearman, chosen.cv.r2, chosen.cv.mae)])
+        shown = self.proposals.get(chosen.fit_id)
+        proposal.update(WeightBars(shown.title, shown.shown, shown.caption) if shown else
+                        Text("o proposes from this fit with the project's [propose] settings and shows the mixture "
+                             "beside the prior (a preview: nothing is written; applying an update records its proposal)."))
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        if event.data_table.id == "fits" and event.row_key.value != self.app.selection.fit:
+            self.app.select(fit=event.row_key.value)
+            self._show_fit()
+
+    # ------------------------------------------------------------ fitting
+    def action_fit(self) -> None:
+        swarm_id = self.app.selection.swarm
+        if self.app.snapshot.swarm(swarm_id) is None:
+            self.notify("No swarm to fit: highlight a trained one on the Swarms tab.", severity="warning")
+            return
+        key = f"fit {swarm_id}"
+        if key in self.app.jobs:
+            self.notify(f"Swarm {swarm_id} is being fitted already.", severity="warning")
+            return
+        project = self.app.project
+
+        def fit(regressor: str | None) -> None:
+            if regressor:
+                self.app.jobs.start(key, f"fitting {regressor} on swarm {swarm_id}",
+                                    ["fit", str(project.root), "--swarm", swarm_id, "--regressor", regressor, "--json"],
+                                    project.cache / "logs" / swarm_id / "fit.log")
+
+        self.app.push_screen(FitForm(swarm_id, project.settings.regression.regressor), fit)
+
+    # ------------------------------------------------------------ proposing
+    def action_propose(self) -> None:
+        """Ask for the proposer settings (olmix.toml's [propose] to start from), then preview the proposal."""
+        summary = self.app.snapshot.fit(self.app.selection.fit)
+        if summary is None:
+            self.notify("No fit to propose from: n fits a swarm first.", severity="warning")
+            return
+
+        def preview(choice: tuple[ProposeSettings, bool] | None) -> None:
+            if choice is not None:
+                self._preview_proposal(summary, *choice)
+
+        self.app.push_screen(ProposeForm(summary.fit_id, self.app.project.settings.propose), preview)
+
+    @work(thread=True, exclusive=True, group="propose")
+    def _preview_proposal(self, summary: FitSummary, settings: ProposeSettings, save: bool) -> None:
+        try:
+            view, saved = proposal_view(self.app.project.root, summary, settings, save)
+        except OlmixError as err:
+            self.post_message(ProposalFailed(summary.fit_id, str(err)))
+            return
+        self.post_message(ProposalPreviewed(summary.fit_id, view, saved))
+
+    def on_proposal_previewed(self, message: ProposalPreviewed) -> None:
+        self.proposals[message.fit_id] = message.view
+        self._show_fit()
+
+    def on_proposal_failed(self, message: ProposalFailed) -> None:
+        self.notify(f"No proposal from fit {message.fit_id}: {message.reason}", severity="error", timeout=15, markup=False)
+
+
+def proposal_view(root: Path, summary: FitSummary, settings: ProposeSettings,
+                  save: bool) -> tuple[ProposalView, Settings | None]:
+    """The proposal of a stored fit with `settings` (engine.pipeline.preview_proposal, which chooses
+    the proposer the fit allows) beside its swarm's prior, and the project's settings when they were
+    saved to olmix.toml after it (else None). The exact proposer takes milliseconds; loading the
+    fit's model takes most of the time."""
+    project = Project.load(root)
+    preview = pipeline.preview_proposal(project, load_fit(summary.folder), settings)
+    saved = project.update_settings(propose=settings) if save else None
+    proposal = preview.proposal
+    caption = (f"{preview.note}predicted objective {proposal.predicted_objective:.4f}; KL to the prior {proposal.kl:.4f}"
+               + (f"; at their cap: {', '.join(proposal.binding_caps)}" if proposal.binding_caps else "")
+               + (f"; KKT residual {proposal.kkt_residual:.1e}" if proposal.kkt_residual is not None else "")
+               + (". Settings saved to olmix.toml; the proposal is a preview, nothing else is written." if save
+                  else ". A preview: nothing is written."))
+    view = ProposalView(f"proposal from fit {summary.fit_id} ({proposal.proposer}, kl_reg {settings.kl_reg:g}) beside the prior",
+                        [("prior", preview.prior, "blue"), ("proposal", proposal.mixture, "green")], caption)
+    return view, saved

@@ -1,0 +1,178 @@
+"""The Swarms tab: swarms, the highlighted swarm's runs, and the highlighted run's detail (its
+mixture, where it trains, its error in full, its curve); keys train the unfinished runs in a
+detached job.
+
+On a tall terminal the run detail sits under the runs table; on a short one it is closed until m
+(or Enter on a run) opens it in place of the swarm list, so the runs table always keeps its room."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import DataTable, Static
+from textual_plotext import PlotextPlot
+
+from engine.runs import RunStatus
+from olmix_tui.app.snapshot import Snapshot
+from olmix_tui.app.tabs.base import AppTab
+from olmix_tui.app.views import fill, number, run_mixture
+from olmix_tui.render import headline_metrics
+
+STATE_STYLES = {"done": "green", "running": "yellow", "pending": "dim", "interrupted": "magenta", "failed": "bold red"}
+COUNTED_STATES = ("done", "running", "pending", "interrupted", "failed")
+ERROR_WIDTH = 40
+"""An error's first characters in the runs table; the run detail shows it whole."""
+
+
+class SwarmsTab(AppTab):
+    KEY, TITLE = "swarms", "Swarms"
+    BINDINGS = [
+        Binding("t", "train(False)", "Train", id="swarms.train", tooltip="Train the highlighted swarm's unfinished runs"),
+        Binding("f", "train(True)", "Train + failed", id="swarms.retry",
+                tooltip="Train the highlighted swarm's unfinished runs, retrying the failed ones"),
+        Binding("m", "toggle_detail", "Run detail", id="swarms.detail",
+                tooltip="Show or hide the highlighted run's mixture, error and curve"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="summary")
+        yield DataTable(id="swarms", cursor_type="row", zebra_stripes=True)
+        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        with Horizontal(id="run-detail"):
+            with VerticalScroll(id="mixture-scroll", can_focus=False):
+                yield Static(id="mixture")
+            yield PlotextPlot(id="curve")
+
+    def on_mount(self) -> None:
+        self.query_one("#swarms", DataTable).add_columns("swarm", "plan", "runs", *COUNTED_STATES)
+
+    def action_toggle_detail(self) -> None:
+        """Open the run detail on a short terminal (where it is closed at first), close it on a tall one."""
+        self.toggle_class("-detail-toggled")
+
+    # ------------------------------------------------------------ rendering
+    def show(self, snapshot: Snapshot) -> None:
+        swarms, selection = self.query_one("#swarms", DataTable), self.app.selection
+        rows = []
+        for swarm, statuses in snapshot.swarms:
+            counts = {s: 0 for s in COUNTED_STATES}
+            for s in statuses:
+                counts[s.state] += 1
+            rows.append((swarm.id, [swarm.id, swarm.spec.plan, len(statuses), *(counts[s] or "" for s in COUNTED_STATES)]))
+        fill(swarms, rows)
+        ids = [key for key, _ in rows]
+        if selection.swarm not in ids and snapshot.newest in ids:  # at first, the most recently planned swarm
+            self.app.select(swarm=snapshot.newest, run=None)
+            swarms.move_cursor(row=ids.index(snapshot.newest))
+        self._show_runs()
+        self._show_summary()
+
+    def _show_summary(self) -> None:
+        snapshot, root = self.app.snapshot, self.app.project.root
+        if snapshot.error:
+            text = Text(f"error: {snapshot.error}", style="bold red")
+        elif not snapshot.swarms:
+            text = Text(f"No swarm yet: plan one with `olmix-tui swarm plan {root}`, then train it here (t).")
+        else:
+            text = Text(f"{len(snapshot.swarms)} swarm(s); " + (self.app.jobs.describe() if self.app.jobs else
+                        "t trains the highlighted swarm's unfinished runs; m shows a run's detail; "
+                        "quitting leaves training running."))
+        self.query_one("#summary", Static).update(text)
+
+    def _show_runs(self) -> None:
+        table, selection = self.query_one("#runs", DataTable), self.app.selection
+        item = self.app.snapshot.swarm(selection.swarm)
+        statuses = item[1] if item else []
+        metrics = headline_metrics(statuses)
+        columns = ["run", "state", "progress", "loss", "tokens/s", "error", "mixture (top 3)", *metrics]
+        if [str(c.label) for c in table.columns.values()] != columns:
+            table.clear(columns=True)
+            table.add_columns(*columns)
+        fill(table, [(s.run, run_row(s, f"{selection.swarm}-", metrics)) for s in statuses])
+        if selection.run not in {s.run for s in statuses}:
+            self.app.select(run=statuses[0].run if statuses else None)
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        snapshot, selection = self.app.snapshot, self.app.selection
+        item = snapshot.swarm(selection.swarm)
+        status = next((s for s in item[1] if s.run == selection.run), None) if item else None
+        points = snapshot.curve if status is not None and snapshot.selection.run == status.run else []
+        curve = self.query_one("#curve", PlotextPlot)
+        curve.display = len(points) >= 2
+        mixture = self.query_one("#mixture", Static)
+        if status is None:
+            mixture.update("")
+            return
+        notes = [f"trained by {status.where}" if status.where else "",
+                 f"error: {status.error}" if status.error else ""]
+        if not curve.display:
+            every = item[0].spec.proxy.eval_every if item[0].spec.proxy else 0
+            notes.append(f"learning curve: a point every {every} steps, {len(points)} so far" if every else
+                         "no learning curve: only the final point is logged (eval_every = 0 in olmix.toml's [proxy])")
+        mixture.update(run_mixture(status, "\n".join(n for n in notes if n)))
+        if curve.display:
+            plt = curve.plt
+            plt.clear_figure()
+            tokens = [p["tokens"] for p in points]
+            plt.plot(tokens, [p["train/loss"] for p in points], label="train loss")
+            bpb = [[v for k, v in p.items() if k.endswith("/bpb") and not k.startswith("eval:")] for p in points]
+            if all(bpb):
+                plt.plot(tokens, [sum(b) / len(b) for b in bpb], label="held-out bpb (mean)")
+            plt.xlabel("tokens")
+            plt.title(f"curve of {status.run}")
+            curve.refresh()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        key, selection = event.row_key.value, self.app.selection
+        if event.data_table.id == "swarms" and key != selection.swarm:
+            self.app.select(swarm=key, run=None)
+            self._show_runs()
+        elif event.data_table.id == "runs" and key != selection.run:
+            self.app.select(run=key)
+            self._show_detail()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter on a run opens (or closes) its detail, as m does."""
+        event.stop()
+        if event.data_table.id == "runs":
+            self.action_toggle_detail()
+
+    # ------------------------------------------------------------ training
+    def action_train(self, retry_failed: bool) -> None:
+        item = self.app.snapshot.swarm(self.app.selection.swarm)
+        if item is None:
+            self.notify("No swarm to train: plan one first.", severity="warning")
+            return
+        swarm, statuses = item
+        states = [s.state for s in statuses]
+        if swarm.id in self.app.jobs or "running" in states:
+            self.notify(f"Swarm {swarm.id} is training already.", severity="warning")
+            return
+        todo = sum(s in ("pending", "interrupted") or (retry_failed and s == "failed") for s in states)
+        if not todo:
+            hint = " (f retries the failed ones)" if "failed" in states else ""
+            self.notify(f"Swarm {swarm.id} has no unfinished runs{hint}.")
+            return
+        root = self.app.project.root
+        args = ["swarm", "run", str(root), "--swarm", swarm.id] + (["--retry-failed"] if retry_failed else [])
+        self.app.jobs.start(swarm.id, f"training {todo} run(s) of swarm {swarm.id}", args,
+                            self.app.project.cache / "logs" / swarm.id / "supervisor.log")
+
+
+def run_row(s: RunStatus, prefix: str, metrics: list[str]) -> list:
+    """A run's row: its short name (the swarm id dropped), state, live or final figures, the start
+    of its error, its top three units and its headline metrics."""
+    top = ", ".join(f"{u} {100 * w:.0f}%" for u, w in sorted(s.trained_weights.items(), key=lambda kv: -kv[1])[:3] if w >= 0.005)
+    live, error = s.state == "running", s.error
+    return [
+        s.run.removeprefix(prefix), Text(s.shown_state, style=STATE_STYLES.get(s.state, "")),
+        f"{100 * s.progress:.0f}%" if live or s.state == "done" else "",
+        number(s.loss if live else s.final_train_loss),
+        f"{s.tokens_per_s:,.0f}" if live and s.tokens_per_s is not None else "",
+        error if len(error) <= ERROR_WIDTH else error[:ERROR_WIDTH - 1] + "…",
+        top, *(number(s.metrics.get(m)) for m in metrics),
+    ]

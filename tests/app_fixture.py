@@ -1,0 +1,163 @@
+"""What the app's tests share: waiting on a condition, a log of the app's messages, and a project
+whose every file the app reads is written here, the same on every machine: domains (not
+tokenized), one swarm with runs in each state, a learning curve, two history entries (the second
+compared with its full recomputation) and a fit with its cross-validation, each written through the
+engine's typed records (SwarmSpec, RunStatus, EntryContent). Nothing trains: the fit's scores are
+written as they are, and its model is the log-linear law fitted on the three finished runs (well
+under a second). The snapshot tests render it."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import time
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from engine import atomic, pipeline
+from engine.compare import kl, l1
+from engine.domains import Domain, DomainSet, with_revision
+from engine.executors.liveness import owner_alive
+from engine.history import CompareRecord, Compute, EntryContent, Measured, UpdateRecord, Verification, write_entry
+from engine.project import Project
+from engine.regression.base import make_regressor
+from engine.regression.store import CV_FILE, FIT_FILE, MODEL_DIR
+from engine.reuse import PlanRecord
+from engine.runs import SwarmDir
+from engine.settings import ProxySettings, RegressionSettings, Settings, SwarmSettings, TokenizerSettings
+from engine.swarm_spec import SwarmData, SwarmSpec
+
+M = TypeVar("M")
+
+
+async def wait_for(pilot, condition, timeout: float = 120.0) -> None:
+    """Let the app run until `condition()` holds; fail after `timeout` seconds (generous: the
+    tests share the machine with training processes)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the app did not get there in time"
+        await pilot.pause(0.2)
+
+
+async def open_tab(pilot, key: str, tab: str, timeout: float = 60.0) -> None:
+    """Press `key` until the focus is in the tab whose KEY is `tab`, and stays there. A key pressed
+    just after the app focused another tab's table can be undone: that focus asks the tabs to show
+    its tab, in a message that may still be on its way (pressing again is harmless)."""
+    app = pilot.app
+    inside = lambda: app.focused is not None and app.focused.parent.id == f"{tab}-tab"  # noqa: E731
+    deadline = time.monotonic() + timeout
+    while True:
+        await pilot.press(key)
+        answered = time.monotonic() + 5
+        while not inside() and time.monotonic() < answered:
+            await pilot.pause(0.2)
+        await pilot.pause(0.5)
+        if inside():
+            return
+        assert time.monotonic() < deadline, f"the {tab} tab did not open"
+
+
+class MessageLog:
+    """A `run_test(message_hook=...)` that keeps every message the app handled (once each, though
+    a bubbling message reaches several widgets)."""
+
+    def __init__(self):
+        self.messages: list = []
+        self._seen: set[int] = set()  # ids of the messages kept (alive, so never reused)
+
+    def __call__(self, message) -> None:
+        if id(message) not in self._seen:
+            self._seen.add(id(message))
+            self.messages.append(message)
+
+    def of(self, kind: type[M]) -> list[M]:
+        return [m for m in self.messages if isinstance(m, kind)]
+
+SWARM_ID = "5a3c0f00d1e2"
+VERIFY_ID = "9e41f1ed0b2c"
+"""The verification runs of the compared update (their measured objectives are in its history entry; the folder is not written)."""
+FIT_ID = "f17c0ffee123"
+DOMAINS = {"code": ["def f(x):\n    return x + 1\n", "class A:\n    pass\n"], "notes": ["Notes on the loop.\n"],
+           "decimal": ["add 1 2 -> 3\n"]}
+EVALS = ["eval:code-completion/bpb", "eval:docs-completion/bpb"]
+METRICS = [f"{d}/bpb" for d in DOMAINS] + EVALS
+WEIGHTS = [[0.70, 0.20, 0.10], [0.10, 0.60, 0.30], [0.34, 0.33, 0.33], [0.05, 0.05, 0.90], [0.50, 0.50, 0.00],
+           [0.20, 0.30, 0.50]]
+DEAD_PID = 2 ** 30
+"""Above any pid_max: the process of a run left `running` by a killed worker."""
+FAILURE = ("RuntimeError: the proxy's loss became NaN at step 12 (learning rate 0.003 too high for this "
+           "mixture); lower [proxy] lr or retry with f")
+
+
+def build_fixture_project(root: Path) -> Project:
+    """Write the fixture project into the new folder `root`."""
+    for domain, texts in DOMAINS.items():
+        for i, text in enumerate(texts):
+            atomic.write_text(root / "data" / domain / f"part{i}.txt", text)
+    domains = DomainSet(tuple(with_revision(root, Domain(d, (f"data/{d}/*.txt",))) for d in DOMAINS))
+    proxy = ProxySettings(preset="cpu", tokens_per_proxy=4096, eval_tokens_per_domain=1024, eval_every=8)
+    settings = Settings(tokenizer=TokenizerSettings(kind="bytes"), proxy=proxy, swarm=SwarmSettings(size=len(WEIGHTS)),
+                        regression=RegressionSettings(regressor="loglinear", folds=3))
+    project = Project.init(root, settings, domains)
+    _write_swarm(project)
+    _write_history(project)
+    _write_fit(project)
+    return project
+
+
+def _write_swarm(project: Project) -> None:
+    names = list(DOMAINS)
+    prior = {"code": 0.5, "notes": 0.3, "decimal": 0.2}
+    runs = [f"{SWARM_ID}-{i:04d}" for i in range(len(WEIGHTS))]
+    data = SwarmData(vocab_size=256, keys={d: f"{d}-key" for d in names})
+    spec = SwarmSpec(purpose="swarm", plan="full", units=names, runs=runs, leaves=names, prior=prior,
+                     swarm=project.settings.swarm, proxy=pipeline.proxy_scale(project, data.vocab_size), data=data)
+    swarm = SwarmDir.create(project.swarms_dir / SWARM_ID, spec, np.array(WEIGHTS), [0] * len(runs), owner_alive)
+    for i, run in enumerate(runs[:3]):  # done, with final metrics and a curve
+        metrics = {m: round(1.5 + 0.1 * i + 0.01 * j, 4) for j, m in enumerate(METRICS)}
+        swarm.write_status(run, state="done", progress=1.0, final_train_loss=round(2.0 - 0.1 * i, 4), metrics=metrics,
+                           realised_weights=dict(zip(names, WEIGHTS[i])), error="")
+        for step in (8, 16, 24, 32):
+            swarm.append_metrics(run, {"step": step, "tokens": step * 128, "train/loss": round(4.0 - step / 16, 4),
+                                       **{f"{d}/bpb": round(3.0 - step / 32, 4) for d in names}})
+    swarm.write_status(runs[3], state="running", progress=0.4, loss=3.2, tokens_per_s=1000.0, pid=DEAD_PID,
+                       host=socket.gethostname())  # its worker was killed: interrupted
+    swarm.write_status(runs[4], state="failed", progress=0.1, error=FAILURE)
+    # runs[5] stays pending
+
+
+def _write_history(project: Project) -> None:
+    first = {"code": 0.5, "notes": 0.3, "decimal": 0.2}
+    second = {"code": 0.45, "notes": 0.25, "decimal": 0.3}
+    full = {"code": 0.42, "notes": 0.28, "decimal": 0.3}
+    swarm_compute, reuse_compute = Compute(runs=6, flops=2.4e10), Compute(runs=3, flops=1.2e10)
+    write_entry(project, EntryContent(PlanRecord("full", needs_swarm=True), first, SWARM_ID, FIT_ID, 1.61,
+                                      compute=swarm_compute, kind="initial"))
+    measured = {"chosen": Measured(1.59, 0.01, [1.58, 1.59, 1.6]), "full": Measured(1.575, 0.005, [1.57, 1.575, 1.58])}
+    compared = CompareRecord(UpdateRecord(PlanRecord("full", needs_swarm=True), full, SWARM_ID, FIT_ID, 1.57,
+                                          compute=swarm_compute),
+                             Verification(VERIFY_ID, 3, measured), l1(second, full), kl(second, full))
+    write_entry(project, EntryContent(PlanRecord("full_reuse", needs_swarm=True), second, SWARM_ID, FIT_ID, 1.58,
+                                      compute=reuse_compute, kind="add", changes=["add decimal"], compare=compared))
+
+
+def _write_fit(project: Project) -> None:
+    """fit.toml and cv.csv as engine.regression.store writes them (fixed scores, the same on every
+    machine), and the log-linear law on the finished runs as its model, so that proposing from it works."""
+    folder = project.fits_dir / FIT_ID
+    done = [s for s in pipeline.open_swarm(project, SWARM_ID).statuses() if s.state == "done"]
+    ratios = np.array([[s.realised_weights[d] for d in DOMAINS] for s in done])
+    metrics = np.array([[s.metrics[m] for m in METRICS] for s in done])
+    regression = project.settings.regression
+    make_regressor("loglinear", **regression.regressor_settings("loglinear")).fit(ratios, metrics).save(folder / MODEL_DIR)
+    cv = [(m, 80.0 - 10 * i, 0.9 - 0.35 * i, 0.01 + 0.005 * i) for i, m in enumerate(METRICS)]
+    atomic.write_csv(folder / CV_FILE, ["metric", "spearman", "r2", "mae"], ([*row] for row in cv))
+    means = {"spearman": float(np.mean([c[1] for c in cv])), "r2": float(np.mean([c[2] for c in cv])),
+             "mae": float(np.mean([c[3] for c in cv]))}
+    atomic.write_toml(folder / FIT_FILE, {
+        "fit_id": FIT_ID, "regressor": "loglinear", "chosen": "loglinear", "domains": list(DOMAINS), "metrics": METRICS,
+        "n_runs": len(done), "source_swarms": [SWARM_ID], "settings": dataclasses.asdict(regression), "seconds": 0.5,
+        "cv": {"folds": regression.folds, "seed": regression.seed, "cv_of": "loglinear", **means},
+    })
