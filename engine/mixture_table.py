@@ -91,7 +91,7 @@ def _read_csv(path: Path, prefix: str) -> _Csv:
     if not path.is_file():
         raise DataError(f"{path} does not exist; point to the swarm's CSV file.")
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a spreadsheet's byte-order mark is not a column
             rows = [row for row in csv.reader(f) if "".join(row).strip()]
     except UnicodeDecodeError as err:
         raise DataError(f"{path} is not UTF-8 text (at byte {err.start}); save it as UTF-8 CSV.") from None

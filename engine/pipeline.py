@@ -221,6 +221,8 @@ def check_eval_sets(project: Project, eval_sets: dict[str, str]) -> None:
         if not project.external_sources and not path.resolve().is_relative_to(project.root):
             raise DataError(f"eval set '{name}' ({rel}) is outside the project folder; copy it into the project or "
                             "set [data] external_sources = true in olmix.toml.")
+        if path.exists() and not path.is_file():  # a FIFO or a device would be read forever
+            raise DataError(f"eval set '{name}' ({rel}) is not a regular file; point [data] eval_sets at a file.")
         load_eval_set(path, name)
 
 

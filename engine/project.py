@@ -199,6 +199,11 @@ class Project:
         if not root.is_dir():
             raise ConfigError(f"{root} is not a project folder; create one with `olmix-tui init {root}`.")
         settings = read_settings(root)
+        folders = ["history", "swarms", "fits"] + ([settings.tokenizer.path] if settings.tokenizer.kind == "bpe" else [])
+        for name in folders:
+            if (root / name).exists() and not (root / name).resolve().is_relative_to(root):
+                raise ConfigError(f"{root / name} leads outside the project (to {(root / name).resolve()}), where the "
+                                  "tool would write; replace the symlink with a folder.")
         journal = read_journal(root)
         domains = DomainSet.from_toml(_project_toml(root, DOMAINS_FILE, journal), DOMAINS_FILE)
         if PENDING_FILE in journal:

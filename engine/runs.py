@@ -155,6 +155,9 @@ class SwarmDir:
         self.alive = alive
         if not (self.path / SPEC_FILE).exists():
             raise OlmixError(f"{self.path} is not a swarm folder (no {SPEC_FILE}); list swarms with `olmix-tui swarm status`.")
+        for folder in (self.path, self.path / "runs"):
+            if folder.is_symlink():
+                raise DataError(f"{folder} is a symlink; a swarm's files stay in the project: replace it with a folder.")
         self.spec = SwarmSpec.read(self.path / SPEC_FILE)
         self._runs = frozenset(self.spec.runs)
 
@@ -285,6 +288,8 @@ class SwarmDir:
         """Set `fields` of a run's status.json (atomic), and when it was written."""
         # whole seconds: a float is written with 8 significant digits, 100 s at this magnitude
         status = dataclasses.replace(self._read(run), **fields, updated=int(time.time()))
+        if self.run_dir(run).is_symlink():
+            raise DataError(f"{self.run_dir(run)} is a symlink; a run's files stay in the project: replace it with a folder.")
         atomic.write_json(self.run_dir(run) / STATUS_FILE, status.to_json())
 
     def append_metrics(self, run: str, record: dict) -> None:
