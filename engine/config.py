@@ -137,6 +137,9 @@ def load_section(cls: type[T], data: Mapping[str, Any] | None, file: str, sectio
     name the file and the key; keys left out take the class's defaults (a class with a
     `from_section` factory fills them its own way, e.g. from a preset).
     """
+    if data is not None and not isinstance(data, Mapping):
+        where = f"[{section}]" if section else "the file"
+        raise ConfigError(f"{file}: {where} must be a table of keys, got {type(data).__name__}; fix or restore it.")
     data = dict(data or {})
     if not dataclasses.is_dataclass(cls):
         raise TypeError(cls)

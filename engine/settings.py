@@ -228,8 +228,9 @@ class SwarmSettings(Table):
             (self.size < 0, f"size {self.size} is smaller than 1; use a positive size or 0 for automatic"),
             (self.runs_per_domain < 1, f"runs_per_domain {self.runs_per_domain} must be at least 1"),
             (not self.temperature > 0, f"temperature {self.temperature} must be positive"),
-            (not 0 < self.min_strength <= self.max_strength,
-             f"strengths must satisfy 0 < min_strength <= max_strength (got {self.min_strength}, {self.max_strength})"),
+            (not 0 < self.min_strength <= self.max_strength <= 1e6,
+             f"strengths must satisfy 0 < min_strength <= max_strength <= 1000000 (got {self.min_strength}, "
+             f"{self.max_strength})"),
             (not 0 <= self.min_weight < 1, f"min_weight {self.min_weight} must be in [0, 1)"),
             (self.grid < 0, f"grid {self.grid} must be 0 (automatic) or positive"),
             (not self.max_repetition > 0, f"max_repetition {self.max_repetition} must be positive"),
@@ -334,8 +335,12 @@ class ExecutorSettings(Table):
         if self.max_batch < 1 or self.workers < 0 or self.threads < 0 or not self.poll_seconds > 0:
             raise ConfigError("max_batch must be >= 1, workers and threads >= 0 and poll_seconds > 0; fix them.")
         refuse((self.poll_seconds > 60, f"poll_seconds is {self.poll_seconds}; use at most 60"),
-               (max(self.workers, self.threads, self.max_batch) > 4096,
-                "workers, threads and max_batch must be at most 4096; fix them"))
+               (max(self.workers, self.threads, self.max_batch, self.slurm_cpus_per_job, self.ray_cpus_per_task) > 4096,
+                "workers, threads, max_batch, slurm_cpus_per_job and ray_cpus_per_task must be at most 4096; fix them"),
+               (max(self.slurm_max_jobs, self.ray_max_tasks) > 100_000,
+                "slurm_max_jobs and ray_max_tasks must be at most 100000; fix them"),
+               (max(self.slurm_timeout_min, self.slurm_mem_gb) > 10**6,
+                "slurm_timeout_min and slurm_mem_gb must be at most 1000000; fix them"))
 
 
 # ---------------------------------------------------------------- [regression]
@@ -403,7 +408,7 @@ class RegressionSettings(Table):
         refuse(*[(not 1 <= getattr(self, k) <= 100_000, f"{k} is {getattr(self, k)}; use between 1 and 100000")
                  for k in at_least_one],
                (self.folds > 1000, f"folds is {self.folds}; use at most 1000"),
-               (not self.loglinear_delta > 0, f"loglinear_delta is {self.loglinear_delta}; use a positive number"),
+               (not 0 < self.loglinear_delta <= 1000, f"loglinear_delta is {self.loglinear_delta}; use a number in (0, 1000]"),
                (not 0 < self.lightgbm_learning_rate <= 1,
                 f"lightgbm_learning_rate is {self.lightgbm_learning_rate}; use a number in (0, 1]"),
                (not 0 <= self.lightgbm_valid_fraction < 1,
@@ -511,6 +516,8 @@ class ProposeSettings(Table):
                (self.repetition_factor > 1e6, f"repetition_factor is {self.repetition_factor}; use at most 1000000"),
                (self.simulation_candidates > 10**7,
                 f"simulation_candidates is {self.simulation_candidates}; use at most 10000000"),
+               (self.top_k > self.simulation_candidates,
+                f"top_k is {self.top_k}, more than the {self.simulation_candidates} simulation_candidates; lower it"),
                seed_problem("seed", self.seed))
         for name, pair in self.bounds.items():
             if len(pair) != 2 or not 0 <= pair[0] <= pair[1] <= 1:
