@@ -145,10 +145,10 @@ def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read an append-only JSON-lines log of objects, skipping a torn line left by a killed writer
     (and any line that is not a JSON object)."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
+    path = Path(path)
+    if not path.is_file():  # missing (nothing written yet), or not a file a worker wrote
         return []
+    data = path.read_bytes()
     out = []
     for line in data.decode("utf-8", errors="replace").splitlines():
         if not line.strip():

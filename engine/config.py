@@ -180,9 +180,13 @@ def dump_section(obj: Any) -> dict[str, Any]:
 
 def read_bytes(path: Path, missing: str) -> bytes:
     """A project file's bytes; a missing file raises ConfigError with `missing` (its sentence's
-    fix), a file that cannot be read one naming the file and the reason."""
+    fix), a file that cannot be read (a folder, a FIFO or a device, which would be read forever)
+    one naming the file and the reason."""
+    path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise ConfigError(f"{path} is not a regular file (a FIFO or a device?); replace it with the file.")
     try:
-        return Path(path).read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(missing) from None
     except IsADirectoryError:
