@@ -7,7 +7,7 @@ Layout (everything but .olmix/ is meant for git):
   tokenizer/      the project's trained tokenizer
   history/        one file per applied update (the mixture over leaf domains)
   swarms/ fits/   swarm runs and fitted regressions
-  .olmix/         caches: token store, logs, lock
+  .olmix/         not in git: token store, logs, locks, the journal of a multi-file write
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class LockHolder:
 
 class FileLock:
     """An exclusive lock on `path` (fcntl.flock), re-entrant within its owner; the file is never
-    deleted (only `--break-lock` replaces it), so two processes can never lock two different files.
+    deleted, so contending processes always lock the same file (until `--break-lock` replaces it).
 
     The holder writes who it is into the file for messages. On a read-only file system, where no
     process can write the project anyway, locking is skipped.
