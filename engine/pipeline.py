@@ -16,22 +16,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.atomic import dumps_json, write_csv
+from engine.atomic import dumps_csv, dumps_json, write_output
+from engine.bootstrap import ProposalSpread, bootstrap_proposal
 from engine.compare import Comparison, MixtureSide, compare, kl, l1
 from engine.data.store import DomainTokens, TokenStore, natural_prior
-from engine.domains import DomainSet, affected_set, check_name
-from engine.errors import OlmixError
+from engine.domains import Change, DomainSet, affected_set, check_name
+from engine.errors import DataError, OlmixError
 from engine.events import EventSink, Message, ignore
 from engine.executors import make_executor
 from engine.executors.base import run_swarm
 from engine.executors.liveness import owner_alive
 from engine.export import export_mixture
-from engine.history import (CompareRecord, Compute, EntryContent, HistoryEntry, Measured, ProposalInfo, UpdateRecord,
-                            Verification, current_mixture, read_history, write_entry)
-from engine.mixture_table import MixtureTable, read_tables
+from engine.history import (CompareRecord, Compute, EntryContent, Evidence, HistoryEntry, Measured, ProposalInfo,
+                            UpdateRecord, Verification, current_mixture, read_history, write_entry)
+from engine.mixture_table import MixtureTable, read_domain_values, read_tables
 from engine.project import Project
 from engine.propose import Proposal, objective_weights, propose
 from engine.regression.store import FitResult, fit_and_store, load_fit
+from engine.regression.verdict import UNUSABLE, WEAK
 from engine.reuse import (UpdatePlan, affected_fit_names, compare_plans, incumbent_mixture, plan_swarm_settings,
                           plan_update, reuse_prior, suggest_unfreeze, unit_mixture)
 from engine.runs import SwarmDir, list_swarms
@@ -50,6 +52,7 @@ class UpdateContext:
     tokens: dict[str, DomainTokens]
     prior: dict[str, float]  # natural distribution over the new leaves
     initial: bool = False  # the first mixture over the current domains, not the pending update
+    changes: tuple[Change, ...] = ()  # the staged changes this update applies
 
     @property
     def leaves(self) -> list[str]:
@@ -62,7 +65,8 @@ def update_context(project: Project, on_event: EventSink = ignore, initial: bool
     tokens = project.tokens(on_event=on_event)
     leaf_tokens = {n: tokens[n] for n in after.names}
     current = None if initial else current_mixture(project)
-    return UpdateContext(project.domains, after, current, leaf_tokens, natural_prior(leaf_tokens), initial)
+    return UpdateContext(project.domains, after, current, leaf_tokens, natural_prior(leaf_tokens), initial,
+                         () if initial else tuple(project.pending))
 
 
 # ---------------------------------------------------------------- proxy scale
@@ -130,6 +134,7 @@ def _spec_id(parts: dict) -> str:
 def _run_inputs(project: Project, ctx: UpdateContext) -> tuple[ProxyScale, SwarmData]:
     """What every run of a swarm (or of verification runs) shares: the proxy, and the data it trains on."""
     tokenizer = project.tokenizer()
+    check_eval_sets(project, project.settings.data.eval_sets)
     data = SwarmData(tokenizer.vocab_size, {x: ctx.tokens[x].key for x in ctx.leaves}, dict(project.settings.data.eval_sets))
     return proxy_scale(project, tokenizer.vocab_size), data
 
@@ -176,7 +181,8 @@ def project_swarms(project: Project) -> list[SwarmDir]:
 
 
 def open_swarm(project: Project, swarm_id: str) -> SwarmDir:
-    """The project's swarm `swarm_id` (an exact id)."""
+    """The project's swarm `swarm_id` (an exact id: a name, never a path)."""
+    check_name(swarm_id, "swarm id", "swarm")
     return SwarmDir(project.swarms_dir / swarm_id, owner_alive)
 
 
@@ -206,12 +212,32 @@ def train_swarm(project: Project, swarm: SwarmDir, retry_failed: bool = False, o
     only with `retry_failed`.
     """
     s = project.settings.executor
-    runs = swarm.pending_runs(retry_failed)
-    failed = swarm.counts()["failed"]
-    if failed and not retry_failed:
-        on_event(Message(f"{failed} run(s) failed before and are skipped; add --retry-failed to run them again.", level="warning"))
-    with project.lock():
+    if swarm.spec.trained_here:
+        check_eval_sets(project, swarm.spec.data.eval_sets)
+    with project.swarm_lock(swarm.id):  # one scheduler per swarm; the project stays free for staging
+        runs = swarm.pending_runs(retry_failed)
+        failed = swarm.counts()["failed"]
+        if failed and not retry_failed:
+            on_event(Message(f"{failed} run(s) failed before and are skipped; add --retry-failed to run them again.",
+                             level="warning"))
         return run_swarm(make_executor(s, project.cache / "logs"), swarm, runs, s.max_batch, on_event, s.poll_seconds)
+
+
+def check_eval_sets(project: Project, eval_sets: dict[str, str]) -> None:
+    """The eval sets every run of a swarm scores, checked before any worker starts: each a readable
+    file of JSON lines inside the project (unless [data] external_sources allows others)."""
+    if not eval_sets:
+        return
+    from engine.training.evaluate import load_eval_set
+
+    for name, rel in sorted(eval_sets.items()):
+        path = project.root / rel
+        if not project.external_sources and not path.resolve().is_relative_to(project.root):
+            raise DataError(f"eval set '{name}' ({rel}) is outside the project folder; copy it into the project or "
+                            "set [data] external_sources = true in olmix.toml.")
+        if path.exists() and not path.is_file():  # a FIFO or a device would be read forever
+            raise DataError(f"eval set '{name}' ({rel}) is not a regular file; point [data] eval_sets at a file.")
+        load_eval_set(path, name)
 
 
 # ---------------------------------------------------------------- fit, propose, apply
@@ -225,7 +251,8 @@ def fit_swarm(project: Project, swarm: SwarmDir, regressor: str | None = None, o
         on_event(Message(f"{len(skipped)} run(s) with NaN or infinite metrics are left out of the fit: {', '.join(skipped)}",
                          level="warning"))
     with project.lock():
-        return fit_and_store(project.fits_dir, table, regressor, project.settings.regression, on_event, [swarm.id])
+        return fit_and_store(project.fits_dir, table, regressor, project.settings.regression, on_event, [swarm.id],
+                             project.settings.objective)
 
 
 def objective_fn(project: Project, metric_names: list[str]):
@@ -234,8 +261,10 @@ def objective_fn(project: Project, metric_names: list[str]):
     return lambda metrics: float(sum(w * metrics[m] for w, m in zip(weights, metric_names) if w))
 
 
-def run_update(project: Project, ctx: UpdateContext, kind: str | None = None, on_event: EventSink = ignore) -> UpdateRecord:
-    """Plan, train, fit and propose for the update (nothing is applied yet)."""
+def run_update(project: Project, ctx: UpdateContext, kind: str | None = None, on_event: EventSink = ignore,
+               force: bool = False) -> UpdateRecord:
+    """Plan, train, fit and choose the mixture for the update (nothing is applied yet): the proposal,
+    or on an unusable fit the fallback (`choose_mixture`; `force` proposes anyway)."""
     plan = make_plan(project, ctx, kind)
     on_event(Message(plan.describe()))
     if not plan.needs_swarm:
@@ -247,12 +276,15 @@ def run_update(project: Project, ctx: UpdateContext, kind: str | None = None, on
                          f"{project.root} --swarm {swarm_dir.id}` and rerun with `swarm run --retry-failed`.")
     fit = fit_swarm(project, swarm_dir, on_event=on_event)
     settings, chosen_by = update_proposer(project, ctx, plan)
-    proposal = propose_for_swarm(project, swarm_dir, fit, settings)
+    chosen = choose_mixture(project, swarm_dir, fit, settings, force, on_event)
     done = [s for s in swarm_dir.statuses() if s.state == "done"]
     compute = Compute(len(done), int(sum(s.tokens or 0 for s in done)), float(sum(s.flops or 0.0 for s in done)))
-    info = ProposalInfo(proposal.proposer, proposal.predicted_objective, proposal.kl, proposal.binding_caps,
-                        proposal.kkt_residual, fit.cv.mean_spearman, chosen_by, kl_centre_kind(swarm_dir.spec, project))
-    return UpdateRecord(plan.record(), proposal.mixture, swarm_dir.id, fit.fit_id, proposal.predicted_objective, info, compute)
+    proposal, info = chosen.proposal, None
+    if proposal is not None:
+        info = ProposalInfo(proposal.proposer, proposal.predicted_objective, proposal.kl, proposal.binding_caps,
+                            proposal.kkt_residual, fit.cv.mean_spearman, chosen_by, kl_centre_kind(swarm_dir.spec, project))
+    return UpdateRecord(plan.record(), chosen.mixture, swarm_dir.id, fit.fit_id,
+                        None if proposal is None else proposal.predicted_objective, info, compute, chosen.evidence)
 
 
 def update_proposer(project: Project, ctx: UpdateContext, plan: UpdatePlan) -> tuple[ProposeSettings, str]:
@@ -303,30 +335,68 @@ def history_kind(ctx: UpdateContext, has_history: bool) -> str:
 
 def apply_update(project: Project, ctx: UpdateContext, record: UpdateRecord,
                  compared: CompareRecord | None = None) -> HistoryEntry:
-    """Record the update in history (mixture over leaves, plan, swarm, fit, compute) and make it current."""
+    """Record the update in history (mixture over leaves, plan, swarm, fit, compute) and make it
+    current: the entry, domains.toml and pending.toml in one step. Changes staged while the update
+    ran stay staged for the next one; if the changes it planned are no longer staged (discarded or
+    replaced meanwhile), nothing is applied."""
     with project.lock():
         content = EntryContent(**{f.name: getattr(record, f.name) for f in dataclasses.fields(UpdateRecord)},
                                kind=history_kind(ctx, bool(read_history(project))),
-                               changes=[] if ctx.initial else [c.describe() for c in project.pending],
+                               changes=[c.describe() for c in ctx.changes],
                                domains={d.name: d.revision for d in ctx.after}, compare=compared)
-        entry = write_entry(project, content)
-        if not ctx.initial:
-            project.domains = ctx.after
-            project.pending = []
-            project.save_domains()
-            project.save_pending()
-    return entry
+        if ctx.initial:
+            return write_entry(project, content)
+        staged = project.on_disk_pending()
+        if staged[:len(ctx.changes)] != list(ctx.changes):
+            raise OlmixError(f"the pending update changed while this update ran (it planned: "
+                             f"{'; '.join(c.describe() for c in ctx.changes)}), so nothing was applied; run "
+                             f"`olmix-tui {project.root} --batch` again (finished runs and fits are reused).")
+        project.pending = staged[len(ctx.changes):]
+        return write_entry(project, content, ctx.after, project.pending_text())
 
 
-def proposal_inputs(project: Project, swarm: SwarmDir) -> tuple[dict[str, float], dict[str, int] | None]:
-    """What proposing from a swarm needs besides the fit: the prior over its leaves and the leaves'
-    available tokens (None when unknown). An imported swarm's prior is its mean mixture (it carries
-    no token counts, so its caps are off)."""
+@dataclass(frozen=True)
+class ProposalInputs:
+    """What proposing from a swarm needs besides the fit: the prior over its leaves, the leaves'
+    available tokens (None when unknown: no repetition caps), and what the user should know about
+    them (`proposal_caveats`)."""
+
+    prior: dict[str, float]
+    tokens: dict[str, float] | None
+    caveats: list[str]
+
+
+def proposal_caveats(swarm: SwarmDir, settings: ProposeSettings) -> list[str]:
+    """What a proposal from `swarm` with `settings` should say about its prior and caps: an imported
+    swarm without a prior or token counts, and a proposal with neither a KL pull nor caps."""
+    spec, notes = swarm.spec, []
+    if not spec.trained_here and not spec.prior:
+        notes.append("the prior, which the KL term pulls towards, is the imported swarm's mean mixture: it was "
+                     "imported without --prior or --tokens")
+    no_counts = not spec.trained_here and not spec.tokens
+    if no_counts:
+        notes.append("repetition caps are off: the imported swarm has no token counts; import it with --tokens FILE")
+    if (no_counts or not settings.target_tokens) and not settings.kl_reg and not settings.bounds:
+        notes.append("the proposal runs with neither a KL pull to the prior (kl_reg = 0) nor caps (no token counts, "
+                     "target_tokens or bounds), so any domain, however small, may get any weight; set [propose] "
+                     "kl_reg (Olmix uses 0.05 to 0.1) or target_tokens")
+    return notes
+
+
+def proposal_inputs(project: Project, swarm: SwarmDir, settings: ProposeSettings | None = None) -> ProposalInputs:
+    """The prior, tokens and caveats of proposing from `swarm` (with [propose], or `settings`). An
+    imported swarm has the prior and token counts it was imported with; without a prior, its mean
+    mixture is the prior."""
     spec = swarm.spec
+    caveats = proposal_caveats(swarm, settings or project.settings.propose)
     if not spec.trained_here:
-        table = swarm.table()
-        mean = table.ratios.mean(axis=0)
-        return dict(zip(table.domains, (mean / mean.sum()).tolist())), None
+        if spec.prior:
+            prior = dict(spec.prior)
+        else:
+            table = swarm.table()
+            mean = table.ratios.mean(axis=0)
+            prior = dict(zip(table.domains, (mean / mean.sum()).tolist()))
+        return ProposalInputs(prior, dict(spec.tokens) or None, caveats)
     store = TokenStore.of_project(project.root)
     tokens = {}
     for leaf in spec.leaves:
@@ -334,51 +404,116 @@ def proposal_inputs(project: Project, swarm: SwarmDir) -> tuple[dict[str, float]
         if t is None:
             raise OlmixError(f"the token store has no entry for domain '{leaf}' as planned; run `olmix-tui tokenize {project.root}`.")
         tokens[leaf] = t.train_tokens
-    return dict(spec.prior), tokens
+    return ProposalInputs(dict(spec.prior), tokens, caveats)
 
 
-def propose_for_swarm(project: Project, swarm: SwarmDir, fit: FitResult, settings: ProposeSettings | None = None) -> Proposal:
-    """Propose from a swarm's fit (with [propose], or `settings`): leaf caps and KL through the swarm's frozen groups."""
+def propose_for_swarm(project: Project, swarm: SwarmDir, fit: FitResult, settings: ProposeSettings | None = None,
+                      on_event: EventSink = ignore) -> tuple[Proposal, ProposalInputs, ProposalSpread | None]:
+    """Propose from a swarm's fit (with [propose], or `settings`): leaf caps and KL through the
+    swarm's frozen groups; with settings.bootstrap, also the proposal's bootstrap spread."""
     settings = settings or project.settings.propose
-    prior, tokens = proposal_inputs(project, swarm)
-    if tokens is None and settings.target_tokens:
+    inputs = proposal_inputs(project, swarm, settings)
+    if inputs.tokens is None and settings.target_tokens:
         settings = dataclasses.replace(settings, target_tokens=0)
     leaves = swarm.spec.leaves if swarm.spec.trained_here else swarm.units
-    return propose(fit.model, swarm.table(), prior, tokens, settings, project.settings.objective,
-                   expand=swarm.spec.expand, domains_leaf=leaves, kl_centre=kl_centre(swarm.spec, project))
+    args = (fit.model, swarm.table(), inputs.prior, inputs.tokens, settings, project.settings.objective)
+    where = {"expand": swarm.spec.expand, "domains_leaf": leaves, "kl_centre": kl_centre(swarm.spec, project)}
+    proposal = propose(*args, **where)
+    spread = None
+    if settings.bootstrap:
+        spread = bootstrap_proposal(proposal, *args, **where, on_event=on_event)
+    return proposal, inputs, spread
+
+
+def fallback_mixture(project: Project, leaves: list[str], prior: dict[str, float]) -> tuple[str, dict[str, float]]:
+    """What an unusable fit falls back to: the incumbent, which is the current mixture when it is
+    over `leaves`, or for the pending update the plan's start (the current mixture with the new
+    domains at their stated default: `engine.reuse.plan_update`); else, for a first mixture (or an
+    imported swarm), the natural distribution `prior`. Returns ("incumbent" | "natural", mixture)."""
+    current = current_mixture(project)
+    if current is not None:
+        if set(current) == set(leaves):
+            return "incumbent", {x: current[x] for x in leaves}
+        staged = project.staged_domains()
+        if project.pending and set(staged.names) == set(leaves):
+            return "incumbent", dict(plan_update(project.domains, staged, current, prior, "full_reuse").start)
+    return "natural", {x: prior[x] for x in leaves}
 
 
 @dataclass(frozen=True)
 class ProposalPreview:
-    """A proposal made from a fit, not yet applied: the proposal, the prior it is shown beside, the
-    fit and swarm it came from, and why its proposer differs from the one asked for ("" if it does not)."""
+    """The mixture a fit leads to, not yet applied: the proposal (None when an unusable fit fell
+    back), the mixture to record (the proposal's, or the fallback), the prior it is shown beside,
+    the fit and swarm it came from, the evidence (verdict, action, warnings, bootstrap spread), and
+    why its proposer differs from the one asked for ("" if it does not)."""
 
-    proposal: Proposal
+    proposal: Proposal | None
+    mixture: dict[str, float]
     prior: dict[str, float]
     fit: FitResult
     swarm: str
+    evidence: Evidence
     note: str = ""
 
 
-def preview_proposal(project: Project, fit: FitResult, settings: ProposeSettings, swarm: SwarmDir | None = None) -> ProposalPreview:
-    """The proposal from `fit` (on `swarm`, default the swarm it was fitted on) with `settings`; the
-    proposer is the one asked for where the fit allows it (`engine.settings.usable_proposer`)."""
+def choose_mixture(project: Project, swarm: SwarmDir, fit: FitResult, settings: ProposeSettings, force: bool = False,
+                   on_event: EventSink = ignore) -> ProposalPreview:
+    """The gate between a fit and a mixture. A usable fit proposes; a weak one proposes with a
+    warning; an unusable one falls back (`fallback_mixture`) and says what would fix it, unless
+    `force`, which proposes anyway and records it. The search proposer, which picks the best
+    measured run, does not rest on the fit and proposes with a warning. Every path records the
+    verdict and its warnings (docs/verdicts.md)."""
+    verdict = fit.verdict
+    if verdict is None:
+        raise OlmixError(f"fit {fit.fit_id} was made by an earlier version, which judged no verdict; fit the swarm "
+                         f"again with `olmix-tui fit {project.root} --swarm {swarm.id}`.")
+    proposer, note = usable_proposer(settings.proposer, fit.regressor, fit.chosen)
+    settings = dataclasses.replace(settings, proposer=proposer)
+    warnings = proposal_caveats(swarm, settings)
+    unusable = verdict.verdict == UNUSABLE
+    if unusable and proposer != "search" and not force:
+        inputs = proposal_inputs(project, swarm, settings)
+        kind, mixture = fallback_mixture(project, swarm.spec.leaves if swarm.spec.trained_here else swarm.units,
+                                         inputs.prior)
+        reason = verdict.reasons[0]
+        evidence = Evidence(verdict, "fallback", kind, f"the fit is unusable: {reason}", warnings)
+        instead = ("kept the incumbent mixture (the current one, what the update changed at the plan's start)"
+                   if kind == "incumbent" else "fell back to the natural distribution")
+        on_event(Message(f"fit {fit.fit_id} is unusable ({reason}), so the proposal {instead} instead of following "
+                         f"the KL term. {verdict.fix} (--force proposes anyway.)", level="warning"))
+        return ProposalPreview(None, mixture, inputs.prior, fit, swarm.id, evidence, note)
+    if verdict.verdict == WEAK:
+        warnings.insert(0, f"the fit is weak: {'; '.join(verdict.reasons)}. {verdict.fix}")
+    elif unusable:
+        warnings.insert(0, f"the fit is unusable ({'; '.join(verdict.reasons)}), but "
+                        + ("--force was given" if proposer != "search" else
+                           "the search proposer picks the best measured run, which does not rest on the fit"))
+    for text in warnings:
+        on_event(Message(text, level="warning"))
+    proposal, inputs, spread = propose_for_swarm(project, swarm, fit, settings, on_event)
+    evidence = Evidence(verdict, "forced" if unusable and proposer != "search" else "proposed", "", "", warnings, spread)
+    return ProposalPreview(proposal, proposal.mixture, inputs.prior, fit, swarm.id, evidence, note)
+
+
+def preview_proposal(project: Project, fit: FitResult, settings: ProposeSettings, swarm: SwarmDir | None = None,
+                     force: bool = False, on_event: EventSink = ignore) -> ProposalPreview:
+    """The mixture `fit` leads to (on `swarm`, default the swarm it was fitted on) with `settings`,
+    through the gate (`choose_mixture`); the proposer is the one asked for where the fit allows it
+    (`engine.settings.usable_proposer`)."""
     if swarm is None:
         if not fit.source_swarms:
             raise OlmixError(f"fit {fit.fit_id} names no swarm to propose from; fit a swarm again with "
                              f"`olmix-tui fit {project.root}`.")
         swarm = open_swarm(project, fit.source_swarms[0])
-    proposer, note = usable_proposer(settings.proposer, fit.regressor, fit.chosen)
-    proposal = propose_for_swarm(project, swarm, fit, dataclasses.replace(settings, proposer=proposer))
-    return ProposalPreview(proposal, proposal_inputs(project, swarm)[0], fit, swarm.id, note)
+    return choose_mixture(project, swarm, fit, settings, force, on_event)
 
 
-def propose_from_swarm(project: Project, swarm: SwarmDir, settings: ProposeSettings,
+def propose_from_swarm(project: Project, swarm: SwarmDir, settings: ProposeSettings, force: bool = False,
                        on_event: EventSink = ignore) -> ProposalPreview:
     """Fit the swarm with the regressor its proposer needs (the log-linear law for exact, else
-    [regression]) and preview the proposal."""
+    [regression]) and preview the mixture it leads to."""
     fit = fit_swarm(project, swarm, EXACT_REGRESSOR if settings.proposer == "exact" else None, on_event)
-    return preview_proposal(project, fit, settings, swarm)
+    return preview_proposal(project, fit, settings, swarm, force, on_event)
 
 
 # ---------------------------------------------------------------- the main job
@@ -412,22 +547,27 @@ class BatchReport:
                 "updates": [u.to_json() for u in self.updates], "seconds": self.seconds}
 
 
-def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on_event: EventSink = ignore) -> BatchReport:
+def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on_event: EventSink = ignore,
+              force: bool = False) -> BatchReport:
     """The main job: the first mixture if the project has none, then the pending update (if any),
-    each planned, trained, fitted, proposed and written to history. With `compare`, the pending
-    update is also recomputed in full and both mixtures are checked on verification proxies."""
+    each planned, trained, fitted, proposed (or, on an unusable fit, fallen back: `force` proposes
+    anyway) and written to history. With `compare`, the pending update is also recomputed in full
+    and both mixtures are checked on verification proxies."""
+    if compare and not 1 <= verify_seeds <= 100:
+        raise OlmixError(f"--seeds is {verify_seeds}; give between 1 and 100 verification runs per mixture.")
     start = time.perf_counter()
-    on_event(Message(f"project {project.settings.project.name}: {len(project.domains)} domains, "
-                     f"{len(project.pending)} pending change(s)"))
+    with project.lock():  # taking it completes what a killed command left half-applied (the journal)
+        on_event(Message(f"project {project.settings.project.name}: {len(project.domains)} domains, "
+                         f"{len(project.pending)} pending change(s)"))
     updates = []
     if not read_history(project):
         ctx = update_context(project, on_event, initial=True)
-        record = run_update(project, ctx, "full", on_event)
+        record = run_update(project, ctx, "full", on_event, force)
         updates.append(AppliedUpdate(apply_update(project, ctx, record).label, record))
     if project.pending:
         ctx = update_context(project, on_event)
-        record = run_update(project, ctx, None, on_event)
-        compared = compare_with_full(project, ctx, record, verify_seeds, on_event) if compare else None
+        record = run_update(project, ctx, None, on_event, force)
+        compared = compare_with_full(project, ctx, record, verify_seeds, on_event, force) if compare else None
         updates.append(AppliedUpdate(apply_update(project, ctx, record, compared).label, record, compared))
     tokens = project.tokens(project.domains)
     prior = natural_prior(tokens)
@@ -438,10 +578,11 @@ def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on
 
 
 def compare_with_full(project: Project, ctx: UpdateContext, record: UpdateRecord, seeds: int,
-                      on_event: EventSink = ignore) -> CompareRecord:
-    """Recompute the update in full, train verification proxies (the same seeds for each) on both
-    mixtures and on the incumbent (the mixture the project had, added domains at 0), and compare them."""
-    full = record if record.plan.kind == "full" else run_update(project, ctx, "full", on_event)
+                      on_event: EventSink = ignore, force: bool = False) -> CompareRecord:
+    """Recompute the update in full (through the same gate: an unusable full fit falls back to the
+    plan's start), train verification proxies (the same seeds for each) on both mixtures and on the
+    incumbent (the mixture the project had, added domains at 0), and compare them."""
+    full = record if record.plan.kind == "full" else run_update(project, ctx, "full", on_event, force)
     incumbent = incumbent_mixture(affected_set(ctx.before, ctx.after), ctx.current, ctx.prior, ctx.leaves)
     mixtures = {"chosen": record.mixture, "full": full.mixture, "incumbent": incumbent}
     verify = plan_verification(project, ctx, mixtures, seeds)
@@ -484,25 +625,33 @@ def measured_objective(swarm: SwarmDir, objective) -> dict[str, Measured]:
 # ---------------------------------------------------------------- import, predict, export, diff
 
 
-def import_swarm(project: Project, ratios_csv, metrics_csv, name: str | None = None) -> SwarmDir:
-    """Store swarm results trained elsewhere as a finished swarm (Olmix or RegMix CSV layout)."""
-    table = read_tables(ratios_csv, metrics_csv)
-    sid = name or _spec_id({"ratios": table.ratios.round(10).tolist(), "metrics": table.metrics.round(10).tolist(),
-                            "domains": table.domains, "names": table.metric_names})
+def import_swarm(project: Project, ratios_csv, metrics_csv, name: str | None = None, prior_csv=None,
+                 tokens_csv=None) -> SwarmDir:
+    """Store swarm results trained elsewhere as a finished swarm (Olmix or RegMix CSV layout): its
+    spec and its table, checked on the way in; run ids stay values in the table, never paths. With
+    the prior (`prior_csv`: domain,weight lines) and the domains' available training tokens
+    (`tokens_csv`: domain,tokens lines, which also give the prior when `prior_csv` is not given)."""
     if name is not None:
-        check_name(name, "--name")
+        check_name(name, "--name", "swarm")
+    table = read_tables(ratios_csv, metrics_csv)
+    tokens = read_domain_values(tokens_csv, table.domains, "tokens") if tokens_csv is not None else {}
+    given = read_domain_values(prior_csv, table.domains, "weight") if prior_csv is not None else tokens
+    prior = {d: v / sum(given.values()) for d, v in given.items()}
+    digest = hashlib.sha256()
+    for array in (table.ratios, table.metrics):
+        digest.update(np.ascontiguousarray(array.round(10), dtype="<f8").tobytes())
+    digest.update(dumps_json([table.run_ids, table.domains, table.metric_names], indent=None).encode())
+    sid = name or digest.hexdigest()[:12]
     folder = project.swarms_dir / sid
     if (folder / "swarm.toml").exists():
         raise OlmixError(f"a swarm named '{sid}' exists already; pick another --name.")
-    spec = SwarmSpec(purpose="import", plan="import", units=list(table.domains), runs=list(table.run_ids),
-                     source=ImportSource(str(ratios_csv), str(metrics_csv)))
+    spec = SwarmSpec(purpose="import", plan="import", units=list(table.domains), prior=prior,
+                     source=ImportSource(str(ratios_csv), str(metrics_csv)), tokens=tokens)
     with project.lock():
+        for left in project.swarms_dir.glob(".*.importing"):  # what killed imports left behind
+            shutil.rmtree(left, ignore_errors=True)
         staging = project.swarms_dir / f".{sid}.importing"
-        shutil.rmtree(staging, ignore_errors=True)
-        swarm = SwarmDir.create(staging, spec, table.ratios, [0] * table.n_runs, owner_alive)
-        for run, row in zip(table.run_ids, table.metrics):
-            swarm.write_status(run, state="done", progress=1.0, metrics=dict(zip(table.metric_names, map(float, row))))
-        swarm.write_tables()
+        SwarmDir.create_imported(staging, spec, table, owner_alive)
         os.replace(staging, folder)  # the swarm appears whole or not at all
     return open_swarm(project, sid)
 
@@ -517,9 +666,9 @@ def predict_mixtures(fit: FitResult, mixtures_csv, out_csv=None) -> MixtureTable
                          f"unknown {extra or '-'}; give one column per fit domain ({', '.join(fit.domains)}).")
     X = candidates.ratios[:, [candidates.domains.index(d) for d in fit.domains]]
     table = MixtureTable(candidates.run_ids, fit.domains, X, fit.metric_names, fit.model.predict(X))
-    if out_csv is not None:
-        write_csv(out_csv, ["run", *table.metric_names],
-                  ([r, *map(float, row)] for r, row in zip(table.run_ids, table.metrics)))
+    if out_csv is not None:  # the user's file: a symlink, a FIFO or /dev/stdout is written through, not replaced
+        write_output(out_csv, dumps_csv(["run", *table.metric_names],
+                                        ([r, *map(float, row)] for r, row in zip(table.run_ids, table.metrics))))
     return table
 
 
@@ -542,7 +691,8 @@ def _entry(entries: list[HistoryEntry], key: str) -> HistoryEntry:
 
 
 def _side(label: str, record: UpdateRecord, measured: Measured | None = None) -> MixtureSide:
-    return MixtureSide(label, record.mixture, record.compute, record.predicted, measured, record.plan.kind)
+    return MixtureSide(label, record.mixture, record.compute, record.predicted, measured, record.plan.kind,
+                       record.evidence)
 
 
 def diff_entries(project: Project, a: str | None, b: str | None) -> Comparison:

@@ -75,7 +75,7 @@ def test_exact_beats_a_brute_force_grid():
     model = law_model(t=t)
     table = swarm(model, domains=DOMAINS[:3])
     prior = np.array([0.5, 0.3, 0.2])
-    p = propose(model, table, prior, None, ProposeSettings(), ObjectiveSettings())
+    p = propose(model, table, prior, None, ProposeSettings(kl_reg=0.0), ObjectiveSettings())
     steps = 400
     grid = np.array([(i, j, steps - i - j) for i, j in itertools.product(range(steps + 1), repeat=2) if i + j <= steps])
     grid = grid / steps
@@ -196,7 +196,7 @@ def test_simulation_respects_caps_with_any_regressor(regressor):
 def test_search_picks_best_feasible_observed_run():
     model = law_model()
     table = swarm(model, n=300)
-    settings = ProposeSettings(proposer="search", bounds={"web": [0.0, 0.3]})
+    settings = ProposeSettings(proposer="search", bounds={"web": [0.0, 0.3]}, kl_reg=0.0)
     p = propose(model, table, PRIOR, None, settings)
     ok = table.ratios[:, 0] <= 0.3 + 1e-6
     observed = table.metrics.mean(1)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 from engine.domains import Change
+from engine.history import Evidence
 from engine.settings import Settings
 from olmix_tui.app.snapshot import Snapshot
 
@@ -65,11 +66,14 @@ class PendingUnchanged(Message):
 @dataclass(frozen=True)
 class ProposalView:
     """A proposal as the Fits tab shows it, beside the prior: its title, the mixtures as (label,
-    weights, colour), the caption, and the proposed mixture itself."""
+    weights, colour), the caption, what it rests on (the fit's verdict; fallback or force;
+    warnings; the bootstrap spread), and the proposed mixture itself (on an unusable fit, the
+    fallback)."""
 
     title: str
     shown: list[tuple[str, dict[str, float], str]]
     caption: str
+    evidence: Evidence | None = None
 
     @property
     def mixture(self) -> dict[str, float]:

@@ -15,6 +15,7 @@ from engine.errors import OlmixError
 from engine.history import HistoryEntry, read_history
 from engine.project import Project
 from engine.regression.store import FitSummary, list_fits
+from engine.regression.verdict import FitVerdict
 from engine.runs import RunStatus, SwarmDir
 from engine.status import ProjectStatus, project_status
 
@@ -36,7 +37,8 @@ class Snapshot:
     """The project's files at one moment: its status (engine.status: domains, staged update), every
     swarm with its runs' statuses, the most recently planned swarm's id (verification runs aside),
     the selected run's curve, the history, the selected entry's comparison (engine.compare's record,
-    or why there is none), the stored fits, and the error that stopped reading, if any."""
+    or why there is none), the stored fits with their verdicts on the project's objective (None for a
+    fit by an earlier version), and the error that stopped reading, if any."""
 
     selection: Selection = field(default_factory=Selection)
     status: ProjectStatus | None = None
@@ -46,6 +48,7 @@ class Snapshot:
     history: list[HistoryEntry] = field(default_factory=list)
     comparison: Comparison | str = ""
     fits: list[FitSummary] = field(default_factory=list)
+    verdicts: dict[str, FitVerdict | None] = field(default_factory=dict)
     error: str = ""
 
     def swarm(self, swarm_id: str | None) -> tuple[SwarmDir, list[RunStatus]] | None:
@@ -85,6 +88,7 @@ class SnapshotReader:
             curve = chosen.curve(selection.run) if chosen is not None and selection.run in chosen.run_ids else []
             history = read_history(project)
             fits = list_fits(project.fits_dir)
+            verdicts = {f.fit_id: f.verdict_on(project.settings.objective) for f in fits}
         except (OlmixError, OSError, ValueError, KeyError) as err:
             return Snapshot(selection, error=str(err))
         comparison: Comparison | str = ""
@@ -93,7 +97,7 @@ class SnapshotReader:
                 comparison = pipeline.diff_entries(project, selection.entry or history[-1].label, None)
             except OlmixError as err:
                 comparison = str(err)
-        return Snapshot(selection, status, swarms, newest, curve, history, comparison, fits)
+        return Snapshot(selection, status, swarms, newest, curve, history, comparison, fits, verdicts)
 
 
 def _mtime(path: Path) -> int | None:
