@@ -121,6 +121,23 @@ def measured_values(project: Project, ctx, mixtures: dict[str, dict[str, float]]
     return {label: m.values for label, m in pipeline.measured_objective(verify, objective).items()}
 
 
+def fit_record(record) -> dict:
+    """What an update's mixture rests on, for a benchmark's JSON: the fit's CV Spearman, its verdict
+    and the action taken on it (proposed, forced, fallback to the incumbent or the natural mixture)."""
+    info, evidence = record.proposal, record.evidence
+    return {"proposer": info.proposer if info else "",
+            "objective_cv_spearman": evidence.verdict.objective_spearman if evidence else None,
+            "verdict": evidence.verdict.verdict if evidence else "",
+            "action": (evidence.fallback or evidence.action) if evidence else ""}
+
+
+def verdict_counts(records: list[dict]) -> str:
+    """How many records' fits were usable, weak or unusable and how many fell back, e.g. "u2 w1 x2 (fb 2)"."""
+    count = lambda key, value: sum(r[key] == value for r in records)  # noqa: E731
+    fell_back = sum(r["action"] in ("incumbent", "natural") for r in records)
+    return f"u{count('verdict', 'usable')} w{count('verdict', 'weak')} x{count('verdict', 'unusable')} (fb {fell_back})"
+
+
 def cpu_seconds() -> float:
     """CPU time (user + system) of this process and every child it has waited for, theirs included:
     divided by the cores, about what the run would take on an otherwise idle machine."""

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import (PROXY_SEED_STRIDE, SWARM_SEED, interval_text, log, measured_values, replicate_project,
-                               run_replicates, sample_project, scale_arguments, timing)
+from benchmarks.common import (PROXY_SEED_STRIDE, SWARM_SEED, fit_record, interval_text, log, measured_values,
+                               replicate_project, run_replicates, sample_project, scale_arguments, timing)
 from engine import pipeline
 from engine.compare import t_interval
 
@@ -40,18 +40,18 @@ def one_replicate(args) -> dict:
     measured = measured_values(project, ctx, mixtures, args.seeds)
     return {"replicate": args.replicate, "swarm_seed": SWARM_SEED + args.replicate,
             "proxy_seed": PROXY_SEED_STRIDE * args.replicate, "mixtures": mixtures, "measured": measured,
-            "predicted": record.predicted, "runs": record.compute.runs,
-            "fit_cv_spearman": record.proposal.fit_cv_spearman if record.proposal else None}
+            "predicted": record.predicted, "runs": record.compute.runs, **fit_record(record)}
 
 
 def summarise(results: list[dict], args, seconds: float) -> dict:
     means = {label: [float(np.mean(r["measured"][label])) for r in results] for label in LABELS}
     print(f"\n=== {len(results)} replicates, {args.tokens_per_proxy:,} tokens per proxy, {args.seeds} verification seeds ===")
-    print(f"{'replicate':>9} " + " ".join(f"{label:>9}" for label in LABELS) + f" {'predicted':>9} {'CV rho':>7}")
+    print(f"{'replicate':>9} " + " ".join(f"{label:>9}" for label in LABELS) + f" {'predicted':>9} {'CV rho':>7}  verdict")
     for i, r in enumerate(results):
-        cv = r["fit_cv_spearman"]
+        cv, predicted = r["objective_cv_spearman"], r["predicted"]
         print(f"{r['replicate']:>9} " + " ".join(f"{means[label][i]:9.4f}" for label in LABELS)
-              + f" {r['predicted']:9.4f} {cv if cv is None else round(cv, 1)!s:>7}")
+              + f" {'-' if predicted is None else f'{predicted:.4f}':>9} {cv if cv is None else round(cv, 1)!s:>7}"
+              + f"  {r['verdict']}, {r['action']}")
     gains = {base: t_interval(np.subtract(means[base], means["proposed"])) for base in ("natural", "uniform")}
     floors = {base: gains[base].lo > 0 for base in gains}
     for base, ci in gains.items():

@@ -35,8 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import (PROXY_SEED_STRIDE, SWARM_SEED, interval_text, log, measured_values, replicate_project,
-                               run_replicates, sample_project, scale_arguments, timing)
+from benchmarks.common import (PROXY_SEED_STRIDE, SWARM_SEED, fit_record, interval_text, log, measured_values,
+                               replicate_project, run_replicates, sample_project, scale_arguments, timing,
+                               verdict_counts)
 from engine import pipeline
 from engine.compare import t_interval
 from engine.domains import Change, DomainSet
@@ -91,9 +92,8 @@ def step(project: Project, changes, kind: str | None):
 
 
 def arm(record) -> dict:
-    info = record.proposal
     return {"plan": record.plan.kind, "runs": record.compute.runs, "flops": record.compute.flops, "mixture": record.mixture,
-            "proposer": info.proposer if info else "", "fit_cv_spearman": info.fit_cv_spearman if info else None}
+            **fit_record(record)}
 
 
 def one_replicate(args) -> dict:
@@ -120,7 +120,7 @@ def summarise(results: list[dict], args, seconds: float) -> dict:
     print(f"\n=== {len(results)} replicates, {args.tokens_per_proxy:,} tokens per proxy, {args.runs_per_domain} runs per "
           f"domain, {args.seeds} verification seeds ===")
     print(f"{'update':>20} {'gap reuse - full [95% CI]':>28} {'full sd':>8} {'reuse sd':>8} {'full obj':>8} "
-          f"{'runs f/r':>9} {'CV rho f/r':>11}")
+          f"{'runs f/r':>9} {'CV rho f/r':>11}  verdicts full | reuse")
     updates, floors = [], []
     for u, (name, _) in enumerate(UPDATES):
         rows = [r["updates"][u] for r in results]
@@ -128,18 +128,21 @@ def summarise(results: list[dict], args, seconds: float) -> dict:
         reuse = [float(np.mean(r["measured"]["reuse"])) for r in rows]
         gap = t_interval(np.subtract(reuse, full))
         full_spread, reuse_spread = float(np.std(full, ddof=1)), float(np.std(reuse, ddof=1))
-        cv = {a: [r[a]["fit_cv_spearman"] for r in rows] for a in ("full", "reuse")}
+        cv = {a: [r[a]["objective_cv_spearman"] for r in rows] for a in ("full", "reuse")}
         runs = {a: int(sum(r[a]["runs"] for r in rows)) for a in ("full", "reuse")}
         ok = gap.lo <= 0
         floors.append(ok)
         cv_text = "/".join(f"{np.nanmean([c for c in cv[a] if c is not None]):.0f}" if any(c is not None for c in cv[a])
                            else "-" for a in ("full", "reuse"))
         print(f"{name:>20} {interval_text(gap):>28} {full_spread:8.4f} {reuse_spread:8.4f} {np.mean(full):8.4f} "
-              f"{runs['full']:>4}/{runs['reuse']:<4} {cv_text:>11}  {'ok' if ok else 'REUSE WORSE'}")
+              f"{runs['full']:>4}/{runs['reuse']:<4} {cv_text:>11}  {verdict_counts([r['full'] for r in rows])} | "
+              f"{verdict_counts([r['reuse'] for r in rows])}  {'ok' if ok else 'REUSE WORSE'}")
         updates.append({"update": name, "gap": dataclasses.asdict(gap), "full_replicate_sd": full_spread,
                         "reuse_replicate_sd": reuse_spread, "full_mean": float(np.mean(full)), "reuse_mean": float(np.mean(reuse)), "runs": runs,
-                        "fit_cv_spearman": cv, "plans": [r["reuse"]["plan"] for r in rows],
-                        "proposers": [r["reuse"]["proposer"] for r in rows]})
+                        "objective_cv_spearman": cv, "plans": [r["reuse"]["plan"] for r in rows],
+                        "proposers": [r["reuse"]["proposer"] for r in rows],
+                        "verdicts": {a: [r[a]["verdict"] for r in rows] for a in ("full", "reuse")},
+                        "actions": {a: [r[a]["action"] for r in rows] for a in ("full", "reuse")}})
     flops = {a: float(sum(u[a]["flops"] for r in results for u in r["updates"])) for a in ("full", "reuse")}
     ratio = flops["reuse"] / flops["full"]
     compute_ok = ratio <= COMPUTE_FLOOR
