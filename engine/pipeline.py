@@ -252,7 +252,7 @@ def fit_swarm(project: Project, swarm: SwarmDir, regressor: str | None = None, o
                          level="warning"))
     with project.lock():
         return fit_and_store(project.fits_dir, table, regressor, project.settings.regression, on_event, [swarm.id],
-                             project.settings.objective)
+                             project.settings.objective, "[reuse.swarm]" if swarm.spec.groups else "[swarm]")
 
 
 def objective_fn(project: Project, metric_names: list[str]):

@@ -209,6 +209,7 @@ def test_a_reuse_update_runs_as_olmix_ran_it(small_project):
     fit = load_fit(small_project.fits_dir / record.fit)
     strong = ProposeSettings(proposer="exact", kl_reg=1000.0, bootstrap=20)
     gated = pipeline.choose_mixture(small_project, swarm, fit, strong)
+    assert fit.verdict.verdict == "usable" or "[reuse.swarm] runs_per_domain" in fit.verdict.fix  # 6 runs, 2 units
     assert gated.evidence.verdict == fit.verdict
     assert (gated.evidence.action == "fallback") == (fit.verdict.verdict == "unusable")
     forced = pipeline.choose_mixture(small_project, swarm, fit, strong, force=True)

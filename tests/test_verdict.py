@@ -75,7 +75,9 @@ def test_predictions_that_do_not_move_are_unusable_unless_they_rank_well():
     v = judge(loose, ["eval/bpb"], ["a", "b", "c"], np.array([1.0]), folds=5)
     assert v.objective_spearman < THRESHOLDS.usable_spearman
     assert v.verdict == UNUSABLE and any("barely move" in r for r in v.reasons)
-    assert v.fix.startswith("Train more runs: 12 runs for 3 units")
+    assert v.fix.startswith("Train more runs: 12 runs for 3 units") and "([swarm] runs_per_domain = 5)" in v.fix
+    reuse = judge(loose, ["eval/bpb"], ["a", "b", "c"], np.array([1.0]), folds=5, swarm_table="[reuse.swarm]")
+    assert "([reuse.swarm] runs_per_domain = 5)" in reuse.fix  # a reuse swarm's runs come from its own table
     shrunk = FitEvidence(ev.ratios, ev.metrics, ev.metrics + 0.05 * (y - y.mean())[:, None], ev.metrics * 0.1 + 2.6)
     v = judge(shrunk, ["eval/bpb"], ["a", "b", "c"], np.array([1.0]), folds=5)
     assert v.objective_spearman > 95 and v.verdict == WEAK and any("barely move" in r for r in v.reasons)

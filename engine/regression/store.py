@@ -107,9 +107,11 @@ def fit_and_store(
     on_event: EventSink = ignore,
     source_swarms: Sequence[str] = (),
     objective: ObjectiveSettings = ObjectiveSettings(),
+    swarm_table: str = "[swarm]",
 ) -> FitResult:
     """Fit `regressor` (default settings.regressor) on `table`, or load the identical stored fit;
-    either way with its verdict on `objective`."""
+    either way with its verdict on `objective` (its fix naming `swarm_table`'s settings: the table
+    the swarm was drawn with)."""
     name = regressor or settings.regressor
     settings = dataclasses.replace(settings, regressor=name)
     check_metrics_finite(table)
@@ -136,7 +138,7 @@ def fit_and_store(
     seconds = time.perf_counter() - start
     evidence = FitEvidence(X, Y, cv.predictions, model.predict(X), model.law())
     verdict = judge(evidence, table.metric_names, table.domains, objective_weights_or_mean(objective, table.metric_names),
-                    settings.folds)
+                    settings.folds, swarm_table=swarm_table)
 
     model.save(folder / MODEL_DIR)
     law = {} if evidence.law is None else {"law_c": evidence.law[0], "law_t": evidence.law[1]}
@@ -151,6 +153,7 @@ def fit_and_store(
         {
             "fit_id": fid, "regressor": name, "chosen": model.describe(), "domains": table.domains,
             "metrics": table.metric_names, "n_runs": table.n_runs, "source_swarms": list(source_swarms),
+            "swarm_table": swarm_table,
             "settings": dataclasses.asdict(settings), "seconds": seconds,
             "cv": {"folds": settings.folds, "seed": settings.seed, "cv_of": cv.regressor, **cv.means()},
             "verdict": dataclasses.asdict(verdict),
@@ -189,7 +192,8 @@ class FitSummary:
         a = load_arrays(self.folder / EVIDENCE_FILE)
         law = (a["law_c"], a["law_t"]) if "law_c" in a else None
         return judge(FitEvidence(a["ratios"], a["metrics"], a["oof"], a["fitted"], law), metrics,
-                     list(self.info["domains"]), weights, int(self.info["cv"]["folds"]))
+                     list(self.info["domains"]), weights, int(self.info["cv"]["folds"]),
+                     swarm_table=self.info.get("swarm_table", "[swarm]"))
 
 
 def read_fit_summary(folder: str | os.PathLike) -> FitSummary:

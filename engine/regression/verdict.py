@@ -107,8 +107,9 @@ def chance_spearman(runs: int, thresholds: VerdictThresholds = THRESHOLDS) -> fl
 
 
 def judge(evidence: FitEvidence, metric_names: list[str], units: list[str], weights: np.ndarray, folds: int,
-          thresholds: VerdictThresholds = THRESHOLDS) -> FitVerdict:
-    """The verdict of a fit on the objective `weights` (normalised, one per metric)."""
+          thresholds: VerdictThresholds = THRESHOLDS, swarm_table: str = "[swarm]") -> FitVerdict:
+    """The verdict of a fit on the objective `weights` (normalised, one per metric); the fix names
+    the settings of `swarm_table`, the table the swarm was drawn with ("[reuse.swarm]" for a reuse swarm)."""
     X, Y, w = evidence.ratios, evidence.metrics, np.asarray(weights, dtype=np.float64)
     n, u = X.shape
     measured = Y @ w
@@ -151,7 +152,8 @@ def judge(evidence: FitEvidence, metric_names: list[str], units: list[str], weig
             (unusable if floor_share >= thresholds.unusable_floor_share else weak).append(text)
     verdict = UNUSABLE if unusable else WEAK if weak else USABLE
     reasons = unusable + weak
-    fix = "" if verdict == USABLE else _fix(n, u, folds, floor_share >= thresholds.weak_floor_share, floor_unit, thresholds)
+    fix = "" if verdict == USABLE else _fix(n, u, folds, floor_share >= thresholds.weak_floor_share, floor_unit, thresholds,
+                                            swarm_table)
     return FitVerdict(verdict, reasons, fix, sp, r2, chance, spread, floor_share, n, u,
                       {m: float(x) for m, x in zip(metric_names, w) if x > 0})
 
@@ -172,17 +174,18 @@ def _blind_floor(X, measured, fitted, law, w, sd, units, thresholds) -> tuple[fl
     return (float(at_floor.mean()) if miss >= thresholds.blind_residual else 0.0), unit, miss
 
 
-def _fix(runs: int, units: int, folds: int, floor: bool, floor_unit: str, thresholds: VerdictThresholds) -> str:
+def _fix(runs: int, units: int, folds: int, floor: bool, floor_unit: str, thresholds: VerdictThresholds,
+         swarm_table: str) -> str:
     """One sentence on what would most likely fix the fit, from what the verdict saw."""
     coefficients = units + 1
     per_fold = runs * (folds - 1) / folds
     if per_fold / coefficients < thresholds.runs_per_coefficient:
         needed = math.ceil(thresholds.runs_per_coefficient * coefficients * folds / (folds - 1))
         return (f"Train more runs: {runs} runs for {units} units leave {per_fold / coefficients:.1f} per fitted "
-                f"coefficient in each CV fold; {needed} runs ([swarm] runs_per_domain = {math.ceil(needed / units)}) "
+                f"coefficient in each CV fold; {needed} runs ({swarm_table} runs_per_domain = {math.ceil(needed / units)}) "
                 f"would leave {thresholds.runs_per_coefficient:g}.")
     if floor:
         return (f"Vary fewer units at once (unfreeze fewer domains, or reuse the current mixture) or spread the runs "
-                f"more evenly ([swarm] min_strength): the law runs flat on the runs rich in {floor_unit}.")
+                f"more evenly ({swarm_table} min_strength): the law runs flat on the runs rich in {floor_unit}.")
     return ("Train the proxies on more tokens ([proxy] tokens_per_proxy): with this many runs the fit still finds "
             "little signal, so seed noise likely swamps the mixture's effect at this scale.")
