@@ -113,6 +113,22 @@ def run_replicates(module: str, args, base: Path) -> list[dict]:
     return [json.loads((work / f"replicate-{i}.json").read_text()) for i in range(args.replicates)]
 
 
+def replicated_main(module: str, description: str, prepare, one_replicate, summarise) -> None:
+    """A replicated benchmark's command line: in child mode (--replicate) run that replicate and write
+    its result; else prepare the base project (`prepare(args)` -> its root) in the work folder, run
+    every replicate and print the summary's JSON as the last line."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    scale_arguments(ap, tokens=98304, runs_per_domain=4, seeds=2, replicates=5)
+    args = ap.parse_args()
+    if args.replicate is not None:
+        Path(args.out).write_text(json.dumps(one_replicate(args)))
+        return
+    start = time.perf_counter()
+    args.workdir = args.workdir or tempfile.mkdtemp(prefix=f"olmix-{module.rsplit('.', 1)[-1]}-")
+    results = run_replicates(module, args, prepare(args))
+    print(json.dumps(summarise(results, args, time.perf_counter() - start)))
+
+
 def measured_values(project: Project, ctx, mixtures: dict[str, dict[str, float]], seeds: int) -> dict[str, list[float]]:
     """Train verification proxies of each labelled mixture with the same `seeds` seeds; the objective per seed."""
     verify = pipeline.plan_verification(project, ctx, mixtures, seeds)

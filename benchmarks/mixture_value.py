@@ -14,17 +14,13 @@ Usage: python -m benchmarks.mixture_value [--tokens-per-proxy N] [--runs-per-dom
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.common import (PROXY_SEED_STRIDE, SWARM_SEED, fit_record, interval_text, log, measured_values,
-                               replicate_project, run_replicates, sample_project, scale_arguments, timing)
+                               replicate_project, replicated_main, sample_project, timing)
 from engine import pipeline
 from engine.compare import t_interval
 
@@ -64,20 +60,12 @@ def summarise(results: list[dict], args, seconds: float) -> dict:
             "eval_tokens": args.eval_tokens, **timing(seconds), "per_replicate": results}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    scale_arguments(ap, tokens=98304, runs_per_domain=4, seeds=2, replicates=5)
-    args = ap.parse_args()
-    if args.replicate is not None:
-        Path(args.out).write_text(json.dumps(one_replicate(args)))
-        return
-    start = time.perf_counter()
-    args.workdir = args.workdir or tempfile.mkdtemp(prefix="olmix-value-")
+def prepare(args) -> Path:
+    """The sample at the benchmark's scale, tokenized once for every replicate."""
     base = sample_project(Path(args.workdir) / "base", args.tokens_per_proxy, args.runs_per_domain, args.eval_tokens)
     base.tokens(on_event=log)
-    results = run_replicates("benchmarks.mixture_value", args, base.root)
-    print(json.dumps(summarise(results, args, time.perf_counter() - start)))
+    return base.root
 
 
 if __name__ == "__main__":
-    main()
+    replicated_main("benchmarks.mixture_value", __doc__, prepare, one_replicate, summarise)

@@ -25,19 +25,14 @@ Usage: python -m benchmarks.reuse_sequence [--tokens-per-proxy N] [--runs-per-do
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import shutil
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.common import (PROXY_SEED_STRIDE, SWARM_SEED, fit_record, interval_text, log, measured_values,
-                               replicate_project, run_replicates, sample_project, scale_arguments, timing,
-                               verdict_counts)
+                               replicate_project, replicated_main, sample_project, timing, verdict_counts)
 from engine import pipeline
 from engine.compare import t_interval
 from engine.domains import Change, DomainSet
@@ -157,19 +152,5 @@ def summarise(results: list[dict], args, seconds: float) -> dict:
             **timing(seconds), "per_replicate": results}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    scale_arguments(ap, tokens=98304, runs_per_domain=4, seeds=2, replicates=5)
-    args = ap.parse_args()
-    if args.replicate is not None:
-        Path(args.out).write_text(json.dumps(one_replicate(args)))
-        return
-    start = time.perf_counter()
-    args.workdir = args.workdir or tempfile.mkdtemp(prefix="olmix-reuse-")
-    base = prepare(args)
-    results = run_replicates("benchmarks.reuse_sequence", args, base)
-    print(json.dumps(summarise(results, args, time.perf_counter() - start)))
-
-
 if __name__ == "__main__":
-    main()
+    replicated_main("benchmarks.reuse_sequence", __doc__, prepare, one_replicate, summarise)
