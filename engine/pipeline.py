@@ -68,13 +68,15 @@ def update_context(project: Project, on_event: EventSink = ignore, initial: bool
 
 
 def proxy_scale(project: Project, vocab_size: int) -> ProxyScale:
-    """The proxy every run of a swarm shares: [proxy] settings, resolved token budget, FLOPs per token."""
+    """The proxy every run of a swarm shares: [proxy] settings with the preset and token budget
+    resolved ("auto" for the hardware [executor] trains on), and the FLOPs per token."""
+    from engine.executors import trains_on_gpu
     from engine.training.flops import train_flops_per_token
-    from engine.training.presets import get_preset, tokens_per_proxy
+    from engine.training.presets import resolve_proxy
 
     s = project.settings
-    preset = get_preset(s.proxy.preset)
-    return ProxyScale(**{**dataclasses.asdict(s.proxy), "tokens_per_proxy": tokens_per_proxy(s.proxy, preset, vocab_size)},
+    preset, tokens = resolve_proxy(s.proxy, vocab_size, lambda: trains_on_gpu(s.executor))
+    return ProxyScale(**{**dataclasses.asdict(s.proxy), "preset": preset.name, "tokens_per_proxy": tokens},
                       max_repetition=s.swarm.max_repetition,
                       flops_per_token=train_flops_per_token(preset.llama_config(vocab_size), preset.seq_len))
 
@@ -363,20 +365,24 @@ class BatchReport:
 def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on_event: EventSink = ignore) -> BatchReport:
     """The main job: the first mixture if the project has none, then the pending update (if any),
     each planned, trained, fitted, proposed and written to history. With `compare`, the pending
-    update is also recomputed in full and both mixtures are checked on verification proxies."""
+    update is also recomputed in full and both mixtures are checked on verification proxies. Local
+    workers train the batches of every swarm of the job (engine.executors.local.shared_workers)."""
+    from engine.executors.local import shared_workers
+
     start = time.perf_counter()
     on_event(Message(f"project {project.settings.project.name}: {len(project.domains)} domains, "
                      f"{len(project.pending)} pending change(s)"))
     updates = []
-    if not read_history(project):
-        ctx = update_context(project, on_event, initial=True)
-        record = run_update(project, ctx, "full", on_event)
-        updates.append(AppliedUpdate(apply_update(project, ctx, record).label, record))
-    if project.pending:
-        ctx = update_context(project, on_event)
-        record = run_update(project, ctx, None, on_event)
-        compared = compare_with_full(project, ctx, record, verify_seeds, on_event) if compare else None
-        updates.append(AppliedUpdate(apply_update(project, ctx, record, compared).label, record, compared))
+    with shared_workers():
+        if not read_history(project):
+            ctx = update_context(project, on_event, initial=True)
+            record = run_update(project, ctx, "full", on_event)
+            updates.append(AppliedUpdate(apply_update(project, ctx, record).label, record))
+        if project.pending:
+            ctx = update_context(project, on_event)
+            record = run_update(project, ctx, None, on_event)
+            compared = compare_with_full(project, ctx, record, verify_seeds, on_event) if compare else None
+            updates.append(AppliedUpdate(apply_update(project, ctx, record, compared).label, record, compared))
     tokens = project.tokens(project.domains)
     prior = natural_prior(tokens)
     tokenizer = project.tokenizer()

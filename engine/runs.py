@@ -45,7 +45,8 @@ class RunStatus:
     set when the swarm is planned; pid and host (the worker) and slurm_job or ray_driver ("pid@host",
     the owner on a cluster) while it runs; progress, loss, tokens_per_s and mfu while it trains;
     metrics, tokens, flops, realised_tokens, realised_weights (unit ratios actually trained),
-    final_train_loss, wall_time_s and note when done; error when failed.
+    final_train_loss, wall_time_s and note when done; error when failed. timing: the run's share of
+    its worker's seconds per phase (engine.phases.PHASES), when done.
     """
 
     run: str
@@ -70,6 +71,7 @@ class RunStatus:
     final_train_loss: float | None = None
     wall_time_s: float | None = None
     note: str = ""
+    timing: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: dict) -> "RunStatus":

@@ -19,7 +19,7 @@ from typing import Any
 from engine.config import Table, dump_section, load_section, read_toml
 from engine.domains import check_name
 from engine.errors import ConfigError
-from engine.training.presets import DTYPES, PRESETS as PROXY_PRESETS
+from engine.training.presets import AUTO as AUTO_PRESET, DTYPES, PRESETS as PROXY_PRESETS
 
 SETTINGS_FILE = "olmix.toml"
 
@@ -93,7 +93,10 @@ class DataSettings(Table):
 class ProxySettings(Table):
     """[proxy]: how each proxy of a swarm is trained.
 
-    preset: name of a ProxyPreset (engine/training/presets.py: "cpu", "regmix-1m", "olmix-30m", "olmix-60m").
+    preset: "auto" (the cpu preset when the swarm trains on CPUs; on GPUs the gpu preset, with at
+        least presets.GPU_TOKENS_PER_PROXY tokens), or the name of a ProxyPreset
+        (engine/training/presets.py: "cpu", "gpu", "regmix-1m", "olmix-30m", "olmix-60m"). A swarm
+        records the preset and token budget it resolved to when it was planned.
     tokens_per_proxy: training tokens per proxy; 0 means chinchilla_multiple decides.
     chinchilla_multiple: when tokens_per_proxy is 0, tokens = chinchilla_multiple * 20 * N where
         N is the preset's non-embedding parameter count (blocks + final norm, no embedding, no
@@ -110,7 +113,7 @@ class ProxySettings(Table):
         AMX; float32 on other CPUs), "float32" or "bfloat16".
     """
 
-    preset: str = "cpu"
+    preset: str = AUTO_PRESET
     tokens_per_proxy: int = 0
     chinchilla_multiple: float = 0.2
     eval_tokens_per_domain: int = 32_768
@@ -119,8 +122,8 @@ class ProxySettings(Table):
     dtype: str = "auto"
 
     def validate(self) -> None:
-        if self.preset not in PROXY_PRESETS:
-            raise ConfigError(f"preset '{self.preset}' is unknown; use one of {', '.join(PROXY_PRESETS)}.")
+        if self.preset != AUTO_PRESET and self.preset not in PROXY_PRESETS:
+            raise ConfigError(f"preset '{self.preset}' is unknown; use one of {', '.join([AUTO_PRESET, *PROXY_PRESETS])}.")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype '{self.dtype}' is unknown; use one of {', '.join(DTYPES)}.")
         if self.tokens_per_proxy < 0 or self.chinchilla_multiple < 0:

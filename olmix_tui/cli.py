@@ -304,12 +304,14 @@ def swarm_run(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
 
 @swarm_app.command("status")
 @user_errors
-def swarm_status(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt, as_json: bool = JsonOpt):
-    """Runs of a swarm: state, progress, mixture and final metrics (read from the run files).
+def swarm_status(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt, as_json: bool = JsonOpt,
+                 timing: bool = typer.Option(False, "--timing", help="Where the workers' time went, phase by phase.")):
+    """Runs of a swarm: state, progress, mixture and final metrics (read from the run files), and the
+    share of its workers' time that was not training steps.
 
-    Example: [bold]olmix-tui swarm status demo --json[/]
+    Example: [bold]olmix-tui swarm status demo --timing[/]
     """
-    render.show_swarm(pipeline.find_swarm(Project.load(directory), swarm_id), as_json)
+    render.show_swarm(pipeline.find_swarm(Project.load(directory), swarm_id), as_json, timing)
 
 
 @app.command()

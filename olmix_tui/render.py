@@ -18,6 +18,7 @@ from rich.text import Text
 from engine import pipeline
 from engine.atomic import round_floats, write_bytes
 from engine.events import Event, Message, TaskFinished, TaskProgress, TaskStarted
+from engine.phases import PHASES, TRAIN, SwarmTiming, swarm_timing
 from engine.project import Project
 
 console = Console()
@@ -217,12 +218,16 @@ def batch_report(report, project) -> None:
     console.print(f"\ndone in {report.seconds:.1f}s; see `olmix-tui history {project.root}` and `olmix-tui diff {project.root}`")
 
 
-def show_swarm(swarm_dir, as_json: bool = False) -> None:
-    """A swarm's runs: state, progress, top of the mixture, headline metrics, error."""
+def show_swarm(swarm_dir, as_json: bool = False, timing: bool = False) -> None:
+    """A swarm's runs: state, progress, top of the mixture, headline metrics, error; the share of its
+    workers' time that was not training steps; with `timing`, where that time went, phase by phase."""
     statuses = swarm_dir.statuses()
+    phases = swarm_timing(s.timing for s in statuses)
     if as_json:
         print_json({"swarm": swarm_dir.id, "counts": swarm_dir.counts(), "units": swarm_dir.units,
-                    "runs": [{**s.to_json(), "state": s.state} for s in statuses]})
+                    "runs": [{**s.to_json(), "state": s.state} for s in statuses],
+                    "timing": None if phases is None else {"runs": phases.runs, "totals": phases.totals,
+                                                           "mean": phases.mean, "overhead_share": phases.overhead_share}})
         return
     metric_names = headline_metrics(statuses)
     errors = any(s.error for s in statuses)
@@ -235,6 +240,30 @@ def show_swarm(swarm_dir, as_json: bool = False) -> None:
         where = f" ({s.where})" if s.where else ""
         rows.append([s.run.removeprefix(prefix), s.shown_state + progress + where, top,
                      *[s.metrics.get(m) for m in metric_names]] + ([s.error[:60]] if errors else []))
-    console.print(table(f"swarm {swarm_dir.id} ({swarm_dir.spec.plan}): runs {prefix}*",
+    proxy = swarm_dir.spec.proxy
+    scale = f", preset {proxy.preset}, {proxy.tokens_per_proxy:,} tokens per proxy" if proxy else ""
+    console.print(table(f"swarm {swarm_dir.id} ({swarm_dir.spec.plan}{scale}): runs {prefix}*",
                         ["run", "state", "mixture (top 3)", *metric_names] + (["error"] if errors else []), rows))
     console.print("  ".join(f"{k}: {v}" for k, v in swarm_dir.counts().items() if v))
+    if phases is not None:
+        console.print(overhead_line(phases))
+        if timing:
+            console.print(timing_table(phases))
+    elif timing:
+        console.print("no run of this swarm records its phases yet (a run records them when it finishes).")
+
+
+def overhead_line(phases: SwarmTiming) -> str:
+    """The swarm's overhead share in one line."""
+    return (f"workers' time: {phases.total:.1f} s over {phases.runs} run(s), {phases.totals.get(TRAIN, 0.0):.1f} s "
+            f"of it training steps: overhead {phases.overhead_share:.0%}")
+
+
+def timing_table(phases: SwarmTiming) -> Table:
+    """Per phase: what it covers, the mean per run, the total over the runs and the share of the total."""
+    mean = phases.mean
+    rows = [[name, PHASES.get(name, ""), f"{mean[name]:.3f}", f"{seconds:.2f}", f"{seconds / phases.total:.1%}"]
+            for name, seconds in phases.totals.items()]
+    rows.append(["all", "", f"{phases.total / phases.runs:.3f}", f"{phases.total:.2f}", "100.0%"])
+    return table(f"where the workers' time went ({phases.runs} runs; seconds)",
+                 ["phase", "what", "mean per run", "total", "share"], rows)

@@ -114,7 +114,7 @@ def test_sigkill_resumes_without_losing_finished_runs(small_project):
         finished = {s.run: s for s in swarm_dir.statuses() if s.state == "done"}
         os.killpg(proc.pid, signal.SIGKILL)  # the scheduler ...
         proc.wait(10)
-        for pid in _worker_pids(swarm_dir.path):  # ... and its workers (sessions of their own) die without cleanup
+        for pid in _worker_pids(swarm_dir):  # ... and its workers (sessions of their own) die without cleanup
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -154,17 +154,10 @@ def test_a_zombie_worker_counts_as_interrupted(small_project):
         child.wait()
 
 
-def _worker_pids(swarm_path: Path) -> list[int]:
-    """Live worker processes of a swarm, found by their command line (also those still importing)."""
-    pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"engine.executors.worker" in args and str(swarm_path).encode() in args:
-            pids.append(int(cmdline.parent.name))
-    return pids
+def _worker_pids(swarm_dir) -> list[int]:
+    """The workers of a swarm's running runs, as their status files name them (also those still
+    importing: a run is handed to its worker's pid before the worker reads it)."""
+    return sorted({s.pid for s in swarm_dir.statuses() if s.state == "running" and s.pid})
 
 
 def test_launched_runs_are_running_before_the_worker_starts(small_project, tmp_path):
@@ -174,14 +167,14 @@ def test_launched_runs_are_running_before_the_worker_starts(small_project, tmp_p
 
     swarm_dir, _ = plan_swarm(small_project)
     run = swarm_dir.run_ids[0]
-    proc = LocalExecutor(ExecutorSettings(), tmp_path).launch(swarm_dir, [run], Slot("cpu", 1))
+    batch = LocalExecutor(ExecutorSettings(), tmp_path).launch(swarm_dir, [run], Slot("cpu", 1))
     try:
         status = swarm_dir.status(run)  # read at once: the worker has not got past its imports
-        assert status.state == "running" and status.pid == proc.pid
+        assert status.state == "running" and status.pid == batch.pid
         assert run not in swarm_dir.pending_runs()
     finally:
-        proc.kill()
-        proc.wait(10)
+        batch.worker.process.kill()
+        batch.worker.process.wait(10)
     assert swarm_dir.status(run).state == "interrupted" and run in swarm_dir.pending_runs()
 
 

@@ -1,6 +1,6 @@
-"""The Swarms tab: swarms, the highlighted swarm's runs, and the highlighted run's detail (its
-mixture, where it trains, its error in full, its curve); keys train the unfinished runs in a
-detached job.
+"""The Swarms tab: swarms, the highlighted swarm's runs (and the share of its workers' time that
+was not training steps), and the highlighted run's detail (its mixture, where it trains, its
+error in full, where its time went, its curve); keys train the unfinished runs in a detached job.
 
 On a tall terminal the run detail sits under the runs table; on a short one it is closed until m
 (or Enter on a run) opens it in place of the swarm list, so the runs table always keeps its room."""
@@ -14,6 +14,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Static
 from textual_plotext import PlotextPlot
 
+from engine.phases import swarm_timing
 from engine.runs import RunStatus
 from olmix_tui.app.snapshot import Snapshot
 from olmix_tui.app.tabs.base import AppTab
@@ -67,9 +68,9 @@ class SwarmsTab(AppTab):
             self.app.select(swarm=snapshot.newest, run=None)
             swarms.move_cursor(row=ids.index(snapshot.newest))
         self._show_runs()
-        self._show_summary()
 
     def _show_summary(self) -> None:
+        """What the tab holds and what keys do; the highlighted swarm's overhead share once runs record their phases."""
         snapshot, root = self.app.snapshot, self.app.project.root
         if snapshot.error:
             text = Text(f"error: {snapshot.error}", style="bold red")
@@ -79,6 +80,11 @@ class SwarmsTab(AppTab):
             text = Text(f"{len(snapshot.swarms)} swarm(s); " + (self.app.jobs.describe() if self.app.jobs else
                         "t trains the highlighted swarm's unfinished runs; m shows a run's detail; "
                         "quitting leaves training running."))
+            item = snapshot.swarm(self.app.selection.swarm)
+            timing = swarm_timing(s.timing for s in item[1]) if item else None
+            if timing is not None:
+                text.append(f"\nSwarm {item[0].id}: {timing.overhead_share:.0%} of its workers' time was not "
+                            "training steps.")
         self.query_one("#summary", Static).update(text)
 
     def _show_runs(self) -> None:
@@ -93,6 +99,7 @@ class SwarmsTab(AppTab):
         fill(table, [(s.run, run_row(s, f"{selection.swarm}-", metrics)) for s in statuses])
         if selection.run not in {s.run for s in statuses}:
             self.app.select(run=statuses[0].run if statuses else None)
+        self._show_summary()
         self._show_detail()
 
     def _show_detail(self) -> None:
@@ -107,7 +114,7 @@ class SwarmsTab(AppTab):
             mixture.update("")
             return
         notes = [f"trained by {status.where}" if status.where else "",
-                 f"error: {status.error}" if status.error else ""]
+                 f"error: {status.error}" if status.error else "", run_phases(status)]
         if not curve.display:
             every = item[0].spec.proxy.eval_every if item[0].spec.proxy else 0
             notes.append(f"learning curve: a point every {every} steps, {len(points)} so far" if every else
@@ -161,6 +168,15 @@ class SwarmsTab(AppTab):
         args = ["swarm", "run", str(root), "--swarm", swarm.id] + (["--retry-failed"] if retry_failed else [])
         self.app.jobs.start(swarm.id, f"training {todo} run(s) of swarm {swarm.id}", args,
                             self.app.project.cache / "logs" / swarm.id / "supervisor.log")
+
+
+def run_phases(status: RunStatus) -> str:
+    """Where a finished run's share of its worker's time went, phase by phase (engine.phases)."""
+    timing = swarm_timing([status.timing])
+    if timing is None:
+        return ""
+    phases = "  ".join(f"{name} {seconds:.2f}" for name, seconds in timing.totals.items())
+    return f"time: {timing.total:.2f} s, {1 - timing.overhead_share:.0%} of it training steps\n{phases} (seconds)"
 
 
 def run_row(s: RunStatus, prefix: str, metrics: list[str]) -> list:
