@@ -64,6 +64,12 @@ def test_runs_record_their_phases_and_swarm_status_shows_them(small_project):
     assert info["timing"]["runs"] == 3
     assert info["timing"]["overhead_share"] == pytest.approx(summary.overhead_share, abs=1e-6)
 
+    from benchmarks.gpu import overhead_share, swarm_phases  # what the GPU benchmark reports of its main job
+
+    swarms = swarm_phases(project.root)
+    assert swarms[swarm_dir.id]["preset"] == "cpu" and swarms[swarm_dir.id]["timed_runs"] == 3
+    assert overhead_share(swarms)[0] == pytest.approx(summary.overhead_share)
+
 
 def test_a_served_worker_trains_swarm_after_swarm_then_exits(small_project):
     first = _one_worker(small_project)
