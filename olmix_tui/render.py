@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 from engine import pipeline
 from engine.atomic import round_floats, write_bytes
+from engine.errors import storage_error
 from engine.events import Event, Message, TaskFinished, TaskProgress, TaskStarted
 from engine.phases import PHASES, TRAIN, SwarmTiming, swarm_timing
 from engine.project import Project
@@ -61,7 +63,7 @@ def progress(quiet: bool = False) -> Iterator:
             total = task.total if task.total is not None else 1
             bars.update(tasks[event.task], total=total, completed=total)
         elif isinstance(event, Message):
-            bars.console.print(("[yellow]warning:[/] " if event.level == "warning" else "") + event.text)
+            bars.console.print(("[yellow]warning:[/] " if event.level == "warning" else "") + escape(event.text))
 
     with bars:
         yield on_event
@@ -138,9 +140,15 @@ def _plot(build, save_as: tuple[Project, Path] | None = None) -> Text:
             for suffix, colors in ((".html", True), (".txt", False)):
                 plt.save_fig(str(Path(tmp) / f"figure{suffix}"), keep_colors=colors)
                 figures[path.with_suffix(suffix)] = (Path(tmp) / f"figure{suffix}").read_bytes()
-        with project.lock():
-            for target, data in figures.items():
-                write_bytes(target, data)
+        try:
+            with project.lock():
+                for target, data in figures.items():
+                    write_bytes(target, data)
+        except OSError as err:  # a full disk or a read-only project: the figure is shown, not saved
+            problem = storage_error(err)
+            if problem is None:
+                raise
+            err_console.print(f"[yellow]warning:[/] the plot was not saved: {escape(str(problem))}", highlight=False)
     return text
 
 
@@ -218,6 +226,10 @@ def batch_report(report, project) -> None:
     console.print(f"\ndone in {report.seconds:.1f}s; see `olmix-tui history {project.root}` and `olmix-tui diff {project.root}`")
 
 
+MAX_SHOWN_RUNS = 500
+"""A swarm table longer than this (an imported swarm of 100k runs) shows its first rows only."""
+
+
 def show_swarm(swarm_dir, as_json: bool = False, timing: bool = False) -> None:
     """A swarm's runs: state, progress, top of the mixture, headline metrics, error; the share of its
     workers' time that was not training steps; with `timing`, where that time went, phase by phase."""
@@ -233,7 +245,7 @@ def show_swarm(swarm_dir, as_json: bool = False, timing: bool = False) -> None:
     errors = any(s.error for s in statuses)
     prefix = f"{swarm_dir.id}-"
     rows = []
-    for s in statuses:
+    for s in statuses[:MAX_SHOWN_RUNS]:
         top = ", ".join(f"{u} {100 * v:.0f}%" for u, v in sorted(s.trained_weights.items(), key=lambda kv: -kv[1])[:3]
                         if v >= 0.005)
         progress = f" {100 * s.progress:.0f}%" if s.shown_state == "running" else ""
@@ -244,6 +256,8 @@ def show_swarm(swarm_dir, as_json: bool = False, timing: bool = False) -> None:
     scale = f", preset {proxy.preset}, {proxy.tokens_per_proxy:,} tokens per proxy" if proxy else ""
     console.print(table(f"swarm {swarm_dir.id} ({swarm_dir.spec.plan}{scale}): runs {prefix}*",
                         ["run", "state", "mixture (top 3)", *metric_names] + (["error"] if errors else []), rows))
+    if len(statuses) > MAX_SHOWN_RUNS:
+        console.print(f"the first {MAX_SHOWN_RUNS} of {len(statuses)} runs are shown; --json lists them all")
     console.print("  ".join(f"{k}: {v}" for k, v in swarm_dir.counts().items() if v))
     if phases is not None:
         console.print(overhead_line(phases))

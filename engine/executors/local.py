@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from engine.executors.base import Executor, Slot
+from engine.executors.liveness import process_start
 from engine.executors.worker import BatchRequest
 from engine.runs import SwarmDir
 from engine.settings import ExecutorSettings
@@ -162,10 +163,10 @@ class LocalExecutor(Executor):
         worker = self.pool.idle(slot.device) or self.pool.start(slot.device, request)
         # The runs are the worker's from now on, before it reads the batch: a scheduler
         # re-attaching in between sees them running and does not start them a second time.
-        swarm.mark_running(runs, worker.pid)
+        swarm.mark_running(runs, worker.pid, started=process_start(worker.pid))
         if not self.pool.send(worker, request):  # an idle worker that exited meanwhile: a new one
             worker = self.pool.start(slot.device, request)
-            swarm.mark_running(runs, worker.pid)
+            swarm.mark_running(runs, worker.pid, started=process_start(worker.pid))
             self.pool.send(worker, request)  # if this one died at once, poll reports its exit
         return ServedBatch(worker, swarm, list(runs), log)
 
