@@ -31,7 +31,7 @@ from engine.history import (CompareRecord, Compute, EntryContent, HistoryEntry, 
 from engine.mixture_table import MixtureTable, read_tables
 from engine.project import Project
 from engine.propose import Proposal, objective_weights, propose
-from engine.regression.store import FitResult, fit_and_store, load_fit
+from engine.regression.store import FitResult, FitSummary, fit_and_store, list_fits, load_fit
 from engine.reuse import UpdatePlan, affected_fit_names, compare_plans, plan_update, suggest_unfreeze
 from engine.runs import SwarmDir, list_swarms
 from engine.settings import EXACT_REGRESSOR, ProposeSettings, usable_proposer
@@ -321,11 +321,50 @@ def preview_proposal(project: Project, fit: FitResult, settings: ProposeSettings
     return ProposalPreview(proposal, proposal_inputs(project, swarm)[0], fit, swarm.id, note)
 
 
-def propose_from_swarm(project: Project, swarm: SwarmDir, settings: ProposeSettings,
-                       on_event: EventSink = ignore) -> ProposalPreview:
-    """Fit the swarm with the regressor its proposer needs (the log-linear law for exact, else
-    [regression]) and preview the proposal."""
-    fit = fit_swarm(project, swarm, EXACT_REGRESSOR if settings.proposer == "exact" else None, on_event)
+def swarm_fits(project: Project, swarm: SwarmDir) -> list[FitSummary]:
+    """The stored fits of `swarm`, oldest first."""
+    return [f for f in list_fits(project.fits_dir) if swarm.id in f.info.get("source_swarms", [])]
+
+
+def find_fit(project: Project, fit_id: str) -> FitResult:
+    """A stored fit by id (or unique prefix)."""
+    fits = list_fits(project.fits_dir)
+    matches = [f for f in fits if f.fit_id.startswith(fit_id)]
+    if len(matches) != 1:
+        known = ", ".join(f.fit_id for f in fits) or "none yet (fit one with `olmix-tui fit`)"
+        raise OlmixError(f"fit '{fit_id}' {'is ambiguous' if matches else 'does not exist'}; known fits: {known}.")
+    return load_fit(matches[0].folder)
+
+
+def chosen_fit(project: Project, swarm_id: str | None = None, fit_id: str | None = None, regressor: str | None = None,
+               on_event: EventSink = ignore) -> tuple[SwarmDir, FitResult]:
+    """The swarm and the fit that predicts and proposes for it: fit `fit_id` when given (on its own
+    swarm unless `swarm_id` names one), else the swarm's latest stored fit (the one made last), else
+    a new fit with `regressor` (default [regression]). Without `swarm_id`, the latest planned swarm."""
+    if fit_id is not None:
+        fit = find_fit(project, fit_id)
+        if swarm_id is None and not fit.source_swarms:
+            raise OlmixError(f"fit {fit.fit_id} names no swarm; give one with --swarm.")
+        swarm = find_swarm(project, swarm_id or fit.source_swarms[0])
+        if swarm.id not in fit.source_swarms:
+            raise OlmixError(f"fit {fit.fit_id} was fitted on swarm {', '.join(fit.source_swarms) or '(none)'}, "
+                             f"not {swarm.id}; leave out --swarm, or pick one of that swarm's fits.")
+        return swarm, fit
+    swarm = find_swarm(project, swarm_id)
+    fits = swarm_fits(project, swarm)
+    if fits:
+        on_event(Message(f"fit {fits[-1].fit_id} ({fits[-1].info['chosen']}), the latest of swarm {swarm.id}; "
+                         "--fit ID picks another"))
+        return swarm, load_fit(fits[-1].folder)
+    return swarm, fit_swarm(project, swarm, regressor, on_event)
+
+
+def propose_with_fit(project: Project, swarm_id: str | None, settings: ProposeSettings, fit_id: str | None = None,
+                     on_event: EventSink = ignore) -> ProposalPreview:
+    """Preview the proposal of the chosen fit (`chosen_fit`; with no fit yet, a new one with the
+    regressor the proposer needs: the log-linear law for exact, else [regression])."""
+    regressor = EXACT_REGRESSOR if settings.proposer == "exact" else None
+    swarm, fit = chosen_fit(project, swarm_id, fit_id, regressor, on_event)
     return preview_proposal(project, fit, settings, swarm)
 
 
@@ -512,4 +551,13 @@ def diff_entries(project: Project, a: str | None, b: str | None) -> Comparison:
             raise OlmixError(f"{entry.label} is the first entry and was not compared with a full recomputation; "
                              "name two entries (e.g. `diff DIR 1 2`).")
         ea, eb = entries[at - 1], entry
-    return compare(_side(ea.label, ea.content), _side(eb.label, eb.content))
+    return compare(_side(ea.label, ea.content), _side(eb.label, eb.content), _partitions_between(entries, ea, eb))
+
+
+def _partitions_between(entries: list[HistoryEntry], a: HistoryEntry, b: HistoryEntry) -> dict[str, list[str]]:
+    """Every partition the updates after the earlier entry up to the later one applied (parent -> parts)."""
+    first, last = sorted((entries.index(a), entries.index(b)))
+    out: dict[str, list[str]] = {}
+    for entry in entries[first + 1:last + 1]:
+        out.update(entry.content.plan.affected.partitioned)
+    return out

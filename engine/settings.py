@@ -400,7 +400,8 @@ def usable_proposer(proposer: str, regressor: str, fitted: str = "") -> tuple[st
     and a note when that is not `proposer`: the exact proposer needs a log-linear fit, and on any
     other fit simulation stands in for it."""
     if proposer == "exact" and regressor != EXACT_REGRESSOR:
-        return "simulation", f"the exact proposer needs a log-linear fit; this is {fitted or regressor}. "
+        return "simulation", (f"the exact proposer needs a log-linear fit; this is {fitted or regressor}, so the "
+                              "simulation proposer stands in (a fit with --regressor loglinear proposes exactly). ")
     return proposer, ""
 
 

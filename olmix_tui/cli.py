@@ -20,7 +20,7 @@ from engine import pipeline
 from engine.project import Project
 from engine.status import project_status
 from olmix_tui import render
-from olmix_tui.render import console, count, err_console, pct, print_json, table
+from olmix_tui.render import console, count, err_console, pct, print_json, styled, table
 
 app = typer.Typer(
     name="olmix-tui",
@@ -52,7 +52,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except OlmixError as err:
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            err_console.print(styled(("error:", "bold red"), f" {err}"), highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: finished work is saved; run the command again to resume.")
@@ -77,8 +77,8 @@ def init(
     from engine import samples
 
     project = samples.create(directory, sample) if sample else Project.init(directory)
-    console.print(f"created project [bold]{project.settings.project.name}[/] in {project.root} "
-                  f"with {len(project.domains)} domains")
+    console.print(styled("created project ", (project.settings.project.name, "bold"),
+                         f" in {project.root} with {len(project.domains)} domains"))
     if not len(project.domains):
         console.print(f"next: olmix-tui domains add {directory} NAME 'data/*.jsonl'")
 
@@ -101,7 +101,7 @@ def status(directory: Path = DirArg, as_json: bool = JsonOpt):
             + ([pct(d.weight)] if has_mix else []) for d in info.domains]
     console.print(table(f"project {info.project} ({info.root})", cols, rows))
     if not info.tokenized:
-        console.print(f"not tokenized yet: run [bold]olmix-tui tokenize {directory}[/]")
+        console.print(styled("not tokenized yet: run ", (f"olmix-tui tokenize {directory}", "bold")))
     console.print(f"history: {info.history_entries} entries" + (f", current mixture from {info.last_entry}" if has_mix else ", no mixture yet"))
     if info.pending:
         p = info.pending
@@ -237,6 +237,7 @@ def tokenize(directory: Path = DirArg, as_json: bool = JsonOpt):
 PlanOpt = typer.Option(None, "--plan", help="full | full_reuse | partial_reuse (default: [reuse] plan in olmix.toml).")
 UnfreezeOpt = typer.Option(None, "--unfreeze", help="partial_reuse: an unaffected domain to vary too; repeat.")
 SwarmOpt = typer.Option(None, "--swarm", help="Swarm id or prefix (default: the latest planned swarm).")
+FitOpt = typer.Option(None, "--fit", help="Fit id or prefix (default: the swarm's latest fit; none yet: a new fit).")
 
 
 def _plan_and_sample(project, plan_kind, unfreeze, on_event):
@@ -361,8 +362,8 @@ def import_swarm(directory: Path = DirArg,
     if as_json:
         print_json({"swarm": swarm_dir.id, "runs": table.n_runs, "domains": table.domains, "metrics": table.metric_names})
         return
-    console.print(f"imported swarm [bold]{swarm_dir.id}[/]: {table.n_runs} runs, {len(table.domains)} domains, "
-                  f"{len(table.metric_names)} metrics")
+    console.print(styled("imported swarm ", (swarm_dir.id, "bold"),
+                         f": {table.n_runs} runs, {len(table.domains)} domains, {len(table.metric_names)} metrics"))
     console.print(f"next: olmix-tui fit {directory} --swarm {swarm_dir.id}")
 
 
@@ -392,40 +393,44 @@ def fit(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
                         + (" [reused]" if result.reused else ""), ["metric", "spearman x100", "R^2", "MAE"], rows))
     poor = [m for m, r2 in zip(result.metric_names, cv.r2) if r2 < 0]
     if poor:
-        console.print(f"[yellow]warning:[/] cross-validated R^2 < 0 for {', '.join(poor)}: on held-out runs the fit "
-                      "does worse than their mean. More runs ([swarm] runs_per_domain, then swarm plan/run) or "
-                      "another --regressor usually help.")
+        console.print(styled(("warning:", "yellow"), f" cross-validated R^2 < 0 for {', '.join(poor)}: on held-out runs "
+                             "the fit does worse than their mean. More runs ([swarm] runs_per_domain, then swarm plan/run) "
+                             "or another --regressor usually help."))
     plot = render.predicted_vs_true(project, result, swarm_dir)
     console.print(plot)
-    console.print(f"next: olmix-tui propose {directory} --swarm {swarm_dir.id}")
+    console.print(f"next: olmix-tui propose {directory} --fit {result.fit_id}")
 
 
 @app.command()
 @user_errors
-def propose(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
+def propose(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt, fit_id: Optional[str] = FitOpt,
             proposer: Optional[str] = typer.Option(None, "--proposer", help="exact | simulation | search."),
             as_json: bool = JsonOpt):
-    """Propose the mixture the fit predicts best, under repetition caps and KL to the prior.
+    """Propose the mixture a fit predicts best, under repetition caps and KL to the prior.
 
-    Example: [bold]olmix-tui propose demo --proposer exact[/]
+    The fit is --fit, else the swarm's latest (a fit that is not log-linear proposes with the
+    simulation proposer, and says so). Example: [bold]olmix-tui propose demo --proposer exact[/]
     """
     project = Project.load(directory)
-    swarm_dir = pipeline.find_swarm(project, swarm_id)
     settings = project.settings.propose
     if proposer:
         settings = dataclasses.replace(settings, proposer=proposer)
     with render.progress(quiet=as_json) as on_event:
-        preview = pipeline.propose_from_swarm(project, swarm_dir, settings, on_event)
+        preview = pipeline.propose_with_fit(project, swarm_id, settings, fit_id, on_event)
     proposal, prior, result = preview.proposal, preview.prior, preview.fit
     if as_json:
-        print_json({"swarm": swarm_dir.id, "fit": result.fit_id, "proposer": proposal.proposer, "mixture": proposal.mixture,
+        print_json({"swarm": preview.swarm, "fit": result.fit_id, "proposer": proposal.proposer, "note": preview.note,
+                    "mixture": proposal.mixture,
                     "prior": prior, "predicted_objective": proposal.predicted_objective,
                     "predicted_metrics": proposal.predicted_metrics, "kl": proposal.kl,
                     "binding_caps": proposal.binding_caps, "kkt_residual": proposal.kkt_residual})
         return
     mix = proposal.mixture
     rows = [[d, pct(prior.get(d)), pct(mix[d]), "cap" if d in proposal.binding_caps else ""] for d in proposal.domains]
-    console.print(table(f"{proposal.proposer} proposal from fit {result.fit_id}", ["domain", "prior", "proposed", "binding"], rows))
+    if preview.note:
+        console.print(styled(("note:", "yellow"), f" {preview.note.strip()}"))
+    console.print(table(f"{proposal.proposer} proposal from fit {result.fit_id} ({result.chosen})",
+                        ["domain", "prior", "proposed", "binding"], rows))
     plot_file = result.folder / "plots" / f"proposed_vs_prior-{proposal.proposer}"
     console.print(render.bars_vs(proposal.domains, [prior.get(d, 0.0) for d in proposal.domains],
                                  [mix[d] for d in proposal.domains], "prior", "proposed", save_as=(project, plot_file)))
@@ -441,28 +446,28 @@ def propose(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
 def predict(directory: Path = DirArg,
             mixtures: Path = typer.Option(..., "--mixtures", help="Candidate mixtures CSV (Olmix or RegMix layout)."),
             out: Optional[Path] = typer.Option(None, "--out", help="Write the predictions to this CSV."),
-            swarm_id: Optional[str] = SwarmOpt, as_json: bool = JsonOpt):
+            swarm_id: Optional[str] = SwarmOpt, fit_id: Optional[str] = FitOpt, as_json: bool = JsonOpt):
     """Predicted metrics for candidate mixtures, one column per metric, in input order.
 
-    Example: [bold]olmix-tui predict demo --mixtures candidates.csv --out predicted.csv[/]
+    The fit is --fit, else the swarm's latest. Example: [bold]olmix-tui predict demo --mixtures candidates.csv --out predicted.csv[/]
     """
     project = Project.load(directory)
-    swarm_dir = pipeline.find_swarm(project, swarm_id)
-    result = pipeline.fit_swarm(project, swarm_dir)
+    with render.progress(quiet=as_json) as on_event:
+        _, result = pipeline.chosen_fit(project, swarm_id, fit_id, on_event=on_event)
     table = pipeline.predict_mixtures(result, mixtures, out)
     if as_json:
         print_json({"fit": result.fit_id, "predictions": {r: dict(zip(table.metric_names, map(float, row)))
                                                           for r, row in zip(table.run_ids, table.metrics)}})
         return
     shown = table.metric_names[:6]
-    console.print(table_view(table, shown, result.fit_id))
+    console.print(table_view(table, shown, result))
     if out:
         console.print(f"wrote {out}")
 
 
-def table_view(t, shown, fit_id):
+def table_view(t, shown, fit):
     cols = [t.metric_names.index(m) for m in shown]
-    return table(f"predicted by fit {fit_id}" + (f" (first {len(shown)} of {len(t.metric_names)} metrics)"
+    return table(f"predicted by fit {fit.fit_id} ({fit.chosen})" + (f" (first {len(shown)} of {len(t.metric_names)} metrics)"
                                                  if len(shown) < len(t.metric_names) else ""),
                  ["run", *shown], [[r, *[float(row[c]) for c in cols]] for r, row in zip(t.run_ids, t.metrics)])
 
@@ -513,7 +518,7 @@ def diff(directory: Path = DirArg,
          as_json: bool = JsonOpt):
     """Two mixtures side by side: weights, L1, KL, compute, predicted and measured objective.
 
-    With one entry (default: the last): its mixture against its full recomputation when the update
+    Across a partition, the parts are added up under the domain they were split from. With one entry (default: the last): its mixture against its full recomputation when the update
     ran with --compare, else against the entry before it. Example: [bold]olmix-tui diff demo 1 2[/]
     """
     result = pipeline.diff_entries(Project.load(directory), a, b)
@@ -523,6 +528,8 @@ def diff(directory: Path = DirArg,
     ra, rb = result.a, result.b
     console.print(table(f"{ra.label}  vs  {rb.label}", ["domain", ra.label, rb.label, "diff"],
                         [[x.domain, pct(x.a), pct(x.b), f"{100 * x.diff:+.2f}%"] for x in result.leaves]))
+    for parent, parts in result.parts.items():
+        console.print(f"{parent}: {' + '.join(parts)} added up (partitioned between the two)")
     console.print(f"L1 {result.l1:.4f}   KL(a||b) {result.kl_ab:.4f}   KL(b||a) {result.kl_ba:.4f}")
     rows = []
     for r in (ra, rb):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import sys
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -20,8 +21,15 @@ from engine.atomic import round_floats, write_bytes
 from engine.events import Event, Message, TaskFinished, TaskProgress, TaskStarted
 from engine.project import Project
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
+"""No markup: what is printed holds engine messages, file names and user strings, whose square
+brackets ("[propose]", "[regression] folds") must print as they are; styles are given as Text."""
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line from plain strings and (text, style) pairs, e.g. styled(("error:", "bold red"), " ", message)."""
+    return Text.assemble(*parts)
 
 
 def print_json(data) -> None:
@@ -37,15 +45,15 @@ def _finite_or_null(obj):
     return None if isinstance(obj, float) and not math.isfinite(obj) else obj
 
 
-@contextmanager
+@contextlib.contextmanager
 def progress(quiet: bool = False) -> Iterator:
     """An event sink drawing rich progress bars (to stderr, so stdout stays clean for --json)."""
     if quiet:
         yield lambda event: None
         return
     bars = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=err_console, transient=False,
+        TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), TextColumn("{task.fields[info]}", markup=False), console=err_console, transient=False,
     )
     tasks: dict[str, TaskID] = {}
 
@@ -60,7 +68,7 @@ def progress(quiet: bool = False) -> Iterator:
             total = task.total if task.total is not None else 1
             bars.update(tasks[event.task], total=total, completed=total)
         elif isinstance(event, Message):
-            bars.console.print(("[yellow]warning:[/] " if event.level == "warning" else "") + event.text)
+            bars.console.print(styled(("warning: ", "yellow") if event.level == "warning" else "", event.text))
 
     with bars:
         yield on_event
@@ -135,7 +143,8 @@ def _plot(build, save_as: tuple[Project, Path] | None = None) -> Text:
         with tempfile.TemporaryDirectory() as tmp:  # plotext writes files itself: into a scratch folder first
             figures = {}
             for suffix, colors in ((".html", True), (".txt", False)):
-                plt.save_fig(str(Path(tmp) / f"figure{suffix}"), keep_colors=colors)
+                with contextlib.redirect_stdout(io.StringIO()):  # its "text saved in ..." (in colour, even in a pipe)
+                    plt.save_fig(str(Path(tmp) / f"figure{suffix}"), keep_colors=colors)
                 figures[path.with_suffix(suffix)] = (Path(tmp) / f"figure{suffix}").read_bytes()
         with project.lock():
             for target, data in figures.items():
@@ -194,9 +203,8 @@ def batch_report(report, project) -> None:
     prior = {d["name"]: d["prior"] for d in report.domains}
     for u in report.updates:
         r, c, cmp = u.record, u.record.compute, u.compared
-        console.print(f"\n[bold]{u.entry}[/]: {r.plan.kind} plan, {c.runs} proxy runs, "
-                      f"{count(c.tokens)} tokens, {c.flops:.3g} FLOPs"
-                      + (f", swarm {r.swarm}, fit {r.fit}" if r.swarm else ""))
+        console.print(styled("\n", (u.entry, "bold"), f": {r.plan.kind} plan, {c.runs} proxy runs, "
+                             f"{count(c.tokens)} tokens, {c.flops:.3g} FLOPs" + (f", swarm {r.swarm}, fit {r.fit}" if r.swarm else "")))
         cols = ["domain", "prior", "mixture"] + (["full recomputation"] if cmp else [])
         rows = [[x, pct(prior.get(x)), pct(w)] + ([pct(cmp.full.mixture.get(x))] if cmp else [])
                 for x, w in r.mixture.items()]

@@ -125,7 +125,7 @@ def test_prior_zeros_are_kept_at_zero_only_with_kl():
 def test_infeasible_caps_name_the_domains():
     model = law_model()
     settings = ProposeSettings(target_tokens=100_000_000_000, repetition_factor=1.0)
-    with pytest.raises(InfeasibleError, match=r"at most 0\.0820.*math.*code.*raise repetition_factor"):
+    with pytest.raises(InfeasibleError, match=r"at most 0\.0820.*math.*code.*raise \[propose\] repetition_factor"):
         propose(model, swarm(model), PRIOR, TOKENS, settings)
     with pytest.raises(InfeasibleError, match=r"Lower bounds add up to 1\.2.*web, code"):
         propose(model, swarm(model), PRIOR, None, ProposeSettings(bounds={"web": [0.6, 1.0], "code": [0.6, 1.0]}))

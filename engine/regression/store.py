@@ -97,7 +97,8 @@ def fit_and_store(
     check_metrics_finite(table)
     if table.n_runs < settings.folds:
         raise DataError(
-            f"The swarm has {table.n_runs} runs, fewer than the {settings.folds} CV folds; train more runs or lower folds."
+            f"The swarm has {table.n_runs} runs, fewer than the {settings.folds} CV folds; train more runs or lower "
+            "[regression] folds."
         )
     fid = fit_id(table, name, settings)
     folder = Path(fits_dir) / fid
@@ -118,6 +119,8 @@ def fit_and_store(
         cv = cross_validate(name, X, Y, on_event=on_event, **settings.cv_kwargs(name))
         model = make_regressor(name, **settings.regressor_settings(name)).fit(X, Y)
     seconds = time.perf_counter() - start
+    for note in model.notes():
+        on_event(Message(note))
 
     model.save(folder / MODEL_DIR)
     write_csv(

@@ -150,7 +150,7 @@ def train_proxies(
         if plan.n_sequences == 0:
             raise InfeasibleError(
                 f"Proxy {k}: its mixture's domains hold fewer than one batch of {preset.seq_len + 1}-token "
-                f"sequences under max_repetition {max_repetition}; raise max_repetition or add data."
+                f"sequences under max_repetition {max_repetition}; raise [swarm] max_repetition or add data."
             )
     evaluator = Evaluator(names, val_arrays, bytes_per_token, preset.seq_len, eval_tokens_per_domain, eval_sets)
     _check_vocab(evaluator.windows, vocab_size)
