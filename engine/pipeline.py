@@ -22,7 +22,7 @@ from engine.data.store import DomainTokens, TokenStore, natural_prior
 from engine.domains import DomainSet, affected_set, check_name
 from engine.errors import OlmixError
 from engine.events import EventSink, Message, ignore
-from engine.executors import make_executor
+from engine.executors import jobs, make_executor
 from engine.executors.base import run_swarm
 from engine.executors.liveness import owner_alive
 from engine.export import export_mixture
@@ -55,16 +55,35 @@ class UpdateContext:
         return self.after.names
 
 
-def update_context(project: Project, on_event: EventSink = ignore, initial: bool = False) -> UpdateContext:
-    """The update to work on: the pending changes, or with `initial` the first mixture over the current domains."""
+def update_context(project: Project, on_event: EventSink = ignore, initial: bool = False,
+                   tokenize: bool = True) -> UpdateContext:
+    """The update to work on: the pending changes, or with `initial` the first mixture over the current
+    domains. Domains not tokenized yet are tokenized, or with `tokenize=False` refused (reading only:
+    the app's plan preview)."""
     after = project.domains if initial else project.staged_domains()
-    tokens = project.tokens(on_event=on_event)
+    if tokenize:
+        tokens = project.tokens(on_event=on_event)
+    else:
+        tokens = project.cached_tokens(after)
+        missing = [name for name, t in tokens.items() if t is None]
+        if missing:
+            raise OlmixError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not tokenized yet; run "
+                             f"`olmix-tui tokenize {project.root}` (planning a swarm or applying the update tokenizes too).")
     leaf_tokens = {n: tokens[n] for n in after.names}
     current = None if initial else current_mixture(project)
     return UpdateContext(project.domains, after, current, leaf_tokens, natural_prior(leaf_tokens), initial)
 
 
 # ---------------------------------------------------------------- proxy scale
+
+
+def plan_context(project: Project, on_event: EventSink = ignore, tokenize: bool = True) -> UpdateContext:
+    """The update a swarm is planned for: the pending changes, or the first mixture of a project that
+    has none; with nothing staged on a project that has a mixture there is nothing to plan."""
+    if not project.pending and read_history(project):
+        raise OlmixError("nothing to plan: no domain-set update is staged and the current mixture is up to date; "
+                         f"stage one first (`olmix-tui domains add|remove|revise|partition {project.root} ...`).")
+    return update_context(project, on_event, tokenize=tokenize)
 
 
 def proxy_scale(project: Project, vocab_size: int) -> ProxyScale:
@@ -146,7 +165,8 @@ def _trained_spec(ctx: UpdateContext, purpose: str, plan: str, scale: ProxyScale
 def plan_swarm(project: Project, ctx: UpdateContext, plan: UpdatePlan) -> tuple[SwarmDir, Swarm]:
     """Sample the plan's swarm and write it under swarms/<id>/ (the same plan gives the same id)."""
     if not plan.needs_swarm:
-        raise OlmixError(f"the {plan.kind} plan needs no swarm: {plan.describe().splitlines()[0]}")
+        raise OlmixError(f"the staged update needs no swarm: the {len(plan.leaves)} remaining domains keep their current "
+                         f"ratios; apply it with `olmix-tui {project.root} --batch`.")
     scale, data = _run_inputs(project, ctx)
     leaves = plan.leaves
     swarm = sample_swarm(project.settings.swarm, leaves, np.array([ctx.prior[x] for x in leaves]),
@@ -194,6 +214,7 @@ def train_swarm(project: Project, swarm: SwarmDir, retry_failed: bool = False, o
     only with `retry_failed`.
     """
     s = project.settings.executor
+    jobs.note(swarm=swarm.id)
     runs = swarm.pending_runs(retry_failed)
     failed = swarm.counts()["failed"]
     if failed and not retry_failed:
@@ -207,6 +228,7 @@ def train_swarm(project: Project, swarm: SwarmDir, retry_failed: bool = False, o
 
 def fit_swarm(project: Project, swarm: SwarmDir, regressor: str | None = None, on_event: EventSink = ignore) -> FitResult:
     """Fit the configured regression on a swarm's finished runs (reusing an identical stored fit)."""
+    jobs.note(swarm=swarm.id)
     table = swarm.table()
     skipped = swarm.skipped_runs()
     if skipped:
@@ -222,9 +244,11 @@ def objective_fn(project: Project, metric_names: list[str]):
     return lambda metrics: float(sum(w * metrics[m] for w, m in zip(weights, metric_names) if w))
 
 
-def run_update(project: Project, ctx: UpdateContext, kind: str | None = None, on_event: EventSink = ignore) -> UpdateRecord:
-    """Plan, train, fit and propose for the update (nothing is applied yet)."""
-    plan = make_plan(project, ctx, kind)
+def run_update(project: Project, ctx: UpdateContext, kind: str | None = None, on_event: EventSink = ignore,
+               unfreeze: list[str] | None = None) -> UpdateRecord:
+    """Plan (`kind`, default [reuse] plan; `unfreeze` for partial reuse), train, fit and propose for the
+    update (nothing is applied yet)."""
+    plan = make_plan(project, ctx, kind, unfreeze)
     on_event(Message(plan.describe()))
     if not plan.needs_swarm:
         return UpdateRecord(plan.record(), dict(plan.start))
@@ -399,10 +423,12 @@ class BatchReport:
                 "updates": [u.to_json() for u in self.updates], "seconds": self.seconds}
 
 
-def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on_event: EventSink = ignore) -> BatchReport:
+def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on_event: EventSink = ignore,
+              plan: str | None = None, unfreeze: list[str] | None = None) -> BatchReport:
     """The main job: the first mixture if the project has none, then the pending update (if any),
-    each planned, trained, fitted, proposed and written to history. With `compare`, the pending
-    update is also recomputed in full and both mixtures are checked on verification proxies."""
+    each planned, trained, fitted, proposed and written to history; the update with `plan` and
+    `unfreeze` (default: olmix.toml's [reuse]). With `compare`, the pending update is also
+    recomputed in full and both mixtures are checked on verification proxies."""
     start = time.perf_counter()
     on_event(Message(f"project {project.settings.project.name}: {len(project.domains)} domains, "
                      f"{len(project.pending)} pending change(s)"))
@@ -413,7 +439,7 @@ def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on
         updates.append(AppliedUpdate(apply_update(project, ctx, record).label, record))
     if project.pending:
         ctx = update_context(project, on_event)
-        record = run_update(project, ctx, None, on_event)
+        record = run_update(project, ctx, plan, on_event, unfreeze)
         compared = compare_with_full(project, ctx, record, verify_seeds, on_event) if compare else None
         updates.append(AppliedUpdate(apply_update(project, ctx, record, compared).label, record, compared))
     tokens = project.tokens(project.domains)

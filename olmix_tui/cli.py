@@ -6,17 +6,26 @@ what to fix), 2 a usage error.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import enum
 import functools
+import os
+import signal
+import socket
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import typer
 
 from engine.domains import Change, parse_parts
 from engine.errors import OlmixError
 from engine import pipeline
+from engine.executors import jobs
+from engine.executors.stop import run_owners, stop as stop_jobs
+from engine.export import FORMATS as EXPORT_FORMATS
+from engine.history import read_history
 from engine.project import Project
 from engine.status import project_status
 from olmix_tui import render
@@ -44,8 +53,17 @@ DirArg = typer.Argument(..., help="The project folder.", show_default=False)
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (`olmix-tui stop`, a scheduler): unwinds like Ctrl-C, so that locks and job records are released."""
+
+
+def _stopped(signum, frame) -> None:
+    raise Stopped()
+
+
 def user_errors(fn: Callable) -> Callable:
-    """Turn an OlmixError into one line on stderr and exit code 1 (no traceback)."""
+    """Turn an OlmixError into one line on stderr and exit code 1 (no traceback); Ctrl-C and SIGTERM
+    into a line saying what was kept."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -54,11 +72,37 @@ def user_errors(fn: Callable) -> Callable:
         except OlmixError as err:
             err_console.print(styled(("error:", "bold red"), f" {err}"), highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        except Stopped:
+            err_console.print(styled(("stopped", "yellow"), ": finished work is saved; run the command again to resume."))
+            raise typer.Exit(143) from None
         except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]: finished work is saved; run the command again to resume.")
+            err_console.print(styled(("interrupted", "yellow"), ": finished work is saved; run the command again to resume."))
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def workers_told(project: Project) -> Iterator[None]:
+    """On Ctrl-C, say which workers of the project go on training and how to stop them (or that Ray stops
+    this command's tasks with it), then let the interrupt end the command."""
+    try:
+        yield
+    except Stopped:
+        raise
+    except KeyboardInterrupt:
+        me = f"{os.getpid()}@{socket.gethostname()}"
+        owners = run_owners(pipeline.project_swarms(project))
+        going = [o for o in owners if o.ident != me]
+        if len(going) < len(owners):
+            err_console.print("Ray stops this command's tasks as it exits: their runs count as interrupted.")
+        if going:
+            swarms = sorted({o.swarm for o in going})
+            err_console.print("These go on training: " + "; ".join(o.describe() for o in going) + ".")
+            only = f" --swarm {swarms[0]}" if len(swarms) == 1 else ""
+            err_console.print(f"Stop them with `olmix-tui stop {project.root}{only}`; "
+                              f"`olmix-tui swarm run {project.root} --swarm {swarms[0]}` re-attaches.")
+        raise
 
 
 # ---------------------------------------------------------------- init / status
@@ -79,6 +123,10 @@ def init(
     project = samples.create(directory, sample) if sample else Project.init(directory)
     console.print(styled("created project ", (project.settings.project.name, "bold"),
                          f" in {project.root} with {len(project.domains)} domains"))
+    if project.pending:
+        console.print(f"staged update: {'; '.join(c.describe() for c in project.pending)} (the sample's domain-set update; "
+                      f"`olmix-tui {directory} --batch` computes the first mixture, then applies it; "
+                      f"`olmix-tui domains discard {directory}` drops it)")
     if not len(project.domains):
         console.print(f"next: olmix-tui domains add {directory} NAME 'data/*.jsonl'")
 
@@ -220,7 +268,7 @@ def tokenize(directory: Path = DirArg, as_json: bool = JsonOpt):
     Example: [bold]olmix-tui tokenize demo[/]
     """
     project = Project.load(directory)
-    with render.progress(quiet=as_json) as on_event:
+    with jobs.job(project.root, "tokenize", "tokenizing the domains"), render.progress(quiet=as_json) as on_event:
         tokens = project.tokens(on_event=on_event)
     rows = {n: {"train_tokens": t.train_tokens, "val_tokens": t.val_tokens, "train_bytes": t.train_bytes,
                 "bytes_per_token": t.bytes_per_token} for n, t in tokens.items()}
@@ -241,7 +289,7 @@ FitOpt = typer.Option(None, "--fit", help="Fit id or prefix (default: the swarm'
 
 
 def _plan_and_sample(project, plan_kind, unfreeze, on_event):
-    ctx = pipeline.update_context(project, on_event)
+    ctx = pipeline.plan_context(project, on_event)
     plan = pipeline.make_plan(project, ctx, plan_kind, unfreeze)
     costs = pipeline.plan_costs(project, ctx)
     swarm_dir, swarm = pipeline.plan_swarm(project, ctx, plan)
@@ -263,7 +311,7 @@ def swarm_plan(directory: Path = DirArg, plan: Optional[str] = PlanOpt, unfreeze
     Example: [bold]olmix-tui swarm plan demo --plan full_reuse[/]
     """
     project = Project.load(directory)
-    with render.progress(quiet=as_json) as on_event:
+    with jobs.job(project.root, "plan", "planning a swarm"), render.progress(quiet=as_json) as on_event:
         update_plan, costs, swarm_dir, swarm = _plan_and_sample(project, plan, unfreeze, on_event)
     if as_json:
         print_json({"swarm": swarm_dir.id, "plan": dataclasses.asdict(update_plan.record()), "costs": costs, "units": swarm.units,
@@ -286,16 +334,20 @@ def swarm_run(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
 
     Where is olmix.toml's \\[executor]: worker processes here, Slurm jobs or Ray tasks.
 
-    Workers and jobs keep training if this command is interrupted; run it again (or `swarm status`) to re-attach.
+    Local workers and Slurm jobs keep training if this command is interrupted (it names them, and
+    `olmix-tui stop DIR --swarm ID` stops them); Ray stops its tasks with it. Run it again (or
+    `swarm status`) to re-attach.
 
     Example: [bold]olmix-tui swarm run demo[/]
     """
     project = Project.load(directory)
-    with render.progress(quiet=as_json) as on_event:
+    with jobs.job(project.root, "train", "training a swarm") as job, workers_told(project), \
+            render.progress(quiet=as_json) as on_event:
         if swarm_id is None:
             _, _, swarm_dir, _ = _plan_and_sample(project, plan, unfreeze, on_event)
         else:
             swarm_dir = pipeline.find_swarm(project, swarm_id)
+        job.note(label=f"training swarm {swarm_dir.id}" + (" (retrying failed runs)" if retry_failed else ""))
         counts = pipeline.train_swarm(project, swarm_dir, retry_failed, on_event)
     render.show_swarm(swarm_dir, as_json)
     if counts["failed"]:
@@ -378,7 +430,8 @@ def fit(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
     """
     project = Project.load(directory)
     swarm_dir = pipeline.find_swarm(project, swarm_id)
-    with render.progress(quiet=as_json) as on_event:
+    label = f"fitting {regressor or project.settings.regression.regressor} on swarm {swarm_dir.id}"
+    with jobs.job(project.root, "fit", label, swarm_dir.id), render.progress(quiet=as_json) as on_event:
         result = pipeline.fit_swarm(project, swarm_dir, regressor, on_event)
     cv = result.cv
     if as_json:
@@ -482,8 +535,6 @@ def history(directory: Path = DirArg, as_json: bool = JsonOpt):
 
     Example: [bold]olmix-tui history demo --json[/]
     """
-    from engine.history import read_history
-
     entries = read_history(Project.load(directory))
     if as_json:
         print_json([e.to_json() for e in entries])
@@ -491,16 +542,20 @@ def history(directory: Path = DirArg, as_json: bool = JsonOpt):
     console.print(table("history", render.HISTORY_COLUMNS, render.history_rows(entries), justify_numbers=False))
 
 
+ExportFormat = enum.Enum("ExportFormat", {name: name for name in EXPORT_FORMATS}, type=str)
+"""The formats `export` writes (a usage error names them)."""
+
+
 @app.command()
 @user_errors
 def export(directory: Path = DirArg,
-           fmt: str = typer.Option("json", "--format", help="json | olmo | regmix."),
+           fmt: ExportFormat = typer.Option("json", "--format", help="The file format."),
            out: Optional[Path] = typer.Option(None, "--out", help="Write to this file instead of stdout.")):
     """The current mixture as JSON, an OLMo-core style source mix, or a RegMix style YAML.
 
     Example: [bold]olmix-tui export demo --format olmo --out mix.yaml[/]
     """
-    text = pipeline.export_current(Project.load(directory), fmt)
+    text = pipeline.export_current(Project.load(directory), fmt.value)
     if out:
         from engine.atomic import write_text
 
@@ -550,6 +605,7 @@ def run(
     sample: Optional[str] = typer.Option(None, "--sample", help="Create DIR from this sample project first if it does not exist."),
     compare: bool = typer.Option(False, "--compare", help="Also recompute the pending update in full and check both mixtures on verification proxies."),
     seeds: int = typer.Option(3, "--seeds", help="Verification proxies per mixture (seed repeats) with --compare."),
+    plan: Optional[str] = PlanOpt, unfreeze: Optional[List[str]] = UnfreezeOpt,
     as_json: bool = JsonOpt,
 ):
     """Run the mixing pipeline on a project (`olmix-tui DIR` is the same): with --batch headless, else in the app.
@@ -571,20 +627,47 @@ def run(
     if not batch:
         open_app(project, "domains", ("--compare", "--seeds", str(seeds)) if compare else ())
         return
-    with render.progress(quiet=as_json) as on_event:
-        report = pipeline.run_batch(project, compare, seeds, on_event)
+    label = "applying the update" if read_history(project) else "computing the first mixture" + (
+        ", then applying the update" if project.pending else "")
+    with jobs.job(project.root, "update", label), workers_told(project), render.progress(quiet=as_json) as on_event:
+        report = pipeline.run_batch(project, compare, seeds, on_event, plan, unfreeze)
     if as_json:
         print_json(report.to_dict())
         return
     render.batch_report(report, project)
 
 
+# ---------------------------------------------------------------- stopping
+
+
+@app.command()
+@user_errors
+def stop(directory: Path = DirArg,
+         swarm_id: Optional[str] = typer.Option(None, "--swarm", help="Only the jobs and workers of this swarm (id or prefix)."),
+         as_json: bool = JsonOpt):
+    """Stop what runs on the project: the update, training, fitting (their job records under .olmix/jobs/),
+    and the workers training its runs (local processes, Slurm jobs, Ray tasks).
+
+    Stopped runs count as interrupted and the next `swarm run` trains them again; finished runs are
+    kept. Example: [bold]olmix-tui stop demo --swarm 41530ec8cb4f[/]
+    """
+    project = Project.load(directory)
+    swarm = pipeline.find_swarm(project, swarm_id).id if swarm_id else None
+    report = stop_jobs(project.root, swarm)
+    if as_json:
+        print_json(dataclasses.asdict(report))
+        return
+    console.print(report.describe())
+
+
 COMMANDS = {"init", "status", "domains", "tokenize", "swarm", "watch", "import-swarm", "fit", "propose", "predict",
-            "history", "export", "diff", "run"}
+            "history", "export", "diff", "run", "stop"}
 
 
 def main() -> None:
-    """Console entry point; `olmix-tui DIR ...` (no subcommand) means `olmix-tui run DIR ...`."""
+    """Console entry point; `olmix-tui DIR ...` (no subcommand) means `olmix-tui run DIR ...`.
+    SIGTERM unwinds like Ctrl-C (Stopped), releasing the lock and ending the job record."""
+    signal.signal(signal.SIGTERM, _stopped)
     argv = sys.argv[1:]
     if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
         argv = ["run", *argv]

@@ -21,10 +21,11 @@ from engine.atomic import round_floats, write_bytes
 from engine.events import Event, Message, TaskFinished, TaskProgress, TaskStarted
 from engine.project import Project
 
-console = Console(markup=False)
-err_console = Console(stderr=True, markup=False)
+console = Console(markup=False, soft_wrap=True)
+err_console = Console(stderr=True, markup=False, soft_wrap=True)
 """No markup: what is printed holds engine messages, file names and user strings, whose square
-brackets ("[propose]", "[regression] folds") must print as they are; styles are given as Text."""
+brackets ("[propose]", "[regression] folds") must print as they are; styles are given as Text.
+Soft wrap: a sentence is one line however wide (the terminal wraps it; a log keeps paths whole)."""
 
 
 def styled(*parts: str | tuple[str, str]) -> Text:

@@ -81,6 +81,11 @@ def slurm_job_alive(job_id: str) -> bool:
     return alive
 
 
+def forget_slurm_job(job_id: str) -> None:
+    """Drop the cached answer about a job (just cancelled: ask Slurm again)."""
+    _answers.pop(job_id, None)
+
+
 def owner_alive(status: RunStatus) -> bool:
     """Whether whoever trains a `running` run still does: its worker if that runs on this machine,
     else its Slurm job, else its Ray driver if that runs here; a worker on another machine with no

@@ -6,15 +6,20 @@ Every executor starts this same command (locally, in a Slurm job, in a Ray task)
 swarm spec, the project's token store and (for eval sets) its tokenizer, not the whole project;
 trains the runs together as one batched computation; rewrites each run's status.json with
 progress (atomically, about once a second); appends curve points to metrics.jsonl; prints the
-trainer's notes to its output (the executor's log); and ends each run as `done` (metrics,
-realised tokens) or `failed` (the error). Exit code 0 when every run finished, 1 otherwise.
+trainer's notes to its output (the executor's log) with what it trained and how each run ended;
+and ends each run as `done` (metrics, realised tokens) or `failed` (the error). It records itself
+as a job of the project (engine.executors.jobs) and exits at once on SIGTERM (`olmix-tui stop`),
+leaving its runs to read as interrupted. Exit code 0 when every run finished, 1 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+import socket
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -24,6 +29,7 @@ from engine.data.store import TokenStore
 from engine.data.tokenizer import load_tokenizer
 from engine.errors import DataError, OlmixError
 from engine.events import Event, Message, TaskProgress, TaskStarted
+from engine.executors import jobs
 from engine.executors.liveness import owner_alive
 from engine.runs import SwarmDir
 from engine.settings import read_settings
@@ -65,6 +71,8 @@ def train_runs(swarm: SwarmDir, runs: list[str], device: str = "auto", threads: 
         torch.set_num_threads(threads)
     # the owner that started this worker, if any: a Slurm job, a Ray driver (engine.executors.ray)
     swarm.mark_running(runs, os.getpid(), os.environ.get("SLURM_JOB_ID"), os.environ.get("OLMIX_RAY_DRIVER"))
+    print(f"worker {os.getpid()} on {socket.gethostname()}: training {len(runs)} run(s) of swarm {swarm.id} together on "
+          f"{device} ({torch.get_num_threads()} threads): {', '.join(runs)}", flush=True)
     spec = swarm.spec
     try:
         data, preset, eval_sets = load_inputs(swarm)
@@ -77,11 +85,12 @@ def train_runs(swarm: SwarmDir, runs: list[str], device: str = "auto", threads: 
         def on_event(event: Event) -> None:
             if isinstance(event, TaskStarted) and event.total:
                 total_steps["steps"] = event.total
-            elif isinstance(event, TaskProgress):
-                fields = {"progress": min(event.completed / total_steps["steps"], 0.999)}
-                fields.update({k: event.info[k] for k in ("loss", "tokens_per_s", "mfu") if k in event.info})
-                for r in runs:
-                    swarm.write_status(r, **fields)
+            elif isinstance(event, TaskProgress):  # each run's own loss and tokens/s (the trainer's per-proxy figures)
+                progress = min(event.completed / total_steps["steps"], 0.999)
+                losses, rates = event.info.get("proxy_loss", {}), event.info.get("proxy_tokens_per_s", {})
+                for k, r in enumerate(runs):
+                    swarm.write_status(r, progress=progress, loss=losses.get(k), tokens_per_s=rates.get(k),
+                                       mfu=event.info.get("mfu"))
             elif isinstance(event, Message):  # into the worker's log (.olmix/logs/...)
                 print(f"{event.level}: {event.text}", flush=True)
 
@@ -98,6 +107,7 @@ def train_runs(swarm: SwarmDir, runs: list[str], device: str = "auto", threads: 
         traceback.print_exc()
         for r in runs:
             swarm.write_status(r, state="failed", error=message)
+        print(f"{len(runs)} run(s) failed: {message}", flush=True)
         return False
     owner = (spec.expand > 0).astype(float)  # [m, u]: which unit each leaf belongs to
     for r, res in zip(runs, results):
@@ -109,6 +119,10 @@ def train_runs(swarm: SwarmDir, runs: list[str], device: str = "auto", threads: 
             realised_weights=dict(zip(spec.units, map(float, realised))),
             final_train_loss=res.final_train_loss, wall_time_s=res.wall_time_s / res.batched_with, note=res.note,
         )
+        headline = ", ".join(f"{name} {value:.4f}" for name, value in sorted(res.metrics.items()) if name.startswith("eval:"))
+        print(f"{r}: done, {res.tokens:,} tokens in {res.wall_time_s:.1f}s (trained with {res.batched_with - 1} other(s)), "
+              f"final train loss {res.final_train_loss:.4f}" + (f"; {headline}" if headline else "")
+              + (f"; {res.note}" if res.note else ""), flush=True)
     return True
 
 
@@ -126,7 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     except OlmixError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    return 0 if train_runs(swarm, args.runs, args.device, args.threads) else 1
+    # stopped (`olmix-tui stop`, scancel): exit at once; the runs read as interrupted (their owner is gone)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    label = f"worker training {len(args.runs)} run(s) of swarm {swarm.id}"
+    with jobs.job(swarm.path.parent.parent, "worker", label, swarm.id, args.runs):
+        return 0 if train_runs(swarm, args.runs, args.device, args.threads) else 1
 
 
 if __name__ == "__main__":

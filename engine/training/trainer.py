@@ -169,7 +169,7 @@ def train_proxies(
         stacks = [list(part) for part in np.array_split(members, n_stacks)]
         progress = _StackedProgress(on_event, [len(part) for part in stacks])
         runs = [_BatchedRun(preset, vocab_size, [plans[k] for k in part], [int(seeds[k]) for k in part], train_arrays,
-                            evaluator, dev, amp, compiled, progress.sink(i), task, tokens_per_proxy)
+                            evaluator, dev, amp, compiled, progress.sink(i), task, tokens_per_proxy, part)
                 for i, part in enumerate(stacks)]
         sinks = [None if on_record is None else progress.record_sink(on_record, part) for part in stacks]
         for part, part_results in zip(stacks, _side_by_side(runs, eval_every, sinks)):
@@ -260,7 +260,9 @@ class _StackedProgress:
         info = {"lr": events[0].info.get("lr"),
                 "loss": sum(e.info.get("loss", 0.0) * n for e, n in zip(events, self.sizes)) / sum(self.sizes),
                 "tokens_per_s": sum(e.info.get("tokens_per_s", 0.0) for e in events),
-                "mfu": sum(e.info.get("mfu", 0.0) for e in events)}
+                "mfu": sum(e.info.get("mfu", 0.0) for e in events),
+                **{key: {k: v for e in events for k, v in e.info.get(key, {}).items()}
+                   for key in ("proxy_loss", "proxy_tokens_per_s")}}
         return TaskProgress(task, completed=min(e.completed for e in events), info=info)
 
     def _merged_finish(self, task: str) -> TaskFinished:
@@ -369,8 +371,9 @@ class _BatchedRun:
     def __init__(self, preset: ProxyPreset, vocab_size: int, plans: list[ProxyDataPlan], seeds: list[int],
                  train_arrays: Sequence[np.ndarray], evaluator: Evaluator, device: torch.device,
                  amp: torch.dtype | None, compiled: bool, on_event: EventSink, task: str,
-                 requested_tokens: int):
+                 requested_tokens: int, members: list[int]):
         self.preset, self.vocab_size, self.plans, self.seeds = preset, vocab_size, plans, seeds
+        self.members = [int(k) for k in members]  # each proxy's index among train_proxies' mixtures
         self.evaluator, self.device, self.amp, self.on_event, self.task = evaluator, device, amp, on_event, task
         self.requested_tokens = requested_tokens
         self.batcher = SequenceBatcher(train_arrays, preset.seq_len, plans, preset.batch_size)
@@ -407,9 +410,13 @@ class _BatchedRun:
                                       "train/loss": train_loss[k], "lr": lr, **metrics[k]})
             now = time.perf_counter()
             if now - last_progress >= PROGRESS_SECONDS or done == steps:
-                loss = float(interval_loss.mean()) / interval_steps if interval_steps else float(np.mean(train_loss))
+                losses = (interval_loss / interval_steps).tolist() if interval_steps else train_loss
+                throughput = self._throughput(done, now - start - eval_seconds, peak)
                 self.on_event(TaskProgress(self.task, completed=done, info={
-                    "loss": loss, "lr": lr, **self._throughput(done, now - start - eval_seconds, peak)}))
+                    "loss": float(np.mean(losses)), "lr": lr, **throughput,
+                    # each proxy's own figures, by its index among the mixtures: its loss since the last report, its tokens/s
+                    "proxy_loss": dict(zip(self.members, losses)),
+                    "proxy_tokens_per_s": {k: throughput["tokens_per_s"] / model.n_models for k in self.members}}))
                 last_progress = now
         wall = time.perf_counter() - start
         self.training.finish()
