@@ -23,3 +23,7 @@ class InfeasibleError(OlmixError):
 
 class LockedError(OlmixError):
     """Another process holds the project lock."""
+
+
+class NotTokenizedError(DataError):
+    """A step that only reads the token store found a domain not tokenized yet."""

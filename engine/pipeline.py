@@ -20,7 +20,7 @@ from engine.atomic import dumps_json, write_csv
 from engine.compare import Comparison, MixtureSide, compare, kl, l1
 from engine.data.store import DomainTokens, TokenStore, natural_prior
 from engine.domains import DomainSet, affected_set, check_name
-from engine.errors import OlmixError
+from engine.errors import NotTokenizedError, OlmixError
 from engine.events import EventSink, Message, ignore
 from engine.executors import jobs, make_executor
 from engine.executors.base import run_swarm
@@ -67,7 +67,7 @@ def update_context(project: Project, on_event: EventSink = ignore, initial: bool
         tokens = project.cached_tokens(after)
         missing = [name for name, t in tokens.items() if t is None]
         if missing:
-            raise OlmixError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not tokenized yet; run "
+            raise NotTokenizedError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not tokenized yet; run "
                              f"`olmix-tui tokenize {project.root}` (planning a swarm or applying the update tokenizes too).")
     leaf_tokens = {n: tokens[n] for n in after.names}
     current = None if initial else current_mixture(project)
@@ -128,12 +128,55 @@ def suggested_unfreeze(project: Project, ctx: UpdateContext) -> list[tuple[str, 
                             project.settings.reuse.suggest)
 
 
-def plan_costs(project: Project, ctx: UpdateContext) -> dict[str, dict]:
-    """What each plan kind would cost for this update (runs, tokens, FLOPs), before anything runs."""
-    scale = proxy_scale(project, project.tokenizer().vocab_size)
+def plan_costs(project: Project, ctx: UpdateContext, unfreeze: list[str] | None = None,
+               scale: ProxyScale | None = None) -> dict[str, dict]:
+    """What each plan kind would cost for this update (runs, tokens, FLOPs), before anything runs;
+    partial reuse unfreezes `unfreeze` (default [reuse] unfreeze). `scale`: the proxy, when known."""
+    scale = scale or proxy_scale(project, project.tokenizer().vocab_size)
     r = project.settings.reuse
     return compare_plans(ctx.before, ctx.after, ctx.current, ctx.prior, project.settings.swarm,
-                         scale.tokens_per_proxy, scale.flops_per_token, r.unfreeze, r.virtual_name)
+                         scale.tokens_per_proxy, scale.flops_per_token, r.unfreeze if unfreeze is None else unfreeze,
+                         r.virtual_name)
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """The choice before planning a swarm or applying an update, as the app offers it: the plan kind
+    olmix.toml configures, the unaffected domains partial reuse may unfreeze and those the last fit
+    suggests (with their interaction scores), the first mixture's cost when the project has none yet
+    (it is computed first), and `costs`, each plan's cost for a set of domains to unfreeze."""
+
+    project: Project
+    ctx: UpdateContext
+    scale: ProxyScale
+    default: str
+    unaffected: list[str]
+    suggested: list[tuple[str, float]]
+    first: dict | None = None
+
+    def costs(self, unfreeze: list[str]) -> dict[str, dict]:
+        """Each plan kind's cost (`compare_plans`' table), partial reuse unfreezing `unfreeze`."""
+        return plan_costs(self.project, self.ctx, unfreeze, self.scale)
+
+
+def plan_options(project: Project, for_update: bool = False) -> PlanOptions:
+    """The plans of the update at hand, from the token store as it is (nothing is tokenized: an
+    untokenized domain is an OlmixError saying so). `for_update`: for applying the update, whose
+    first mixture (if none exists yet) is a full swarm over the current domains, computed first."""
+    first = None
+    if for_update and not read_history(project):
+        initial = update_context(project, initial=True, tokenize=False)
+        scale = proxy_scale(project, project.tokenizer().vocab_size)
+        first = plan_costs(project, initial, scale=scale)["full"]
+        if not project.pending:
+            return PlanOptions(project, initial, scale, "full", [], [], first)
+    ctx = plan_context(project, tokenize=False)
+    if first is not None:  # no mixture yet: the update's costs once the first one exists (its ratios do not change them)
+        ctx = dataclasses.replace(ctx, current=dict(initial.prior))
+    suggested = suggested_unfreeze(project, ctx) if ctx.current is not None else []
+    default = project.settings.reuse.plan if ctx.current is not None else "full"
+    scale = proxy_scale(project, project.tokenizer().vocab_size)
+    return PlanOptions(project, ctx, scale, default, list(affected_set(ctx.before, ctx.after).unaffected), suggested, first)
 
 
 def _spec_id(parts: dict) -> str:

@@ -149,6 +149,12 @@ class Project:
             except FileNotFoundError:
                 pass
 
+    def lock_holder(self) -> tuple[int, str, str] | None:
+        """(pid, host, command) of the live process holding the lock, None when it is free: an action
+        that would wait for the lock is refused before it starts, naming who holds it."""
+        holder = _read_lock(self.cache / "lock")
+        return holder if holder is not None and _holder_alive(holder) and holder[0] != os.getpid() else None
+
     def _require_lock(self) -> None:
         if not self._lock_depth:
             raise RuntimeError("project writes must happen under Project.lock()")

@@ -92,7 +92,7 @@ def workers_told(project: Project) -> Iterator[None]:
         raise
     except KeyboardInterrupt:
         me = f"{os.getpid()}@{socket.gethostname()}"
-        owners = run_owners(pipeline.project_swarms(project))
+        owners = run_owners((s.id, s.statuses()) for s in pipeline.project_swarms(project))
         going = [o for o in owners if o.ident != me]
         if len(going) < len(owners):
             err_console.print("Ray stops this command's tasks as it exits: their runs count as interrupted.")

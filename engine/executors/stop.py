@@ -20,11 +20,12 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 from engine.executors import liveness
-from engine.executors.jobs import read_jobs
+from engine.executors.jobs import JobRecord, read_jobs
 from engine.executors.liveness import owner_alive, pid_alive
-from engine.runs import SwarmDir, list_swarms
+from engine.runs import RunStatus, list_swarms
 
 
 @dataclass(frozen=True)
@@ -44,13 +45,14 @@ class Owner:
         return f"{what} ({len(self.runs)} run(s) of swarm {self.swarm})"
 
 
-def run_owners(swarms: list[SwarmDir]) -> list[Owner]:
-    """The owners of the swarms' running runs (alive by the swarms' judge), one per worker, Slurm job or driver:
-    a Slurm job or Ray driver stands for its runs, a worker of this machine too (it can be signalled here)."""
+def run_owners(swarms: Iterable[tuple[str, list[RunStatus]]]) -> list[Owner]:
+    """The owners of the running runs of swarms (id, statuses read through a judge), one per worker,
+    Slurm job or Ray driver: a worker of this machine stands for its runs (it can be signalled here),
+    else its Slurm job or Ray driver."""
     here = socket.gethostname()
     owned: dict[tuple[str, str, str, str], list[str]] = {}
-    for swarm in swarms:
-        for s in swarm.statuses():
+    for swarm_id, statuses in swarms:
+        for s in statuses:
             if s.state != "running":
                 continue
             if s.pid and s.host == here:
@@ -61,7 +63,7 @@ def run_owners(swarms: list[SwarmDir]) -> list[Owner]:
                 key = ("ray", s.ray_driver, s.ray_driver.partition("@")[2])
             else:
                 key = ("worker", str(s.pid), s.host or "")
-            owned.setdefault((*key, swarm.id), []).append(s.run)
+            owned.setdefault((*key, swarm_id), []).append(s.run)
     return [Owner(kind, ident, host, swarm, tuple(runs)) for (kind, ident, host, swarm), runs in owned.items()]
 
 
@@ -80,8 +82,9 @@ class StopReport:
             return "nothing to stop: no job runs on this project."
         lines = [f"stopped {item}" for item in self.stopped]
         lines += [f"could not stop {item} from this machine" for item in self.unreachable]
-        lines.append(f"{len(self.interrupted)} run(s) interrupted (the next `swarm run` trains them again); "
-                     f"{self.done} finished run(s) kept.")
+        if self.interrupted or self.done:
+            lines.append(f"{len(self.interrupted)} run(s) interrupted (the next `swarm run` trains them again); "
+                         f"{self.done} finished run(s) kept.")
         return "\n".join(lines)
 
 
@@ -96,7 +99,7 @@ def stop(root: Path, swarm_id: str | None = None, grace: float = 20.0) -> StopRe
     report.stopped += [f"{r.label} ({r.where})" for r in schedulers if r.host == here]
     report.unreachable += [f"{r.label} ({r.where})" for r in schedulers if r.host != here]
 
-    owners = run_owners(swarms)
+    owners = run_owners((s.id, s.statuses()) for s in swarms)
     running = [run for o in owners for run in o.runs]
     workers = {int(o.ident) for o in owners if o.kind == "worker" and o.host == here}
     workers |= {r.pid for r in records if r.kind == "worker" and r.host == here}
@@ -110,6 +113,20 @@ def stop(root: Path, swarm_id: str | None = None, grace: float = 20.0) -> StopRe
         statuses = {s.run: s for s in swarm.statuses()}
         report.interrupted += [r for r in running if r in statuses and statuses[r].state == "interrupted"]
         report.done += sum(s.state == "done" for s in statuses.values())
+    return report
+
+
+def stop_job(root: Path, record: JobRecord, grace: float = 20.0) -> StopReport:
+    """Stop one job: one that works on a swarm together with that swarm's workers (`stop`), another
+    (a fit, tokenizing) alone."""
+    if record.swarm:
+        return stop(root, record.swarm, grace)
+    report = StopReport()
+    if record.host == socket.gethostname():
+        _stop_processes([record.pid], grace, lead_groups=False)
+        report.stopped.append(f"{record.label} ({record.where})")
+    else:
+        report.unreachable.append(f"{record.label} ({record.where})")
     return report
 
 
