@@ -41,6 +41,7 @@ class AppTabs(TabbedContent):
 
     def _on_tab_pane_focused(self, event: TabPane.Focused) -> None:
         event.stop()
+        event.prevent_default()  # TabbedContent's own handler would run next
 
 
 class MixingApp(App):

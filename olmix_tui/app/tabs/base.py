@@ -46,6 +46,11 @@ class AppTab(TabPane):
         if tables:
             tables.first().focus()
 
+    def on_resize(self) -> None:
+        """Drawn again for the new width: the columns that fit."""
+        if self.is_mounted:
+            self.show(self.app.snapshot)
+
     @property
     def narrow(self) -> bool:
         """Below 120 columns: tables keep to the columns that fit, the rest is in a detail panel."""

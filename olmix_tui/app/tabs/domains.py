@@ -23,6 +23,8 @@ from olmix_tui.app.views import WeightBars, fill
 from olmix_tui.render import count, pct
 
 COLUMNS = ["domain", "staged", "sources", "revision", "train tokens", "natural", "current"]
+NARROW_COLUMNS = ["domain", "staged", "train tokens", "natural", "current"]
+"""Below 120 columns: the domain table's columns that fit in 80 (`olmix-tui domains list` has the sources)."""
 
 
 class DomainsTab(AppTab):
@@ -45,9 +47,6 @@ class DomainsTab(AppTab):
         with VerticalScroll(id="domain-bars-scroll", can_focus=False):
             yield Static(id="domain-bars")
 
-    def on_mount(self) -> None:
-        self.query_one("#domains", DataTable).add_columns(*COLUMNS)
-
     def show(self, snapshot: Snapshot) -> None:
         status, summary = snapshot.status, self.query_one("#domains-summary", Static)
         if snapshot.error:
@@ -58,10 +57,15 @@ class DomainsTab(AppTab):
         marks = {} if pending is None else {
             **{d: "revise" for d in pending.revised}, **{d: "remove" for d in pending.removed},
             **{d: "partition into " + ", ".join(parts) for d, parts in pending.partitioned.items()}}
-        rows = [(d.name, [d.name, Text(marks.get(d.name, ""), style="yellow"), ", ".join(d.sources),
-                          d.revision[:8], count(d.train_tokens) or "", pct(d.prior) or "", pct(d.weight) or ""])
-                for d in status.domains]
-        fill(self.query_one("#domains", DataTable), rows)
+        table, columns = self.query_one("#domains", DataTable), NARROW_COLUMNS if self.narrow else COLUMNS
+        if [str(c.label) for c in table.columns.values()] != columns:
+            table.clear(columns=True)
+            table.add_columns(*columns)
+        cells = [{"domain": d.name, "staged": Text(marks.get(d.name, ""), style="yellow"), "sources": ", ".join(d.sources),
+                  "revision": d.revision[:8], "train tokens": count(d.train_tokens) or "", "natural": pct(d.prior) or "",
+                  "current": pct(d.weight) or ""} for d in status.domains]
+        rows = [(row["domain"], [row[c] for c in columns]) for row in cells]
+        fill(table, rows)
         if self.app.selection.domain not in {key for key, _ in rows}:
             self.app.select(domain=rows[0][0] if rows else None)
         if not snapshot.error:

@@ -60,9 +60,6 @@ class FitsTab(AppTab):
     def on_mount(self) -> None:
         self.query_one("#cv", DataTable).add_columns(*CV_COLUMNS)
 
-    def on_resize(self) -> None:
-        self.show(self.app.snapshot)  # the columns that fit
-
     def show(self, snapshot: Snapshot) -> None:
         fits, table = snapshot.fits, self.query_one("#fits", DataTable)
         columns = NARROW_COLUMNS if self.narrow else COLUMNS

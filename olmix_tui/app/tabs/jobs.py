@@ -14,7 +14,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Log, Static
+from textual.widgets import DataTable, RichLog, Static
 
 from engine.executors.jobs import JobRecord
 from engine.executors.stop import Owner
@@ -57,19 +57,20 @@ def since(started: int | None) -> str:
 
 
 class LogTail:
-    """A log file followed from where it was last read: the last TAIL_BYTES at first, then what is appended."""
+    """A log file followed from where it was last read: the last TAIL_BYTES at first, then the lines
+    appended (a line still being written waits for its end)."""
 
     def __init__(self):
         self.path: Path | None = None
         self.offset = 0
 
-    def read(self, path: Path | None) -> tuple[bool, str]:
-        """(whether to start over, the text to add)."""
+    def read(self, path: Path | None) -> tuple[bool, list[str]]:
+        """(whether to start over, the whole lines to add)."""
         restart = path != self.path
         self.path = path
         if path is None:
             self.offset = 0
-            return restart, ""
+            return restart, []
         try:
             size = path.stat().st_size
             if restart or size < self.offset:  # a new log, or one written anew
@@ -78,20 +79,26 @@ class LogTail:
                 f.seek(self.offset)
                 data = f.read()
         except OSError:
-            return restart, ""
-        self.offset += len(data)
-        return restart, data.decode("utf-8", errors="replace")
+            return restart, []
+        whole = data[:data.rfind(b"\n") + 1]
+        self.offset += len(whole)
+        return restart, whole.decode("utf-8", errors="replace").splitlines()
 
 
-def follow(log: Log, tail: LogTail, path: Path | None, missing: str) -> None:
-    """Show `path`'s new lines in `log` (all of its tail when it is a new one)."""
-    restart, text = tail.read(path)
+def follow(log: RichLog, tail: LogTail, path: Path | None, missing: str) -> None:
+    """Show `path`'s new lines in `log` (all of its tail when it is a new one), as written: no markup."""
+    restart, lines = tail.read(path)
     if restart:
         log.clear()
         if path is None or not path.exists():
-            log.write_line(missing)
-    if text:
-        log.write(text)
+            log.write(Text(missing, style="dim"))
+    for line in lines:
+        log.write(Text(line))
+
+
+def job_log(id: str, max_lines: int) -> RichLog:
+    """A log viewer: long lines wrap (an error's fix is at its end)."""
+    return RichLog(id=id, max_lines=max_lines, wrap=True, markup=False, highlight=False, min_width=20)
 
 
 class JobsTab(AppTab):
@@ -111,7 +118,7 @@ class JobsTab(AppTab):
         yield Static(id="jobs-summary")
         yield DataTable(id="jobs", cursor_type="row", zebra_stripes=True)
         yield Static(id="log-title")
-        yield Log(id="job-log", max_lines=5000)
+        yield job_log("job-log", 5000)
 
     def show(self, snapshot: Snapshot) -> None:
         self.rows = job_rows(snapshot, self.app.project.root)
@@ -142,18 +149,15 @@ class JobsTab(AppTab):
         title = self.query_one("#log-title", Static)
         if row is None:
             title.update("")
-            follow(self.query_one("#job-log", Log), self.tail, None, "")
+            follow(self.query_one("#job-log", RichLog), self.tail, None, "")
             return
         code = f", exit code {row.record.exit_code}" if row.record and row.record.exit_code is not None else ""
         where = f" ({row.where}{code})" if row.where else ""
         shown = _relative(row.log, self.app.project.root) or "its output went to a terminal"
         title.update(Text(f"{row.label}{where}; log: {shown}", style="bold"))
-        follow(self.query_one("#job-log", Log), self.tail, row.log,
+        follow(self.query_one("#job-log", RichLog), self.tail, row.log,
                "No log file: the job's output went to the terminal that started it." if row.log is None else
                f"{row.log} does not exist (yet).")
-
-    def on_resize(self) -> None:
-        self.show(self.app.snapshot)  # the columns that fit
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
@@ -171,7 +175,7 @@ class JobsTab(AppTab):
         if row is None:
             self.app.tell("No job to show the log of.", "warning")
             return
-        self.app.push_screen(LogScreen(row.label, row.log))
+        self.app.push_screen(LogScreen(row.label, row.log, _relative(row.log, self.app.project.root)))
 
     def action_stop(self) -> None:
         row = self._chosen()
@@ -200,26 +204,26 @@ class LogScreen(ModalScreen):
     DEFAULT_CSS = """
     LogScreen { background: $background; }
     LogScreen #log-screen-title { height: auto; padding: 0 1; }
-    LogScreen Log { height: 1fr; }
+    LogScreen RichLog { height: 1fr; }
     """
     BINDINGS = [Binding("escape,q,l", "dismiss", "Close", id="log.close")]
 
-    def __init__(self, label: str, path: Path | None):
+    def __init__(self, label: str, path: Path | None, shown: str):
         super().__init__()
-        self.label, self.path, self.tail = label, path, LogTail()
+        self.label, self.path, self.shown, self.tail = label, path, shown, LogTail()
 
     def compose(self) -> ComposeResult:
-        yield Static(Text(f"{self.label}: {self.path or 'no log file'} (Escape closes; the log is followed live)",
+        yield Static(Text(f"{self.label}: {self.shown or 'no log file'} (Escape closes; the log is followed live)",
                           style="bold"), id="log-screen-title")
-        yield Log(id="log-screen", max_lines=20000)
+        yield job_log("log-screen", 20000)
 
     def on_mount(self) -> None:
         self._follow()
         self.set_interval(1.0, self._follow)
-        self.query_one(Log).focus()
+        self.query_one(RichLog).focus()
 
     def _follow(self) -> None:
-        follow(self.query_one(Log), self.tail, self.path, "No log file: the job's output went to a terminal.")
+        follow(self.query_one(RichLog), self.tail, self.path, "No log file: the job's output went to a terminal.")
 
     async def action_dismiss(self, result=None) -> None:
         self.dismiss(result)

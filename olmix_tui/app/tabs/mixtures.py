@@ -34,9 +34,6 @@ class MixturesTab(AppTab):
         with VerticalScroll(id="comparison-scroll"):
             yield Static(id="comparison")
 
-    def on_resize(self) -> None:
-        self.show(self.app.snapshot)  # the columns that fit
-
     def show(self, snapshot: Snapshot) -> None:
         history, table = snapshot.history, self.query_one("#history", DataTable)
         columns = HISTORY_COLUMNS[:-1] if self.narrow else HISTORY_COLUMNS  # narrow: the mixture is in the bars below

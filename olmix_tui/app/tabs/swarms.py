@@ -93,7 +93,7 @@ class SwarmsTab(AppTab):
         elif not snapshot.swarms:
             text = Text(f"No swarm yet: p plans one (or `olmix-tui swarm plan {root}`), then t trains it here.")
         else:
-            training = [job for job in snapshot.running if job.swarm]
+            training = [job for job in snapshot.running if job.swarm and job.kind in ("train", "update")]
             text = Text(f"{len(snapshot.swarms)} swarm(s); " + (
                 "; ".join(f"{job.label} ({job.where}); s stops it" for job in training) if training else
                 "t trains the highlighted swarm's unfinished runs; m shows a run's detail; "
@@ -145,9 +145,6 @@ class SwarmsTab(AppTab):
             plt.xlabel("tokens")
             plt.title(f"curve of {status.run}")
             curve.refresh()
-
-    def on_resize(self) -> None:
-        self._show_runs()  # the columns that fit
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
@@ -201,8 +198,9 @@ class SwarmsTab(AppTab):
 
     def action_stop(self) -> None:
         item = self.app.snapshot.swarm(self.app.selection.swarm)
-        if item is None or not any(s.state == "running" for s in item[1]):
-            self.app.tell("Nothing of this swarm is training.", "warning")
+        jobs = [job for job in self.app.snapshot.running if item is not None and job.swarm == item[0].id]
+        if item is None or not (jobs or any(s.state == "running" for s in item[1])):
+            self.app.tell("Nothing works on this swarm now.", "warning")
             return
         self.app.tell(f"Stopping swarm {item[0].id}'s training…")
         self.app.stop(swarm=item[0].id)
