@@ -190,8 +190,9 @@ def test_the_command_palette_finds_train(snap_compare, fixture_project):
         await wait_for(pilot, lambda: isinstance(pilot.app.screen, CommandPalette), timeout=60)
         await pilot.press(*"train")
         hits = pilot.app.screen.query_one(CommandList)
-        counts = []
+        counts, deadline = [], time.monotonic() + 60
         while len(counts) < 5 or len(set(counts[-5:])) > 1 or not counts[-1]:  # the hits gathered: a second unchanged
+            assert time.monotonic() < deadline, "the palette found nothing"
             await pilot.pause(0.2)
             counts.append(hits.option_count)
 
