@@ -19,6 +19,7 @@ from conftest import plan_swarm
 from engine import atomic
 from engine.compare import Comparison
 from engine.config import read_toml
+from engine.history import read_history
 from engine.project import Project
 from olmix_tui.app import MixingApp
 from olmix_tui.app.app import AppTabs
@@ -168,7 +169,14 @@ def test_mixtures_tab_shows_an_update_beside_its_full_recomputation(small_projec
         async with app.run_test(size=(160, 48)) as pilot:
             await wait_for(pilot, lambda: app.selection.swarm is not None, timeout=60)
             newest = pipeline.find_swarm(small_project, None)  # the latest swarm, verification runs aside
-            assert app.selection.swarm == newest.id and app.query_one("#swarms", DataTable).row_count > 2
+            swarms = app.query_one("#swarms", DataTable)
+            assert app.selection.swarm == newest.id and swarms.row_count > 2
+            entries = read_history(small_project)  # the swarms in the history's order, each with its entry
+            used = [(e.content.swarm, e.label) for e in entries if e.content.swarm]
+            used += [(entries[-1].content.compare.full.swarm, "0003-add full"),
+                     (entries[-1].content.compare.verification.swarm, "0003-add verify")]
+            first_use = list({swarm: label for swarm, label in reversed(used)}.items())[::-1]  # a swarm used again: its first use
+            assert [(key.value, str(swarms.get_row(key)[1])) for key in swarms.rows] == sorted(first_use, key=lambda u: u[1])
             await wait_for(pilot, lambda: app.focused is app.query_one("#swarms"), timeout=30)
             await open_tab(pilot, "3", "mixtures")
             panel = app.query_one("#comparison")
@@ -186,6 +194,10 @@ def test_mixtures_tab_shows_an_update_beside_its_full_recomputation(small_projec
                            and isinstance(app.snapshot.comparison, str), timeout=60)
             await wait_for(pilot, lambda: panel.content.title == "mixture of 0001-initial", timeout=30)
             assert "first entry" in app.snapshot.comparison
+            await pilot.press("c", "down", "down")  # 0001 pinned, 0003 highlighted: any two entries side by side
+            await wait_for(pilot, lambda: isinstance(app.snapshot.comparison, Comparison)
+                           and app.snapshot.selection.entry == "0003-add", timeout=60)
+            assert app.snapshot.comparison == pipeline.diff_entries(small_project, "0001-initial", "0003-add")
 
     asyncio.run(session())
 
