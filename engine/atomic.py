@@ -26,8 +26,11 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     gets the mode a plain open() would give it (0666 less the umask), not mkstemp's 0600, so the
     other users of a shared project folder can read it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
@@ -35,11 +38,13 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
+        if isinstance(err, OSError):  # name the file being written, not its temp file
+            raise OSError(err.errno, err.strerror, str(path)) from None
         raise
     _fsync_dir(path.parent)
     return path
@@ -120,41 +125,71 @@ def format_float(x: float, digits: int = FLOAT_DIGITS) -> str:
     return "nan" if x != x else f"{x:.{digits}g}"
 
 
-def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
-    """Atomic CSV with floats in a fixed format."""
+def dumps_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """CSV text with floats in a fixed format."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     for row in rows:
         w.writerow([format_float(v) if isinstance(v, float) else v for v in row])
-    return write_text(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """Atomic CSV with floats in a fixed format."""
+    return write_text(path, dumps_csv(header, rows))
 
 
 def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
     """Append one JSON line and fsync: append-only logs (metrics.jsonl) survive a SIGKILL.
 
-    A reader must ignore a truncated last line (see `read_jsonl`).
+    A line torn by a killed writer (no newline at the end of the file) is closed first, so the new
+    record starts a line of its own; readers skip the torn one (see `read_jsonl`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(round_floats(dict(record)), sort_keys=True) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
+    line = (json.dumps(round_floats(dict(record)), sort_keys=True) + "\n").encode("utf-8")
+    with open(path, "a+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size and os.pread(f.fileno(), 1, size - 1) != b"\n":
+            line = b"\n" + line
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read an append-only JSON-lines log, skipping a torn final line left by a killed writer."""
+    """Read an append-only JSON-lines log of objects, skipping a torn line left by a killed writer
+    (and any line that is not a JSON object)."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():  # missing (nothing written yet), or not a file a worker wrote
         return []
+    data = path.read_bytes()
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in data.decode("utf-8", errors="replace").splitlines():
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
             continue
+        if isinstance(record, dict):
+            out.append(record)
     return out
+
+
+def write_output(path: str | os.PathLike, text: str) -> Path:
+    """Write a command's output file (`export --out`, `predict --out`): a regular file (or a symlink
+    to one, which is kept and written through) atomically; anything else that exists (a FIFO, a
+    device such as /dev/stdout, a terminal) by opening and writing it, never replacing it."""
+    path = Path(path)
+    try:
+        special = (path.exists() and not path.is_file()
+                   or any(str(p).startswith(("/dev/", "/proc/")) for p in (path.absolute(), path.resolve())))
+    except (OSError, RuntimeError):  # a symlink loop: let the write say what is wrong
+        special = False
+    if special:  # appending: /dev/stdout redirected to a file is written where the shell left it
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+        return path
+    return write_text(path.resolve() if path.is_symlink() else path, text)

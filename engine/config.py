@@ -10,6 +10,8 @@ puts the file and the table in front of any message; `dump_section` writes a tab
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import math
 import tomllib
 import types
@@ -36,6 +38,23 @@ class Table:
 
     def validate(self) -> None:
         """Raise ConfigError (one sentence: the key, what is wrong, the fix) for a value that cannot work."""
+
+
+SEED_MAX = 2**32 - 1
+"""The largest seed: numpy's and torch's generators take any seed in [0, 2**32)."""
+
+
+def refuse(*problems: tuple[bool, str]) -> None:
+    """Raise ConfigError with the sentence of the first problem whose condition holds (the key,
+    what is wrong, the fix; the final period is added)."""
+    for bad, text in problems:
+        if bad:
+            raise ConfigError(f"{text}.")
+
+
+def seed_problem(key: str, seed: int) -> tuple[bool, str]:
+    """A seed out of [0, SEED_MAX], for `refuse`."""
+    return not 0 <= seed <= SEED_MAX, f"{key} is {seed}; use a seed between 0 and {SEED_MAX}"
 
 
 def _optional(tp: Any) -> Any | None:
@@ -118,10 +137,13 @@ def load_section(cls: type[T], data: Mapping[str, Any] | None, file: str, sectio
     name the file and the key; keys left out take the class's defaults (a class with a
     `from_section` factory fills them its own way, e.g. from a preset).
     """
+    if data is not None and not isinstance(data, Mapping):
+        where = f"[{section}]" if section else "the file"
+        raise ConfigError(f"{file}: {where} must be a table of keys, got {type(data).__name__}; fix or restore it.")
     data = dict(data or {})
     if not dataclasses.is_dataclass(cls):
         raise TypeError(cls)
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
     key = (lambda k: f"[{section}].{k}") if section else (lambda k: f"'{k}'")
     unknown = sorted(set(data) - fields)
@@ -145,17 +167,73 @@ def load_section(cls: type[T], data: Mapping[str, Any] | None, file: str, sectio
         raise ConfigError(f"{file}: [{section}] {err}" if section else f"{file}: {err}") from None
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A class's resolved type hints (cached: run files are read every poll)."""
+    return typing.get_type_hints(cls)
+
+
 def dump_section(obj: Any) -> dict[str, Any]:
     """The dataclass as a plain dict, for writing back to TOML (None values are left out when written)."""
     return dataclasses.asdict(obj)
 
 
-def read_toml(path: Path) -> dict:
-    """Parse a TOML file; a syntax error names the file and line."""
+def read_bytes(path: Path, missing: str) -> bytes:
+    """A project file's bytes; a missing file raises ConfigError with `missing` (its sentence's
+    fix), a file that cannot be read (a folder, a FIFO or a device, which would be read forever)
+    one naming the file and the reason."""
+    path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise ConfigError(f"{path} is not a regular file (a FIFO or a device?); replace it with the file.")
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        return path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{path} is missing; run `olmix-tui init {path.parent}` to create a project.") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path} is not valid TOML ({err}); fix the syntax.") from None
+        raise ConfigError(missing) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a file; remove it or restore the file.") from None
+    except OSError as err:
+        raise ConfigError(f"{path} cannot be read ({err.strerror}); fix its permissions or restore it.") from None
+
+
+def decode_text(path: Path, data: bytes, fix: str = "save it as UTF-8 or restore it from git.") -> str:
+    """UTF-8 text of a project file; other bytes (a binary file, latin-1 text) are a ConfigError."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); {fix}") from None
+
+
+def read_toml(path: Path, missing: str | None = None) -> dict:
+    """Parse a TOML file; a missing, unreadable, non-UTF-8 or malformed file is a ConfigError naming
+    the file (a syntax error also its line). `missing`: the sentence for a missing file."""
+    path = Path(path)
+    return parse_toml(decode_text(path, read_bytes(path, missing or f"{path} is missing; run `olmix-tui init "
+                                                                    f"{path.parent}` to create a project.")), path)
+
+
+def parse_toml(text: str, path: Path | str) -> dict:
+    """Parse TOML text read from `path` (named in the error of a malformed text)."""
+    return _parsed(tomllib.loads, text, path, "TOML", "fix the syntax.")
+
+
+def _parsed(loads, text: str, path: Path | str, kind: str, fix: str) -> Any:
+    """`loads(text)`, or a ConfigError naming the file, where the text breaks, and `fix`."""
+    try:
+        return loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        reason = f"{err.msg} at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else str(err)
+        raise ConfigError(f"{path} is not valid {kind} ({reason}); {fix}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is not valid {kind} (it nests too deeply); {fix}") from None
+
+
+def read_json(path: Path, missing: str, fix: str) -> Any:
+    """Parse a JSON file the project wrote (NaN and Infinity as Python writes them are read back); a
+    missing file raises ConfigError `missing`, a damaged one (not UTF-8, empty, not JSON) one naming
+    the file, what is wrong and `fix`."""
+    path = Path(path)
+    data = read_bytes(path, missing)
+    text = decode_text(path, data, fix)
+    if not text.strip():
+        raise ConfigError(f"{path} is empty; {fix}")
+    return _parsed(json.loads, text, path, "JSON", fix)

@@ -10,15 +10,18 @@ derived from the difference between the two sets.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Iterable, Mapping
 
 from engine.config import Table
 from engine.errors import ConfigError, DataError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
+MAX_NAME = 100
+"""The longest name (of a domain, an eval set, a swarm): names become parts of file names."""
 FORMATS = ("auto", "jsonl", "text", "tokens")
 TOKEN_DTYPES = ("uint16", "uint32")
 CHANGE_KINDS = ("add", "remove", "partition", "revise")
@@ -44,31 +47,63 @@ class Domain:
         return out
 
 
-def check_name(name: str, where: str) -> None:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+def check_name(name: str, where: str, what: str = "domain") -> None:
+    """A name used in file names and tables: letters, digits and _ . : -, at most MAX_NAME characters."""
+    if not isinstance(name, str) or not NAME_RE.match(name) or len(name) > MAX_NAME:
+        shown = repr(name) if not isinstance(name, str) or len(name) <= 40 else repr(name[:40] + "...")
         raise ConfigError(
-            f"{where}: domain name {name!r} is not valid; use letters, digits and _ . : - "
-            "(for example 'web:news')."
+            f"{where}: {what} name {shown} is not valid; use letters, digits and _ . : - (at most {MAX_NAME} "
+            "characters, for example 'web:news')."
         )
 
 
-def resolve_sources(root: Path, domain: Domain) -> list[Path]:
-    """The sorted files a domain's sources match; a pattern that matches nothing or an empty file is an error."""
+def outside_project(pattern: str) -> bool:
+    """Whether a path or glob written in a project file leaves the project folder: absolute, or
+    with a '..' part."""
+    return PurePath(pattern).is_absolute() or pattern.startswith(("/", "\\")) or ".." in re.split(r"[/\\]", pattern)
+
+
+def resolve_sources(root: Path, domain: Domain, external: bool = False) -> list[Path]:
+    """The sorted files a domain's sources match; a pattern that matches nothing or an empty file is an error.
+
+    Without `external` ([data] external_sources), a source outside the project folder (an absolute
+    path, '..', or a symlink leading out) is refused before anything is read.
+    """
+    root = Path(root).resolve()
     files: set[Path] = set()
     for pattern in domain.sources:
-        if Path(pattern).is_absolute():
-            matches = [Path(pattern)] if Path(pattern).is_file() else sorted(Path("/").glob(pattern.lstrip("/")))
-        else:
-            matches = sorted(p for p in root.glob(pattern) if p.is_file())
+        if outside_project(pattern) and not external:
+            raise DataError(
+                f"domain '{domain.name}': source '{pattern}' is outside the project folder; copy or link the data "
+                "into the project, or set [data] external_sources = true in olmix.toml to allow it."
+            )
+        try:
+            if Path(pattern).is_absolute():
+                matches = [Path(pattern)] if Path(pattern).is_file() else sorted(Path("/").glob(pattern.lstrip("/")))
+            else:
+                matches = sorted(p for p in root.glob(pattern) if p.is_file())
+            resolved = [p.resolve() for p in matches]
+        except (OSError, RuntimeError, ValueError) as err:  # a symlink loop, an unreadable folder, a bad glob
+            raise DataError(f"domain '{domain.name}': source '{pattern}' cannot be read ({err}); fix the path or glob.") from None
         if not matches:
             raise DataError(
                 f"domain '{domain.name}': source '{pattern}' matches no file under {root}; "
                 "fix the path or glob (paths are relative to the project folder)."
             )
-        files.update(p.resolve() for p in matches)
+        escaped = [p for p in resolved if not p.is_relative_to(root)]
+        if escaped and not external:
+            raise DataError(
+                f"domain '{domain.name}': source '{pattern}' leads outside the project folder ({escaped[0]}, through a "
+                "symlink); copy the data into the project, or set [data] external_sources = true in olmix.toml."
+            )
+        files.update(resolved)
     for path in sorted(files):
-        if path.stat().st_size == 0:
-            raise DataError(f"domain '{domain.name}': source file {path} is empty; remove it or give it data.")
+        try:
+            empty = path.stat().st_size == 0 or not os.access(path, os.R_OK)
+        except OSError:
+            empty = True
+        if empty:
+            raise DataError(f"domain '{domain.name}': source file {path} is empty or unreadable; remove it or give it data.")
     return sorted(files)
 
 
@@ -88,9 +123,9 @@ def content_hash(root: Path, files: Iterable[Path], extra: str = "") -> str:
     return h.hexdigest()[:16]
 
 
-def with_revision(root: Path, domain: Domain) -> Domain:
+def with_revision(root: Path, domain: Domain, external: bool = False) -> Domain:
     """The domain with its revision set to the current content hash of its sources."""
-    files = resolve_sources(root, domain)
+    files = resolve_sources(root, domain, external)
     extra = f"{domain.format}|{domain.text_field}|{domain.token_dtype}"
     return replace(domain, revision=content_hash(root, files, extra))
 
@@ -207,15 +242,31 @@ class Change:
             raise ConfigError(f"{where}: kind {kind!r} is unknown; use one of {', '.join(CHANGE_KINDS)}.")
         domain = entry.get("domain")
         check_name(domain, where)
+        sources = entry.get("sources", [])
+        if not _string_list(sources):
+            raise ConfigError(f"{where}: 'sources' must be a list of file paths or globs.")
         parts = entry.get("parts", {})
+        if not isinstance(parts, Mapping) or not all(_string_list(v) and v for v in parts.values()):
+            raise ConfigError(f"{where}: 'parts' must be a table of part name = [files or globs].")
+        for part in parts:
+            check_name(part, where)
+        for key, allowed in (("format", FORMATS), ("text_field", None)):
+            value = entry.get(key, "auto" if key == "format" else "text")
+            if not isinstance(value, str) or not value or (allowed and value not in allowed):
+                raise ConfigError(f"{where}: {key} {value!r} is not valid"
+                                  + (f"; use one of {', '.join(allowed)}." if allowed else "; give a field name."))
         return cls(
             kind=kind,
             domain=domain,
-            sources=tuple(entry.get("sources", ())),
+            sources=tuple(sources),
             parts={k: tuple(v) for k, v in parts.items()},
             format=entry.get("format", "auto"),
             text_field=entry.get("text_field", "text"),
         )
+
+
+def _string_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
 
 
 def parse_parts(parts: Iterable[str]) -> dict[str, tuple[str, ...]]:
@@ -230,8 +281,9 @@ def parse_parts(parts: Iterable[str]) -> dict[str, tuple[str, ...]]:
     return spec
 
 
-def apply_change(root: Path, current: DomainSet, change: Change) -> DomainSet:
-    """The domain set after `change`, validated against the project's files."""
+def apply_change(root: Path, current: DomainSet, change: Change, external: bool = False) -> DomainSet:
+    """The domain set after `change`, validated against the project's files (`external`: sources
+    outside the project are allowed, [data] external_sources)."""
     doms = {d.name: d for d in current}
     name = change.domain
     if change.kind == "add":
@@ -243,7 +295,7 @@ def apply_change(root: Path, current: DomainSet, change: Change) -> DomainSet:
         new = Domain(name=name, sources=tuple(change.sources), format=change.format, text_field=change.text_field)
         if new.format not in FORMATS:
             raise ConfigError(f"format '{new.format}' is unknown; use one of {', '.join(FORMATS)}.")
-        doms[name] = with_revision(root, new)
+        doms[name] = with_revision(root, new, external)
     elif change.kind == "remove":
         _require(doms, name)
         del doms[name]
@@ -251,18 +303,19 @@ def apply_change(root: Path, current: DomainSet, change: Change) -> DomainSet:
             raise ConfigError(f"removing '{name}' would leave no domains; add another domain first.")
     elif change.kind == "revise":
         old = _require(doms, name)
-        new = with_revision(root, replace(old, sources=tuple(change.sources) or old.sources))
+        new = with_revision(root, replace(old, sources=tuple(change.sources) or old.sources), external)
         if new.revision == old.revision:
             raise ConfigError(f"domain '{name}' has the same data as its current revision; change its files or give new sources.")
         doms[name] = new
     elif change.kind == "partition":
         parent = _require(doms, name)
-        doms.update(_partition(root, parent, change.parts, set(doms)))
+        parts = _partition(root, parent, change.parts, set(doms), external)
         del doms[name]
+        doms.update(parts)
     else:  # pragma: no cover - guarded by Change.from_toml
         raise ConfigError(f"unknown change kind {change.kind!r}")
     result = DomainSet(tuple(doms.values()))
-    check_disjoint(root, result)
+    check_disjoint(root, result, external)
     return result
 
 
@@ -272,25 +325,28 @@ def _require(doms: dict, name: str) -> Domain:
     return doms[name]
 
 
-def _partition(root: Path, parent: Domain, parts: Mapping[str, tuple[str, ...]], taken: set[str]) -> dict[str, Domain]:
+def _partition(root: Path, parent: Domain, parts: Mapping[str, tuple[str, ...]], taken: set[str],
+               external: bool = False) -> dict[str, Domain]:
     if len(parts) < 2:
         raise ConfigError(f"partitioning '{parent.name}' needs at least two parts.")
-    parent_files = set(resolve_sources(root, parent))
+    parent_files = set(resolve_sources(root, parent, external))
     claimed: dict[Path, str] = {}
     out = {}
     for part, patterns in parts.items():
         check_name(part, f"partition of '{parent.name}'")
-        if part in taken and part != parent.name:
+        if part == parent.name:
+            raise ConfigError(f"part name '{part}' is the name of the domain being partitioned; give each part a new name.")
+        if part in taken:
             raise ConfigError(f"part name '{part}' is already a domain; choose another name.")
         dom = replace(parent, name=part, sources=tuple(patterns), parent=parent.name, revision="")
-        files = resolve_sources(root, dom)
+        files = resolve_sources(root, dom, external)
         for f in files:
             if f not in parent_files:
                 raise ConfigError(f"part '{part}' claims {f}, which is not part of domain '{parent.name}'.")
             if f in claimed:
                 raise ConfigError(f"file {f} is claimed by both parts '{claimed[f]}' and '{part}'; each file goes in one part.")
             claimed[f] = part
-        out[part] = with_revision(root, dom)
+        out[part] = with_revision(root, dom, external)
     missing = sorted(parent_files - set(claimed))
     if missing:
         raise ConfigError(
@@ -300,11 +356,11 @@ def _partition(root: Path, parent: Domain, parts: Mapping[str, tuple[str, ...]],
     return out
 
 
-def check_disjoint(root: Path, domains: DomainSet) -> None:
+def check_disjoint(root: Path, domains: DomainSet, external: bool = False) -> None:
     """A file may belong to one domain only."""
     owner: dict[Path, str] = {}
     for d in domains:
-        for f in resolve_sources(root, d):
+        for f in resolve_sources(root, d, external):
             if f in owner:
                 raise ConfigError(f"file {f} is claimed by both '{owner[f]}' and '{d.name}'; a file belongs to one domain.")
             owner[f] = d.name

@@ -2,23 +2,30 @@
 
 Each entry records the change, the plan, swarm and fit ids, the mixture over leaf domains and the
 compute spent (`EntryContent`); an update checked against its full recomputation records that
-comparison too (`CompareRecord`). The current mixture is the last entry's.
+comparison too (`CompareRecord`). The current mixture is the last entry's. Every entry is checked
+when read (a mixture of weights in [0, 1] summing to 1, ids that name folders of the project, one
+entry per number), and an entry is written together with the domain set it produces
+(`Project.write_together`), so a command killed in between leaves nothing half-applied.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import atomic
-from engine.config import Table, load_section, read_toml
+from engine.config import Table, load_section, parse_toml, read_toml
+from engine.domains import DomainSet, check_name
 from engine.errors import ConfigError
-from engine.project import Project
+from engine.project import DOMAINS_FILE, PENDING_FILE, Project
 from engine.reuse import PlanRecord
 
-ENTRY_RE = re.compile(r"^(\d{4})-([a-z0-9+_-]+)\.toml$")
+ENTRY_RE = re.compile(r"^(\d{4})-([a-z0-9+_-]{1,60})\.toml$")
+SUM_TOLERANCE = 1e-3
+"""How far from 1 a stored mixture's weights may sum (they are written with 8 significant digits)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,16 @@ class UpdateRecord(Table):
     predicted: float | None = None
     proposal: ProposalInfo | None = None
     compute: Compute = field(default_factory=Compute)
+
+    def validate(self) -> None:
+        bad = next((f"{k} = {w}" for k, w in self.mixture.items() if not (math.isfinite(w) and 0.0 <= w <= 1.0)), None)
+        if bad is not None:
+            raise ConfigError(f"mixture weight {bad} is not between 0 and 1; restore the entry from git.")
+        if self.mixture and abs(sum(self.mixture.values()) - 1.0) > SUM_TOLERANCE:
+            raise ConfigError(f"mixture weights sum to {sum(self.mixture.values()):.6g}, not 1; restore the entry from git.")
+        for what, value in (("swarm", self.swarm), ("fit", self.fit)):
+            if value:
+                check_name(value, what, what)
 
 
 @dataclass(frozen=True)
@@ -128,17 +145,26 @@ class HistoryEntry:
 
 
 def read_history(project: Project) -> list[HistoryEntry]:
-    """All entries, oldest first; a malformed entry is an error naming its file."""
-    entries = []
-    for path in sorted(project.history_dir.glob("*.toml")):
-        m = ENTRY_RE.match(path.name)
+    """All entries, oldest first (with the one a killed command left in the journal); a malformed
+    entry, or two entries with one number (two branches merged), is an error naming the files."""
+    texts: dict[str, str | None] = {p.name: None for p in project.history_dir.glob("*.toml")}
+    texts.update((rel.removeprefix("history/"), text) for rel, text in project.journal.items()
+                 if rel.startswith("history/") and text is not None)
+    entries: dict[int, HistoryEntry] = {}
+    for name in sorted(texts):
+        path = project.history_dir / name
+        m = ENTRY_RE.match(name)
         if not m:
             raise ConfigError(f"{path} is not named NNNN-<kind>.toml; rename or remove it.")
-        data = read_toml(path)
+        number = int(m.group(1))
+        if number in entries:
+            raise ConfigError(f"history has two entries numbered {number:04d} ({entries[number].path.name} and {name}), "
+                              "as after merging two branches; keep one, or renumber the later one after the last entry.")
+        data = read_toml(path) if texts[name] is None else parse_toml(texts[name], path)
         if not isinstance(data.get("mixture"), dict):
             raise ConfigError(f"{path}: [mixture] must map each leaf domain to its weight.")
-        entries.append(HistoryEntry(int(m.group(1)), m.group(2), path, load_section(EntryContent, data, str(path))))
-    return entries
+        entries[number] = HistoryEntry(number, m.group(2), path, load_section(EntryContent, data, str(path)))
+    return list(entries.values())
 
 
 def current_mixture(project: Project) -> dict[str, float] | None:
@@ -146,11 +172,19 @@ def current_mixture(project: Project) -> dict[str, float] | None:
     return entries[-1].mixture if entries else None
 
 
-def write_entry(project: Project, content: EntryContent) -> HistoryEntry:
-    """Append a new entry (under the project lock); numbering continues from the last one."""
+def write_entry(project: Project, content: EntryContent, domains: DomainSet | None = None,
+                pending_text: str | None = None) -> HistoryEntry:
+    """Append a new entry (under the project lock); numbering continues from the last one. With
+    `domains`, the entry, domains.toml and pending.toml (`pending_text`, None: no file) are written
+    as one step, and the project holds the new domain set."""
     with project.lock():
         entries = read_history(project)
         number = entries[-1].number + 1 if entries else 1
-        path = project.history_dir / f"{number:04d}-{content.kind}.toml"
-        atomic.write_toml(path, dataclasses.asdict(content))
-    return HistoryEntry(number, content.kind, path, content)
+        rel = f"history/{number:04d}-{content.kind}.toml"
+        files: dict[str, str | None] = {rel: atomic.dumps_toml(dataclasses.asdict(content))}
+        if domains is not None:
+            files.update({DOMAINS_FILE: atomic.dumps_toml(domains.to_toml()), PENDING_FILE: pending_text})
+        project.write_together(files)
+        if domains is not None:
+            project.domains = domains
+    return HistoryEntry(number, content.kind, project.root / rel, content)

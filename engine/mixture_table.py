@@ -15,11 +15,14 @@ Every problem in a file raises a DataError naming the file, the run and the fix.
 from __future__ import annotations
 
 import csv
+import gc
 import math
+import operator
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -87,8 +90,13 @@ def _read_csv(path: Path, prefix: str) -> _Csv:
     when any does, RegMix layout; otherwise all non-id columns, Olmix layout)."""
     if not path.is_file():
         raise DataError(f"{path} does not exist; point to the swarm's CSV file.")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a spreadsheet's byte-order mark is not a column
+            rows = [row for row in csv.reader(f) if "".join(row).strip()]
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not UTF-8 text (at byte {err.start}); save it as UTF-8 CSV.") from None
+    except (csv.Error, OSError) as err:
+        raise DataError(f"{path} is not a readable CSV file ({err}); fix or re-export it.") from None
     if len(rows) < 2:
         raise DataError(f"{path} is empty; it needs a header line and one line per run.")
     header = [h.strip() for h in rows[0]]
@@ -103,8 +111,12 @@ def _read_csv(path: Path, prefix: str) -> _Csv:
     else:
         keep = [i for i, h in enumerate(header) if i != id_pos and h not in IGNORED_COLUMNS]
         names = [header[i] for i in keep]
+    duplicate = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if duplicate is not None:
+        raise DataError(f"{path} has two columns named '{duplicate}' (after the RegMix prefixes are removed); "
+                        "keep one column per name.")
     width = len(header)
-    body = [row + [""] * (width - len(row)) for row in rows[1:]]
+    body = [row if len(row) >= width else row + [""] * (width - len(row)) for row in rows[1:]]
     ids = [row[id_pos].strip() for row in body]
     for row_no, run in enumerate(ids, start=2):
         if not run:
@@ -114,14 +126,22 @@ def _read_csv(path: Path, prefix: str) -> _Csv:
         if run in seen:
             raise DataError(f"{path} lists run '{run}' twice; keep one line per run.")
         seen.add(run)
-    return _Csv(path, ids, names, [[row[i].strip() for i in keep] for row in body])
+    pick = operator.itemgetter(*keep) if keep else (lambda row: ())
+    return _Csv(path, ids, names, [list(pick(row)) if len(keep) > 1 else [pick(row)] if keep else [] for row in body])
 
 
 def _numbers(table: _Csv, what: str) -> np.ndarray:
     """Parse the value cells as finite floats, naming the run and column of the first bad cell."""
+    try:  # all at once; the slow loop below only runs to name a bad cell
+        out = np.array(table.cells, dtype=np.float64).reshape(len(table.ids), len(table.columns))
+        if np.isfinite(out).all():
+            return out
+    except ValueError:
+        pass
     out = np.empty((len(table.ids), len(table.columns)))
     for r, (run, row) in enumerate(zip(table.ids, table.cells)):
         for c, (name, cell) in enumerate(zip(table.columns, row)):
+            cell = cell.strip()
             if not cell:
                 raise DataError(f"{table.path} run '{run}' has an empty {what} '{name}'; fill in a number.")
             try:
@@ -157,11 +177,29 @@ def _check_ratios(table: _Csv, ratios: np.ndarray) -> None:
         )
 
 
+@contextmanager
+def _without_cyclic_gc() -> Iterator[None]:
+    """Parsing a large CSV makes millions of small acyclic objects; the cyclic collector's passes
+    over them took over half of the time of reading a 110k-run swarm (docs/benchmarks.md)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def read_tables(ratios_csv: str | os.PathLike, metrics_csv: str | os.PathLike | None = None) -> MixtureTable:
     """Read a swarm's ratios (and optionally metrics) CSV in the Olmix or RegMix layout.
 
     Rows keep the order of the ratios file; metrics rows are joined on the run id.
     """
+    with _without_cyclic_gc():
+        return _read_tables(ratios_csv, metrics_csv)
+
+
+def _read_tables(ratios_csv: str | os.PathLike, metrics_csv: str | os.PathLike | None) -> MixtureTable:
     ratios_file = _read_csv(Path(ratios_csv), REGMIX_DOMAIN_PREFIX)
     if not ratios_file.columns:
         raise DataError(f"{ratios_file.path} has no domain columns; add one column of weights per domain.")

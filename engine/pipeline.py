@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.atomic import dumps_json, write_csv
+from engine.atomic import dumps_csv, dumps_json, write_output
 from engine.compare import Comparison, MixtureSide, compare, kl, l1
 from engine.data.store import DomainTokens, TokenStore, natural_prior
-from engine.domains import DomainSet, affected_set, check_name
-from engine.errors import NotTokenizedError, OlmixError
+from engine.domains import Change, DomainSet, affected_set, check_name
+from engine.errors import DataError, NotTokenizedError, OlmixError
 from engine.events import EventSink, Message, ignore
 from engine.executors import jobs, make_executor
 from engine.executors.base import run_swarm
@@ -49,6 +49,7 @@ class UpdateContext:
     tokens: dict[str, DomainTokens]
     prior: dict[str, float]  # natural distribution over the new leaves
     initial: bool = False  # the first mixture over the current domains, not the pending update
+    changes: tuple[Change, ...] = ()  # the staged changes this update applies
 
     @property
     def leaves(self) -> list[str]:
@@ -71,7 +72,8 @@ def update_context(project: Project, on_event: EventSink = ignore, initial: bool
                              f"`olmix-tui tokenize {project.root}` (planning a swarm or applying the update tokenizes too).")
     leaf_tokens = {n: tokens[n] for n in after.names}
     current = None if initial else current_mixture(project)
-    return UpdateContext(project.domains, after, current, leaf_tokens, natural_prior(leaf_tokens), initial)
+    return UpdateContext(project.domains, after, current, leaf_tokens, natural_prior(leaf_tokens), initial,
+                         () if initial else tuple(project.pending))
 
 
 # ---------------------------------------------------------------- proxy scale
@@ -186,6 +188,7 @@ def _spec_id(parts: dict) -> str:
 def _run_inputs(project: Project, ctx: UpdateContext) -> tuple[ProxyScale, SwarmData]:
     """What every run of a swarm (or of verification runs) shares: the proxy, and the data it trains on."""
     tokenizer = project.tokenizer()
+    check_eval_sets(project, project.settings.data.eval_sets)
     data = SwarmData(tokenizer.vocab_size, {x: ctx.tokens[x].key for x in ctx.leaves}, dict(project.settings.data.eval_sets))
     return proxy_scale(project, tokenizer.vocab_size), data
 
@@ -227,7 +230,8 @@ def project_swarms(project: Project) -> list[SwarmDir]:
 
 
 def open_swarm(project: Project, swarm_id: str) -> SwarmDir:
-    """The project's swarm `swarm_id` (an exact id)."""
+    """The project's swarm `swarm_id` (an exact id: a name, never a path)."""
+    check_name(swarm_id, "swarm id", "swarm")
     return SwarmDir(project.swarms_dir / swarm_id, owner_alive)
 
 
@@ -258,12 +262,32 @@ def train_swarm(project: Project, swarm: SwarmDir, retry_failed: bool = False, o
     """
     s = project.settings.executor
     jobs.note(swarm=swarm.id)
-    runs = swarm.pending_runs(retry_failed)
-    failed = swarm.counts()["failed"]
-    if failed and not retry_failed:
-        on_event(Message(f"{failed} run(s) failed before and are skipped; add --retry-failed to run them again.", level="warning"))
-    with project.lock():
+    if swarm.spec.trained_here:
+        check_eval_sets(project, swarm.spec.data.eval_sets)
+    with project.swarm_lock(swarm.id):  # one scheduler per swarm; the project stays free for staging
+        runs = swarm.pending_runs(retry_failed)
+        failed = swarm.counts()["failed"]
+        if failed and not retry_failed:
+            on_event(Message(f"{failed} run(s) failed before and are skipped; add --retry-failed to run them again.",
+                             level="warning"))
         return run_swarm(make_executor(s, project.cache / "logs"), swarm, runs, s.max_batch, on_event, s.poll_seconds)
+
+
+def check_eval_sets(project: Project, eval_sets: dict[str, str]) -> None:
+    """The eval sets every run of a swarm scores, checked before any worker starts: each a readable
+    file of JSON lines inside the project (unless [data] external_sources allows others)."""
+    if not eval_sets:
+        return
+    from engine.training.evaluate import load_eval_set
+
+    for name, rel in sorted(eval_sets.items()):
+        path = project.root / rel
+        if not project.external_sources and not path.resolve().is_relative_to(project.root):
+            raise DataError(f"eval set '{name}' ({rel}) is outside the project folder; copy it into the project or "
+                            "set [data] external_sources = true in olmix.toml.")
+        if path.exists() and not path.is_file():  # a FIFO or a device would be read forever
+            raise DataError(f"eval set '{name}' ({rel}) is not a regular file; point [data] eval_sets at a file.")
+        load_eval_set(path, name)
 
 
 # ---------------------------------------------------------------- fit, propose, apply
@@ -318,19 +342,24 @@ def history_kind(ctx: UpdateContext, has_history: bool) -> str:
 
 def apply_update(project: Project, ctx: UpdateContext, record: UpdateRecord,
                  compared: CompareRecord | None = None) -> HistoryEntry:
-    """Record the update in history (mixture over leaves, plan, swarm, fit, compute) and make it current."""
+    """Record the update in history (mixture over leaves, plan, swarm, fit, compute) and make it
+    current: the entry, domains.toml and pending.toml in one step. Changes staged while the update
+    ran stay staged for the next one; if the changes it planned are no longer staged (discarded or
+    replaced meanwhile), nothing is applied."""
     with project.lock():
         content = EntryContent(**{f.name: getattr(record, f.name) for f in dataclasses.fields(UpdateRecord)},
                                kind=history_kind(ctx, bool(read_history(project))),
-                               changes=[] if ctx.initial else [c.describe() for c in project.pending],
+                               changes=[c.describe() for c in ctx.changes],
                                domains={d.name: d.revision for d in ctx.after}, compare=compared)
-        entry = write_entry(project, content)
-        if not ctx.initial:
-            project.domains = ctx.after
-            project.pending = []
-            project.save_domains()
-            project.save_pending()
-    return entry
+        if ctx.initial:
+            return write_entry(project, content)
+        staged = project.on_disk_pending()
+        if staged[:len(ctx.changes)] != list(ctx.changes):
+            raise OlmixError(f"the pending update changed while this update ran (it planned: "
+                             f"{'; '.join(c.describe() for c in ctx.changes)}), so nothing was applied; run "
+                             f"`olmix-tui {project.root} --batch` again (finished runs and fits are reused).")
+        project.pending = staged[len(ctx.changes):]
+        return write_entry(project, content, ctx.after, project.pending_text())
 
 
 def proposal_inputs(project: Project, swarm: SwarmDir) -> tuple[dict[str, float], dict[str, int] | None]:
@@ -472,9 +501,12 @@ def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on
     each planned, trained, fitted, proposed and written to history; the update with `plan` and
     `unfreeze` (default: olmix.toml's [reuse]). With `compare`, the pending update is also
     recomputed in full and both mixtures are checked on verification proxies."""
+    if compare and not 1 <= verify_seeds <= 100:
+        raise OlmixError(f"--seeds is {verify_seeds}; give between 1 and 100 verification runs per mixture.")
     start = time.perf_counter()
-    on_event(Message(f"project {project.settings.project.name}: {len(project.domains)} domains, "
-                     f"{len(project.pending)} pending change(s)"))
+    with project.lock():  # taking it completes what a killed command left half-applied (the journal)
+        on_event(Message(f"project {project.settings.project.name}: {len(project.domains)} domains, "
+                         f"{len(project.pending)} pending change(s)"))
     updates = []
     if not read_history(project):
         ctx = update_context(project, on_event, initial=True)
@@ -538,24 +570,26 @@ def measured_objective(swarm: SwarmDir, objective) -> dict[str, Measured]:
 
 
 def import_swarm(project: Project, ratios_csv, metrics_csv, name: str | None = None) -> SwarmDir:
-    """Store swarm results trained elsewhere as a finished swarm (Olmix or RegMix CSV layout)."""
-    table = read_tables(ratios_csv, metrics_csv)
-    sid = name or _spec_id({"ratios": table.ratios.round(10).tolist(), "metrics": table.metrics.round(10).tolist(),
-                            "domains": table.domains, "names": table.metric_names})
+    """Store swarm results trained elsewhere as a finished swarm (Olmix or RegMix CSV layout): its
+    spec and its table, checked on the way in; run ids stay values in the table, never paths."""
     if name is not None:
-        check_name(name, "--name")
+        check_name(name, "--name", "swarm")
+    table = read_tables(ratios_csv, metrics_csv)
+    digest = hashlib.sha256()
+    for array in (table.ratios, table.metrics):
+        digest.update(np.ascontiguousarray(array.round(10), dtype="<f8").tobytes())
+    digest.update(dumps_json([table.run_ids, table.domains, table.metric_names], indent=None).encode())
+    sid = name or digest.hexdigest()[:12]
     folder = project.swarms_dir / sid
     if (folder / "swarm.toml").exists():
         raise OlmixError(f"a swarm named '{sid}' exists already; pick another --name.")
-    spec = SwarmSpec(purpose="import", plan="import", units=list(table.domains), runs=list(table.run_ids),
+    spec = SwarmSpec(purpose="import", plan="import", units=list(table.domains),
                      source=ImportSource(str(ratios_csv), str(metrics_csv)))
     with project.lock():
+        for left in project.swarms_dir.glob(".*.importing"):  # what killed imports left behind
+            shutil.rmtree(left, ignore_errors=True)
         staging = project.swarms_dir / f".{sid}.importing"
-        shutil.rmtree(staging, ignore_errors=True)
-        swarm = SwarmDir.create(staging, spec, table.ratios, [0] * table.n_runs, owner_alive)
-        for run, row in zip(table.run_ids, table.metrics):
-            swarm.write_status(run, state="done", progress=1.0, metrics=dict(zip(table.metric_names, map(float, row))))
-        swarm.write_tables()
+        SwarmDir.create_imported(staging, spec, table, owner_alive)
         os.replace(staging, folder)  # the swarm appears whole or not at all
     return open_swarm(project, sid)
 
@@ -570,9 +604,9 @@ def predict_mixtures(fit: FitResult, mixtures_csv, out_csv=None) -> MixtureTable
                          f"unknown {extra or '-'}; give one column per fit domain ({', '.join(fit.domains)}).")
     X = candidates.ratios[:, [candidates.domains.index(d) for d in fit.domains]]
     table = MixtureTable(candidates.run_ids, fit.domains, X, fit.metric_names, fit.model.predict(X))
-    if out_csv is not None:
-        write_csv(out_csv, ["run", *table.metric_names],
-                  ([r, *map(float, row)] for r, row in zip(table.run_ids, table.metrics)))
+    if out_csv is not None:  # the user's file: a symlink, a FIFO or /dev/stdout is written through, not replaced
+        write_output(out_csv, dumps_csv(["run", *table.metric_names],
+                                        ([r, *map(float, row)] for r, row in zip(table.run_ids, table.metrics))))
     return table
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from engine.config import Table, dump_section, load_section, read_toml
-from engine.domains import check_name
+from engine.config import Table, dump_section, load_section, read_toml, refuse, seed_problem
+from engine.domains import check_name, outside_project
 from engine.errors import ConfigError
 from engine.training.presets import DTYPES, PRESETS as PROXY_PRESETS
 
@@ -41,6 +41,7 @@ class ProjectInfo(Table):
 # ---------------------------------------------------------------- [tokenizer], [data]
 
 TOKENIZER_KINDS = ("bpe", "hf", "bytes")
+MAX_TRAIN_BYTES = 10**11
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,8 @@ class TokenizerSettings(Table):
     kind: "bpe" trains a byte-level BPE on the project's data; "hf" loads a local Hugging Face
       tokenizer folder (offline); "bytes" uses the 256 byte values plus an EOS token.
     vocab_size: BPE vocabulary size (with the EOS token).
-    path: for "bpe", where the trained tokenizer.json is kept (relative to the project);
-      for "hf", the local tokenizer folder.
+    path: for "bpe", where the trained tokenizer.json is kept (a folder inside the project: it is
+      written there); for "hf", the local tokenizer folder (it is only read, so it may be outside).
     train_bytes: how many bytes of the project's data (spread over domains) train the BPE.
     """
 
@@ -65,8 +66,11 @@ class TokenizerSettings(Table):
             raise ConfigError(f"kind '{self.kind}' is unknown; use one of {', '.join(TOKENIZER_KINDS)}.")
         if self.kind == "bpe" and not 300 <= self.vocab_size <= 1_000_000:
             raise ConfigError(f"vocab_size is {self.vocab_size}; use between 300 and 1000000.")
-        if self.train_bytes < 10_000:
-            raise ConfigError(f"train_bytes is {self.train_bytes}; use at least 10000.")
+        refuse((not 10_000 <= self.train_bytes <= MAX_TRAIN_BYTES,
+                f"train_bytes is {self.train_bytes}; use between 10000 and {MAX_TRAIN_BYTES}"),
+               (self.kind == "bpe" and (not self.path or outside_project(self.path)),
+                f"path '{self.path}' is not a folder inside the project, where the trained tokenizer is written; "
+                "give a relative path without '..' (e.g. \"tokenizer\")"))
 
 
 @dataclass(frozen=True)
@@ -76,17 +80,32 @@ class DataSettings(Table):
     val_fraction: share of each domain's documents held out for validation (chosen by content hash).
     eval_sets: name -> JSON-lines file of {"context", "continuation"} pairs (relative to the project),
       scored as bits per byte of the continuation.
+    external_sources: false (the default) refuses domain sources and eval sets outside the project
+      folder (absolute paths, '..', symlinks leading out), so that a domains.toml or olmix.toml from
+      someone else cannot make the tool read, and train into tokenizer.json (kept in git), files of
+      this machine. true allows them, with a warning each time data is read: such files are not
+      versioned with the project.
     """
 
     val_fraction: float = 0.05
     eval_sets: dict[str, str] = field(default_factory=dict)
+    external_sources: bool = False
 
     def validate(self) -> None:
         if not 0.0 < self.val_fraction < 0.5:
             raise ConfigError(f"val_fraction must be between 0 and 0.5 (got {self.val_fraction}); fix it.")
+        for name, path in self.eval_sets.items():
+            check_name(name, "eval_sets", "eval set")
+            refuse((not path, f"eval_sets.{name} is empty; give the eval set's file, relative to the project"),
+                   (outside_project(path) and not self.external_sources,
+                    f"eval_sets.{name} = '{path}' is outside the project folder; copy the file into the project "
+                    "or set external_sources = true"))
 
 
 # ---------------------------------------------------------------- [proxy]
+
+MAX_TOKENS = 10**15
+"""More tokens than any run trains (a bound that keeps a typo from overflowing counts)."""
 
 
 @dataclass(frozen=True)
@@ -127,11 +146,18 @@ class ProxySettings(Table):
             raise ConfigError("tokens_per_proxy and chinchilla_multiple must be >= 0; fix them.")
         if self.eval_tokens_per_domain < 1 or self.eval_every < 0:
             raise ConfigError("eval_tokens_per_domain must be at least 1 and eval_every >= 0; fix them.")
+        refuse((self.tokens_per_proxy > MAX_TOKENS, f"tokens_per_proxy is {self.tokens_per_proxy}; use at most {MAX_TOKENS}"),
+               (self.chinchilla_multiple > 1000, f"chinchilla_multiple is {self.chinchilla_multiple}; use at most 1000"),
+               (self.eval_tokens_per_domain > MAX_TOKENS,
+                f"eval_tokens_per_domain is {self.eval_tokens_per_domain}; use at most {MAX_TOKENS}"),
+               seed_problem("seed", self.seed))
 
 
 # ---------------------------------------------------------------- [swarm]
 
 SAMPLERS = ("olmix", "regmix")
+MAX_SWARM_RUNS = 100_000
+"""The most proxy runs a planned swarm may have (runs_per_domain x units is checked when it is planned)."""
 
 
 @dataclass(frozen=True)
@@ -202,16 +228,22 @@ class SwarmSettings(Table):
             (self.size < 0, f"size {self.size} is smaller than 1; use a positive size or 0 for automatic"),
             (self.runs_per_domain < 1, f"runs_per_domain {self.runs_per_domain} must be at least 1"),
             (not self.temperature > 0, f"temperature {self.temperature} must be positive"),
-            (not 0 < self.min_strength <= self.max_strength,
-             f"strengths must satisfy 0 < min_strength <= max_strength (got {self.min_strength}, {self.max_strength})"),
+            (not 0 < self.min_strength <= self.max_strength <= 1e6,
+             f"strengths must satisfy 0 < min_strength <= max_strength <= 1000000 (got {self.min_strength}, "
+             f"{self.max_strength})"),
             (not 0 <= self.min_weight < 1, f"min_weight {self.min_weight} must be in [0, 1)"),
             (self.grid < 0, f"grid {self.grid} must be 0 (automatic) or positive"),
             (not self.max_repetition > 0, f"max_repetition {self.max_repetition} must be positive"),
             (not self.dedup_tolerance >= 0, f"dedup_tolerance {self.dedup_tolerance} must be 0 or more"),
+            (self.size > MAX_SWARM_RUNS, f"size {self.size} is more than {MAX_SWARM_RUNS} runs; use a smaller swarm"),
+            (self.runs_per_domain > MAX_SWARM_RUNS,
+             f"runs_per_domain {self.runs_per_domain} is more than {MAX_SWARM_RUNS}; use a smaller number"),
+            (self.grid > 10**9, f"grid {self.grid} must be at most 1000000000"),
+            (any(not math.isfinite(w) or w < 0 for w in self.prior.values()),
+             "prior weights must be finite and >= 0; fix them"),
+            seed_problem("seed", self.seed),
         ]
-        for bad, text in problems:
-            if bad:
-                raise ConfigError(f"{text}.")
+        refuse(*problems)
 
     def grid_steps(self) -> int:
         """Rounding grid: `grid`, else 1/min_weight, else 0 (no rounding)."""
@@ -244,7 +276,7 @@ class ExecutorSettings(Table):
     threads: torch threads per CPU worker (0 = the machine's cores / workers).
     max_batch: at most this many proxies trained together by one worker (one batched computation);
         a swarm's runs are split into at least one batch per slot, so every GPU or worker has work.
-    poll_seconds: how often progress is read from the run files.
+    poll_seconds: how often progress is read from the run files (at most 60).
     slurm_*: used when kind = "slurm". slurm_max_jobs: jobs at once (the slots); slurm_gpus_per_job:
         1 (the job's proxies train on its GPU) or 0 (CPU jobs); slurm_cpus_per_job: cores (and torch
         threads) per job; slurm_mem_gb: memory per job (0 = the partition's default);
@@ -252,7 +284,9 @@ class ExecutorSettings(Table):
         ("" = the cluster's default); slurm_setup: shell lines run before the worker (e.g.
         "source ~/venvs/olmix/bin/activate"); slurm_extra: more sbatch options ({"qos" = "low"});
         slurm_cluster: "slurm" (sbatch), or "local" to run the same submitit jobs as processes on
-        this machine (a check of the setup without a cluster).
+        this machine (a check of the setup without a cluster). slurm_setup lines are shell commands
+        run as you by the next `swarm run` with kind = "slurm" (on this machine, too, with
+        slurm_cluster = "local"): read them after pulling someone else's olmix.toml.
     ray_*: used when kind = "ray". ray_address: "" (a Ray instance on this machine, for the run),
         "auto" (the cluster this machine belongs to) or "ray://head:10001"; ray_gpus_per_task: 1 or
         0 (CPU tasks); ray_cpus_per_task: cores (and torch threads) per task; ray_max_tasks: tasks at
@@ -300,6 +334,13 @@ class ExecutorSettings(Table):
             raise ConfigError(f"device '{self.device}' is unknown; use auto, cpu or cuda.")
         if self.max_batch < 1 or self.workers < 0 or self.threads < 0 or not self.poll_seconds > 0:
             raise ConfigError("max_batch must be >= 1, workers and threads >= 0 and poll_seconds > 0; fix them.")
+        refuse((self.poll_seconds > 60, f"poll_seconds is {self.poll_seconds}; use at most 60"),
+               (max(self.workers, self.threads, self.max_batch, self.slurm_cpus_per_job, self.ray_cpus_per_task) > 4096,
+                "workers, threads, max_batch, slurm_cpus_per_job and ray_cpus_per_task must be at most 4096; fix them"),
+               (max(self.slurm_max_jobs, self.ray_max_tasks) > 100_000,
+                "slurm_max_jobs and ray_max_tasks must be at most 100000; fix them"),
+               (max(self.slurm_timeout_min, self.slurm_mem_gb) > 10**6,
+                "slurm_timeout_min and slurm_mem_gb must be at most 1000000; fix them"))
 
 
 # ---------------------------------------------------------------- [regression]
@@ -362,6 +403,18 @@ class RegressionSettings(Table):
             )
         if self.folds < 2:
             raise ConfigError(f"folds is {self.folds}; use 2 or more.")
+        at_least_one = ("loglinear_inits", "loglinear_iterations", "lightgbm_rounds", "lightgbm_patience",
+                        "lightgbm_bags", "lightgbm_threads", "powerlaw_inits")
+        refuse(*[(not 1 <= getattr(self, k) <= 100_000, f"{k} is {getattr(self, k)}; use between 1 and 100000")
+                 for k in at_least_one],
+               (self.folds > 1000, f"folds is {self.folds}; use at most 1000"),
+               (not 0 < self.loglinear_delta <= 1000, f"loglinear_delta is {self.loglinear_delta}; use a number in (0, 1000]"),
+               (not 0 < self.lightgbm_learning_rate <= 1,
+                f"lightgbm_learning_rate is {self.lightgbm_learning_rate}; use a number in (0, 1]"),
+               (not 0 <= self.lightgbm_valid_fraction < 1,
+                f"lightgbm_valid_fraction is {self.lightgbm_valid_fraction}; use a number in [0, 1)"),
+               (self.gp_max_opt_points < 2, f"gp_max_opt_points is {self.gp_max_opt_points}; use 2 or more"),
+               seed_problem("seed", self.seed))
 
     def regressor_settings(self, name: str) -> dict[str, Any]:
         """Keyword settings for make_regressor(name)."""
@@ -391,6 +444,9 @@ class RegressionSettings(Table):
 # ---------------------------------------------------------------- [objective], [propose]
 
 PROPOSERS = ("exact", "simulation", "search")
+MAX_KL_REG = 1000.0
+"""Past this weight the KL term swamps any predicted gain (the proposal is the prior) and the
+exact solver's residuals stop meaning anything."""
 EXACT_REGRESSOR = "loglinear"
 """The exact proposer solves the log-linear law's problem, so it needs a fit by this regressor."""
 
@@ -455,6 +511,15 @@ class ProposeSettings(Table):
             raise ConfigError("target_tokens and kl_reg must be >= 0 and repetition_factor > 0; fix [propose].")
         if self.simulation_candidates < 1 or self.top_k < 1:
             raise ConfigError("simulation_candidates and top_k must be at least 1; fix [propose].")
+        refuse((self.kl_reg > MAX_KL_REG, f"kl_reg is {self.kl_reg}; use at most {MAX_KL_REG:g} (larger values "
+                                          "only return the prior, with an inaccurate solve)"),
+               (self.target_tokens > MAX_TOKENS, f"target_tokens is {self.target_tokens}; use at most {MAX_TOKENS}"),
+               (self.repetition_factor > 1e6, f"repetition_factor is {self.repetition_factor}; use at most 1000000"),
+               (self.simulation_candidates > 10**7,
+                f"simulation_candidates is {self.simulation_candidates}; use at most 10000000"),
+               (self.top_k > self.simulation_candidates,
+                f"top_k is {self.top_k}, more than the {self.simulation_candidates} simulation_candidates; lower it"),
+               seed_problem("seed", self.seed))
         for name, pair in self.bounds.items():
             if len(pair) != 2 or not 0 <= pair[0] <= pair[1] <= 1:
                 raise ConfigError(f"bounds.{name} is {pair}; give [lo, hi] with 0 <= lo <= hi <= 1.")
@@ -491,6 +556,8 @@ class ReuseSettings(Table):
             raise ConfigError(f"plan '{self.plan}' is unknown; use one of {', '.join(PLAN_KINDS)}.")
         if self.suggest < 0:
             raise ConfigError(f"suggest is {self.suggest}; use 0 or more domains to suggest unfreezing.")
+        for name in self.unfreeze:
+            check_name(name, "unfreeze")
         check_name(self.virtual_name, "virtual_name")
 
 

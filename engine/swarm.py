@@ -54,7 +54,7 @@ import numpy as np
 
 from engine.atomic import dumps_json, round_floats
 from engine.errors import ConfigError, DataError, InfeasibleError
-from engine.settings import SwarmSettings
+from engine.settings import MAX_SWARM_RUNS, SwarmSettings
 
 STRENGTH_LEVELS = 15  # both papers: np.logspace(log10(min_strength), log10(max_strength), 15)
 SAMPLE_MULTIPLIER = {"regmix": 100, "olmix": 10}  # candidates (olmix: rounds) per wanted mixture
@@ -118,8 +118,13 @@ def unit_caps(train_tokens: np.ndarray, expand: np.ndarray, tokens_per_proxy: in
 
 
 def default_size(settings: SwarmSettings, n_units: int) -> int:
-    """`size`, or runs_per_domain per unit when size is 0 (a swarm linear in the number of units)."""
-    return settings.size if settings.size > 0 else settings.runs_per_domain * n_units
+    """`size`, or runs_per_domain per unit when size is 0 (a swarm linear in the number of units);
+    more than MAX_SWARM_RUNS runs is a ConfigError."""
+    size = settings.size if settings.size > 0 else settings.runs_per_domain * n_units
+    if size > MAX_SWARM_RUNS:
+        raise ConfigError(f"olmix.toml: [swarm] runs_per_domain {settings.runs_per_domain} x {n_units} units is {size} "
+                          f"runs, more than {MAX_SWARM_RUNS}; lower runs_per_domain or set size.")
+    return size
 
 
 def sparsify(weights: np.ndarray, min_weight: float, grid: int) -> np.ndarray:

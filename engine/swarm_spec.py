@@ -15,6 +15,7 @@ Three purposes share the record:
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -28,6 +29,8 @@ from engine.swarm import FrozenGroup, unit_layout
 
 SPEC_FILE = "swarm.toml"
 PURPOSES = ("swarm", "verify", "import")
+RUN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+"""A trained run's id, its folder's name under runs/ (planned ids look like "<swarm id>-0007")."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,8 @@ class SwarmSpec(Table):
 
     purpose: swarm | verify | import; plan: the update plan kind (full, full_reuse, partial_reuse),
     or "verify" / "import"; units: the swarm's columns (free leaves, then frozen groups; an imported
-    swarm's domains); runs: the run ids. Trained swarms also have leaves (the leaf domains), groups
+    swarm's domains); runs: the run ids, each the name of its folder under runs/ (an imported swarm's
+    runs are the rows of its ratios.csv, so it lists none here). Trained swarms also have leaves (the leaf domains), groups
     (frozen groups with their fixed ratios), prior (the natural distribution over the leaves), proxy
     and data; a planned swarm its sampler settings (swarm), verification runs their labels (one per
     mixture); an imported swarm its source.
@@ -93,12 +97,17 @@ class SwarmSpec(Table):
     def validate(self) -> None:
         if self.purpose not in PURPOSES:
             raise ConfigError(f"purpose '{self.purpose}' is unknown; it is one of {', '.join(PURPOSES)}.")
-        if not self.runs or len(set(self.runs)) != len(self.runs) or not self.units:
-            raise ConfigError("runs and units must be non-empty lists of distinct names; plan the swarm again.")
+        if not self.units or len(set(self.units)) != len(self.units):
+            raise ConfigError("units must be a non-empty list of distinct names; plan or import the swarm again.")
         if self.purpose == "import":
             if self.source is None:
                 raise ConfigError("an imported swarm needs its [source]; import it again.")
             return
+        if not self.runs or len(set(self.runs)) != len(self.runs):
+            raise ConfigError("runs must be a non-empty list of distinct names; plan the swarm again.")
+        bad = next((r for r in self.runs if not RUN_RE.match(r)), None)
+        if bad is not None:
+            raise ConfigError(f"run id {bad[:60]!r} is not a folder name this tool writes; plan the swarm again.")
         if self.proxy is None or self.data is None:
             raise ConfigError(f"a {self.purpose} swarm needs [proxy] and [data]; plan the swarm again.")
         missing = [x for x in self.leaves if x not in self.data.keys or x not in self.prior]

@@ -19,8 +19,9 @@ from typing import Callable, Iterator, List, Optional
 
 import typer
 
+from engine.atomic import write_output
 from engine.domains import Change, parse_parts
-from engine.errors import OlmixError
+from engine.errors import OlmixError, storage_error
 from engine import pipeline
 from engine.executors import jobs
 from engine.executors.stop import run_owners, stop as stop_jobs
@@ -51,6 +52,8 @@ app.add_typer(swarm_app, name="swarm")
 
 DirArg = typer.Argument(..., help="The project folder.", show_default=False)
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+BreakLockOpt = typer.Option(False, "--break-lock", help="First break the project's lock (for swarm run, the swarm's "
+                            "too) if a process that is gone, or runs on a machine that is gone, holds it; says what it broke.")
 
 
 class Stopped(KeyboardInterrupt):
@@ -62,15 +65,18 @@ def _stopped(signum, frame) -> None:
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Turn an OlmixError into one line on stderr and exit code 1 (no traceback); Ctrl-C and SIGTERM
-    into a line saying what was kept."""
+    """Turn an OlmixError, or a failed write (a full disk, a read-only project), into one line on
+    stderr and exit code 1 (no traceback); Ctrl-C and SIGTERM into a line saying what was kept."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except OlmixError as err:
-            err_console.print(styled(("error:", "bold red"), f" {err}"), highlight=False, soft_wrap=True)
+        except (OlmixError, OSError) as err:
+            problem = storage_error(err) if isinstance(err, OSError) else err
+            if problem is None:
+                raise
+            err_console.print(styled(("error:", "bold red"), f" {problem}"), highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except Stopped:
             err_console.print(styled(("stopped", "yellow"), ": finished work is saved; run the command again to resume."))
@@ -103,6 +109,18 @@ def workers_told(project: Project) -> Iterator[None]:
             err_console.print(f"Stop them with `olmix-tui stop {project.root}{only}`; "
                               f"`olmix-tui swarm run {project.root} --swarm {swarms[0]}` re-attaches.")
         raise
+
+
+def load(directory: Path, break_lock: bool = False) -> Project:
+    """The project at `directory`; with `break_lock`, its lock broken first if its holder is gone."""
+    project = Project.load(directory)
+    if break_lock:
+        _say_broken(project.break_lock())
+    return project
+
+
+def _say_broken(sentence: str) -> None:
+    err_console.print(styled(("warning:", "yellow"), f" {sentence}."), highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- init / status
@@ -179,8 +197,8 @@ def domains_list(directory: Path = DirArg,
                         [[d.name, ", ".join(d.sources), d.revision, d.parent or ""] for d in domains], justify_numbers=False))
 
 
-def _stage(directory: Path, change: Change) -> None:
-    project = Project.load(directory)
+def _stage(directory: Path, change: Change, break_lock: bool) -> None:
+    project = load(directory, break_lock)
     project.stage(change)
     affected = project.affected()
     console.print(f"staged: {change.describe()}  ({len(project.pending)} change(s) pending)")
@@ -196,22 +214,24 @@ def domains_add(
     sources: List[str] = typer.Argument(..., help="Files or globs, relative to the project folder."),
     fmt: str = typer.Option("auto", "--format", help="auto (by extension) | jsonl | text | tokens."),
     text_field: str = typer.Option("text", "--text-field", help="JSON-lines field holding the text."),
+    break_lock: bool = BreakLockOpt,
 ):
     """Stage adding a domain.
 
     Example: [bold]olmix-tui domains add demo web:news 'data/news/*.jsonl'[/]
     """
-    _stage(directory, Change("add", name, sources=tuple(sources), format=fmt, text_field=text_field))
+    _stage(directory, Change("add", name, sources=tuple(sources), format=fmt, text_field=text_field), break_lock)
 
 
 @domains_app.command("remove")
 @user_errors
-def domains_remove(directory: Path = DirArg, name: str = typer.Argument(..., help="Domain to remove.")):
+def domains_remove(directory: Path = DirArg, name: str = typer.Argument(..., help="Domain to remove."),
+                   break_lock: bool = BreakLockOpt):
     """Stage removing a domain.
 
     Example: [bold]olmix-tui domains remove demo data:markup[/]
     """
-    _stage(directory, Change("remove", name))
+    _stage(directory, Change("remove", name), break_lock)
 
 
 @domains_app.command("revise")
@@ -220,12 +240,13 @@ def domains_revise(
     directory: Path = DirArg,
     name: str = typer.Argument(..., help="Domain whose data changed."),
     sources: Optional[List[str]] = typer.Argument(None, help="New files or globs (default: same paths, new content)."),
+    break_lock: bool = BreakLockOpt,
 ):
     """Stage a revision: the domain points at new data (its revision is the content hash).
 
     Example: [bold]olmix-tui domains revise demo prose:docs 'data/docs-v2/*.jsonl'[/]
     """
-    _stage(directory, Change("revise", name, sources=tuple(sources or ())))
+    _stage(directory, Change("revise", name, sources=tuple(sources or ())), break_lock)
 
 
 @domains_app.command("partition")
@@ -234,6 +255,7 @@ def domains_partition(
     directory: Path = DirArg,
     name: str = typer.Argument(..., help="Domain to split."),
     parts: List[str] = typer.Option(..., "--part", help="NAME=FILE_OR_GLOB[,FILE_OR_GLOB...]; repeat per part."),
+    break_lock: bool = BreakLockOpt,
 ):
     """Stage splitting a domain into named parts that cover its files exactly.
 
@@ -243,17 +265,17 @@ def domains_partition(
         spec = parse_parts(parts)
     except OlmixError as err:
         raise typer.BadParameter(str(err)) from None
-    _stage(directory, Change("partition", name, parts=spec))
+    _stage(directory, Change("partition", name, parts=spec), break_lock)
 
 
 @domains_app.command("discard")
 @user_errors
-def domains_discard(directory: Path = DirArg):
+def domains_discard(directory: Path = DirArg, break_lock: bool = BreakLockOpt):
     """Drop the pending update.
 
     Example: [bold]olmix-tui domains discard demo[/]
     """
-    Project.load(directory).discard_pending()
+    load(directory, break_lock).discard_pending()
     console.print("pending update discarded")
 
 
@@ -262,12 +284,12 @@ def domains_discard(directory: Path = DirArg):
 
 @app.command()
 @user_errors
-def tokenize(directory: Path = DirArg, as_json: bool = JsonOpt):
+def tokenize(directory: Path = DirArg, as_json: bool = JsonOpt, break_lock: bool = BreakLockOpt):
     """Train the project tokenizer if needed and tokenize every domain (cached by content).
 
     Example: [bold]olmix-tui tokenize demo[/]
     """
-    project = Project.load(directory)
+    project = load(directory, break_lock)
     with jobs.job(project.root, "tokenize", "tokenizing the domains"), render.progress(quiet=as_json) as on_event:
         tokens = project.tokens(on_event=on_event)
     rows = {n: {"train_tokens": t.train_tokens, "val_tokens": t.val_tokens, "train_bytes": t.train_bytes,
@@ -305,12 +327,12 @@ def _print_costs(costs: dict, chosen: str) -> None:
 @swarm_app.command("plan")
 @user_errors
 def swarm_plan(directory: Path = DirArg, plan: Optional[str] = PlanOpt, unfreeze: Optional[List[str]] = UnfreezeOpt,
-               as_json: bool = JsonOpt):
+               as_json: bool = JsonOpt, break_lock: bool = BreakLockOpt):
     """Sample the swarm for the pending update (or the first mixture) and show it before any training.
 
     Example: [bold]olmix-tui swarm plan demo --plan full_reuse[/]
     """
-    project = Project.load(directory)
+    project = load(directory, break_lock)
     with jobs.job(project.root, "plan", "planning a swarm"), render.progress(quiet=as_json) as on_event:
         update_plan, costs, swarm_dir, swarm = _plan_and_sample(project, plan, unfreeze, on_event)
     if as_json:
@@ -329,7 +351,8 @@ def swarm_plan(directory: Path = DirArg, plan: Optional[str] = PlanOpt, unfreeze
 @user_errors
 def swarm_run(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
               retry_failed: bool = typer.Option(False, "--retry-failed", help="Train failed runs again."),
-              plan: Optional[str] = PlanOpt, unfreeze: Optional[List[str]] = UnfreezeOpt, as_json: bool = JsonOpt):
+              plan: Optional[str] = PlanOpt, unfreeze: Optional[List[str]] = UnfreezeOpt, as_json: bool = JsonOpt,
+              break_lock: bool = BreakLockOpt):
     """Train a swarm's unfinished runs (planning it first if needed); resumable and idempotent.
 
     Where is olmix.toml's \\[executor]: worker processes here, Slurm jobs or Ray tasks.
@@ -340,7 +363,7 @@ def swarm_run(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
 
     Example: [bold]olmix-tui swarm run demo[/]
     """
-    project = Project.load(directory)
+    project = load(directory, break_lock)
     with jobs.job(project.root, "train", "training a swarm") as job, workers_told(project), \
             render.progress(quiet=as_json) as on_event:
         if swarm_id is None:
@@ -348,6 +371,8 @@ def swarm_run(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
         else:
             swarm_dir = pipeline.find_swarm(project, swarm_id)
         job.note(label=f"training swarm {swarm_dir.id}" + (" (retrying failed runs)" if retry_failed else ""))
+        if break_lock:
+            _say_broken(project.break_lock(swarm_dir.id))
         counts = pipeline.train_swarm(project, swarm_dir, retry_failed, on_event)
     render.show_swarm(swarm_dir, as_json)
     if counts["failed"]:
@@ -403,12 +428,12 @@ def import_swarm(directory: Path = DirArg,
                  ratios: Path = typer.Option(..., "--ratios", help="Mixtures CSV (Olmix or RegMix layout)."),
                  metrics: Path = typer.Option(..., "--metrics", help="Metrics CSV joined on the run id."),
                  name: Optional[str] = typer.Option(None, "--name", help="Swarm id (default: a content hash)."),
-                 as_json: bool = JsonOpt):
+                 as_json: bool = JsonOpt, break_lock: bool = BreakLockOpt):
     """Import swarm results trained elsewhere (Olmix's ratios.csv/metrics.csv or RegMix's CSVs).
 
     Example: [bold]olmix-tui import-swarm demo --ratios train_mixture_1m.csv --metrics train_pile_loss_1m.csv --name regmix[/]
     """
-    project = Project.load(directory)
+    project = load(directory, break_lock)
     swarm_dir = pipeline.import_swarm(project, ratios, metrics, name)
     table = swarm_dir.table()
     if as_json:
@@ -423,12 +448,12 @@ def import_swarm(directory: Path = DirArg,
 @user_errors
 def fit(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
         regressor: Optional[str] = typer.Option(None, "--regressor", help="loglinear | lightgbm | ridge | gp | powerlaw | ensemble | auto."),
-        as_json: bool = JsonOpt):
+        as_json: bool = JsonOpt, break_lock: bool = BreakLockOpt):
     """Fit a regression from mixtures to metrics on a swarm's finished runs; prints the cross-validation table.
 
     Example: [bold]olmix-tui fit demo --regressor auto[/]
     """
-    project = Project.load(directory)
+    project = load(directory, break_lock)
     swarm_dir = pipeline.find_swarm(project, swarm_id)
     label = f"fitting {regressor or project.settings.regression.regressor} on swarm {swarm_dir.id}"
     with jobs.job(project.root, "fit", label, swarm_dir.id), render.progress(quiet=as_json) as on_event:
@@ -458,13 +483,13 @@ def fit(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
 @user_errors
 def propose(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt, fit_id: Optional[str] = FitOpt,
             proposer: Optional[str] = typer.Option(None, "--proposer", help="exact | simulation | search."),
-            as_json: bool = JsonOpt):
+            as_json: bool = JsonOpt, break_lock: bool = BreakLockOpt):
     """Propose the mixture a fit predicts best, under repetition caps and KL to the prior.
 
     The fit is --fit, else the swarm's latest (a fit that is not log-linear proposes with the
     simulation proposer, and says so). Example: [bold]olmix-tui propose demo --proposer exact[/]
     """
-    project = Project.load(directory)
+    project = load(directory, break_lock)
     settings = project.settings.propose
     if proposer:
         settings = dataclasses.replace(settings, proposer=proposer)
@@ -498,13 +523,13 @@ def propose(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt, fit_id
 @user_errors
 def predict(directory: Path = DirArg,
             mixtures: Path = typer.Option(..., "--mixtures", help="Candidate mixtures CSV (Olmix or RegMix layout)."),
-            out: Optional[Path] = typer.Option(None, "--out", help="Write the predictions to this CSV."),
-            swarm_id: Optional[str] = SwarmOpt, fit_id: Optional[str] = FitOpt, as_json: bool = JsonOpt):
+            out: Optional[Path] = typer.Option(None, "--out", help="Write the predictions to this CSV (or a FIFO, /dev/stdout...)."),
+            swarm_id: Optional[str] = SwarmOpt, fit_id: Optional[str] = FitOpt, as_json: bool = JsonOpt, break_lock: bool = BreakLockOpt):
     """Predicted metrics for candidate mixtures, one column per metric, in input order.
 
     The fit is --fit, else the swarm's latest. Example: [bold]olmix-tui predict demo --mixtures candidates.csv --out predicted.csv[/]
     """
-    project = Project.load(directory)
+    project = load(directory, break_lock)
     with render.progress(quiet=as_json) as on_event:
         _, result = pipeline.chosen_fit(project, swarm_id, fit_id, on_event=on_event)
     table = pipeline.predict_mixtures(result, mixtures, out)
@@ -550,16 +575,14 @@ ExportFormat = enum.Enum("ExportFormat", {name: name for name in EXPORT_FORMATS}
 @user_errors
 def export(directory: Path = DirArg,
            fmt: ExportFormat = typer.Option("json", "--format", help="The file format."),
-           out: Optional[Path] = typer.Option(None, "--out", help="Write to this file instead of stdout.")):
+           out: Optional[Path] = typer.Option(None, "--out", help="Write to this file (or a FIFO, /dev/stdout...) instead of stdout.")):
     """The current mixture as JSON, an OLMo-core style source mix, or a RegMix style YAML.
 
     Example: [bold]olmix-tui export demo --format olmo --out mix.yaml[/]
     """
     text = pipeline.export_current(Project.load(directory), fmt.value)
     if out:
-        from engine.atomic import write_text
-
-        write_text(out, text)
+        write_output(out, text)
         err_console.print(f"wrote {out}")
     else:
         sys.stdout.write(text)
@@ -604,9 +627,10 @@ def run(
     batch: bool = typer.Option(False, "--batch", help="Run the whole pipeline headless (without it: the app)."),
     sample: Optional[str] = typer.Option(None, "--sample", help="Create DIR from this sample project first if it does not exist."),
     compare: bool = typer.Option(False, "--compare", help="Also recompute the pending update in full and check both mixtures on verification proxies."),
-    seeds: int = typer.Option(3, "--seeds", help="Verification proxies per mixture (seed repeats) with --compare."),
+    seeds: int = typer.Option(3, "--seeds", min=1, max=100, help="Verification proxies per mixture (seed repeats) with --compare."),
     plan: Optional[str] = PlanOpt, unfreeze: Optional[List[str]] = UnfreezeOpt,
     as_json: bool = JsonOpt,
+    break_lock: bool = BreakLockOpt,
 ):
     """Run the mixing pipeline on a project (`olmix-tui DIR` is the same): with --batch headless, else in the app.
 
@@ -623,7 +647,7 @@ def run(
         require_terminal(directory)
     if sample and not (directory / "olmix.toml").exists():
         samples.create(directory, sample)
-    project = Project.load(directory)
+    project = load(directory, break_lock)
     if not batch:
         open_app(project, "domains", ("--compare", "--seeds", str(seeds)) if compare else ())
         return

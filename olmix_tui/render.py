@@ -18,6 +18,7 @@ from rich.text import Text
 
 from engine import pipeline
 from engine.atomic import round_floats, write_bytes
+from engine.errors import storage_error
 from engine.events import Event, Message, TaskFinished, TaskProgress, TaskStarted
 from engine.project import Project
 
@@ -147,9 +148,15 @@ def _plot(build, save_as: tuple[Project, Path] | None = None) -> Text:
                 with contextlib.redirect_stdout(io.StringIO()):  # its "text saved in ..." (in colour, even in a pipe)
                     plt.save_fig(str(Path(tmp) / f"figure{suffix}"), keep_colors=colors)
                 figures[path.with_suffix(suffix)] = (Path(tmp) / f"figure{suffix}").read_bytes()
-        with project.lock():
-            for target, data in figures.items():
-                write_bytes(target, data)
+        try:
+            with project.lock():
+                for target, data in figures.items():
+                    write_bytes(target, data)
+        except OSError as err:  # a full disk or a read-only project: the figure is shown, not saved
+            problem = storage_error(err)
+            if problem is None:
+                raise
+            err_console.print(styled(("warning:", "yellow"), f" the plot was not saved: {problem}"), highlight=False)
     return text
 
 
@@ -226,6 +233,10 @@ def batch_report(report, project) -> None:
     console.print(f"\ndone in {report.seconds:.1f}s; see `olmix-tui history {project.root}` and `olmix-tui diff {project.root}`")
 
 
+MAX_SHOWN_RUNS = 500
+"""A swarm table longer than this (an imported swarm of 100k runs) shows its first rows only."""
+
+
 def show_swarm(swarm_dir, as_json: bool = False) -> None:
     """A swarm's runs: state, progress, top of the mixture, headline metrics, error."""
     statuses = swarm_dir.statuses()
@@ -237,7 +248,7 @@ def show_swarm(swarm_dir, as_json: bool = False) -> None:
     errors = any(s.error for s in statuses)
     prefix = f"{swarm_dir.id}-"
     rows = []
-    for s in statuses:
+    for s in statuses[:MAX_SHOWN_RUNS]:
         top = ", ".join(f"{u} {100 * v:.0f}%" for u, v in sorted(s.trained_weights.items(), key=lambda kv: -kv[1])[:3]
                         if v >= 0.005)
         progress = f" {100 * s.progress:.0f}%" if s.shown_state == "running" else ""
@@ -246,4 +257,6 @@ def show_swarm(swarm_dir, as_json: bool = False) -> None:
                      *[s.metrics.get(m) for m in metric_names]] + ([s.error[:60]] if errors else []))
     console.print(table(f"swarm {swarm_dir.id} ({swarm_dir.spec.plan}): runs {prefix}*",
                         ["run", "state", "mixture (top 3)", *metric_names] + (["error"] if errors else []), rows))
+    if len(statuses) > MAX_SHOWN_RUNS:
+        console.print(f"the first {MAX_SHOWN_RUNS} of {len(statuses)} runs are shown; --json lists them all")
     console.print("  ".join(f"{k}: {v}" for k, v in swarm_dir.counts().items() if v))

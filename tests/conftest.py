@@ -23,16 +23,21 @@ def write_jsonl(path: Path, texts: list[str]) -> None:
 
 
 def make_small_data(root: Path) -> None:
-    """Three domains of real text: code (jsonl, two shards), docs (text files), config-like data (text)."""
+    """Three domains of real text from what every installation has (no test suite, no IDLE): code
+    (jsonl, two shards of standard-library modules), notes (the dependencies' descriptions) and
+    numeric data (scikit-learn's bundled data sets)."""
+    import importlib.metadata
+
+    import sklearn
+
     mods = sorted((STDLIB / "json").glob("*.py")) + sorted((STDLIB / "email").glob("*.py"))[:6]
     write_jsonl(root / "data/code/json.jsonl", [p.read_text() for p in mods[:5]])
     write_jsonl(root / "data/code/email.jsonl", [p.read_text() for p in mods[5:]])
-    for p in sorted((STDLIB / "idlelib").glob("*.txt"))[:5]:
-        (root / "data/notes").mkdir(parents=True, exist_ok=True)
-        (root / "data/notes" / p.name).write_text(p.read_text(errors="replace"))
-    dec = sorted((STDLIB / "test" / "decimaltestdata").glob("*.decTest"))[:6]
-    for p in dec:
-        (root / "data/decimal").mkdir(parents=True, exist_ok=True)
+    (root / "data/notes").mkdir(parents=True, exist_ok=True)
+    for name in ("numpy", "rich", "scipy", "textual", "typer"):
+        (root / "data/notes" / f"{name}.txt").write_text(importlib.metadata.metadata(name).get_payload() or name)
+    (root / "data/decimal").mkdir(parents=True, exist_ok=True)
+    for p in sorted((Path(sklearn.__file__).parent / "datasets" / "data").glob("*.csv")):
         (root / "data/decimal" / (p.stem + ".txt")).write_text(p.read_text(errors="replace"))
 
 

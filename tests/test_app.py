@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from textual.command import CommandPalette
 from textual.widgets import DataTable, Input, Select
 from typer.testing import CliRunner
@@ -110,6 +111,23 @@ def test_a_damaged_swarm_folder_is_named_with_the_fix(small_project):
             await wait_for(pilot, lambda: app.snapshot.error, timeout=60)
             assert "status.json is missing" in app.snapshot.error and "plan it again" in app.snapshot.error
             assert str(app.query_one("#summary").content) == f"error: {app.snapshot.error}"
+
+    asyncio.run(session())
+
+
+@pytest.mark.parametrize("content, said", [("[]", "holds list, not a run's status"),
+                                            ('{"run": "RUN", "state": "queued"}', "state 'queued' is unknown")])
+def test_a_status_file_the_app_cannot_use_is_named_not_a_crash(small_project, content, said):
+    swarm_dir, _ = plan_swarm(small_project)
+    run = swarm_dir.run_ids[1]
+    (swarm_dir.run_dir(run) / "status.json").write_text(content.replace("RUN", run))
+
+    async def session():
+        app = MixingApp(small_project, "swarms")
+        async with app.run_test() as pilot:
+            await wait_for(pilot, lambda: app.snapshot.error, timeout=60)
+            assert said in app.snapshot.error and "restore it from git" in app.snapshot.error
+            assert app.is_running
 
     asyncio.run(session())
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -39,7 +40,15 @@ def _open_text(path: Path):
 
 
 def iter_text_documents(path: Path, fmt: str, text_field: str = "text") -> Iterator[str]:
-    """Documents of a text source: one per JSON line (its `text_field`), or the whole file for plain text."""
+    """Documents of a text source: one per JSON line (its `text_field`), or the whole file for plain
+    text; a file that cannot be read (a broken .gz, a vanished file) is a DataError naming it."""
+    try:
+        yield from _text_documents(path, fmt, text_field)
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{path} cannot be read ({err}); fix or remove the file.") from None
+
+
+def _text_documents(path: Path, fmt: str, text_field: str) -> Iterator[str]:
     if fmt == "text":
         with _open_text(path) as f:
             text = f.read()
@@ -72,7 +81,10 @@ def load_token_file(path: Path, dtype: str) -> np.ndarray:
     with open(path, "rb") as f:
         has_header = f.read(6) == b"\x93NUMPY"
     if has_header:
-        arr = np.load(path, mmap_mode="r")
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError):
+            raise DataError(f"{path} is not a readable .npy token array; re-export it or remove it.") from None
         if arr.ndim != 1 or arr.dtype.kind not in "ui":
             raise DataError(f"{path} holds a {arr.dtype} array of shape {arr.shape}; expected a 1-D integer token array.")
         return arr

@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from engine import atomic
+from engine.config import decode_text, read_bytes
 from engine.errors import ConfigError, DataError
 from engine.settings import TokenizerSettings
 
@@ -90,7 +91,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_file: Path) -> Tokenize
 def load_bpe(file: Path) -> Tokenizer:
     from tokenizers import Tokenizer as FastTokenizer
 
-    data = file.read_text(encoding="utf-8")
+    data = decode_text(file, read_bytes(file, f"{file} is missing; run `olmix-tui tokenize` to train the tokenizer."),
+                       "delete it and run `olmix-tui tokenize` to retrain.")
     try:
         tok = FastTokenizer.from_str(data)
     except Exception as err:  # the tokenizers library raises a bare Exception on bad JSON

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from engine.events import EventSink, Message, TaskFinished, TaskProgress, TaskStarted, ignore
 from engine.executors.jobs import STOPPED_CODES
+from engine.executors.liveness import owner_description
 from engine.runs import SwarmDir
 
 
@@ -86,16 +87,29 @@ def run_swarm(executor: Executor, swarm: SwarmDir, runs: list[str], max_batch: i
               poll_seconds: float = 0.5) -> dict[str, int]:
     """Train `runs` of `swarm` on the executor's slots; returns the swarm's state counts at the end.
 
-    Runs already being trained by a live worker are waited for, not started twice.
+    Runs already being trained by a live worker are waited for, not started twice, and the wait
+    says whose they are; one whose owner goes (or, on another machine, stops writing) is trained here.
     """
     slots = executor.slots()
     todo = batches(runs, max_batch, min_batches=len(slots))
     free = pool_cpu_threads(slots, len(todo))
     active: list[Launched] = []
-    watched = set(runs) | {s.run for s in swarm.statuses() if s.state == "running"}
+    others = {s.run for s in swarm.statuses() if s.state == "running"} - set(runs)  # another scheduler's
+    watched = set(runs) | others
     task = f"swarm {swarm.id}"
     on_event(TaskStarted(task, total=len(watched), unit="runs"))
-    while todo or active or _still_running(swarm, watched):
+    waiting = ""
+    while True:
+        orphans = sorted(r for r in others if swarm.status(r).state == "interrupted")
+        if orphans:  # their owner is gone: train them here
+            others -= set(orphans)
+            todo += batches(orphans, max_batch)
+        if not (todo or active or _still_running(swarm, watched)):
+            break
+        said = _waiting_for(swarm, others)
+        if said != waiting and said:
+            on_event(Message(said))
+        waiting = said
         while todo and free:
             slot = free.pop(0)
             batch = todo.pop(0)
@@ -122,6 +136,16 @@ def run_swarm(executor: Executor, swarm: SwarmDir, runs: list[str], max_batch: i
     counts = swarm.counts()
     on_event(TaskFinished(task, info=counts))
     return counts
+
+
+def _waiting_for(swarm: SwarmDir, others: set[str]) -> str:
+    """What the loop waits for besides its own workers: runs another scheduler's workers train."""
+    statuses = [swarm.status(r) for r in sorted(others)]
+    owners = sorted({owner_description(s) for s in statuses if s.state == "running"})
+    if not owners:
+        return ""
+    n = sum(s.state == "running" for s in statuses)
+    return f"waiting for {n} run(s) trained by another scheduler: {'; '.join(owners)}"
 
 
 def _still_running(swarm: SwarmDir, runs: set[str]) -> bool:

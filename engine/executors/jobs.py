@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from engine import atomic
-from engine.executors.liveness import pid_alive, slurm_job_alive
+from engine.executors.liveness import pid_alive, process_start, slurm_job_alive
 
 JOBS_DIR = Path(".olmix") / "jobs"
 KEEP_ENDED = 20
@@ -51,6 +51,7 @@ class JobRecord:
     runs: list[str] = field(default_factory=list)
     slurm_job: str = ""
     ray_driver: str = ""
+    process: str | None = None  # liveness.process_start of pid: a later process with the same pid is not this job
     ended: int | None = None
     exit_code: int | None = None
 
@@ -64,7 +65,7 @@ class JobRecord:
         if self.ended is not None:
             return False
         if self.host == socket.gethostname() or not self.slurm_job:
-            return pid_alive(self.pid, self.host)
+            return pid_alive(self.pid, self.host, self.process)
         return slurm_job_alive(self.slurm_job)
 
     @property
@@ -128,7 +129,8 @@ def job(root: Path, kind: str, label: str, swarm: str = "", runs: list[str] = ()
     with exit code 0, 130 when interrupted or stopped, or the SystemExit code, else 1."""
     global _current
     record = JobRecord(kind, label, os.getpid(), socket.gethostname(), int(time.time()), " ".join(sys.argv), _own_log(),
-                       swarm, list(runs), os.environ.get("SLURM_JOB_ID", ""), os.environ.get("OLMIX_RAY_DRIVER", ""))
+                       swarm, list(runs), os.environ.get("SLURM_JOB_ID", ""), os.environ.get("OLMIX_RAY_DRIVER", ""),
+                       process_start(os.getpid()))
     _prune(root)
     running = RunningJob(root, record)
     outer, _current = _current, running

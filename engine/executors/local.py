@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from engine.executors.base import Executor, Slot
+from engine.executors.liveness import process_start
 from engine.runs import SwarmDir
 from engine.settings import ExecutorSettings
 
@@ -59,7 +60,7 @@ class LocalExecutor(Executor):
                                     env=env, start_new_session=True)
         # The runs are the worker's from now on, not only once its imports are done: a scheduler
         # re-attaching in between sees them running and does not start them a second time.
-        swarm.mark_running(runs, proc.pid)
+        swarm.mark_running(runs, proc.pid, started=process_start(proc.pid))
         proc.log_path = log  # type: ignore[attr-defined]
         return proc
 

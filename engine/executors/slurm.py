@@ -19,7 +19,7 @@ from pathlib import Path
 
 from engine.errors import ConfigError
 from engine.executors.base import Executor, Slot
-from engine.executors.liveness import slurm_job_alive
+from engine.executors.liveness import process_start, slurm_job_alive
 from engine.runs import SwarmDir
 from engine.settings import ExecutorSettings
 
@@ -84,7 +84,7 @@ class SlurmExecutor(Executor):
         if s.slurm_cluster == "slurm":
             swarm.mark_running(runs, None, slurm_job=job.job_id)
         else:  # a local job's id is its controller's pid, which lives as long as the job
-            swarm.mark_running(runs, int(job.job_id))
+            swarm.mark_running(runs, int(job.job_id), started=process_start(int(job.job_id)))
         return job
 
     def poll(self, job) -> int | None:

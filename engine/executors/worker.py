@@ -27,10 +27,10 @@ import numpy as np
 
 from engine.data.store import TokenStore
 from engine.data.tokenizer import load_tokenizer
-from engine.errors import DataError, OlmixError
+from engine.errors import DataError, OlmixError, storage_error
 from engine.events import Event, Message, TaskProgress, TaskStarted
 from engine.executors import jobs
-from engine.executors.liveness import owner_alive
+from engine.executors.liveness import owner_alive, process_start
 from engine.runs import SwarmDir
 from engine.settings import read_settings
 
@@ -70,7 +70,8 @@ def train_runs(swarm: SwarmDir, runs: list[str], device: str = "auto", threads: 
     if threads:
         torch.set_num_threads(threads)
     # the owner that started this worker, if any: a Slurm job, a Ray driver (engine.executors.ray)
-    swarm.mark_running(runs, os.getpid(), os.environ.get("SLURM_JOB_ID"), os.environ.get("OLMIX_RAY_DRIVER"))
+    swarm.mark_running(runs, os.getpid(), os.environ.get("SLURM_JOB_ID"), os.environ.get("OLMIX_RAY_DRIVER"),
+                       started=process_start(os.getpid()))
     print(f"worker {os.getpid()} on {socket.gethostname()}: training {len(runs)} run(s) of swarm {swarm.id} together on "
           f"{device} ({torch.get_num_threads()} threads): {', '.join(runs)}", flush=True)
     spec = swarm.spec
@@ -103,10 +104,10 @@ def train_runs(swarm: SwarmDir, runs: list[str], device: str = "auto", threads: 
             on_record=lambda k, rec: swarm.append_metrics(runs[k], rec), task=f"runs {runs[0]}..",
         )
     except Exception as err:  # the worker must record any failure in the run files, then exit non-zero
-        message = str(err) if isinstance(err, OlmixError) else f"{type(err).__name__}: {err}"
+        problem = storage_error(err) if isinstance(err, OSError) else err if isinstance(err, OlmixError) else None
+        message = str(problem) if problem is not None else f"{type(err).__name__}: {err}"
         traceback.print_exc()
-        for r in runs:
-            swarm.write_status(r, state="failed", error=message)
+        record_failure(swarm, runs, message)
         print(f"{len(runs)} run(s) failed: {message}", flush=True)
         return False
     owner = (spec.expand > 0).astype(float)  # [m, u]: which unit each leaf belongs to
@@ -124,6 +125,20 @@ def train_runs(swarm: SwarmDir, runs: list[str], device: str = "auto", threads: 
               f"final train loss {res.final_train_loss:.4f}" + (f"; {headline}" if headline else "")
               + (f"; {res.note}" if res.note else ""), flush=True)
     return True
+
+
+def record_failure(swarm: SwarmDir, runs: list[str], message: str) -> None:
+    """Mark `runs` failed with `message`; where a status file cannot be written (a full disk), say so
+    in the log, and the scheduler marks the runs failed when it sees the worker exit."""
+    for r in runs:
+        try:
+            swarm.write_status(r, state="failed", error=message)
+        except (OSError, OlmixError) as err:
+            try:
+                print(f"error: could not record the failure of run {r} in its status.json ({err}); the failure was: "
+                      f"{message}", flush=True)
+            except OSError:
+                pass  # the log is on the same full disk: the exit code is all that is left
 
 
 def main(argv: list[str] | None = None) -> int:

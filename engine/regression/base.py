@@ -9,14 +9,15 @@ rebuilds a model that predicts exactly what the saved one did.
 from __future__ import annotations
 
 import io
-import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from engine.atomic import write_bytes, write_json
+from engine.config import read_json
 from engine.errors import ConfigError, DataError
 
 META_FILE = "regressor.json"
@@ -157,10 +158,16 @@ class Regressor:
         meta_path = folder / META_FILE
         if not meta_path.is_file():
             raise DataError(f"{folder} holds no saved regressor ({META_FILE} is missing); refit it.")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        model = make_regressor(meta["name"], **meta["settings"])
-        model.n_domains, model.n_metrics = int(meta["n_domains"]), int(meta["n_metrics"])
-        model._restore(folder, meta["state"])
+        try:
+            meta = read_json(meta_path, f"{meta_path} is missing", "refit it.")
+            model = make_regressor(meta["name"], **meta["settings"])
+            model.n_domains, model.n_metrics = int(meta["n_domains"]), int(meta["n_metrics"])
+            model._restore(folder, meta["state"])
+        except Exception as err:  # whatever a damaged model file makes its library raise
+            if isinstance(err, DataError):
+                raise
+            detail = f"no key {err}" if isinstance(err, KeyError) else str(err).split("; ")[0]
+            raise DataError(f"the saved regressor in {folder} is damaged ({detail}); delete its fit folder and fit again.") from None
         return model
 
 
@@ -172,7 +179,11 @@ def save_arrays(path: Path, **arrays: np.ndarray) -> None:
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npz file (no pickles); a missing or damaged file is a DataError."""
     if not path.is_file():
         raise DataError(f"{path} is missing; refit the regression.")
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        raise DataError(f"{path} is damaged (not an .npz archive of arrays); delete its fit folder and fit again.") from None

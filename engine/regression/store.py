@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,7 +26,8 @@ from typing import Sequence
 import numpy as np
 
 from engine.atomic import write_csv, write_toml
-from engine.errors import DataError
+from engine.config import read_toml
+from engine.errors import DataError, OlmixError
 from engine.events import EventSink, Message, TaskFinished, TaskStarted, ignore
 from engine.mixture_table import MixtureTable
 from engine.regression.base import Regressor, make_regressor
@@ -159,17 +159,23 @@ def read_fit_summary(folder: str | os.PathLike) -> FitSummary:
     folder = Path(folder)
     if not (folder / FIT_FILE).is_file():
         raise DataError(f"{folder} holds no finished fit ({FIT_FILE} is missing); fit the swarm again.")
-    info = tomllib.loads((folder / FIT_FILE).read_text(encoding="utf-8"))
-    with open(folder / CV_FILE, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    cv = CVReport(
-        info["cv"]["cv_of"],
-        np.array([float(r["spearman"]) for r in rows]),
-        np.array([float(r["r2"]) for r in rows]),
-        np.array([float(r["mae"]) for r in rows]),
-        int(info["cv"]["folds"]),
-        int(info["cv"]["seed"]),
-    )
+    try:
+        info = read_toml(folder / FIT_FILE)
+        with open(folder / CV_FILE, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        cv = CVReport(
+            str(info["cv"]["cv_of"]),
+            np.array([float(r["spearman"]) for r in rows]),
+            np.array([float(r["r2"]) for r in rows]),
+            np.array([float(r["mae"]) for r in rows]),
+            int(info["cv"]["folds"]),
+            int(info["cv"]["seed"]),
+        )
+        if not isinstance(info["fit_id"], str) or not all(isinstance(info[k], list) for k in ("domains", "metrics", "source_swarms")):
+            raise ValueError("a key has the wrong type")
+    except (OlmixError, OSError, KeyError, TypeError, ValueError, csv.Error) as err:
+        detail = f"no key {err}" if isinstance(err, KeyError) else str(err).split("; ")[0]
+        raise DataError(f"the fit in {folder} is damaged ({detail}); delete the folder and fit again.") from None
     return FitSummary(info["fit_id"], folder, info, cv)
 
 

@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from engine.config import decode_text, read_bytes
 from engine.errors import DataError
 from engine.training.device import autocast
 from engine.training.model import StackedLlama
@@ -67,13 +68,15 @@ def load_eval_set(path: str | os.PathLike, name: str | None = None) -> EvalSet:
     """Read an eval set from JSON lines of {"context": str, "continuation": str}; name = file stem."""
     path = Path(path)
     items = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    text = decode_text(path, read_bytes(path, f"eval set {path} does not exist; add the file or fix [data] eval_sets "
+                                              "in olmix.toml."), "save it as UTF-8 JSON lines.")
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
             items.append(EvalItem(str(row["context"]), str(row["continuation"])))
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (json.JSONDecodeError, KeyError, TypeError, IndexError, RecursionError):
             raise DataError(
                 f"{path}:{lineno} is not a JSON object with string fields \"context\" and \"continuation\"; fix that line."
             ) from None

@@ -17,7 +17,7 @@ from engine.errors import OlmixError
 from engine.executors.jobs import JobRecord, read_jobs
 from engine.executors.stop import Owner, run_owners
 from engine.history import HistoryEntry, read_history
-from engine.project import Project
+from engine.project import LockHolder, Project
 from engine.regression.store import FitSummary, list_fits
 from engine.runs import RunStatus, SwarmDir
 from engine.status import ProjectStatus, project_status
@@ -58,7 +58,7 @@ class Snapshot:
     fits: list[FitSummary] = field(default_factory=list)
     jobs: list[JobRecord] = field(default_factory=list)
     owners: list[Owner] = field(default_factory=list)
-    lock: tuple[int, str, str] | None = None
+    lock: LockHolder | None = None
     used_by: dict[str, str] = field(default_factory=dict)
     error: str = ""
 
@@ -80,9 +80,9 @@ class Snapshot:
         """Why an action that takes the project lock must wait ("" when it need not): who holds it."""
         if self.lock is None:
             return ""
-        holder = next((j for j in self.jobs if j.pid == self.lock[0] and j.host == self.lock[1] and j.state == "running"), None)
-        what = holder.label if holder else self.lock[2]
-        return f"the project is busy: {what} (pid {self.lock[0]}) holds its lock"
+        holder = next((j for j in self.jobs if j.pid == self.lock.pid and j.host == self.lock.host and j.state == "running"), None)
+        what = holder.label if holder else self.lock.command
+        return f"the project is busy: {what} (pid {self.lock.pid}) holds its lock"
 
 
 class SnapshotReader:
