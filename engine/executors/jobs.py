@@ -105,11 +105,18 @@ class RunningJob:
     """This process's record while it runs: `note` rewrites what it does."""
 
     def __init__(self, root: Path, record: JobRecord):
-        self.root, self.record = Path(root), record
+        self.root, self.record, self.recorded = Path(root), record, True
         self._write()
 
     def _write(self) -> None:
-        atomic.write_json(jobs_dir(self.root) / f"{self.record.key}.json", dataclasses.asdict(self.record))
+        """Write the record; where the project cannot be written (read-only, full), the job goes on
+        unrecorded: the record only informs the app and `olmix-tui stop`."""
+        if not self.recorded:
+            return
+        try:
+            atomic.write_json(jobs_dir(self.root) / f"{self.record.key}.json", dataclasses.asdict(self.record))
+        except OSError:
+            self.recorded = False
 
     def note(self, **fields) -> None:
         """Set fields of the record (e.g. swarm= when an update starts training a swarm)."""
@@ -168,4 +175,7 @@ def _prune(root: Path) -> None:
     """Remove all but the KEEP_ENDED newest records of jobs that no longer run."""
     over = [record for record in read_jobs(root) if not record.alive]
     for record in over[:-KEEP_ENDED]:
-        (jobs_dir(root) / f"{record.key}.json").unlink(missing_ok=True)
+        try:
+            (jobs_dir(root) / f"{record.key}.json").unlink(missing_ok=True)
+        except OSError:  # a read-only project: nothing to prune
+            return
