@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from engine.history import Compute, Measured
+from engine.history import Compute, Evidence, Measured
 
 
 def l1(a: dict[str, float], b: dict[str, float]) -> float:
@@ -28,7 +28,7 @@ def kl(a: dict[str, float], b: dict[str, float], eps: float = 1e-12) -> float:
 class MixtureSide:
     """One side of a comparison: a history entry (or its full recomputation), its mixture, the
     compute it spent, its predicted objective, the objective measured on verification runs (when
-    it was verified) and its plan kind."""
+    it was verified), its plan kind, and the evidence behind it (fit verdict, fallback, spread)."""
 
     label: str
     mixture: dict[str, float]
@@ -36,6 +36,7 @@ class MixtureSide:
     predicted: float | None = None
     measured: Measured | None = None
     plan: str | None = None
+    evidence: Evidence | None = None
 
 
 @dataclass(frozen=True)

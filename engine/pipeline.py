@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.atomic import dumps_csv, dumps_json, write_output
+from engine.bootstrap import ProposalSpread, bootstrap_proposal
 from engine.compare import Comparison, MixtureSide, compare, kl, l1
 from engine.data.store import DomainTokens, TokenStore, natural_prior
 from engine.domains import Change, DomainSet, affected_set, check_name
@@ -26,15 +27,16 @@ from engine.executors import jobs, make_executor
 from engine.executors.base import run_swarm
 from engine.executors.liveness import owner_alive
 from engine.export import export_mixture
-from engine.history import (CompareRecord, Compute, EntryContent, HistoryEntry, Measured, ProposalInfo, UpdateRecord,
-                            Verification, current_mixture, read_history, write_entry)
-from engine.mixture_table import MixtureTable, read_tables
+from engine.history import (CompareRecord, Compute, EntryContent, Evidence, HistoryEntry, Measured, ProposalInfo,
+                            UpdateRecord, Verification, current_mixture, read_history, write_entry)
+from engine.mixture_table import MixtureTable, read_domain_values, read_tables
 from engine.project import Project
 from engine.propose import Proposal, objective_weights, propose
 from engine.regression.store import FitResult, FitSummary, fit_and_store, list_fits, load_fit
+from engine.regression.verdict import UNUSABLE, WEAK
 from engine.reuse import UpdatePlan, affected_fit_names, compare_plans, plan_update, suggest_unfreeze
 from engine.runs import SwarmDir, list_swarms
-from engine.settings import EXACT_REGRESSOR, ProposeSettings, usable_proposer
+from engine.settings import EXACT_REGRESSOR, ObjectiveSettings, ProposeSettings, usable_proposer
 from engine.swarm import FrozenGroup, Swarm, SwarmSettings, sample_swarm
 from engine.swarm_spec import ImportSource, ProxyScale, SwarmData, SwarmSpec
 
@@ -302,7 +304,8 @@ def fit_swarm(project: Project, swarm: SwarmDir, regressor: str | None = None, o
         on_event(Message(f"{len(skipped)} run(s) with NaN or infinite metrics are left out of the fit: {', '.join(skipped)}",
                          level="warning"))
     with project.lock():
-        return fit_and_store(project.fits_dir, table, regressor, project.settings.regression, on_event, [swarm.id])
+        return fit_and_store(project.fits_dir, table, regressor, project.settings.regression, on_event, [swarm.id],
+                             project.settings.objective)
 
 
 def objective_fn(project: Project, metric_names: list[str]):
@@ -312,9 +315,10 @@ def objective_fn(project: Project, metric_names: list[str]):
 
 
 def run_update(project: Project, ctx: UpdateContext, kind: str | None = None, on_event: EventSink = ignore,
-               unfreeze: list[str] | None = None) -> UpdateRecord:
-    """Plan (`kind`, default [reuse] plan; `unfreeze` for partial reuse), train, fit and propose for the
-    update (nothing is applied yet)."""
+               unfreeze: list[str] | None = None, force: bool = False) -> UpdateRecord:
+    """Plan (`kind`, default [reuse] plan; `unfreeze` for partial reuse), train, fit and choose the
+    mixture for the update (nothing is applied yet): the proposal, or on an unusable fit the
+    fallback (`choose_mixture`; `force` proposes anyway)."""
     plan = make_plan(project, ctx, kind, unfreeze)
     on_event(Message(plan.describe()))
     if not plan.needs_swarm:
@@ -325,12 +329,15 @@ def run_update(project: Project, ctx: UpdateContext, kind: str | None = None, on
         raise OlmixError(f"{counts['failed']} run(s) of swarm {swarm_dir.id} failed; see `olmix-tui swarm status "
                          f"{project.root} --swarm {swarm_dir.id}` and rerun with `swarm run --retry-failed`.")
     fit = fit_swarm(project, swarm_dir, on_event=on_event)
-    proposal = propose_for_swarm(project, swarm_dir, fit)
+    chosen = choose_mixture(project, swarm_dir, fit, project.settings.propose, force, on_event)
     done = [s for s in swarm_dir.statuses() if s.state == "done"]
     compute = Compute(len(done), int(sum(s.tokens or 0 for s in done)), float(sum(s.flops or 0.0 for s in done)))
-    info = ProposalInfo(proposal.proposer, proposal.predicted_objective, proposal.kl, proposal.binding_caps,
-                        proposal.kkt_residual, fit.cv.mean_spearman)
-    return UpdateRecord(plan.record(), proposal.mixture, swarm_dir.id, fit.fit_id, proposal.predicted_objective, info, compute)
+    proposal, info = chosen.proposal, None
+    if proposal is not None:
+        info = ProposalInfo(proposal.proposer, proposal.predicted_objective, proposal.kl, proposal.binding_caps,
+                            proposal.kkt_residual, fit.cv.mean_spearman)
+    return UpdateRecord(plan.record(), chosen.mixture, swarm_dir.id, fit.fit_id,
+                        None if proposal is None else proposal.predicted_objective, info, compute, chosen.evidence)
 
 
 def history_kind(ctx: UpdateContext, has_history: bool) -> str:
@@ -362,15 +369,52 @@ def apply_update(project: Project, ctx: UpdateContext, record: UpdateRecord,
         return write_entry(project, content, ctx.after, project.pending_text())
 
 
-def proposal_inputs(project: Project, swarm: SwarmDir) -> tuple[dict[str, float], dict[str, int] | None]:
-    """What proposing from a swarm needs besides the fit: the prior over its leaves and the leaves'
-    available tokens (None when unknown). An imported swarm's prior is its mean mixture (it carries
-    no token counts, so its caps are off)."""
+@dataclass(frozen=True)
+class ProposalInputs:
+    """What proposing from a swarm needs besides the fit: the prior over its leaves, the leaves'
+    available tokens (None when unknown: no repetition caps), and what the user should know about
+    them (`proposal_caveats`)."""
+
+    prior: dict[str, float]
+    tokens: dict[str, float] | None
+    caveats: list[str]
+
+
+def proposal_caveats(swarm: SwarmDir, settings: ProposeSettings, objective: ObjectiveSettings) -> list[str]:
+    """What a proposal from `swarm` with `settings` should say about its objective, prior and caps:
+    an imported swarm whose metrics the objective does not name, or without a prior or token counts,
+    and a proposal with neither a KL pull nor caps."""
+    spec, notes = swarm.spec, []
+    if not spec.trained_here and objective.weights and objective.names_none_of(swarm.table().metric_names):
+        notes.append("[objective] weights name none of the imported swarm's metrics, so the objective is the "
+                     "mean of all of them")
+    if not spec.trained_here and not spec.prior:
+        notes.append("the prior, which the KL term pulls towards, is the imported swarm's mean mixture: it was "
+                     "imported without --prior or --tokens")
+    no_counts = not spec.trained_here and not spec.tokens
+    if no_counts:
+        notes.append("repetition caps are off: the imported swarm has no token counts; import it with --tokens FILE")
+    if (no_counts or not settings.target_tokens) and not settings.kl_reg and not settings.bounds:
+        notes.append("the proposal runs with neither a KL pull to the prior (kl_reg = 0) nor caps (no token counts, "
+                     "target_tokens or bounds), so any domain, however small, may get any weight; set [propose] "
+                     "kl_reg (Olmix uses 0.05 to 0.1) or target_tokens")
+    return notes
+
+
+def proposal_inputs(project: Project, swarm: SwarmDir, settings: ProposeSettings | None = None) -> ProposalInputs:
+    """The prior, tokens and caveats of proposing from `swarm` (with [propose], or `settings`). An
+    imported swarm has the prior and token counts it was imported with; without a prior, its mean
+    mixture is the prior."""
     spec = swarm.spec
+    caveats = proposal_caveats(swarm, settings or project.settings.propose, project.settings.objective)
     if not spec.trained_here:
-        table = swarm.table()
-        mean = table.ratios.mean(axis=0)
-        return dict(zip(table.domains, (mean / mean.sum()).tolist())), None
+        if spec.prior:
+            prior = dict(spec.prior)
+        else:
+            table = swarm.table()
+            mean = table.ratios.mean(axis=0)
+            prior = dict(zip(table.domains, (mean / mean.sum()).tolist()))
+        return ProposalInputs(prior, dict(spec.tokens) or None, caveats)
     store = TokenStore.of_project(project.root)
     tokens = {}
     for leaf in spec.leaves:
@@ -378,43 +422,107 @@ def proposal_inputs(project: Project, swarm: SwarmDir) -> tuple[dict[str, float]
         if t is None:
             raise OlmixError(f"the token store has no entry for domain '{leaf}' as planned; run `olmix-tui tokenize {project.root}`.")
         tokens[leaf] = t.train_tokens
-    return dict(spec.prior), tokens
+    return ProposalInputs(dict(spec.prior), tokens, caveats)
 
 
-def propose_for_swarm(project: Project, swarm: SwarmDir, fit: FitResult, settings: ProposeSettings | None = None) -> Proposal:
-    """Propose from a swarm's fit (with [propose], or `settings`): leaf caps and KL through the swarm's frozen groups."""
+def propose_for_swarm(project: Project, swarm: SwarmDir, fit: FitResult, settings: ProposeSettings | None = None,
+                      on_event: EventSink = ignore) -> tuple[Proposal, ProposalInputs, ProposalSpread | None]:
+    """Propose from a swarm's fit (with [propose], or `settings`): leaf caps and KL through the
+    swarm's frozen groups; with settings.bootstrap, also the proposal's bootstrap spread."""
     settings = settings or project.settings.propose
-    prior, tokens = proposal_inputs(project, swarm)
-    if tokens is None and settings.target_tokens:
+    inputs = proposal_inputs(project, swarm, settings)
+    if inputs.tokens is None and settings.target_tokens:
         settings = dataclasses.replace(settings, target_tokens=0)
     leaves = swarm.spec.leaves if swarm.spec.trained_here else swarm.units
-    return propose(fit.model, swarm.table(), prior, tokens, settings, project.settings.objective,
-                   expand=swarm.spec.expand, domains_leaf=leaves)
+    args = (fit.model, swarm.table(), inputs.prior, inputs.tokens, settings, project.settings.objective)
+    proposal = propose(*args, expand=swarm.spec.expand, domains_leaf=leaves)
+    spread = None
+    if settings.bootstrap:
+        spread = bootstrap_proposal(proposal, *args, expand=swarm.spec.expand, domains_leaf=leaves, on_event=on_event)
+    return proposal, inputs, spread
+
+
+def fallback_mixture(project: Project, leaves: list[str], prior: dict[str, float]) -> tuple[str, dict[str, float]]:
+    """What an unusable fit falls back to: the incumbent, which is the current mixture when it is
+    over `leaves`, or for the pending update the plan's start (the current mixture with the new
+    domains at their stated default: `engine.reuse.plan_update`); else, for a first mixture (or an
+    imported swarm), the natural distribution `prior`. Returns ("incumbent" | "natural", mixture)."""
+    current = current_mixture(project)
+    if current is not None:
+        if set(current) == set(leaves):
+            return "incumbent", {x: current[x] for x in leaves}
+        staged = project.staged_domains()
+        if project.pending and set(staged.names) == set(leaves):
+            return "incumbent", dict(plan_update(project.domains, staged, current, prior, "full_reuse").start)
+    return "natural", {x: prior[x] for x in leaves}
 
 
 @dataclass(frozen=True)
 class ProposalPreview:
-    """A proposal made from a fit, not yet applied: the proposal, the prior it is shown beside, the
-    fit and swarm it came from, and why its proposer differs from the one asked for ("" if it does not)."""
+    """The mixture a fit leads to, not yet applied: the proposal (None when an unusable fit fell
+    back), the mixture to record (the proposal's, or the fallback), the prior it is shown beside,
+    the fit and swarm it came from, the evidence (verdict, action, warnings, bootstrap spread), and
+    why its proposer differs from the one asked for ("" if it does not)."""
 
-    proposal: Proposal
+    proposal: Proposal | None
+    mixture: dict[str, float]
     prior: dict[str, float]
     fit: FitResult
     swarm: str
+    evidence: Evidence
     note: str = ""
 
 
-def preview_proposal(project: Project, fit: FitResult, settings: ProposeSettings, swarm: SwarmDir | None = None) -> ProposalPreview:
-    """The proposal from `fit` (on `swarm`, default the swarm it was fitted on) with `settings`; the
-    proposer is the one asked for where the fit allows it (`engine.settings.usable_proposer`)."""
+def choose_mixture(project: Project, swarm: SwarmDir, fit: FitResult, settings: ProposeSettings, force: bool = False,
+                   on_event: EventSink = ignore) -> ProposalPreview:
+    """The gate between a fit and a mixture. A usable fit proposes; a weak one proposes with a
+    warning; an unusable one falls back (`fallback_mixture`) and says what would fix it, unless
+    `force`, which proposes anyway and records it. The search proposer, which picks the best
+    measured run, does not rest on the fit and proposes with a warning. Every path records the
+    verdict and its warnings (docs/verdicts.md)."""
+    verdict = fit.verdict
+    if verdict is None:
+        raise OlmixError(f"fit {fit.fit_id} was made by an earlier version, which judged no verdict; fit the swarm "
+                         f"again with `olmix-tui fit {project.root} --swarm {swarm.id}`.")
+    proposer, note = usable_proposer(settings.proposer, fit.regressor, fit.chosen)
+    settings = dataclasses.replace(settings, proposer=proposer)
+    warnings = proposal_caveats(swarm, settings, project.settings.objective)
+    unusable = verdict.verdict == UNUSABLE
+    if unusable and proposer != "search" and not force:
+        inputs = proposal_inputs(project, swarm, settings)
+        kind, mixture = fallback_mixture(project, swarm.spec.leaves if swarm.spec.trained_here else swarm.units,
+                                         inputs.prior)
+        reason = verdict.reasons[0]
+        evidence = Evidence(verdict, "fallback", kind, f"the fit is unusable: {reason}", warnings)
+        instead = ("kept the incumbent mixture (the current one, what the update changed at the plan's start)"
+                   if kind == "incumbent" else "fell back to the natural distribution")
+        on_event(Message(f"fit {fit.fit_id} is unusable ({reason}), so the proposal {instead} instead of following "
+                         f"the KL term. {verdict.fix} (--force proposes anyway.)", level="warning"))
+        return ProposalPreview(None, mixture, inputs.prior, fit, swarm.id, evidence, note)
+    if verdict.verdict == WEAK:
+        warnings.insert(0, f"the fit is weak: {'; '.join(verdict.reasons)}. {verdict.fix}")
+    elif unusable:
+        warnings.insert(0, f"the fit is unusable ({'; '.join(verdict.reasons)}), but "
+                        + ("--force was given" if proposer != "search" else
+                           "the search proposer picks the best measured run, which does not rest on the fit"))
+    for text in warnings:
+        on_event(Message(text, level="warning"))
+    proposal, inputs, spread = propose_for_swarm(project, swarm, fit, settings, on_event)
+    evidence = Evidence(verdict, "forced" if unusable and proposer != "search" else "proposed", "", "", warnings, spread)
+    return ProposalPreview(proposal, proposal.mixture, inputs.prior, fit, swarm.id, evidence, note)
+
+
+def preview_proposal(project: Project, fit: FitResult, settings: ProposeSettings, swarm: SwarmDir | None = None,
+                     force: bool = False, on_event: EventSink = ignore) -> ProposalPreview:
+    """The mixture `fit` leads to (on `swarm`, default the swarm it was fitted on) with `settings`,
+    through the gate (`choose_mixture`); the proposer is the one asked for where the fit allows it
+    (`engine.settings.usable_proposer`)."""
     if swarm is None:
         if not fit.source_swarms:
             raise OlmixError(f"fit {fit.fit_id} names no swarm to propose from; fit a swarm again with "
                              f"`olmix-tui fit {project.root}`.")
         swarm = open_swarm(project, fit.source_swarms[0])
-    proposer, note = usable_proposer(settings.proposer, fit.regressor, fit.chosen)
-    proposal = propose_for_swarm(project, swarm, fit, dataclasses.replace(settings, proposer=proposer))
-    return ProposalPreview(proposal, proposal_inputs(project, swarm)[0], fit, swarm.id, note)
+    return choose_mixture(project, swarm, fit, settings, force, on_event)
 
 
 def swarm_fits(project: Project, swarm: SwarmDir) -> list[FitSummary]:
@@ -456,12 +564,12 @@ def chosen_fit(project: Project, swarm_id: str | None = None, fit_id: str | None
 
 
 def propose_with_fit(project: Project, swarm_id: str | None, settings: ProposeSettings, fit_id: str | None = None,
-                     on_event: EventSink = ignore) -> ProposalPreview:
+                     force: bool = False, on_event: EventSink = ignore) -> ProposalPreview:
     """Preview the proposal of the chosen fit (`chosen_fit`; with no fit yet, a new one with the
     regressor the proposer needs: the log-linear law for exact, else [regression])."""
     regressor = EXACT_REGRESSOR if settings.proposer == "exact" else None
     swarm, fit = chosen_fit(project, swarm_id, fit_id, regressor, on_event)
-    return preview_proposal(project, fit, settings, swarm)
+    return preview_proposal(project, fit, settings, swarm, force, on_event)
 
 
 # ---------------------------------------------------------------- the main job
@@ -496,11 +604,12 @@ class BatchReport:
 
 
 def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on_event: EventSink = ignore,
-              plan: str | None = None, unfreeze: list[str] | None = None) -> BatchReport:
+              plan: str | None = None, unfreeze: list[str] | None = None, force: bool = False) -> BatchReport:
     """The main job: the first mixture if the project has none, then the pending update (if any),
-    each planned, trained, fitted, proposed and written to history; the update with `plan` and
-    `unfreeze` (default: olmix.toml's [reuse]). With `compare`, the pending update is also
-    recomputed in full and both mixtures are checked on verification proxies."""
+    each planned, trained, fitted, proposed (or, on an unusable fit, fallen back: `force` proposes
+    anyway) and written to history; the update with `plan` and `unfreeze` (default: olmix.toml's
+    [reuse]). With `compare`, the pending update is also recomputed in full and both mixtures are
+    checked on verification proxies."""
     if compare and not 1 <= verify_seeds <= 100:
         raise OlmixError(f"--seeds is {verify_seeds}; give between 1 and 100 verification runs per mixture.")
     start = time.perf_counter()
@@ -510,12 +619,12 @@ def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on
     updates = []
     if not read_history(project):
         ctx = update_context(project, on_event, initial=True)
-        record = run_update(project, ctx, "full", on_event)
+        record = run_update(project, ctx, "full", on_event, force=force)
         updates.append(AppliedUpdate(apply_update(project, ctx, record).label, record))
     if project.pending:
         ctx = update_context(project, on_event)
-        record = run_update(project, ctx, plan, on_event, unfreeze)
-        compared = compare_with_full(project, ctx, record, verify_seeds, on_event) if compare else None
+        record = run_update(project, ctx, plan, on_event, unfreeze, force)
+        compared = compare_with_full(project, ctx, record, verify_seeds, on_event, force) if compare else None
         updates.append(AppliedUpdate(apply_update(project, ctx, record, compared).label, record, compared))
     tokens = project.tokens(project.domains)
     prior = natural_prior(tokens)
@@ -526,9 +635,10 @@ def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on
 
 
 def compare_with_full(project: Project, ctx: UpdateContext, record: UpdateRecord, seeds: int,
-                      on_event: EventSink = ignore) -> CompareRecord:
-    """Recompute the update in full, train verification proxies on both mixtures, and compare them."""
-    full = record if record.plan.kind == "full" else run_update(project, ctx, "full", on_event)
+                      on_event: EventSink = ignore, force: bool = False) -> CompareRecord:
+    """Recompute the update in full (through the same gate: an unusable full fit keeps the
+    incumbent), train verification proxies on both mixtures, and compare them."""
+    full = record if record.plan.kind == "full" else run_update(project, ctx, "full", on_event, force=force)
     mixtures = {"chosen": record.mixture, "full": full.mixture}
     verify = plan_verification(project, ctx, mixtures, seeds)
     train_swarm(project, verify, on_event=on_event)
@@ -569,12 +679,18 @@ def measured_objective(swarm: SwarmDir, objective) -> dict[str, Measured]:
 # ---------------------------------------------------------------- import, predict, export, diff
 
 
-def import_swarm(project: Project, ratios_csv, metrics_csv, name: str | None = None) -> SwarmDir:
+def import_swarm(project: Project, ratios_csv, metrics_csv, name: str | None = None, prior_csv=None,
+                 tokens_csv=None) -> SwarmDir:
     """Store swarm results trained elsewhere as a finished swarm (Olmix or RegMix CSV layout): its
-    spec and its table, checked on the way in; run ids stay values in the table, never paths."""
+    spec and its table, checked on the way in; run ids stay values in the table, never paths. With
+    the prior (`prior_csv`: domain,weight lines) and the domains' available training tokens
+    (`tokens_csv`: domain,tokens lines, which also give the prior when `prior_csv` is not given)."""
     if name is not None:
         check_name(name, "--name", "swarm")
     table = read_tables(ratios_csv, metrics_csv)
+    tokens = read_domain_values(tokens_csv, table.domains, "tokens") if tokens_csv is not None else {}
+    given = read_domain_values(prior_csv, table.domains, "weight") if prior_csv is not None else tokens
+    prior = {d: v / sum(given.values()) for d, v in given.items()}
     digest = hashlib.sha256()
     for array in (table.ratios, table.metrics):
         digest.update(np.ascontiguousarray(array.round(10), dtype="<f8").tobytes())
@@ -583,8 +699,8 @@ def import_swarm(project: Project, ratios_csv, metrics_csv, name: str | None = N
     folder = project.swarms_dir / sid
     if (folder / "swarm.toml").exists():
         raise OlmixError(f"a swarm named '{sid}' exists already; pick another --name.")
-    spec = SwarmSpec(purpose="import", plan="import", units=list(table.domains),
-                     source=ImportSource(str(ratios_csv), str(metrics_csv)))
+    spec = SwarmSpec(purpose="import", plan="import", units=list(table.domains), prior=prior,
+                     source=ImportSource(str(ratios_csv), str(metrics_csv)), tokens=tokens)
     with project.lock():
         for left in project.swarms_dir.glob(".*.importing"):  # what killed imports left behind
             shutil.rmtree(left, ignore_errors=True)
@@ -629,7 +745,8 @@ def _entry(entries: list[HistoryEntry], key: str) -> HistoryEntry:
 
 
 def _side(label: str, record: UpdateRecord, measured: Measured | None = None) -> MixtureSide:
-    return MixtureSide(label, record.mixture, record.compute, record.predicted, measured, record.plan.kind)
+    return MixtureSide(label, record.mixture, record.compute, record.predicted, measured, record.plan.kind,
+                       record.evidence)
 
 
 def diff_entries(project: Project, a: str | None, b: str | None) -> Comparison:

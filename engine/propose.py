@@ -40,17 +40,7 @@ KKT_TOL = 1e-9
 
 def objective_weights(objective: ObjectiveSettings, metric_names: Sequence[str]) -> np.ndarray:
     """The objective's normalised weights [k] over `metric_names` (equal weights when none are set)."""
-    if not objective.weights:
-        return np.full(len(metric_names), 1.0 / len(metric_names))
-    unknown = [name for name in objective.weights if name not in metric_names]
-    if unknown:
-        raise ConfigError(
-            f"Objective weight for unknown metric '{unknown[0]}'; the fit's metrics are {', '.join(metric_names)}."
-        )
-    w = np.array([objective.weights.get(name, 0.0) for name in metric_names], dtype=np.float64)
-    if w.sum() <= 0:
-        raise ConfigError("Objective weights put no weight on the fit's metrics; fix [objective] weights.")
-    return w / w.sum()
+    return np.array(objective.normalised(list(metric_names)), dtype=np.float64)
 
 
 @dataclass

@@ -383,11 +383,12 @@ def swarm_run(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
 @swarm_app.command("status")
 @user_errors
 def swarm_status(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt, as_json: bool = JsonOpt):
-    """Runs of a swarm: state, progress, mixture and final metrics (read from the run files).
+    """Runs of a swarm: state, progress, mixture and final metrics (read from the run files), and the verdict of each of its fits.
 
     Example: [bold]olmix-tui swarm status demo --json[/]
     """
-    render.show_swarm(pipeline.find_swarm(Project.load(directory), swarm_id), as_json)
+    project = Project.load(directory)
+    render.show_swarm(pipeline.find_swarm(project, swarm_id), as_json, project)
 
 
 @app.command()
@@ -428,19 +429,30 @@ def import_swarm(directory: Path = DirArg,
                  ratios: Path = typer.Option(..., "--ratios", help="Mixtures CSV (Olmix or RegMix layout)."),
                  metrics: Path = typer.Option(..., "--metrics", help="Metrics CSV joined on the run id."),
                  name: Optional[str] = typer.Option(None, "--name", help="Swarm id (default: a content hash)."),
+                 prior: Optional[Path] = typer.Option(None, "--prior", help="CSV of domain,weight lines: the prior the KL "
+                                                      "term pulls towards (default: the token shares of --tokens, else the swarm's mean)."),
+                 tokens: Optional[Path] = typer.Option(None, "--tokens", help="CSV of domain,tokens lines: each domain's "
+                                                       "available training tokens, for the repetition caps (and the prior)."),
                  as_json: bool = JsonOpt, break_lock: bool = BreakLockOpt):
     """Import swarm results trained elsewhere (Olmix's ratios.csv/metrics.csv or RegMix's CSVs).
 
-    Example: [bold]olmix-tui import-swarm demo --ratios train_mixture_1m.csv --metrics train_pile_loss_1m.csv --name regmix[/]
+    Example: [bold]olmix-tui import-swarm demo --ratios train_mixture_1m.csv --metrics train_pile_loss_1m.csv --tokens regmix_tokens.csv --name regmix[/]
     """
     project = load(directory, break_lock)
-    swarm_dir = pipeline.import_swarm(project, ratios, metrics, name)
+    swarm_dir = pipeline.import_swarm(project, ratios, metrics, name, prior, tokens)
     table = swarm_dir.table()
+    caveats = pipeline.proposal_caveats(swarm_dir, project.settings.propose, project.settings.objective)
     if as_json:
-        print_json({"swarm": swarm_dir.id, "runs": table.n_runs, "domains": table.domains, "metrics": table.metric_names})
+        print_json({"swarm": swarm_dir.id, "runs": table.n_runs, "domains": table.domains, "metrics": table.metric_names,
+                    "prior": swarm_dir.spec.prior, "tokens": swarm_dir.spec.tokens, "caveats": caveats})
         return
     console.print(styled("imported swarm ", (swarm_dir.id, "bold"),
                          f": {table.n_runs} runs, {len(table.domains)} domains, {len(table.metric_names)} metrics"))
+    source = "--prior" if prior else "the token shares of --tokens" if tokens else ""
+    if source:
+        console.print(f"prior: {source}" + ("; repetition caps from --tokens" if tokens else ""))
+    for text in caveats:
+        console.print(styled(("note:", "yellow"), f" {text}"))
     console.print(f"next: olmix-tui fit {directory} --swarm {swarm_dir.id}")
 
 
@@ -449,7 +461,7 @@ def import_swarm(directory: Path = DirArg,
 def fit(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
         regressor: Optional[str] = typer.Option(None, "--regressor", help="loglinear | lightgbm | ridge | gp | powerlaw | ensemble | auto."),
         as_json: bool = JsonOpt, break_lock: bool = BreakLockOpt):
-    """Fit a regression from mixtures to metrics on a swarm's finished runs; prints the cross-validation table.
+    """Fit a regression from mixtures to metrics on a swarm's finished runs; prints the cross-validation table and the fit's verdict (usable, weak or unusable for proposing; docs/verdicts.md).
 
     Example: [bold]olmix-tui fit demo --regressor auto[/]
     """
@@ -463,28 +475,33 @@ def fit(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
         print_json({"fit": result.fit_id, "regressor": result.regressor, "chosen": result.chosen, "reused": result.reused,
                     "swarm": swarm_dir.id, "cv": {"means": cv.means(), "per_metric": {
                         m: {"spearman": float(a), "r2": float(b), "mae": float(c)}
-                        for m, a, b, c in zip(result.metric_names, cv.spearman, cv.r2, cv.mae)}}})
+                        for m, a, b, c in zip(result.metric_names, cv.spearman, cv.r2, cv.mae)}},
+                    "verdict": dataclasses.asdict(result.verdict)})
         return
     rows = [[m, float(a), float(b), float(c)] for m, a, b, c in zip(result.metric_names, cv.spearman, cv.r2, cv.mae)]
     rows.append(["mean", cv.mean_spearman, cv.mean_r2, cv.mean_mae])
     console.print(table(f"fit {result.fit_id}: {result.chosen} on swarm {swarm_dir.id} ({cv.folds}-fold CV)"
                         + (" [reused]" if result.reused else ""), ["metric", "spearman x100", "R^2", "MAE"], rows))
-    poor = [m for m, r2 in zip(result.metric_names, cv.r2) if r2 < 0]
-    if poor:
-        console.print(styled(("warning:", "yellow"), f" cross-validated R^2 < 0 for {', '.join(poor)}: on held-out runs "
-                             "the fit does worse than their mean. More runs ([swarm] runs_per_domain, then swarm plan/run) "
-                             "or another --regressor usually help."))
     plot = render.predicted_vs_true(project, result, swarm_dir)
     console.print(plot)
+    for line in render.verdict_lines(result.verdict):
+        console.print(line)
     console.print(f"next: olmix-tui propose {directory} --fit {result.fit_id}")
+
+
+ForceOpt = typer.Option(False, "--force", help="Propose even from an unusable fit (recorded as forced) instead of falling back.")
 
 
 @app.command()
 @user_errors
 def propose(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt, fit_id: Optional[str] = FitOpt,
             proposer: Optional[str] = typer.Option(None, "--proposer", help="exact | simulation | search."),
-            as_json: bool = JsonOpt, break_lock: bool = BreakLockOpt):
-    """Propose the mixture a fit predicts best, under repetition caps and KL to the prior.
+            bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="Bootstrap replicates for the intervals "
+                                                    "(default: \\[propose] bootstrap; 0 = none)."),
+            force: bool = ForceOpt, as_json: bool = JsonOpt, break_lock: bool = BreakLockOpt):
+    """Propose the mixture a fit predicts best, under repetition caps and KL to the prior, with the fit's verdict and the proposal's bootstrap intervals.
+
+    On an unusable fit it proposes nothing: it shows the fallback (the incumbent mixture, or for a first mixture the natural distribution) and what would fix the fit; --force proposes anyway.
 
     The fit is --fit, else the swarm's latest (a fit that is not log-linear proposes with the
     simulation proposer, and says so). Example: [bold]olmix-tui propose demo --proposer exact[/]
@@ -493,30 +510,41 @@ def propose(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt, fit_id
     settings = project.settings.propose
     if proposer:
         settings = dataclasses.replace(settings, proposer=proposer)
+    if bootstrap is not None:
+        settings = dataclasses.replace(settings, bootstrap=bootstrap)
     with render.progress(quiet=as_json) as on_event:
-        preview = pipeline.propose_with_fit(project, swarm_id, settings, fit_id, on_event)
-    proposal, prior, result = preview.proposal, preview.prior, preview.fit
+        preview = pipeline.propose_with_fit(project, swarm_id, settings, fit_id, force, on_event)
+    proposal, prior, result, evidence = preview.proposal, preview.prior, preview.fit, preview.evidence
     if as_json:
-        print_json({"swarm": preview.swarm, "fit": result.fit_id, "proposer": proposal.proposer, "note": preview.note,
-                    "mixture": proposal.mixture,
-                    "prior": prior, "predicted_objective": proposal.predicted_objective,
-                    "predicted_metrics": proposal.predicted_metrics, "kl": proposal.kl,
-                    "binding_caps": proposal.binding_caps, "kkt_residual": proposal.kkt_residual})
+        print_json({"swarm": preview.swarm, "fit": result.fit_id, "note": preview.note, "mixture": preview.mixture, "prior": prior,
+                    "evidence": dataclasses.asdict(evidence),
+                    **({} if proposal is None else {
+                        "proposer": proposal.proposer, "predicted_objective": proposal.predicted_objective,
+                        "predicted_metrics": proposal.predicted_metrics, "kl": proposal.kl,
+                        "binding_caps": proposal.binding_caps, "kkt_residual": proposal.kkt_residual})})
         return
-    mix = proposal.mixture
-    rows = [[d, pct(prior.get(d)), pct(mix[d]), "cap" if d in proposal.binding_caps else ""] for d in proposal.domains]
+    mix = preview.mixture
     if preview.note:
         console.print(styled(("note:", "yellow"), f" {preview.note.strip()}"))
-    console.print(table(f"{proposal.proposer} proposal from fit {result.fit_id} ({result.chosen})",
-                        ["domain", "prior", "proposed", "binding"], rows))
-    plot_file = result.folder / "plots" / f"proposed_vs_prior-{proposal.proposer}"
-    console.print(render.bars_vs(proposal.domains, [prior.get(d, 0.0) for d in proposal.domains],
-                                 [mix[d] for d in proposal.domains], "prior", "proposed", save_as=(project, plot_file)))
-    line = f"predicted objective {proposal.predicted_objective:.4f}   KL(proposed || prior) {proposal.kl:.4f}"
-    if proposal.kkt_residual is not None:
-        line += f"   KKT residual {proposal.kkt_residual:.2e}"
-    console.print(line)
-    console.print(f"plots saved under {result.folder / 'plots'}")
+    domains = list(mix)
+    what = f"{proposal.proposer} proposal" if proposal is not None else f"fallback ({evidence.fallback})"
+    if evidence.spread is not None:
+        console.print(render.spread_table(f"{what} from fit {result.fit_id}", domains, mix, prior, evidence.spread))
+        console.print(render.spread_line(evidence.spread))
+    else:
+        rows = [[d, pct(prior.get(d)), pct(mix[d]), "cap" if proposal and d in proposal.binding_caps else ""] for d in domains]
+        console.print(table(f"{what} from fit {result.fit_id}", ["domain", "prior", "mixture", "binding"], rows))
+    if proposal is not None:
+        plot_file = result.folder / "plots" / f"proposed_vs_prior-{proposal.proposer}"
+        console.print(render.bars_vs(domains, [prior.get(d, 0.0) for d in domains], [mix[d] for d in domains], "prior",
+                                     "proposed", save_as=(project, plot_file)))
+        line = f"predicted objective {proposal.predicted_objective:.4f}   KL(proposed || prior) {proposal.kl:.4f}"
+        if proposal.kkt_residual is not None:
+            line += f"   KKT residual {proposal.kkt_residual:.2e}"
+        console.print(line)
+        console.print(f"plots saved under {result.folder / 'plots'}")
+    for line in render.evidence_lines(evidence, warnings=False):  # the warnings were shown as the proposal was made
+        console.print(line)
 
 
 @app.command()
@@ -616,6 +644,11 @@ def diff(directory: Path = DirArg,
                      None if r.predicted is None else f"{r.predicted:.4f}",
                      f"{m.mean:.4f} ± {m.std:.4f} (n={len(m.values)})" if m else "-"])
     console.print(table("compute and objective", ["mixture", "runs", "FLOPs", "predicted", "measured (mean ± std)"], rows))
+    for r in (ra, rb):
+        if r.evidence is not None:
+            console.print(f"{r.label}:")
+            for line in render.evidence_lines(r.evidence, "  "):
+                console.print(line)
 
 # ---------------------------------------------------------------- the main job
 
@@ -629,15 +662,17 @@ def run(
     compare: bool = typer.Option(False, "--compare", help="Also recompute the pending update in full and check both mixtures on verification proxies."),
     seeds: int = typer.Option(3, "--seeds", min=1, max=100, help="Verification proxies per mixture (seed repeats) with --compare."),
     plan: Optional[str] = PlanOpt, unfreeze: Optional[List[str]] = UnfreezeOpt,
+    force: bool = ForceOpt,
     as_json: bool = JsonOpt,
     break_lock: bool = BreakLockOpt,
 ):
     """Run the mixing pipeline on a project (`olmix-tui DIR` is the same): with --batch headless, else in the app.
 
-    The pipeline computes the first mixture if the project has none (full swarm, fit, propose), then
-    applies the pending domain-set update with the configured plan (reuse by default), each written to
-    history/. The app opens on its Domains tab: stage changes there and apply them (u), which runs this
-    command with --batch (and --compare/--seeds as given here) in the background.
+    The pipeline computes the first mixture if the project has none (full swarm, fit, propose), then applies the pending domain-set update with the configured plan (reuse by default), each written to history/ with its fit's verdict.
+
+    An unusable fit proposes nothing: the update keeps the incumbent mixture (a first mixture takes the natural distribution) and the report says what would fix the fit; --force proposes anyway.
+
+    The app opens on its Domains tab: stage changes there and apply them (u), which runs this command with --batch (and --compare/--seeds/--force as given here) in the background.
 
     Example: [bold]olmix-tui run demo --sample stdlib --batch --compare[/]
     """
@@ -649,12 +684,12 @@ def run(
         samples.create(directory, sample)
     project = load(directory, break_lock)
     if not batch:
-        open_app(project, "domains", ("--compare", "--seeds", str(seeds)) if compare else ())
+        open_app(project, "domains", (("--compare", "--seeds", str(seeds)) if compare else ()) + (("--force",) if force else ()))
         return
     label = "applying the update" if read_history(project) else "computing the first mixture" + (
         ", then applying the update" if project.pending else "")
     with jobs.job(project.root, "update", label), workers_told(project), render.progress(quiet=as_json) as on_event:
-        report = pipeline.run_batch(project, compare, seeds, on_event, plan, unfreeze)
+        report = pipeline.run_batch(project, compare, seeds, on_event, plan, unfreeze, force)
     if as_json:
         print_json(report.to_dict())
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import dataclasses
 import json
 import math
 import sys
@@ -14,6 +15,7 @@ from typing import Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.markup import escape
 from rich.text import Text
 
 from engine import pipeline
@@ -106,17 +108,82 @@ def headline_metrics(statuses, limit: int = 3) -> list[str]:
     return (evals or [n for n in names if n.endswith("/bpb")])[:limit]
 
 
-HISTORY_COLUMNS = ["entry", "changes", "plan", "runs", "FLOPs", "mixture (top 3)"]
+HISTORY_COLUMNS = ["entry", "changes", "plan", "runs", "FLOPs", "fit", "mixture (top 3)"]
+VERDICT_STYLES = {"usable": "green", "weak": "yellow", "unusable": "red"}
 
 
 def history_rows(entries) -> list[list[str]]:
-    """One row per history entry (HISTORY_COLUMNS): what changed, how it was planned, the compute, the mixture."""
+    """One row per history entry (HISTORY_COLUMNS): what changed, how it was planned, the compute,
+    the fit's verdict and what was done with it, the mixture."""
     rows = []
     for e in entries:
         c = e.content.compute
         top = ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(e.mixture.items(), key=lambda kv: -kv[1])[:3])
-        rows.append([e.label, "; ".join(e.content.changes) or "-", e.content.plan.kind, str(c.runs), f"{c.flops:.3g}", top])
+        evidence = e.content.evidence.summary if e.content.evidence is not None else "-"
+        rows.append([e.label, "; ".join(e.content.changes) or "-", e.content.plan.kind, str(c.runs), f"{c.flops:.3g}",
+                     evidence, top])
     return rows
+
+
+def verdict_lines(verdict, indent: str = "") -> list[str]:
+    """A fit's verdict as rich markup lines: the verdict with its figures, each finding, the fix."""
+    style = VERDICT_STYLES.get(verdict.verdict, "")
+    lines = [f"{indent}fit verdict: [bold {style}]{verdict.verdict}[/] - objective CV Spearman "
+             f"{verdict.objective_spearman:.1f} (chance reaches {verdict.chance_spearman:.0f}), R^2 {verdict.objective_r2:.3g}; "
+             f"{verdict.runs} runs over {verdict.units} units"]
+    lines += [f"{indent}  - {escape(reason)}" for reason in verdict.reasons]
+    if verdict.fix:
+        lines.append(f"{indent}  fix: {escape(verdict.fix)}")
+    return lines
+
+
+def evidence_lines(evidence, indent: str = "", warnings: bool = True) -> list[str]:
+    """What a recorded mixture rests on, as rich markup lines: verdict, fallback or force, and (unless
+    they were shown already, as events) the warnings."""
+    lines = verdict_lines(evidence.verdict, indent)
+    if evidence.action == "fallback":
+        kept = ("the incumbent mixture (the current one, new domains at the plan's start)" if evidence.fallback == "incumbent"
+                else "the natural distribution")
+        lines.append(f"{indent}[bold red]fell back[/] to {kept}: the fit is unusable; `--force` proposes anyway")
+    elif evidence.action == "forced":
+        lines.append(f"{indent}[bold red]forced[/]: proposed from an unusable fit because --force was given")
+    lines += [f"{indent}[yellow]warning:[/] {escape(w)}" for w in evidence.warnings
+              if warnings and not w.startswith(("the fit is weak", "the fit is unusable"))]
+    return lines
+
+
+def interval_bar(value: float, lower: float, upper: float, scale: float, width: int) -> Text:
+    """One weight as a bar with its interval: solid up to the lower end, shaded to the value, a
+    whisker to the upper end."""
+    cells = []
+    for i in range(width):
+        x = (i + 0.5) * scale / width
+        cells.append("█" if x < lower else "▒" if x <= value else "─" if x <= upper else " ")
+    end = min(width - 1, int(upper / scale * width)) if scale > 0 else 0
+    if scale > 0 and end > int(value / scale * width):  # a whisker only where the high end shows past the weight
+        cells[end] = "┤"
+    return Text("".join(cells), style="green")
+
+
+def spread_table(title: str, domains: list[str], mixture: dict, prior: dict, spread, width: int = 40) -> Table:
+    """The proposal beside the prior with its bootstrap spread: per domain the 95% interval, how often
+    it sits at its cap, and a bar with the interval as whiskers."""
+    t = Table(title=title, title_justify="left")
+    for name, justify in (("domain", "left"), ("prior", "right"), ("mixture", "right"),
+                          (f"{100 * spread.level:.0f}% interval", "right"), ("at cap", "right"),
+                          ("the interval as a bar: █ to its low end, ▒ to the weight, ─┤ to its high end", "left")):
+        t.add_column(name, justify=justify)
+    scale = max([spread.upper.get(d, 0.0) for d in domains] + [mixture[d] for d in domains]) or 1.0
+    for d in domains:
+        lo, hi = spread.lower.get(d, mixture[d]), spread.upper.get(d, mixture[d])
+        t.add_row(d, pct(prior.get(d)), pct(mixture[d]), f"{100 * lo:.1f}-{100 * hi:.1f}%",
+                  pct(spread.cap_binds[d]) if d in spread.cap_binds else "", interval_bar(mixture[d], lo, hi, scale, width))
+    return t
+
+
+def spread_line(spread) -> str:
+    return (f"bootstrap: {spread.replicates} replicates ({spread.failed} failed), {spread.seconds:.1f}s; predicted "
+            f"objective {100 * spread.level:.0f}% interval {spread.predicted_lower:.4f}-{spread.predicted_upper:.4f}")
 
 
 def stacked_bars(weights, units: list[str], title: str, width: int = 100, height: int = 18) -> Text:
@@ -219,15 +286,24 @@ def batch_report(report, project) -> None:
         if r.swarm:
             show_swarm(pipeline.open_swarm(project, r.swarm))
         console.print(table(u.entry, cols, rows))
+        if r.evidence is not None:
+            for line in evidence_lines(r.evidence):
+                console.print(line)
+            if r.evidence.spread is not None:
+                console.print(spread_table(f"{u.entry}: bootstrap spread", list(r.mixture), r.mixture, prior, r.evidence.spread))
+                console.print(spread_line(r.evidence.spread))
         if r.predicted is not None and r.proposal is not None:
             p = r.proposal
-            console.print(f"predicted objective {r.predicted:.4f}; fit CV spearman {p.fit_cv_spearman:.1f}; "
-                          f"binding caps: {', '.join(p.binding_caps) or 'none'}")
+            console.print(f"predicted objective {r.predicted:.4f}; binding caps: {', '.join(p.binding_caps) or 'none'}")
         if cmp:
             fc = cmp.full.compute
             share = c.flops / fc.flops if fc.flops else float("nan")
             console.print(f"full recomputation: {fc.runs} runs, {fc.flops:.3g} FLOPs; this plan spent "
                           f"{100 * share:.0f}% of it. L1 between the mixtures {cmp.l1:.3f}")
+            if cmp.full.evidence is not None:
+                console.print("full recomputation's fit:")
+                for line in evidence_lines(cmp.full.evidence, "  "):
+                    console.print(line)
             for label, m in cmp.verification.measured.items():
                 console.print(f"  measured objective ({label}): {m.mean:.4f} ± {m.std:.4f} over {len(m.values)} seeds")
     console.print(f"\ndone in {report.seconds:.1f}s; see `olmix-tui history {project.root}` and `olmix-tui diff {project.root}`")
@@ -237,12 +313,24 @@ MAX_SHOWN_RUNS = 500
 """A swarm table longer than this (an imported swarm of 100k runs) shows its first rows only."""
 
 
-def show_swarm(swarm_dir, as_json: bool = False) -> None:
-    """A swarm's runs: state, progress, top of the mixture, headline metrics, error."""
+def swarm_fits(project, swarm_dir) -> list[tuple]:
+    """(fit summary, verdict on the project's objective) of every stored fit of the swarm."""
+    from engine.regression.store import list_fits
+
+    return [(f, f.verdict_on(project.settings.objective)) for f in list_fits(project.fits_dir)
+            if swarm_dir.id in f.info["source_swarms"]]
+
+
+def show_swarm(swarm_dir, as_json: bool = False, project=None) -> None:
+    """A swarm's runs: state, progress, top of the mixture, headline metrics, error; with `project`,
+    the verdict of each fit of the swarm."""
     statuses = swarm_dir.statuses()
+    fits = swarm_fits(project, swarm_dir) if project is not None else []
     if as_json:
         print_json({"swarm": swarm_dir.id, "counts": swarm_dir.counts(), "units": swarm_dir.units,
-                    "runs": [{**s.to_json(), "state": s.state} for s in statuses]})
+                    "runs": [{**s.to_json(), "state": s.state} for s in statuses],
+                    "fits": [{"fit": f.fit_id, "chosen": f.info["chosen"],
+                              "verdict": None if v is None else dataclasses.asdict(v)} for f, v in fits]})
         return
     metric_names = headline_metrics(statuses)
     errors = any(s.error for s in statuses)
@@ -260,3 +348,7 @@ def show_swarm(swarm_dir, as_json: bool = False) -> None:
     if len(statuses) > MAX_SHOWN_RUNS:
         console.print(f"the first {MAX_SHOWN_RUNS} of {len(statuses)} runs are shown; --json lists them all")
     console.print("  ".join(f"{k}: {v}" for k, v in swarm_dir.counts().items() if v))
+    for f, verdict in fits:
+        console.print(f"fit {f.fit_id} ({f.info['chosen']}):" + ("" if verdict else " fitted by an earlier version, no verdict"))
+        for line in verdict_lines(verdict, "  ") if verdict else []:
+            console.print(line)

@@ -201,16 +201,18 @@ def test_mixtures_tab_shows_an_update_beside_its_full_recomputation(small_projec
             await wait_for(pilot, lambda: isinstance(app.snapshot.comparison, Comparison), timeout=60)
             assert app.selection.entry == "0003-add"
             assert app.snapshot.comparison == expected
-            view = panel.content
+            view, evidence = panel.content.renderables  # the two mixtures, then what the entry's mixture rests on
             assert view.title == f"{expected.a.label}  vs  {expected.b.label}"
             assert "(full)" in view.title and "measured" in str(view.caption) and "% of the FLOPs" in str(view.caption)
+            assert "fit unusable, kept incumbent" in str(view.caption)  # three runs: each side fell back
+            assert "fell back to the incumbent" in str(evidence.renderables[0]) and "Train more runs" in str(evidence.renderables[0])
             await pilot.press("up")  # the removal: not compared, so beside the entry before it
             await wait_for(pilot, lambda: app.selection.entry == "0002-remove" and isinstance(app.snapshot.comparison, Comparison)
                            and app.snapshot.comparison.a.label == "0001-initial", timeout=60)
             await pilot.press("up")  # the first entry: its mixture alone, and why
             await wait_for(pilot, lambda: app.snapshot.selection.entry == "0001-initial"
                            and isinstance(app.snapshot.comparison, str), timeout=60)
-            await wait_for(pilot, lambda: panel.content.title == "mixture of 0001-initial", timeout=30)
+            await wait_for(pilot, lambda: panel.content.renderables[0].title == "mixture of 0001-initial", timeout=30)
             assert "first entry" in app.snapshot.comparison
             await pilot.press("c", "down", "down")  # 0001 pinned, 0003 highlighted: any two entries side by side
             await wait_for(pilot, lambda: isinstance(app.snapshot.comparison, Comparison)
@@ -292,8 +294,12 @@ def test_domains_tab_stages_changes_and_applies_the_update(small_project):
     asyncio.run(session())
 
 
-def test_fits_tab_fits_a_swarm_in_the_background_and_previews_its_proposal(small_project):
+def test_fits_tab_fits_a_swarm_in_the_background_and_previews_its_proposal(small_project, tmp_path):
+    """A fit on the tiny trained swarm is unusable: the preview shows the fallback and says how to
+    propose anyway. A fit of a swarm that follows a log-linear law is usable: the preview shows the
+    exact proposal with its intervals, and a ridge fit of it the simulation proposer's."""
     from engine import pipeline
+    from test_pipeline_cli import _loglinear_swarm_csvs
 
     swarm_dir, _ = plan_swarm(small_project)
     pipeline.train_swarm(small_project, swarm_dir)
@@ -329,38 +335,53 @@ def test_fits_tab_fits_a_swarm_in_the_background_and_previews_its_proposal(small
             await wait_for(pilot, lambda: fits.row_count == 1, timeout=60)
             fit = app.snapshot.fits[0]
             assert fit.info["regressor"] == "loglinear" and fit.info["source_swarms"] == [swarm_dir.id]
+            assert app.snapshot.verdicts[fit.fit_id].verdict == "unusable"  # three runs show no signal
             await wait_for(pilot, lambda: app.query_one("#cv", DataTable).row_count == len(fit.info["metrics"]) > 0, timeout=30)
             await propose(pilot)
             await wait_for(pilot, lambda: previews(), timeout=60)
-            first = previews()[0]
+            fallback = previews()[0].view
+            (_, prior, _), (label, mixture, _) = fallback.shown
+            assert label == "natural" and mixture == pytest.approx(prior) and fallback.evidence.action == "fallback"
+            assert "no proposal" in fallback.caption and "--force" in fallback.caption
+            # a swarm whose metrics follow a log-linear law: a usable fit
+            law = pipeline.import_swarm(small_project, *_loglinear_swarm_csvs(tmp_path), name="law")
+            usable = pipeline.fit_swarm(small_project, law, "loglinear")
+            await wait_for(pilot, lambda: fits.row_count == 2, timeout=60)
+            fits.move_cursor(row=1)
+            await wait_for(pilot, lambda: app.selection.fit == usable.fit_id, timeout=60)
+            await propose(pilot, bootstrap="20")
+            await wait_for(pilot, lambda: len(previews()) == 2, timeout=60)
+            first = previews()[1]
             (_, prior, _), (_, proposal, _) = first.view.shown
-            assert first.fit_id == fit.fit_id and first.saved is None
-            assert set(proposal) == set(prior) == {"code", "notes", "decimal"}
+            assert first.fit_id == usable.fit_id and first.saved is None and first.view.evidence.verdict.verdict == "usable"
+            assert set(proposal) == set(prior) == {"web", "code", "books"}
             assert abs(sum(proposal.values()) - 1) < 1e-6 and "exact" in first.view.title
             assert "KKT residual" in first.view.caption and "nothing is written" in first.view.caption
-            await wait_for(pilot, lambda: app.query_one("#proposal").content.title == first.view.title, timeout=30)
+            spread = first.view.evidence.spread
+            assert spread.replicates == 20 and all(spread.lower[d] - 1e-9 <= proposal[d] <= spread.upper[d] + 1e-9 for d in proposal)
             kl_free = float(first.view.caption.split("KL to the prior ")[1].split(";")[0])
             await propose(pilot, kl_reg="a lot")  # refused in the form, which stays open
             await wait_for(pilot, lambda: "kl_reg must be a number" in str(app.screen.query_one("#form-error").content),
                            timeout=30)
             assert isinstance(app.screen, ProposeForm)
             app.screen.query_one("#kl_reg").value = "0.5"
+            app.screen.query_one("#bootstrap").value = "0"  # the simulation proposer's replicates take a third of a second each
             app.screen.query_one("#save").value = True
             app.screen.query_one("#kl_reg").focus()
             await pilot.press("enter")  # (a second click this soon would fall in the button's press effect)
-            await wait_for(pilot, lambda: len(previews()) == 2, timeout=60)
-            saved = previews()[1]
-            assert "kl_reg 0.5" in saved.view.title and saved.saved.propose.kl_reg == 0.5
+            await wait_for(pilot, lambda: len(previews()) == 3, timeout=60)
+            saved = previews()[2]
+            assert "kl_reg 0.5" in saved.view.title and saved.saved.propose.kl_reg == 0.5 and saved.view.evidence.spread is None
             assert float(saved.view.caption.split("KL to the prior ")[1].split(";")[0]) < kl_free  # pulled to the prior
             assert "saved to olmix.toml" in saved.view.caption
             assert Project.load(small_project.root).settings.propose.kl_reg == 0.5 == app.project.settings.propose.kl_reg
-            ridge = pipeline.fit_swarm(small_project, swarm_dir, "ridge")  # a fit the exact proposer cannot use
-            await wait_for(pilot, lambda: fits.row_count == 2, timeout=60)
-            fits.move_cursor(row=1)
+            ridge = pipeline.fit_swarm(small_project, law, "ridge")  # a fit the exact proposer cannot use
+            await wait_for(pilot, lambda: fits.row_count == 3, timeout=60)
+            fits.move_cursor(row=2)
             await wait_for(pilot, lambda: app.selection.fit == ridge.fit_id, timeout=60)
             await propose(pilot)
-            await wait_for(pilot, lambda: len(previews()) == 3, timeout=60)
-            simulated = previews()[2]
+            await wait_for(pilot, lambda: len(previews()) == 4, timeout=60)
+            simulated = previews()[3]
             assert simulated.fit_id == ridge.fit_id and "(simulation, kl_reg 0.5)" in simulated.view.title  # saved settings
             assert "needs a log-linear fit" in simulated.view.caption
 

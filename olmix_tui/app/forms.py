@@ -171,6 +171,7 @@ class ProposeForm(Form):
         "target_tokens": (int, "tokens of the target run (0: no repetition caps)"),
         "repetition_factor": (float, "most times a domain's tokens may repeat at the target scale"),
         "kl_reg": (float, "weight of KL(mixture || prior) (0: none)"),
+        "bootstrap": (int, "bootstrap replicates behind the proposal's intervals (0: none)"),
     }
 
     def __init__(self, fit_id: str, current: ProposeSettings):

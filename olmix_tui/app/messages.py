@@ -12,6 +12,7 @@ from textual.message import Message
 
 from engine.domains import Change
 from engine.executors.stop import StopReport
+from engine.history import Evidence
 from engine.settings import Settings
 from olmix_tui.app.snapshot import Snapshot
 
@@ -82,11 +83,14 @@ class PendingUnchanged(Message):
 @dataclass(frozen=True)
 class ProposalView:
     """A proposal as the Fits tab shows it, beside the prior: its title, the mixtures as (label,
-    weights, colour), the caption, and the proposed mixture itself."""
+    weights, colour), the caption, what it rests on (the fit's verdict; fallback or force;
+    warnings; the bootstrap spread), and the proposed mixture itself (on an unusable fit, the
+    fallback)."""
 
     title: str
     shown: list[tuple[str, dict[str, float], str]]
     caption: str
+    evidence: Evidence | None = None
 
     @property
     def mixture(self) -> dict[str, float]:

@@ -19,6 +19,7 @@ from engine.executors.stop import Owner, run_owners
 from engine.history import HistoryEntry, read_history
 from engine.project import LockHolder, Project
 from engine.regression.store import FitSummary, list_fits
+from engine.regression.verdict import FitVerdict
 from engine.runs import RunStatus, SwarmDir
 from engine.status import ProjectStatus, project_status
 
@@ -45,7 +46,8 @@ class Snapshot:
     swarm with its runs' statuses in the history's order (`used_by` names the entry that used each),
     the most recently planned swarm's id (verification runs aside), the selected run's curve, the
     history, the selected entry's comparison (engine.compare's record, or why there is none), the
-    stored fits, the jobs (their records, and the owners of running runs that no record covers), who
+    stored fits with their verdicts on the project's objective (None for a fit by an earlier
+    version), the jobs (their records, and the owners of running runs that no record covers), who
     holds the project lock, and the error that stopped reading, if any."""
 
     selection: Selection = field(default_factory=Selection)
@@ -60,6 +62,7 @@ class Snapshot:
     owners: list[Owner] = field(default_factory=list)
     lock: LockHolder | None = None
     used_by: dict[str, str] = field(default_factory=dict)
+    verdicts: dict[str, FitVerdict | None] = field(default_factory=dict)
     error: str = ""
 
     def swarm(self, swarm_id: str | None) -> tuple[SwarmDir, list[RunStatus]] | None:
@@ -119,6 +122,7 @@ class SnapshotReader:
             fits = list_fits(project.fits_dir)
             jobs = read_jobs(project.root)
             lock = project.lock_holder()
+            verdicts = {f.fit_id: f.verdict_on(project.settings.objective) for f in fits}
         except (OlmixError, OSError, ValueError, KeyError) as err:
             return Snapshot(selection, error=str(err))
         comparison: Comparison | str = ""
@@ -130,7 +134,8 @@ class SnapshotReader:
             except OlmixError as err:
                 comparison = str(err)
         owners = untracked_owners(run_owners((s.id, statuses) for s, statuses in swarms), jobs)
-        return Snapshot(selection, status, swarms, newest, curve, history, comparison, fits, jobs, owners, lock, used_by)
+        return Snapshot(selection, status, swarms, newest, curve, history, comparison, fits, jobs, owners, lock, used_by,
+                        verdicts)
 
 
 def swarm_uses(history: list[HistoryEntry]) -> dict[str, str]:

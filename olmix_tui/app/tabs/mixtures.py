@@ -1,10 +1,12 @@
 """The Mixtures tab: the history, and the highlighted entry beside its full recomputation (when the
-update was compared) or the entry before it; the first entry's mixture alone. c pins the
-highlighted entry: any entry highlighted after it is compared with it (across a partition, the parts
-added up under the domain they were split from); c again unpins it."""
+update was compared) or the entry before it (the first entry's mixture alone), with what it rests
+on: its fit's verdict, a fallback or forced proposal, its warnings and bootstrap intervals. c pins
+the highlighted entry: any entry highlighted after it is compared with it (across a partition, the
+parts added up under the domain they were split from); c again unpins it."""
 
 from __future__ import annotations
 
+from rich.console import Group
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -14,7 +16,7 @@ from textual.widgets import DataTable, Static
 from engine.compare import Comparison
 from olmix_tui.app.snapshot import Snapshot
 from olmix_tui.app.tabs.base import AppTab
-from olmix_tui.app.views import WeightBars, comparison_view, fill
+from olmix_tui.app.views import WeightBars, comparison_view, evidence_view, fill
 from olmix_tui.render import HISTORY_COLUMNS, history_rows
 
 
@@ -52,15 +54,23 @@ class MixturesTab(AppTab):
             table.move_cursor(row=len(history) - 1)
         comparison, panel = snapshot.comparison, self.query_one("#comparison", Static)
         entry = next((e for e in history if e.label == snapshot.selection.entry), history[-1] if history else None)
+        evidence = entry.content.evidence if entry is not None else None
+        shown = [] if evidence is None else [evidence_view(evidence, entry.mixture, self._prior(snapshot))]
         if isinstance(comparison, Comparison):
-            panel.update(comparison_view(comparison))
+            panel.update(Group(comparison_view(comparison), *shown))
         elif entry is not None:  # nothing to compare it with (the first entry): its mixture alone
-            panel.update(WeightBars(f"mixture of {entry.label}", [(entry.label, entry.mixture, "magenta")],
-                                    comparison + " c pins an entry to compare any other with."))
+            panel.update(Group(WeightBars(f"mixture of {entry.label}", [(entry.label, entry.mixture, "magenta")],
+                                          comparison + " c pins an entry to compare any other with."), *shown))
         else:
             root = self.app.project.root
             panel.update(Text(comparison or f"No mixture yet: compute the first with u on the Domains tab "
                                             f"(or `olmix-tui {root} --batch`)."))
+
+    @staticmethod
+    def _prior(snapshot: Snapshot) -> dict[str, float]:
+        """The natural distribution of the current domains, as far as they are tokenized."""
+        status = snapshot.status
+        return {d.name: d.prior for d in status.domains if d.prior is not None} if status is not None else {}
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()
