@@ -15,7 +15,6 @@ from typing import Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
-from rich.markup import escape
 from rich.text import Text
 
 from engine import pipeline
@@ -125,29 +124,29 @@ def history_rows(entries) -> list[list[str]]:
     return rows
 
 
-def verdict_lines(verdict, indent: str = "") -> list[str]:
-    """A fit's verdict as rich markup lines: the verdict with its figures, each finding, the fix."""
-    style = VERDICT_STYLES.get(verdict.verdict, "")
-    lines = [f"{indent}fit verdict: [bold {style}]{verdict.verdict}[/] - objective CV Spearman "
-             f"{verdict.objective_spearman:.1f} (chance reaches {verdict.chance_spearman:.0f}), R^2 {verdict.objective_r2:.3g}; "
-             f"{verdict.runs} runs over {verdict.units} units"]
-    lines += [f"{indent}  - {escape(reason)}" for reason in verdict.reasons]
+def verdict_lines(verdict, indent: str = "") -> list[Text]:
+    """A fit's verdict as styled lines: the verdict with its figures, each finding, the fix."""
+    lines = [styled(f"{indent}fit verdict: ", (verdict.verdict, f"bold {VERDICT_STYLES.get(verdict.verdict, '')}"),
+                    f" - objective CV Spearman {verdict.objective_spearman:.1f} (chance reaches "
+                    f"{verdict.chance_spearman:.0f}), R^2 {verdict.objective_r2:.3g}; {verdict.runs} runs over "
+                    f"{verdict.units} units")]
+    lines += [styled(f"{indent}  - {reason}") for reason in verdict.reasons]
     if verdict.fix:
-        lines.append(f"{indent}  fix: {escape(verdict.fix)}")
+        lines.append(styled(f"{indent}  fix: {verdict.fix}"))
     return lines
 
 
-def evidence_lines(evidence, indent: str = "", warnings: bool = True) -> list[str]:
-    """What a recorded mixture rests on, as rich markup lines: verdict, fallback or force, and (unless
+def evidence_lines(evidence, indent: str = "", warnings: bool = True) -> list[Text]:
+    """What a recorded mixture rests on, as styled lines: verdict, fallback or force, and (unless
     they were shown already, as events) the warnings."""
     lines = verdict_lines(evidence.verdict, indent)
     if evidence.action == "fallback":
         kept = ("the incumbent mixture (the current one, new domains at the plan's start)" if evidence.fallback == "incumbent"
                 else "the natural distribution")
-        lines.append(f"{indent}[bold red]fell back[/] to {kept}: the fit is unusable; `--force` proposes anyway")
+        lines.append(styled(indent, ("fell back", "bold red"), f" to {kept}: the fit is unusable; `--force` proposes anyway"))
     elif evidence.action == "forced":
-        lines.append(f"{indent}[bold red]forced[/]: proposed from an unusable fit because --force was given")
-    lines += [f"{indent}[yellow]warning:[/] {escape(w)}" for w in evidence.warnings
+        lines.append(styled(indent, ("forced", "bold red"), ": proposed from an unusable fit because --force was given"))
+    lines += [styled(indent, ("warning:", "yellow"), f" {w}") for w in evidence.warnings
               if warnings and not w.startswith(("the fit is weak", "the fit is unusable"))]
     return lines
 

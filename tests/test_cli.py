@@ -132,10 +132,10 @@ def test_the_fit_you_chose_predicts_and_proposes(small_project, tmp_path):
     (tmp_path / "c.csv").write_text("run,code,notes,decimal\nc1,0.4,0.3,0.3\n")
     predicted = json.loads(invoke("predict", small_project.root, "--mixtures", tmp_path / "c.csv", "--json").stdout)
     assert predicted["fit"] == gp
-    r = invoke("propose", small_project.root, "--json")
+    r = invoke("propose", small_project.root, "--json", "--force")  # the small swarm's fits are unusable
     proposal = json.loads(r.stdout)
     assert proposal["fit"] == gp and proposal["proposer"] == "simulation" and "needs a log-linear fit" in proposal["note"]
-    proposal = json.loads(invoke("propose", small_project.root, "--fit", loglinear, "--json").stdout)
+    proposal = json.loads(invoke("propose", small_project.root, "--fit", loglinear, "--json", "--force").stdout)
     assert proposal["fit"] == loglinear and proposal["proposer"] == "exact" and not proposal["note"]
     r = invoke("propose", small_project.root, "--fit", "nope")
     assert r.exit_code == 1 and "fit 'nope' does not exist" in r.output and loglinear in r.output

@@ -83,7 +83,7 @@ def comparison_view(result: Comparison) -> WeightBars:
 def evidence_view(evidence: Evidence, mixture: dict[str, float], prior: dict[str, float]) -> Group:
     """What a mixture rests on (olmix_tui.render's lines: verdict, findings, fix, fallback, warnings)
     and, when a bootstrap ran, its spread: intervals with whiskers, how often each cap binds."""
-    parts: list = [Text.from_markup("\n".join(render.evidence_lines(evidence)))]
+    parts: list = [Text("\n").join(render.evidence_lines(evidence))]
     if evidence.spread is not None:
         parts += [render.spread_table("bootstrap spread", list(mixture), mixture, prior, evidence.spread, width=24),
                   Text(render.spread_line(evidence.spread), style="dim")]

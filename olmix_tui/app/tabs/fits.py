@@ -105,7 +105,7 @@ class FitsTab(AppTab):
                 parts.append(evidence_view(shown.evidence, shown.mixture, dict(shown.shown[0][1])))
             proposal.update(Group(*parts))
             return
-        about = Text.from_markup("\n".join(verdict_lines(verdict))) if verdict else Text(
+        about = Text("\n").join(verdict_lines(verdict)) if verdict else Text(
             "fitted by an earlier version, which judged no verdict: fit its swarm again (n) to propose from it.")
         proposal.update(Group(about, Text(
             "o proposes from this fit with the project's [propose] settings and shows the mixture beside the prior "
