@@ -31,6 +31,10 @@ from olmix_tui.app.keys import HelpScreen
 from olmix_tui.app.tabs.jobs import LogScreen
 
 SIZES = {"80x24": (80, 24), "160x48": (160, 48)}
+STABLE_SHOTS = 5
+"""Pictures 0.5 s apart that must agree before a snapshot is taken: longer than the app's refresh
+(REFRESH_SECONDS), so a re-read that briefly changes the screen (a table widening a column when
+next idle) is waited out on a loaded machine."""
 FAILED_RUN = f"{SWARM_ID}-0004"
 
 
@@ -62,8 +66,14 @@ async def settled(pilot) -> None:
     await wait_for(pilot, lambda: app.snapshot.selection == app.selection, timeout=60)
     pilot.app.clear_notifications()
     pilot.app.sub_title = "fixture"
-    await pilot.pause(0.3)
-    await pilot.pause()  # every widget idle: laid out for what it shows
+    for field in app.screen.query(Input):
+        field.cursor_blink = False  # a blinking cursor would make two pictures differ
+    shots, deadline = [], time.monotonic() + 60
+    while len(shots) < STABLE_SHOTS or len(set(shots[-STABLE_SHOTS:])) > 1:  # unchanged over two refreshes
+        assert time.monotonic() < deadline, "the screen never settled"
+        await pilot.pause(0.5)
+        await pilot.pause()  # every widget idle: laid out for what it shows
+        shots.append(app.export_screenshot())
 
 
 def snapshot_of(snap_compare, project, tab: str, size: str, steps=None) -> bool:
