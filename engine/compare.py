@@ -1,12 +1,17 @@
-"""Two mixtures side by side: per-leaf weights, L1 and KL between them, compute and objectives of each."""
+"""Two mixtures side by side: per-leaf weights, L1 and KL between them, compute and objectives of each.
+
+Across a partition (one side has a domain, the other its parts), the parts are added up under
+their parent, so that the two mixtures are compared on the same domains.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
-from engine.history import Compute, Measured
+from engine.history import Compute, Evidence, Measured
 
 
 def l1(a: dict[str, float], b: dict[str, float]) -> float:
@@ -23,7 +28,7 @@ def kl(a: dict[str, float], b: dict[str, float], eps: float = 1e-12) -> float:
 class MixtureSide:
     """One side of a comparison: a history entry (or its full recomputation), its mixture, the
     compute it spent, its predicted objective, the objective measured on verification runs (when
-    it was verified) and its plan kind."""
+    it was verified), its plan kind, and the evidence behind it (fit verdict, fallback, spread)."""
 
     label: str
     mixture: dict[str, float]
@@ -31,6 +36,7 @@ class MixtureSide:
     predicted: float | None = None
     measured: Measured | None = None
     plan: str | None = None
+    evidence: Evidence | None = None
 
 
 @dataclass(frozen=True)
@@ -53,17 +59,48 @@ class Comparison:
     l1: float
     kl_ab: float
     kl_ba: float
+    parts: dict[str, list[str]] = field(default_factory=dict)
+    """Domains of one side that the other has as parts, and those parts (added up in `leaves`)."""
 
     def to_json(self) -> dict:
         """As `diff --json` prints it (the sides without their mixtures: the leaves hold them)."""
         side = lambda s: {k: v for k, v in dataclasses.asdict(s).items() if k != "mixture"}  # noqa: E731
         return {"a": side(self.a), "b": side(self.b), "leaves": [dataclasses.asdict(x) for x in self.leaves],
-                "l1": self.l1, "kl_ab": self.kl_ab, "kl_ba": self.kl_ba}
+                "l1": self.l1, "kl_ab": self.kl_ab, "kl_ba": self.kl_ba, "parts": self.parts}
 
 
-def compare(a: MixtureSide, b: MixtureSide) -> Comparison:
-    """Compare two mixtures."""
-    ma, mb = a.mixture, b.mixture
+def compare(a: MixtureSide, b: MixtureSide, partitions: Mapping[str, Sequence[str]] | None = None) -> Comparison:
+    """Compare two mixtures. `partitions` maps each domain partitioned between them to its parts
+    (nested partitions too): a part missing from one side whose ancestor that side has is added up
+    under the ancestor on both sides."""
+    under = _aggregation(set(a.mixture), set(b.mixture), partitions or {})
+    ma, mb = _aggregate(a.mixture, under), _aggregate(b.mixture, under)
+    parts: dict[str, list[str]] = {}
+    for part, parent in sorted(under.items()):
+        parts.setdefault(parent, []).append(part)
     leaves = sorted(set(ma) | set(mb))
     return Comparison(a, b, [LeafWeights(x, ma.get(x, 0.0), mb.get(x, 0.0), mb.get(x, 0.0) - ma.get(x, 0.0)) for x in leaves],
-                      l1(ma, mb), kl(ma, mb), kl(mb, ma))
+                      l1(ma, mb), kl(ma, mb), kl(mb, ma), parts)
+
+
+def _aggregation(a: set[str], b: set[str], partitions: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """Part -> the ancestor it is added up under: the nearest ancestor that one side has as a domain
+    while the other side has the part (or a part of it) instead."""
+    parent = {part: whole for whole, parts in partitions.items() for part in parts}
+    under = {}
+    for leaf in (a ^ b):  # on one side only
+        other = b if leaf in a else a
+        ancestor = parent.get(leaf)
+        while ancestor is not None and ancestor not in other:
+            ancestor = parent.get(ancestor)
+        if ancestor is not None:
+            under[leaf] = ancestor
+    return under
+
+
+def _aggregate(mixture: Mapping[str, float], under: Mapping[str, str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for leaf, weight in mixture.items():
+        key = under.get(leaf, leaf)
+        out[key] = out.get(key, 0.0) + weight
+    return out

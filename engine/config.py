@@ -28,10 +28,12 @@ class Table:
     """Base of a typed table: a frozen dataclass checked by `validate` whenever one is made.
 
     `finite_floats`: numbers must be finite (settings); a record of results (a history entry) may
-    hold NaN or infinity where a score is undefined.
+    hold NaN or infinity where a score is undefined. `retired`: keys older files wrote that are
+    accepted and dropped when loading (the next save leaves them out).
     """
 
     finite_floats: ClassVar[bool] = True
+    retired: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
         self.validate()
@@ -140,7 +142,7 @@ def load_section(cls: type[T], data: Mapping[str, Any] | None, file: str, sectio
     if data is not None and not isinstance(data, Mapping):
         where = f"[{section}]" if section else "the file"
         raise ConfigError(f"{file}: {where} must be a table of keys, got {type(data).__name__}; fix or restore it.")
-    data = dict(data or {})
+    data = {k: v for k, v in (data or {}).items() if k not in getattr(cls, "retired", ())}
     if not dataclasses.is_dataclass(cls):
         raise TypeError(cls)
     hints = _hints(cls)

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import atomic
+from engine.bootstrap import ProposalSpread
 from engine.config import Table, load_section, parse_toml, read_toml
 from engine.domains import DomainSet, check_name
 from engine.errors import ConfigError
 from engine.project import DOMAINS_FILE, PENDING_FILE, Project
+from engine.regression.verdict import FitVerdict
 from engine.reuse import PlanRecord
 
 ENTRY_RE = re.compile(r"^(\d{4})-([a-z0-9+_-]{1,60})\.toml$")
@@ -52,10 +54,52 @@ class ProposalInfo(Table):
     fit_cv_spearman: float = float("nan")
 
 
+ACTIONS = ("proposed", "forced", "fallback")
+FALLBACKS = ("incumbent", "natural")
+
+
+@dataclass(frozen=True)
+class Evidence(Table):
+    """What a mixture chosen from a fit rests on: the fit's verdict (its findings and figures), what
+    was done with it, and the proposal's warnings and bootstrap spread.
+
+    action: "proposed" (a usable or weak fit: a weak one with a warning), "forced" (an unusable fit,
+    proposed from anyway because --force was given) or "fallback" (an unusable fit: the mixture is
+    `fallback` instead: "incumbent", the current mixture with new domains at the update plan's
+    start, or "natural", the natural distribution); reason: why it fell back, in a few words (the
+    verdict holds every finding, and in `fix` what would make the fit usable); warnings: what the
+    user should know about the proposal (a weak fit, no KL and no caps, an imported swarm without
+    token counts); spread: the bootstrap spread (engine.bootstrap), when one was run.
+    """
+
+    finite_floats = False
+
+    verdict: FitVerdict
+    action: str = "proposed"
+    fallback: str = ""
+    reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+    spread: ProposalSpread | None = None
+
+    def validate(self) -> None:
+        if self.action not in ACTIONS or (self.action == "fallback") != (self.fallback in FALLBACKS):
+            raise ConfigError(f"action '{self.action}' with fallback '{self.fallback}' is not a recorded choice; "
+                              f"action is one of {', '.join(ACTIONS)}, and only a fallback names one of "
+                              f"{', '.join(FALLBACKS)}.")
+
+    @property
+    def summary(self) -> str:
+        """A few words: the verdict and what was done, e.g. "unusable, kept incumbent"."""
+        done = {"fallback": f", kept {self.fallback}" if self.fallback == "incumbent" else f", took {self.fallback}",
+                "forced": ", forced"}.get(self.action, "")
+        return self.verdict.verdict + done
+
+
 @dataclass(frozen=True)
 class UpdateRecord(Table):
     """One path through an update: plan, mixture over leaves, swarm and fit ids, the predicted
-    objective, how the proposal was made (none when the plan needed no swarm) and the compute."""
+    objective, how the proposal was made (none when the plan needed no swarm, or when an unusable
+    fit fell back), the compute, and the evidence behind the mixture (none without a fit)."""
 
     finite_floats = False
 
@@ -66,6 +110,7 @@ class UpdateRecord(Table):
     predicted: float | None = None
     proposal: ProposalInfo | None = None
     compute: Compute = field(default_factory=Compute)
+    evidence: Evidence | None = None
 
     def validate(self) -> None:
         bad = next((f"{k} = {w}" for k, w in self.mixture.items() if not (math.isfinite(w) and 0.0 <= w <= 1.0)), None)

@@ -243,3 +243,39 @@ def write_tables(
             ["run", *table.metric_names],
             ([run, *map(float, row)] for run, row in zip(table.run_ids, table.metrics)),
         )
+
+
+def read_domain_values(path: str | os.PathLike, domains: Sequence[str], what: str) -> dict[str, float]:
+    """A CSV of `domain,value` lines (a header line is allowed) giving every one of `domains` a
+    finite value >= 0, not all 0; e.g. the prior or the token counts of an imported swarm. A RegMix
+    domain may be written with its `train_` prefix."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; point to a CSV of domain,{what} lines.")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [[cell.strip() for cell in row] for row in csv.reader(f) if any(cell.strip() for cell in row)]
+    values: dict[str, float] = {}
+    for line, row in enumerate(rows, start=1):
+        if len(row) != 2:
+            raise DataError(f"{path} line {line} has {len(row)} cells; write one domain,{what} pair per line.")
+        name, cell = row
+        if name not in domains:
+            name = name.removeprefix(REGMIX_DOMAIN_PREFIX)
+        try:
+            value = float(cell)
+        except ValueError:
+            if line == 1:
+                continue  # a header
+            raise DataError(f"{path} line {line} gives '{name}' the {what} '{cell}', which is not a number; write one.") from None
+        if name not in domains:
+            raise DataError(f"{path} line {line} names '{name}', which is not a domain of the swarm; use one of "
+                            f"{', '.join(domains)}.")
+        if name in values or not math.isfinite(value) or value < 0:
+            raise DataError(f"{path} line {line}: '{name}' is listed twice or has a negative or non-finite {what}; "
+                            "give each domain one value >= 0.")
+        values[name] = value
+    missing = [d for d in domains if d not in values]
+    if missing or not sum(values.values()) > 0:
+        raise DataError(f"{path} gives no {what} for {', '.join(missing[:5]) or 'any domain above 0'}; give every "
+                        f"domain of the swarm a {what}, not all 0.")
+    return {d: values[d] for d in domains}

@@ -17,24 +17,26 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.atomic import dumps_csv, dumps_json, write_output
+from engine.bootstrap import ProposalSpread, bootstrap_proposal
 from engine.compare import Comparison, MixtureSide, compare, kl, l1
 from engine.data.store import DomainTokens, TokenStore, natural_prior
 from engine.domains import Change, DomainSet, affected_set, check_name
-from engine.errors import DataError, OlmixError
+from engine.errors import DataError, NotTokenizedError, OlmixError
 from engine.events import EventSink, Message, ignore
-from engine.executors import make_executor
+from engine.executors import jobs, make_executor
 from engine.executors.base import run_swarm
 from engine.executors.liveness import owner_alive
 from engine.export import export_mixture
-from engine.history import (CompareRecord, Compute, EntryContent, HistoryEntry, Measured, ProposalInfo, UpdateRecord,
-                            Verification, current_mixture, read_history, write_entry)
-from engine.mixture_table import MixtureTable, read_tables
+from engine.history import (CompareRecord, Compute, EntryContent, Evidence, HistoryEntry, Measured, ProposalInfo,
+                            UpdateRecord, Verification, current_mixture, read_history, write_entry)
+from engine.mixture_table import MixtureTable, read_domain_values, read_tables
 from engine.project import Project
 from engine.propose import Proposal, objective_weights, propose
-from engine.regression.store import FitResult, fit_and_store, load_fit
+from engine.regression.store import FitResult, FitSummary, fit_and_store, list_fits, load_fit
+from engine.regression.verdict import UNUSABLE, WEAK
 from engine.reuse import UpdatePlan, affected_fit_names, compare_plans, plan_update, suggest_unfreeze
 from engine.runs import SwarmDir, list_swarms
-from engine.settings import EXACT_REGRESSOR, ProposeSettings, usable_proposer
+from engine.settings import EXACT_REGRESSOR, ObjectiveSettings, ProposeSettings, usable_proposer
 from engine.swarm import FrozenGroup, Swarm, SwarmSettings, sample_swarm
 from engine.swarm_spec import ImportSource, ProxyScale, SwarmData, SwarmSpec
 
@@ -56,10 +58,20 @@ class UpdateContext:
         return self.after.names
 
 
-def update_context(project: Project, on_event: EventSink = ignore, initial: bool = False) -> UpdateContext:
-    """The update to work on: the pending changes, or with `initial` the first mixture over the current domains."""
+def update_context(project: Project, on_event: EventSink = ignore, initial: bool = False,
+                   tokenize: bool = True) -> UpdateContext:
+    """The update to work on: the pending changes, or with `initial` the first mixture over the current
+    domains. Domains not tokenized yet are tokenized, or with `tokenize=False` refused (reading only:
+    the app's plan preview)."""
     after = project.domains if initial else project.staged_domains()
-    tokens = project.tokens(on_event=on_event)
+    if tokenize:
+        tokens = project.tokens(on_event=on_event)
+    else:
+        tokens = project.cached_tokens(after)
+        missing = [name for name, t in tokens.items() if t is None]
+        if missing:
+            raise NotTokenizedError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not tokenized yet; run "
+                             f"`olmix-tui tokenize {project.root}` (planning a swarm or applying the update tokenizes too).")
     leaf_tokens = {n: tokens[n] for n in after.names}
     current = None if initial else current_mixture(project)
     return UpdateContext(project.domains, after, current, leaf_tokens, natural_prior(leaf_tokens), initial,
@@ -67,6 +79,15 @@ def update_context(project: Project, on_event: EventSink = ignore, initial: bool
 
 
 # ---------------------------------------------------------------- proxy scale
+
+
+def plan_context(project: Project, on_event: EventSink = ignore, tokenize: bool = True) -> UpdateContext:
+    """The update a swarm is planned for: the pending changes, or the first mixture of a project that
+    has none; with nothing staged on a project that has a mixture there is nothing to plan."""
+    if not project.pending and read_history(project):
+        raise OlmixError("nothing to plan: no domain-set update is staged and the current mixture is up to date; "
+                         f"stage one first (`olmix-tui domains add|remove|revise|partition {project.root} ...`).")
+    return update_context(project, on_event, tokenize=tokenize)
 
 
 def proxy_scale(project: Project, vocab_size: int) -> ProxyScale:
@@ -113,12 +134,55 @@ def suggested_unfreeze(project: Project, ctx: UpdateContext) -> list[tuple[str, 
                             project.settings.reuse.suggest)
 
 
-def plan_costs(project: Project, ctx: UpdateContext) -> dict[str, dict]:
-    """What each plan kind would cost for this update (runs, tokens, FLOPs), before anything runs."""
-    scale = proxy_scale(project, project.tokenizer().vocab_size)
+def plan_costs(project: Project, ctx: UpdateContext, unfreeze: list[str] | None = None,
+               scale: ProxyScale | None = None) -> dict[str, dict]:
+    """What each plan kind would cost for this update (runs, tokens, FLOPs), before anything runs;
+    partial reuse unfreezes `unfreeze` (default [reuse] unfreeze). `scale`: the proxy, when known."""
+    scale = scale or proxy_scale(project, project.tokenizer().vocab_size)
     r = project.settings.reuse
     return compare_plans(ctx.before, ctx.after, ctx.current, ctx.prior, project.settings.swarm,
-                         scale.tokens_per_proxy, scale.flops_per_token, r.unfreeze, r.virtual_name)
+                         scale.tokens_per_proxy, scale.flops_per_token, r.unfreeze if unfreeze is None else unfreeze,
+                         r.virtual_name)
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """The choice before planning a swarm or applying an update, as the app offers it: the plan kind
+    olmix.toml configures, the unaffected domains partial reuse may unfreeze and those the last fit
+    suggests (with their interaction scores), the first mixture's cost when the project has none yet
+    (it is computed first), and `costs`, each plan's cost for a set of domains to unfreeze."""
+
+    project: Project
+    ctx: UpdateContext
+    scale: ProxyScale
+    default: str
+    unaffected: list[str]
+    suggested: list[tuple[str, float]]
+    first: dict | None = None
+
+    def costs(self, unfreeze: list[str]) -> dict[str, dict]:
+        """Each plan kind's cost (`compare_plans`' table), partial reuse unfreezing `unfreeze`."""
+        return plan_costs(self.project, self.ctx, unfreeze, self.scale)
+
+
+def plan_options(project: Project, for_update: bool = False) -> PlanOptions:
+    """The plans of the update at hand, from the token store as it is (nothing is tokenized: an
+    untokenized domain is an OlmixError saying so). `for_update`: for applying the update, whose
+    first mixture (if none exists yet) is a full swarm over the current domains, computed first."""
+    first = None
+    if for_update and not read_history(project):
+        initial = update_context(project, initial=True, tokenize=False)
+        scale = proxy_scale(project, project.tokenizer().vocab_size)
+        first = plan_costs(project, initial, scale=scale)["full"]
+        if not project.pending:
+            return PlanOptions(project, initial, scale, "full", [], [], first)
+    ctx = plan_context(project, tokenize=False)
+    if first is not None:  # no mixture yet: the update's costs once the first one exists (its ratios do not change them)
+        ctx = dataclasses.replace(ctx, current=dict(initial.prior))
+    suggested = suggested_unfreeze(project, ctx) if ctx.current is not None else []
+    default = project.settings.reuse.plan if ctx.current is not None else "full"
+    scale = proxy_scale(project, project.tokenizer().vocab_size)
+    return PlanOptions(project, ctx, scale, default, list(affected_set(ctx.before, ctx.after).unaffected), suggested, first)
 
 
 def _spec_id(parts: dict) -> str:
@@ -151,7 +215,8 @@ def _trained_spec(ctx: UpdateContext, purpose: str, plan: str, scale: ProxyScale
 def plan_swarm(project: Project, ctx: UpdateContext, plan: UpdatePlan) -> tuple[SwarmDir, Swarm]:
     """Sample the plan's swarm and write it under swarms/<id>/ (the same plan gives the same id)."""
     if not plan.needs_swarm:
-        raise OlmixError(f"the {plan.kind} plan needs no swarm: {plan.describe().splitlines()[0]}")
+        raise OlmixError(f"the staged update needs no swarm: the {len(plan.leaves)} remaining domains keep their current "
+                         f"ratios; apply it with `olmix-tui {project.root} --batch`.")
     scale, data = _run_inputs(project, ctx)
     leaves = plan.leaves
     swarm = sample_swarm(project.settings.swarm, leaves, np.array([ctx.prior[x] for x in leaves]),
@@ -200,6 +265,7 @@ def train_swarm(project: Project, swarm: SwarmDir, retry_failed: bool = False, o
     only with `retry_failed`.
     """
     s = project.settings.executor
+    jobs.note(swarm=swarm.id)
     if swarm.spec.trained_here:
         check_eval_sets(project, swarm.spec.data.eval_sets)
     with project.swarm_lock(swarm.id):  # one scheduler per swarm; the project stays free for staging
@@ -233,13 +299,15 @@ def check_eval_sets(project: Project, eval_sets: dict[str, str]) -> None:
 
 def fit_swarm(project: Project, swarm: SwarmDir, regressor: str | None = None, on_event: EventSink = ignore) -> FitResult:
     """Fit the configured regression on a swarm's finished runs (reusing an identical stored fit)."""
+    jobs.note(swarm=swarm.id)
     table = swarm.table()
     skipped = swarm.skipped_runs()
     if skipped:
         on_event(Message(f"{len(skipped)} run(s) with NaN or infinite metrics are left out of the fit: {', '.join(skipped)}",
                          level="warning"))
     with project.lock():
-        return fit_and_store(project.fits_dir, table, regressor, project.settings.regression, on_event, [swarm.id])
+        return fit_and_store(project.fits_dir, table, regressor, project.settings.regression, on_event, [swarm.id],
+                             project.settings.objective)
 
 
 def objective_fn(project: Project, metric_names: list[str]):
@@ -248,9 +316,12 @@ def objective_fn(project: Project, metric_names: list[str]):
     return lambda metrics: float(sum(w * metrics[m] for w, m in zip(weights, metric_names) if w))
 
 
-def run_update(project: Project, ctx: UpdateContext, kind: str | None = None, on_event: EventSink = ignore) -> UpdateRecord:
-    """Plan, train, fit and propose for the update (nothing is applied yet)."""
-    plan = make_plan(project, ctx, kind)
+def run_update(project: Project, ctx: UpdateContext, kind: str | None = None, on_event: EventSink = ignore,
+               unfreeze: list[str] | None = None, force: bool = False) -> UpdateRecord:
+    """Plan (`kind`, default [reuse] plan; `unfreeze` for partial reuse), train, fit and choose the
+    mixture for the update (nothing is applied yet): the proposal, or on an unusable fit the
+    fallback (`choose_mixture`; `force` proposes anyway)."""
+    plan = make_plan(project, ctx, kind, unfreeze)
     on_event(Message(plan.describe()))
     if not plan.needs_swarm:
         return UpdateRecord(plan.record(), dict(plan.start))
@@ -260,12 +331,15 @@ def run_update(project: Project, ctx: UpdateContext, kind: str | None = None, on
         raise OlmixError(f"{counts['failed']} run(s) of swarm {swarm_dir.id} failed; see `olmix-tui swarm status "
                          f"{project.root} --swarm {swarm_dir.id}` and rerun with `swarm run --retry-failed`.")
     fit = fit_swarm(project, swarm_dir, on_event=on_event)
-    proposal = propose_for_swarm(project, swarm_dir, fit)
+    chosen = choose_mixture(project, swarm_dir, fit, project.settings.propose, force, on_event)
     done = [s for s in swarm_dir.statuses() if s.state == "done"]
     compute = Compute(len(done), int(sum(s.tokens or 0 for s in done)), float(sum(s.flops or 0.0 for s in done)))
-    info = ProposalInfo(proposal.proposer, proposal.predicted_objective, proposal.kl, proposal.binding_caps,
-                        proposal.kkt_residual, fit.cv.mean_spearman)
-    return UpdateRecord(plan.record(), proposal.mixture, swarm_dir.id, fit.fit_id, proposal.predicted_objective, info, compute)
+    proposal, info = chosen.proposal, None
+    if proposal is not None:
+        info = ProposalInfo(proposal.proposer, proposal.predicted_objective, proposal.kl, proposal.binding_caps,
+                            proposal.kkt_residual, fit.cv.mean_spearman)
+    return UpdateRecord(plan.record(), chosen.mixture, swarm_dir.id, fit.fit_id,
+                        None if proposal is None else proposal.predicted_objective, info, compute, chosen.evidence)
 
 
 def history_kind(ctx: UpdateContext, has_history: bool) -> str:
@@ -297,15 +371,52 @@ def apply_update(project: Project, ctx: UpdateContext, record: UpdateRecord,
         return write_entry(project, content, ctx.after, project.pending_text())
 
 
-def proposal_inputs(project: Project, swarm: SwarmDir) -> tuple[dict[str, float], dict[str, int] | None]:
-    """What proposing from a swarm needs besides the fit: the prior over its leaves and the leaves'
-    available tokens (None when unknown). An imported swarm's prior is its mean mixture (it carries
-    no token counts, so its caps are off)."""
+@dataclass(frozen=True)
+class ProposalInputs:
+    """What proposing from a swarm needs besides the fit: the prior over its leaves, the leaves'
+    available tokens (None when unknown: no repetition caps), and what the user should know about
+    them (`proposal_caveats`)."""
+
+    prior: dict[str, float]
+    tokens: dict[str, float] | None
+    caveats: list[str]
+
+
+def proposal_caveats(swarm: SwarmDir, settings: ProposeSettings, objective: ObjectiveSettings) -> list[str]:
+    """What a proposal from `swarm` with `settings` should say about its objective, prior and caps:
+    an imported swarm whose metrics the objective does not name, or without a prior or token counts,
+    and a proposal with neither a KL pull nor caps."""
+    spec, notes = swarm.spec, []
+    if not spec.trained_here and objective.weights and objective.names_none_of(swarm.table().metric_names):
+        notes.append("[objective] weights name none of the imported swarm's metrics, so the objective is the "
+                     "mean of all of them")
+    if not spec.trained_here and not spec.prior:
+        notes.append("the prior, which the KL term pulls towards, is the imported swarm's mean mixture: it was "
+                     "imported without --prior or --tokens")
+    no_counts = not spec.trained_here and not spec.tokens
+    if no_counts:
+        notes.append("repetition caps are off: the imported swarm has no token counts; import it with --tokens FILE")
+    if (no_counts or not settings.target_tokens) and not settings.kl_reg and not settings.bounds:
+        notes.append("the proposal runs with neither a KL pull to the prior (kl_reg = 0) nor caps (no token counts, "
+                     "target_tokens or bounds), so any domain, however small, may get any weight; set [propose] "
+                     "kl_reg (Olmix uses 0.05 to 0.1) or target_tokens")
+    return notes
+
+
+def proposal_inputs(project: Project, swarm: SwarmDir, settings: ProposeSettings | None = None) -> ProposalInputs:
+    """The prior, tokens and caveats of proposing from `swarm` (with [propose], or `settings`). An
+    imported swarm has the prior and token counts it was imported with; without a prior, its mean
+    mixture is the prior."""
     spec = swarm.spec
+    caveats = proposal_caveats(swarm, settings or project.settings.propose, project.settings.objective)
     if not spec.trained_here:
-        table = swarm.table()
-        mean = table.ratios.mean(axis=0)
-        return dict(zip(table.domains, (mean / mean.sum()).tolist())), None
+        if spec.prior:
+            prior = dict(spec.prior)
+        else:
+            table = swarm.table()
+            mean = table.ratios.mean(axis=0)
+            prior = dict(zip(table.domains, (mean / mean.sum()).tolist()))
+        return ProposalInputs(prior, dict(spec.tokens) or None, caveats)
     store = TokenStore.of_project(project.root)
     tokens = {}
     for leaf in spec.leaves:
@@ -313,51 +424,154 @@ def proposal_inputs(project: Project, swarm: SwarmDir) -> tuple[dict[str, float]
         if t is None:
             raise OlmixError(f"the token store has no entry for domain '{leaf}' as planned; run `olmix-tui tokenize {project.root}`.")
         tokens[leaf] = t.train_tokens
-    return dict(spec.prior), tokens
+    return ProposalInputs(dict(spec.prior), tokens, caveats)
 
 
-def propose_for_swarm(project: Project, swarm: SwarmDir, fit: FitResult, settings: ProposeSettings | None = None) -> Proposal:
-    """Propose from a swarm's fit (with [propose], or `settings`): leaf caps and KL through the swarm's frozen groups."""
+def propose_for_swarm(project: Project, swarm: SwarmDir, fit: FitResult, settings: ProposeSettings | None = None,
+                      on_event: EventSink = ignore) -> tuple[Proposal, ProposalInputs, ProposalSpread | None]:
+    """Propose from a swarm's fit (with [propose], or `settings`): leaf caps and KL through the
+    swarm's frozen groups; with settings.bootstrap, also the proposal's bootstrap spread."""
     settings = settings or project.settings.propose
-    prior, tokens = proposal_inputs(project, swarm)
-    if tokens is None and settings.target_tokens:
+    inputs = proposal_inputs(project, swarm, settings)
+    if inputs.tokens is None and settings.target_tokens:
         settings = dataclasses.replace(settings, target_tokens=0)
     leaves = swarm.spec.leaves if swarm.spec.trained_here else swarm.units
-    return propose(fit.model, swarm.table(), prior, tokens, settings, project.settings.objective,
-                   expand=swarm.spec.expand, domains_leaf=leaves)
+    args = (fit.model, swarm.table(), inputs.prior, inputs.tokens, settings, project.settings.objective)
+    proposal = propose(*args, expand=swarm.spec.expand, domains_leaf=leaves)
+    spread = None
+    if settings.bootstrap:
+        spread = bootstrap_proposal(proposal, *args, expand=swarm.spec.expand, domains_leaf=leaves, on_event=on_event)
+    return proposal, inputs, spread
+
+
+def fallback_mixture(project: Project, leaves: list[str], prior: dict[str, float]) -> tuple[str, dict[str, float]]:
+    """What an unusable fit falls back to: the incumbent, which is the current mixture when it is
+    over `leaves`, or for the pending update the plan's start (the current mixture with the new
+    domains at their stated default: `engine.reuse.plan_update`); else, for a first mixture (or an
+    imported swarm), the natural distribution `prior`. Returns ("incumbent" | "natural", mixture)."""
+    current = current_mixture(project)
+    if current is not None:
+        if set(current) == set(leaves):
+            return "incumbent", {x: current[x] for x in leaves}
+        staged = project.staged_domains()
+        if project.pending and set(staged.names) == set(leaves):
+            return "incumbent", dict(plan_update(project.domains, staged, current, prior, "full_reuse").start)
+    return "natural", {x: prior[x] for x in leaves}
 
 
 @dataclass(frozen=True)
 class ProposalPreview:
-    """A proposal made from a fit, not yet applied: the proposal, the prior it is shown beside, the
-    fit and swarm it came from, and why its proposer differs from the one asked for ("" if it does not)."""
+    """The mixture a fit leads to, not yet applied: the proposal (None when an unusable fit fell
+    back), the mixture to record (the proposal's, or the fallback), the prior it is shown beside,
+    the fit and swarm it came from, the evidence (verdict, action, warnings, bootstrap spread), and
+    why its proposer differs from the one asked for ("" if it does not)."""
 
-    proposal: Proposal
+    proposal: Proposal | None
+    mixture: dict[str, float]
     prior: dict[str, float]
     fit: FitResult
     swarm: str
+    evidence: Evidence
     note: str = ""
 
 
-def preview_proposal(project: Project, fit: FitResult, settings: ProposeSettings, swarm: SwarmDir | None = None) -> ProposalPreview:
-    """The proposal from `fit` (on `swarm`, default the swarm it was fitted on) with `settings`; the
-    proposer is the one asked for where the fit allows it (`engine.settings.usable_proposer`)."""
+def choose_mixture(project: Project, swarm: SwarmDir, fit: FitResult, settings: ProposeSettings, force: bool = False,
+                   on_event: EventSink = ignore) -> ProposalPreview:
+    """The gate between a fit and a mixture. A usable fit proposes; a weak one proposes with a
+    warning; an unusable one falls back (`fallback_mixture`) and says what would fix it, unless
+    `force`, which proposes anyway and records it. The search proposer, which picks the best
+    measured run, does not rest on the fit and proposes with a warning. Every path records the
+    verdict and its warnings (docs/verdicts.md)."""
+    verdict = fit.verdict
+    if verdict is None:
+        raise OlmixError(f"fit {fit.fit_id} was made by an earlier version, which judged no verdict; fit the swarm "
+                         f"again with `olmix-tui fit {project.root} --swarm {swarm.id}`.")
+    proposer, note = usable_proposer(settings.proposer, fit.regressor, fit.chosen)
+    settings = dataclasses.replace(settings, proposer=proposer)
+    warnings = proposal_caveats(swarm, settings, project.settings.objective)
+    unusable = verdict.verdict == UNUSABLE
+    if unusable and proposer != "search" and not force:
+        inputs = proposal_inputs(project, swarm, settings)
+        kind, mixture = fallback_mixture(project, swarm.spec.leaves if swarm.spec.trained_here else swarm.units,
+                                         inputs.prior)
+        reason = verdict.reasons[0]
+        evidence = Evidence(verdict, "fallback", kind, f"the fit is unusable: {reason}", warnings)
+        instead = ("kept the incumbent mixture (the current one, what the update changed at the plan's start)"
+                   if kind == "incumbent" else "fell back to the natural distribution")
+        on_event(Message(f"fit {fit.fit_id} is unusable ({reason}), so the proposal {instead} instead of following "
+                         f"the KL term. {verdict.fix} (--force proposes anyway.)", level="warning"))
+        return ProposalPreview(None, mixture, inputs.prior, fit, swarm.id, evidence, note)
+    if verdict.verdict == WEAK:
+        warnings.insert(0, f"the fit is weak: {'; '.join(verdict.reasons)}. {verdict.fix}")
+    elif unusable:
+        warnings.insert(0, f"the fit is unusable ({'; '.join(verdict.reasons)}), but "
+                        + ("--force was given" if proposer != "search" else
+                           "the search proposer picks the best measured run, which does not rest on the fit"))
+    for text in warnings:
+        on_event(Message(text, level="warning"))
+    proposal, inputs, spread = propose_for_swarm(project, swarm, fit, settings, on_event)
+    evidence = Evidence(verdict, "forced" if unusable and proposer != "search" else "proposed", "", "", warnings, spread)
+    return ProposalPreview(proposal, proposal.mixture, inputs.prior, fit, swarm.id, evidence, note)
+
+
+def preview_proposal(project: Project, fit: FitResult, settings: ProposeSettings, swarm: SwarmDir | None = None,
+                     force: bool = False, on_event: EventSink = ignore) -> ProposalPreview:
+    """The mixture `fit` leads to (on `swarm`, default the swarm it was fitted on) with `settings`,
+    through the gate (`choose_mixture`); the proposer is the one asked for where the fit allows it
+    (`engine.settings.usable_proposer`)."""
     if swarm is None:
         if not fit.source_swarms:
             raise OlmixError(f"fit {fit.fit_id} names no swarm to propose from; fit a swarm again with "
                              f"`olmix-tui fit {project.root}`.")
         swarm = open_swarm(project, fit.source_swarms[0])
-    proposer, note = usable_proposer(settings.proposer, fit.regressor, fit.chosen)
-    proposal = propose_for_swarm(project, swarm, fit, dataclasses.replace(settings, proposer=proposer))
-    return ProposalPreview(proposal, proposal_inputs(project, swarm)[0], fit, swarm.id, note)
+    return choose_mixture(project, swarm, fit, settings, force, on_event)
 
 
-def propose_from_swarm(project: Project, swarm: SwarmDir, settings: ProposeSettings,
-                       on_event: EventSink = ignore) -> ProposalPreview:
-    """Fit the swarm with the regressor its proposer needs (the log-linear law for exact, else
-    [regression]) and preview the proposal."""
-    fit = fit_swarm(project, swarm, EXACT_REGRESSOR if settings.proposer == "exact" else None, on_event)
-    return preview_proposal(project, fit, settings, swarm)
+def swarm_fits(project: Project, swarm: SwarmDir) -> list[FitSummary]:
+    """The stored fits of `swarm`, oldest first."""
+    return [f for f in list_fits(project.fits_dir) if swarm.id in f.info.get("source_swarms", [])]
+
+
+def find_fit(project: Project, fit_id: str) -> FitResult:
+    """A stored fit by id (or unique prefix)."""
+    fits = list_fits(project.fits_dir)
+    matches = [f for f in fits if f.fit_id.startswith(fit_id)]
+    if len(matches) != 1:
+        known = ", ".join(f.fit_id for f in fits) or "none yet (fit one with `olmix-tui fit`)"
+        raise OlmixError(f"fit '{fit_id}' {'is ambiguous' if matches else 'does not exist'}; known fits: {known}.")
+    return load_fit(matches[0].folder)
+
+
+def chosen_fit(project: Project, swarm_id: str | None = None, fit_id: str | None = None, regressor: str | None = None,
+               on_event: EventSink = ignore) -> tuple[SwarmDir, FitResult]:
+    """The swarm and the fit that predicts and proposes for it: fit `fit_id` when given (on its own
+    swarm unless `swarm_id` names one), else the swarm's latest stored fit (the one made last), else
+    a new fit with `regressor` (default [regression]). Without `swarm_id`, the latest planned swarm."""
+    if fit_id is not None:
+        fit = find_fit(project, fit_id)
+        if swarm_id is None and not fit.source_swarms:
+            raise OlmixError(f"fit {fit.fit_id} names no swarm; give one with --swarm.")
+        swarm = find_swarm(project, swarm_id or fit.source_swarms[0])
+        if swarm.id not in fit.source_swarms:
+            raise OlmixError(f"fit {fit.fit_id} was fitted on swarm {', '.join(fit.source_swarms) or '(none)'}, "
+                             f"not {swarm.id}; leave out --swarm, or pick one of that swarm's fits.")
+        return swarm, fit
+    swarm = find_swarm(project, swarm_id)
+    fits = swarm_fits(project, swarm)
+    if fits:
+        on_event(Message(f"fit {fits[-1].fit_id} ({fits[-1].info['chosen']}), the latest of swarm {swarm.id}; "
+                         "--fit ID picks another"))
+        return swarm, load_fit(fits[-1].folder)
+    return swarm, fit_swarm(project, swarm, regressor, on_event)
+
+
+def propose_with_fit(project: Project, swarm_id: str | None, settings: ProposeSettings, fit_id: str | None = None,
+                     force: bool = False, on_event: EventSink = ignore) -> ProposalPreview:
+    """Preview the proposal of the chosen fit (`chosen_fit`; with no fit yet, a new one with the
+    regressor the proposer needs: the log-linear law for exact, else [regression])."""
+    regressor = EXACT_REGRESSOR if settings.proposer == "exact" else None
+    swarm, fit = chosen_fit(project, swarm_id, fit_id, regressor, on_event)
+    return preview_proposal(project, fit, settings, swarm, force, on_event)
 
 
 # ---------------------------------------------------------------- the main job
@@ -391,11 +605,14 @@ class BatchReport:
                 "updates": [u.to_json() for u in self.updates], "seconds": self.seconds}
 
 
-def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on_event: EventSink = ignore) -> BatchReport:
+def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on_event: EventSink = ignore,
+              plan: str | None = None, unfreeze: list[str] | None = None, force: bool = False) -> BatchReport:
     """The main job: the first mixture if the project has none, then the pending update (if any),
-    each planned, trained, fitted, proposed and written to history. With `compare`, the pending
-    update is also recomputed in full and both mixtures are checked on verification proxies. Local
-    workers train the batches of every swarm of the job (engine.executors.local.shared_workers)."""
+    each planned, trained, fitted, proposed (or, on an unusable fit, fallen back: `force` proposes
+    anyway) and written to history; the update with `plan` and `unfreeze` (default: olmix.toml's
+    [reuse]). With `compare`, the pending update is also recomputed in full and both mixtures are
+    checked on verification proxies. Local workers train the batches of every swarm of the job
+    (engine.executors.local.shared_workers)."""
     from engine.executors.local import shared_workers
 
     if compare and not 1 <= verify_seeds <= 100:
@@ -408,12 +625,12 @@ def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on
     with shared_workers():
         if not read_history(project):
             ctx = update_context(project, on_event, initial=True)
-            record = run_update(project, ctx, "full", on_event)
+            record = run_update(project, ctx, "full", on_event, force=force)
             updates.append(AppliedUpdate(apply_update(project, ctx, record).label, record))
         if project.pending:
             ctx = update_context(project, on_event)
-            record = run_update(project, ctx, None, on_event)
-            compared = compare_with_full(project, ctx, record, verify_seeds, on_event) if compare else None
+            record = run_update(project, ctx, plan, on_event, unfreeze, force)
+            compared = compare_with_full(project, ctx, record, verify_seeds, on_event, force) if compare else None
             updates.append(AppliedUpdate(apply_update(project, ctx, record, compared).label, record, compared))
     tokens = project.tokens(project.domains)
     prior = natural_prior(tokens)
@@ -424,9 +641,10 @@ def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on
 
 
 def compare_with_full(project: Project, ctx: UpdateContext, record: UpdateRecord, seeds: int,
-                      on_event: EventSink = ignore) -> CompareRecord:
-    """Recompute the update in full, train verification proxies on both mixtures, and compare them."""
-    full = record if record.plan.kind == "full" else run_update(project, ctx, "full", on_event)
+                      on_event: EventSink = ignore, force: bool = False) -> CompareRecord:
+    """Recompute the update in full (through the same gate: an unusable full fit keeps the
+    incumbent), train verification proxies on both mixtures, and compare them."""
+    full = record if record.plan.kind == "full" else run_update(project, ctx, "full", on_event, force=force)
     mixtures = {"chosen": record.mixture, "full": full.mixture}
     verify = plan_verification(project, ctx, mixtures, seeds)
     train_swarm(project, verify, on_event=on_event)
@@ -467,12 +685,18 @@ def measured_objective(swarm: SwarmDir, objective) -> dict[str, Measured]:
 # ---------------------------------------------------------------- import, predict, export, diff
 
 
-def import_swarm(project: Project, ratios_csv, metrics_csv, name: str | None = None) -> SwarmDir:
+def import_swarm(project: Project, ratios_csv, metrics_csv, name: str | None = None, prior_csv=None,
+                 tokens_csv=None) -> SwarmDir:
     """Store swarm results trained elsewhere as a finished swarm (Olmix or RegMix CSV layout): its
-    spec and its table, checked on the way in; run ids stay values in the table, never paths."""
+    spec and its table, checked on the way in; run ids stay values in the table, never paths. With
+    the prior (`prior_csv`: domain,weight lines) and the domains' available training tokens
+    (`tokens_csv`: domain,tokens lines, which also give the prior when `prior_csv` is not given)."""
     if name is not None:
         check_name(name, "--name", "swarm")
     table = read_tables(ratios_csv, metrics_csv)
+    tokens = read_domain_values(tokens_csv, table.domains, "tokens") if tokens_csv is not None else {}
+    given = read_domain_values(prior_csv, table.domains, "weight") if prior_csv is not None else tokens
+    prior = {d: v / sum(given.values()) for d, v in given.items()}
     digest = hashlib.sha256()
     for array in (table.ratios, table.metrics):
         digest.update(np.ascontiguousarray(array.round(10), dtype="<f8").tobytes())
@@ -481,8 +705,8 @@ def import_swarm(project: Project, ratios_csv, metrics_csv, name: str | None = N
     folder = project.swarms_dir / sid
     if (folder / "swarm.toml").exists():
         raise OlmixError(f"a swarm named '{sid}' exists already; pick another --name.")
-    spec = SwarmSpec(purpose="import", plan="import", units=list(table.domains),
-                     source=ImportSource(str(ratios_csv), str(metrics_csv)))
+    spec = SwarmSpec(purpose="import", plan="import", units=list(table.domains), prior=prior,
+                     source=ImportSource(str(ratios_csv), str(metrics_csv)), tokens=tokens)
     with project.lock():
         for left in project.swarms_dir.glob(".*.importing"):  # what killed imports left behind
             shutil.rmtree(left, ignore_errors=True)
@@ -527,7 +751,8 @@ def _entry(entries: list[HistoryEntry], key: str) -> HistoryEntry:
 
 
 def _side(label: str, record: UpdateRecord, measured: Measured | None = None) -> MixtureSide:
-    return MixtureSide(label, record.mixture, record.compute, record.predicted, measured, record.plan.kind)
+    return MixtureSide(label, record.mixture, record.compute, record.predicted, measured, record.plan.kind,
+                       record.evidence)
 
 
 def diff_entries(project: Project, a: str | None, b: str | None) -> Comparison:
@@ -552,4 +777,13 @@ def diff_entries(project: Project, a: str | None, b: str | None) -> Comparison:
             raise OlmixError(f"{entry.label} is the first entry and was not compared with a full recomputation; "
                              "name two entries (e.g. `diff DIR 1 2`).")
         ea, eb = entries[at - 1], entry
-    return compare(_side(ea.label, ea.content), _side(eb.label, eb.content))
+    return compare(_side(ea.label, ea.content), _side(eb.label, eb.content), _partitions_between(entries, ea, eb))
+
+
+def _partitions_between(entries: list[HistoryEntry], a: HistoryEntry, b: HistoryEntry) -> dict[str, list[str]]:
+    """Every partition the updates after the earlier entry up to the later one applied (parent -> parts)."""
+    first, last = sorted((entries.index(a), entries.index(b)))
+    out: dict[str, list[str]] = {}
+    for entry in entries[first + 1:last + 1]:
+        out.update(entry.content.plan.affected.partitioned)
+    return out

@@ -40,17 +40,7 @@ KKT_TOL = 1e-9
 
 def objective_weights(objective: ObjectiveSettings, metric_names: Sequence[str]) -> np.ndarray:
     """The objective's normalised weights [k] over `metric_names` (equal weights when none are set)."""
-    if not objective.weights:
-        return np.full(len(metric_names), 1.0 / len(metric_names))
-    unknown = [name for name in objective.weights if name not in metric_names]
-    if unknown:
-        raise ConfigError(
-            f"Objective weight for unknown metric '{unknown[0]}'; the fit's metrics are {', '.join(metric_names)}."
-        )
-    w = np.array([objective.weights.get(name, 0.0) for name in metric_names], dtype=np.float64)
-    if w.sum() <= 0:
-        raise ConfigError("Objective weights put no weight on the fit's metrics; fix [objective] weights.")
-    return w / w.sum()
+    return np.array(objective.normalised(list(metric_names)), dtype=np.float64)
 
 
 @dataclass
@@ -127,7 +117,7 @@ def build_constraints(
     upper = np.array([settings.bounds.get(d, [0.0, 1.0])[1] for d in domains], dtype=np.float64)
     if settings.target_tokens > 0:
         if tokens is None:
-            raise DataError("Repetition caps need each leaf domain's available tokens; pass tokens or set target_tokens = 0.")
+            raise DataError("Repetition caps need each leaf domain's available tokens; pass tokens or set [propose] target_tokens = 0.")
         upper = np.minimum(upper, settings.repetition_factor * tokens / settings.target_tokens)
     if settings.kl_reg > 0:
         upper = np.where(prior > 0, upper, 0.0)  # KL(x || prior) is finite only where prior > 0
@@ -136,8 +126,8 @@ def build_constraints(
         capped = np.argsort(upper)[: max(1, int(np.sum(upper < 1)))]
         raise InfeasibleError(
             f"The caps allow at most {upper.sum():.4f} of the mixture (capped: "
-            f"{', '.join(f'{domains[j]} {upper[j]:.4g}' for j in capped[:8])}); raise repetition_factor, "
-            f"lower target_tokens or loosen the bounds."
+            f"{', '.join(f'{domains[j]} {upper[j]:.4g}' for j in capped[:8])}); raise [propose] repetition_factor, "
+            f"lower [propose] target_tokens or loosen [propose] bounds."
         )
     if lower.sum() > 1 + FEASIBILITY_TOL:
         raised = np.flatnonzero(lower > 0)
@@ -374,7 +364,7 @@ def _simulate(
     if len(Z) == 0:
         raise InfeasibleError(
             f"None of {settings.simulation_candidates} simulated mixtures meets the caps and bounds; "
-            f"raise simulation_candidates or use proposer = 'exact'."
+            f"raise [propose] simulation_candidates or use [propose] proposer = 'exact'."
         )
     scores = model.predict(Z) @ w
     if lam > 0:

@@ -35,6 +35,8 @@ class ProjectInfo(Table):
     that draws random numbers has its own seed).
     """
 
+    retired = ("seed",)
+
     name: str = "mix"
 
 
@@ -352,6 +354,8 @@ REGRESSOR_NAMES = ("auto", "ensemble", "gp", "lightgbm", "loglinear", "powerlaw"
 """Every regressor's name, known without importing them (their modules pull in torch, LightGBM, scikit-learn)."""
 DEFAULT_CANDIDATES = ["loglinear", "lightgbm", "gp", "ridge", "powerlaw"]
 """What auto chooses among and ensemble averages by default."""
+DEFAULT_RIDGE = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+"""The log-linear fit's ridge penalties per run, among which inner cross-validation chooses."""
 
 
 @dataclass(frozen=True)
@@ -366,7 +370,15 @@ class RegressionSettings(Table):
         candidates: regressors auto chooses among (and ensemble averages).
         ensemble: whether auto may also pick an average of its best candidates.
         loglinear_inits: random initialisations per metric of the log-linear law (Olmix uses 300).
-        loglinear_delta: Huber delta of the log-linear fit (Olmix: 0.02).
+        loglinear_relative_delta: Huber delta of the log-linear fit, in units of each metric's
+            standard deviation over the runs (Olmix used a fixed 0.02 whatever the metric's scale).
+            Older files' `loglinear_delta` (that absolute value) is accepted and dropped.
+        loglinear_ridge: ridge penalties (per run) on the log-linear law's coefficients t as the runs
+            weigh them, mean_runs (t . x)^2 for the law of the metric over its standard deviation;
+            inner 5-fold cross-validation picks one per metric (the largest within one standard
+            error of the best), which keeps a fit on few runs from running to saturation. The
+            smallest default, 1e-5, bounds the law where runs barely pin a coefficient; [0.0] turns
+            the penalty off.
         loglinear_iterations: Levenberg-Marquardt iterations of the log-linear fit.
         lightgbm_learning_rate: LightGBM learning rate (RegMix: 0.01).
         lightgbm_rounds: maximum boosting rounds (RegMix: 1000).
@@ -378,13 +390,16 @@ class RegressionSettings(Table):
         powerlaw_inits: random initialisations per metric of the power law.
     """
 
+    retired = ("loglinear_delta",)
+
     regressor: str = "auto"
     folds: int = 5
     seed: int = 0
     candidates: list[str] = field(default_factory=lambda: list(DEFAULT_CANDIDATES))
     ensemble: bool = True
     loglinear_inits: int = 32
-    loglinear_delta: float = 0.02
+    loglinear_relative_delta: float = 1.0
+    loglinear_ridge: list[float] = field(default_factory=lambda: list(DEFAULT_RIDGE))
     loglinear_iterations: int = 100
     lightgbm_learning_rate: float = 0.01
     lightgbm_rounds: int = 1000
@@ -411,7 +426,10 @@ class RegressionSettings(Table):
         refuse(*[(not 1 <= getattr(self, k) <= 100_000, f"{k} is {getattr(self, k)}; use between 1 and 100000")
                  for k in at_least_one],
                (self.folds > 1000, f"folds is {self.folds}; use at most 1000"),
-               (not 0 < self.loglinear_delta <= 1000, f"loglinear_delta is {self.loglinear_delta}; use a number in (0, 1000]"),
+               (not 0 < self.loglinear_relative_delta <= 1000,
+                f"loglinear_relative_delta is {self.loglinear_relative_delta}; use a number in (0, 1000]"),
+               (not self.loglinear_ridge or any(not 0 <= x <= 1e6 for x in self.loglinear_ridge),
+                f"loglinear_ridge is {self.loglinear_ridge}; list penalties between 0 and 1e6 (e.g. [0.0] for none)"),
                (not 0 < self.lightgbm_learning_rate <= 1,
                 f"lightgbm_learning_rate is {self.lightgbm_learning_rate}; use a number in (0, 1]"),
                (not 0 <= self.lightgbm_valid_fraction < 1,
@@ -422,7 +440,8 @@ class RegressionSettings(Table):
     def regressor_settings(self, name: str) -> dict[str, Any]:
         """Keyword settings for make_regressor(name)."""
         singles = {
-            "loglinear": {"inits": self.loglinear_inits, "delta": self.loglinear_delta,
+            "loglinear": {"inits": self.loglinear_inits, "delta": self.loglinear_relative_delta,
+                          "ridge": list(self.loglinear_ridge),
                           "iterations": self.loglinear_iterations, "seed": self.seed},
             "lightgbm": {"learning_rate": self.lightgbm_learning_rate, "rounds": self.lightgbm_rounds,
                          "patience": self.lightgbm_patience, "valid_fraction": self.lightgbm_valid_fraction,
@@ -447,6 +466,10 @@ class RegressionSettings(Table):
 # ---------------------------------------------------------------- [objective], [propose]
 
 PROPOSERS = ("exact", "simulation", "search")
+DEFAULT_KL_REG = 0.05
+"""The default pull towards the prior: Olmix's configs use 0.05 to 0.1. Without it (and without
+caps) the exact proposer may put a quarter of the mixture on a domain holding 0.2% of the tokens
+(RegMix's released swarm)."""
 MAX_KL_REG = 1000.0
 """Past this weight the KL term swamps any predicted gain (the proposal is the prior) and the
 exact solver's residuals stop meaning anything."""
@@ -459,7 +482,8 @@ def usable_proposer(proposer: str, regressor: str, fitted: str = "") -> tuple[st
     and a note when that is not `proposer`: the exact proposer needs a log-linear fit, and on any
     other fit simulation stands in for it."""
     if proposer == "exact" and regressor != EXACT_REGRESSOR:
-        return "simulation", f"the exact proposer needs a log-linear fit; this is {fitted or regressor}. "
+        return "simulation", (f"the exact proposer needs a log-linear fit; this is {fitted or regressor}, so the "
+                              "simulation proposer stands in (a fit with --regressor loglinear proposes exactly). ")
     return proposer, ""
 
 
@@ -479,6 +503,26 @@ class ObjectiveSettings(Table):
         if values and (any(not math.isfinite(w) or w < 0 for w in values) or not sum(values) > 0):
             raise ConfigError("weights must be finite, >= 0 and not all 0; fix them.")
 
+    def names_none_of(self, metric_names: list[str]) -> bool:
+        """Whether the weights name none of `metric_names` (none set, or a swarm imported with metrics
+        of its own): every metric then weighs the same."""
+        return not any(name in metric_names for name in self.weights)
+
+    def normalised(self, metric_names: list[str]) -> list[float]:
+        """The weight of each of `metric_names`, summing to 1: equal weights when the weights name none
+        of them; a weight for a metric the fit lacks while others match is refused (a typo)."""
+        if self.names_none_of(metric_names):
+            return [1.0 / len(metric_names)] * len(metric_names)
+        unknown = [name for name in self.weights if name not in metric_names]
+        if unknown:
+            raise ConfigError(
+                f"Objective weight for unknown metric '{unknown[0]}'; the fit's metrics are {', '.join(metric_names)}."
+            )
+        w = [self.weights.get(name, 0.0) for name in metric_names]
+        if not sum(w) > 0:
+            raise ConfigError("Objective weights put no weight on the fit's metrics; fix [objective] weights.")
+        return [x / sum(w) for x in w]
+
 
 @dataclass(frozen=True)
 class ProposeSettings(Table):
@@ -490,23 +534,29 @@ class ProposeSettings(Table):
         target_tokens: tokens of the target run; 0 turns the repetition caps off.
         repetition_factor: R, the most times a domain's available tokens may be repeated:
             x_j <= R * tokens_j / target_tokens.
-        kl_reg: lambda, weight of KL(mixture || prior) added to the objective (0 = none).
+        kl_reg: lambda, weight of KL(mixture || prior) added to the objective (0 = none; the
+            default, DEFAULT_KL_REG, is the low end of Olmix's 0.05-0.1).
         bounds: leaf domain -> [lo, hi] bounds on its weight.
         simulation_candidates: Dirichlet candidates the simulation proposer draws.
         top_k: the simulation proposer averages its k best feasible candidates.
-        seed: seed of the simulation proposer's candidates.
+        bootstrap: replicates of the swarm (runs resampled with replacement, refitted, proposed
+            again) behind each proposal's intervals (engine/bootstrap.py); 0 = none.
+        seed: seed of the simulation proposer's candidates and of the bootstrap's draws.
     """
 
     proposer: str = "exact"
     target_tokens: int = 0
     repetition_factor: float = 5.0
-    kl_reg: float = 0.0
+    kl_reg: float = DEFAULT_KL_REG
     bounds: dict[str, list[float]] = field(default_factory=dict)
     simulation_candidates: int = 100_000
     top_k: int = 100
+    bootstrap: int = 200
     seed: int = 0
 
     def validate(self) -> None:
+        if self.bootstrap < 0:
+            raise ConfigError(f"bootstrap is {self.bootstrap}; use 0 (none) or a number of replicates.")
         if self.proposer not in PROPOSERS:
             raise ConfigError(f"proposer '{self.proposer}' is unknown; use one of {', '.join(PROPOSERS)}.")
         if self.target_tokens < 0 or self.repetition_factor <= 0 or self.kl_reg < 0:
@@ -517,6 +567,7 @@ class ProposeSettings(Table):
                                           "only return the prior, with an inaccurate solve)"),
                (self.target_tokens > MAX_TOKENS, f"target_tokens is {self.target_tokens}; use at most {MAX_TOKENS}"),
                (self.repetition_factor > 1e6, f"repetition_factor is {self.repetition_factor}; use at most 1000000"),
+               (self.bootstrap > 100_000, f"bootstrap is {self.bootstrap}; use at most 100000 replicates"),
                (self.simulation_candidates > 10**7,
                 f"simulation_candidates is {self.simulation_candidates}; use at most 10000000"),
                (self.top_k > self.simulation_candidates,
@@ -603,8 +654,6 @@ class Settings(Table):
             value = data.get(name, {})
             if not isinstance(value, dict):
                 raise ConfigError(f"{file}: '{name}' must be a table ([{name}]).")
-            if name == "project":
-                value = {k: v for k, v in value.items() if k != "seed"}  # see ProjectInfo
             if not value:
                 kwargs[name] = default
                 continue

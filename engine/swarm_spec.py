@@ -78,7 +78,9 @@ class SwarmSpec(Table):
     runs are the rows of its ratios.csv, so it lists none here). Trained swarms also have leaves (the leaf domains), groups
     (frozen groups with their fixed ratios), prior (the natural distribution over the leaves), proxy
     and data; a planned swarm its sampler settings (swarm), verification runs their labels (one per
-    mixture); an imported swarm its source.
+    mixture); an imported swarm its source, and when they were given on import its prior (from
+    --prior, or the token shares of --tokens; empty: the swarm's mean mixture is taken) and its
+    domains' available training tokens (tokens, from --tokens; empty: no repetition caps).
     """
 
     purpose: str = "swarm"
@@ -93,6 +95,7 @@ class SwarmSpec(Table):
     data: SwarmData | None = None
     labels: list[str] = field(default_factory=list)
     source: ImportSource | None = None
+    tokens: dict[str, float] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.purpose not in PURPOSES:
@@ -102,6 +105,9 @@ class SwarmSpec(Table):
         if self.purpose == "import":
             if self.source is None:
                 raise ConfigError("an imported swarm needs its [source]; import it again.")
+            for name, values in (("prior", self.prior), ("tokens", self.tokens)):
+                if values and (set(values) != set(self.units) or min(values.values()) < 0):
+                    raise ConfigError(f"{name} must give each of the units a value >= 0; import the swarm again.")
             return
         if not self.runs or len(set(self.runs)) != len(self.runs):
             raise ConfigError("runs must be a non-empty list of distinct names; plan the swarm again.")

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import dataclasses
 import json
 import math
 import sys
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -23,8 +24,16 @@ from engine.events import Event, Message, TaskFinished, TaskProgress, TaskStarte
 from engine.phases import PHASES, TRAIN, SwarmTiming, swarm_timing
 from engine.project import Project
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(markup=False, soft_wrap=True)
+err_console = Console(stderr=True, markup=False, soft_wrap=True)
+"""No markup: what is printed holds engine messages, file names and user strings, whose square
+brackets ("[propose]", "[regression] folds") must print as they are; styles are given as Text.
+Soft wrap: a sentence is one line however wide (the terminal wraps it; a log keeps paths whole)."""
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line from plain strings and (text, style) pairs, e.g. styled(("error:", "bold red"), " ", message)."""
+    return Text.assemble(*parts)
 
 
 def print_json(data) -> None:
@@ -40,15 +49,15 @@ def _finite_or_null(obj):
     return None if isinstance(obj, float) and not math.isfinite(obj) else obj
 
 
-@contextmanager
+@contextlib.contextmanager
 def progress(quiet: bool = False) -> Iterator:
     """An event sink drawing rich progress bars (to stderr, so stdout stays clean for --json)."""
     if quiet:
         yield lambda event: None
         return
     bars = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=err_console, transient=False,
+        TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), TextColumn("{task.fields[info]}", markup=False), console=err_console, transient=False,
     )
     tasks: dict[str, TaskID] = {}
 
@@ -63,7 +72,7 @@ def progress(quiet: bool = False) -> Iterator:
             total = task.total if task.total is not None else 1
             bars.update(tasks[event.task], total=total, completed=total)
         elif isinstance(event, Message):
-            bars.console.print(("[yellow]warning:[/] " if event.level == "warning" else "") + escape(event.text))
+            bars.console.print(styled(("warning: ", "yellow") if event.level == "warning" else "", event.text))
 
     with bars:
         yield on_event
@@ -99,17 +108,82 @@ def headline_metrics(statuses, limit: int = 3) -> list[str]:
     return (evals or [n for n in names if n.endswith("/bpb")])[:limit]
 
 
-HISTORY_COLUMNS = ["entry", "changes", "plan", "runs", "FLOPs", "mixture (top 3)"]
+HISTORY_COLUMNS = ["entry", "changes", "plan", "runs", "FLOPs", "fit", "mixture (top 3)"]
+VERDICT_STYLES = {"usable": "green", "weak": "yellow", "unusable": "red"}
 
 
 def history_rows(entries) -> list[list[str]]:
-    """One row per history entry (HISTORY_COLUMNS): what changed, how it was planned, the compute, the mixture."""
+    """One row per history entry (HISTORY_COLUMNS): what changed, how it was planned, the compute,
+    the fit's verdict and what was done with it, the mixture."""
     rows = []
     for e in entries:
         c = e.content.compute
         top = ", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(e.mixture.items(), key=lambda kv: -kv[1])[:3])
-        rows.append([e.label, "; ".join(e.content.changes) or "-", e.content.plan.kind, str(c.runs), f"{c.flops:.3g}", top])
+        evidence = e.content.evidence.summary if e.content.evidence is not None else "-"
+        rows.append([e.label, "; ".join(e.content.changes) or "-", e.content.plan.kind, str(c.runs), f"{c.flops:.3g}",
+                     evidence, top])
     return rows
+
+
+def verdict_lines(verdict, indent: str = "") -> list[Text]:
+    """A fit's verdict as styled lines: the verdict with its figures, each finding, the fix."""
+    lines = [styled(f"{indent}fit verdict: ", (verdict.verdict, f"bold {VERDICT_STYLES.get(verdict.verdict, '')}"),
+                    f" - objective CV Spearman {verdict.objective_spearman:.1f} (chance reaches "
+                    f"{verdict.chance_spearman:.0f}), R^2 {verdict.objective_r2:.3g}; {verdict.runs} runs over "
+                    f"{verdict.units} units")]
+    lines += [styled(f"{indent}  - {reason}") for reason in verdict.reasons]
+    if verdict.fix:
+        lines.append(styled(f"{indent}  fix: {verdict.fix}"))
+    return lines
+
+
+def evidence_lines(evidence, indent: str = "", warnings: bool = True) -> list[Text]:
+    """What a recorded mixture rests on, as styled lines: verdict, fallback or force, and (unless
+    they were shown already, as events) the warnings."""
+    lines = verdict_lines(evidence.verdict, indent)
+    if evidence.action == "fallback":
+        kept = ("the incumbent mixture (the current one, new domains at the plan's start)" if evidence.fallback == "incumbent"
+                else "the natural distribution")
+        lines.append(styled(indent, ("fell back", "bold red"), f" to {kept}: the fit is unusable; `--force` proposes anyway"))
+    elif evidence.action == "forced":
+        lines.append(styled(indent, ("forced", "bold red"), ": proposed from an unusable fit because --force was given"))
+    lines += [styled(indent, ("warning:", "yellow"), f" {w}") for w in evidence.warnings
+              if warnings and not w.startswith(("the fit is weak", "the fit is unusable"))]
+    return lines
+
+
+def interval_bar(value: float, lower: float, upper: float, scale: float, width: int) -> Text:
+    """One weight as a bar with its interval: solid up to the lower end, shaded to the value, a
+    whisker to the upper end."""
+    cells = []
+    for i in range(width):
+        x = (i + 0.5) * scale / width
+        cells.append("█" if x < lower else "▒" if x <= value else "─" if x <= upper else " ")
+    end = min(width - 1, int(upper / scale * width)) if scale > 0 else 0
+    if scale > 0 and end > int(value / scale * width):  # a whisker only where the high end shows past the weight
+        cells[end] = "┤"
+    return Text("".join(cells), style="green")
+
+
+def spread_table(title: str, domains: list[str], mixture: dict, prior: dict, spread, width: int = 40) -> Table:
+    """The proposal beside the prior with its bootstrap spread: per domain the 95% interval, how often
+    it sits at its cap, and a bar with the interval as whiskers."""
+    t = Table(title=title, title_justify="left")
+    for name, justify in (("domain", "left"), ("prior", "right"), ("mixture", "right"),
+                          (f"{100 * spread.level:.0f}% interval", "right"), ("at cap", "right"),
+                          ("the interval as a bar: █ to its low end, ▒ to the weight, ─┤ to its high end", "left")):
+        t.add_column(name, justify=justify)
+    scale = max([spread.upper.get(d, 0.0) for d in domains] + [mixture[d] for d in domains]) or 1.0
+    for d in domains:
+        lo, hi = spread.lower.get(d, mixture[d]), spread.upper.get(d, mixture[d])
+        t.add_row(d, pct(prior.get(d)), pct(mixture[d]), f"{100 * lo:.1f}-{100 * hi:.1f}%",
+                  pct(spread.cap_binds[d]) if d in spread.cap_binds else "", interval_bar(mixture[d], lo, hi, scale, width))
+    return t
+
+
+def spread_line(spread) -> str:
+    return (f"bootstrap: {spread.replicates} replicates ({spread.failed} failed), {spread.seconds:.1f}s; predicted "
+            f"objective {100 * spread.level:.0f}% interval {spread.predicted_lower:.4f}-{spread.predicted_upper:.4f}")
 
 
 def stacked_bars(weights, units: list[str], title: str, width: int = 100, height: int = 18) -> Text:
@@ -138,7 +212,8 @@ def _plot(build, save_as: tuple[Project, Path] | None = None) -> Text:
         with tempfile.TemporaryDirectory() as tmp:  # plotext writes files itself: into a scratch folder first
             figures = {}
             for suffix, colors in ((".html", True), (".txt", False)):
-                plt.save_fig(str(Path(tmp) / f"figure{suffix}"), keep_colors=colors)
+                with contextlib.redirect_stdout(io.StringIO()):  # its "text saved in ..." (in colour, even in a pipe)
+                    plt.save_fig(str(Path(tmp) / f"figure{suffix}"), keep_colors=colors)
                 figures[path.with_suffix(suffix)] = (Path(tmp) / f"figure{suffix}").read_bytes()
         try:
             with project.lock():
@@ -148,7 +223,7 @@ def _plot(build, save_as: tuple[Project, Path] | None = None) -> Text:
             problem = storage_error(err)
             if problem is None:
                 raise
-            err_console.print(f"[yellow]warning:[/] the plot was not saved: {escape(str(problem))}", highlight=False)
+            err_console.print(styled(("warning:", "yellow"), f" the plot was not saved: {problem}"), highlight=False)
     return text
 
 
@@ -203,24 +278,32 @@ def batch_report(report, project) -> None:
     prior = {d["name"]: d["prior"] for d in report.domains}
     for u in report.updates:
         r, c, cmp = u.record, u.record.compute, u.compared
-        console.print(f"\n[bold]{u.entry}[/]: {r.plan.kind} plan, {c.runs} proxy runs, "
-                      f"{count(c.tokens)} tokens, {c.flops:.3g} FLOPs"
-                      + (f", swarm {r.swarm}, fit {r.fit}" if r.swarm else ""))
+        console.print(styled("\n", (u.entry, "bold"), f": {r.plan.kind} plan, {c.runs} proxy runs, "
+                             f"{count(c.tokens)} tokens, {c.flops:.3g} FLOPs" + (f", swarm {r.swarm}, fit {r.fit}" if r.swarm else "")))
         cols = ["domain", "prior", "mixture"] + (["full recomputation"] if cmp else [])
         rows = [[x, pct(prior.get(x)), pct(w)] + ([pct(cmp.full.mixture.get(x))] if cmp else [])
                 for x, w in r.mixture.items()]
         if r.swarm:
             show_swarm(pipeline.open_swarm(project, r.swarm))
         console.print(table(u.entry, cols, rows))
+        if r.evidence is not None:
+            for line in evidence_lines(r.evidence):
+                console.print(line)
+            if r.evidence.spread is not None:
+                console.print(spread_table(f"{u.entry}: bootstrap spread", list(r.mixture), r.mixture, prior, r.evidence.spread))
+                console.print(spread_line(r.evidence.spread))
         if r.predicted is not None and r.proposal is not None:
             p = r.proposal
-            console.print(f"predicted objective {r.predicted:.4f}; fit CV spearman {p.fit_cv_spearman:.1f}; "
-                          f"binding caps: {', '.join(p.binding_caps) or 'none'}")
+            console.print(f"predicted objective {r.predicted:.4f}; binding caps: {', '.join(p.binding_caps) or 'none'}")
         if cmp:
             fc = cmp.full.compute
             share = c.flops / fc.flops if fc.flops else float("nan")
             console.print(f"full recomputation: {fc.runs} runs, {fc.flops:.3g} FLOPs; this plan spent "
                           f"{100 * share:.0f}% of it. L1 between the mixtures {cmp.l1:.3f}")
+            if cmp.full.evidence is not None:
+                console.print("full recomputation's fit:")
+                for line in evidence_lines(cmp.full.evidence, "  "):
+                    console.print(line)
             for label, m in cmp.verification.measured.items():
                 console.print(f"  measured objective ({label}): {m.mean:.4f} ± {m.std:.4f} over {len(m.values)} seeds")
     console.print(f"\ndone in {report.seconds:.1f}s; see `olmix-tui history {project.root}` and `olmix-tui diff {project.root}`")
@@ -230,16 +313,28 @@ MAX_SHOWN_RUNS = 500
 """A swarm table longer than this (an imported swarm of 100k runs) shows its first rows only."""
 
 
-def show_swarm(swarm_dir, as_json: bool = False, timing: bool = False) -> None:
+def swarm_fits(project, swarm_dir) -> list[tuple]:
+    """(fit summary, verdict on the project's objective) of every stored fit of the swarm."""
+    from engine.regression.store import list_fits
+
+    return [(f, f.verdict_on(project.settings.objective)) for f in list_fits(project.fits_dir)
+            if swarm_dir.id in f.info["source_swarms"]]
+
+
+def show_swarm(swarm_dir, as_json: bool = False, timing: bool = False, project=None) -> None:
     """A swarm's runs: state, progress, top of the mixture, headline metrics, error; the share of its
-    workers' time that was not training steps; with `timing`, where that time went, phase by phase."""
+    workers' time that was not training steps (with `timing`, where that time went, phase by phase);
+    with `project`, the verdict of each fit of the swarm."""
     statuses = swarm_dir.statuses()
     phases = swarm_timing(s.timing for s in statuses)
+    fits = swarm_fits(project, swarm_dir) if project is not None else []
     if as_json:
         print_json({"swarm": swarm_dir.id, "counts": swarm_dir.counts(), "units": swarm_dir.units,
                     "runs": [{**s.to_json(), "state": s.state} for s in statuses],
                     "timing": None if phases is None else {"runs": phases.runs, "totals": phases.totals,
-                                                           "mean": phases.mean, "overhead_share": phases.overhead_share}})
+                                                           "mean": phases.mean, "overhead_share": phases.overhead_share},
+                    "fits": [{"fit": f.fit_id, "chosen": f.info["chosen"],
+                              "verdict": None if v is None else dataclasses.asdict(v)} for f, v in fits]})
         return
     metric_names = headline_metrics(statuses)
     errors = any(s.error for s in statuses)
@@ -265,6 +360,10 @@ def show_swarm(swarm_dir, as_json: bool = False, timing: bool = False) -> None:
             console.print(timing_table(phases))
     elif timing:
         console.print("no run of this swarm records its phases yet (a run records them when it finishes).")
+    for f, verdict in fits:
+        console.print(f"fit {f.fit_id} ({f.info['chosen']}):" + ("" if verdict else " fitted by an earlier version, no verdict"))
+        for line in verdict_lines(verdict, "  ") if verdict else []:
+            console.print(line)
 
 
 def overhead_line(phases: SwarmTiming) -> str:

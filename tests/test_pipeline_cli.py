@@ -50,8 +50,8 @@ def test_import_fit_propose_predict_on_regmix_data(small_project, tmp_path):
 @pytest.mark.skipif(not (REGMIX / "train_mixture_1m.csv").exists(), reason="RegMix data not present")
 def test_fit_on_too_few_runs_warns_and_keeps_json_strict(small_project, tmp_path):
     """24 runs over 17 domains: the log-linear law does far worse than the mean on held-out runs
-    (R^2 < 0) and the table says so; a metric constant over the runs has no Spearman or R^2, and
-    --json prints null for them (strict JSON, no NaN)."""
+    (R^2 < 0), and the fit's verdict says so and what would fix it; a metric constant over the runs
+    has no Spearman or R^2, and --json prints null for them (strict JSON, no NaN)."""
     root = small_project.root
     for name in ("train_mixture_1m.csv", "train_pile_loss_1m.csv"):
         lines = (REGMIX / name).read_text().splitlines()[:25]
@@ -63,13 +63,15 @@ def test_fit_on_too_few_runs_warns_and_keeps_json_strict(small_project, tmp_path
     assert r.exit_code == 0, r.output
     r = invoke("fit", root, "--swarm", "few", "--regressor", "loglinear")
     assert r.exit_code == 0, r.output
-    assert "R^2 < 0 for" in r.output and "runs_per_domain" in r.output
+    assert "fit verdict:" in r.output and "worse than their mean" in r.output and "runs_per_domain" in r.output
     r = invoke("fit", root, "--swarm", "few", "--regressor", "loglinear", "--json")
 
     def reject(constant):
         raise AssertionError(f"non-standard JSON constant {constant}")
 
-    per_metric = json.loads(r.stdout, parse_constant=reject)["cv"]["per_metric"]
+    fit = json.loads(r.stdout, parse_constant=reject)
+    per_metric = fit["cv"]["per_metric"]
+    assert fit["verdict"]["verdict"] in ("weak", "unusable") and "Train more runs" in fit["verdict"]["fix"]
     assert sum(v["spearman"] is None for v in per_metric.values()) == 1
     assert min(v["r2"] for v in per_metric.values() if v["r2"] is not None) < 0
 
@@ -126,7 +128,7 @@ def test_batch_compare_history_diff_export(small_project):
     for fmt, needle in (("json", '"mixture"'), ("olmo", "target_ratio"), ("regmix", "train:")):
         r = invoke("export", root, "--format", fmt)
         assert r.exit_code == 0 and needle in r.stdout
-    assert invoke("export", root, "--format", "csv").exit_code == 1
+    assert invoke("export", root, "--format", "csv").exit_code == 2  # a usage error: --format takes one of json, olmo, regmix
     status = json.loads(invoke("status", root, "--json").stdout)
     assert status["pending"] is None and status["last_entry"] == "0003-add"
     assert np.isclose(sum(d["weight"] for d in status["domains"]), 1)

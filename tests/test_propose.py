@@ -75,7 +75,7 @@ def test_exact_beats_a_brute_force_grid():
     model = law_model(t=t)
     table = swarm(model, domains=DOMAINS[:3])
     prior = np.array([0.5, 0.3, 0.2])
-    p = propose(model, table, prior, None, ProposeSettings(), ObjectiveSettings())
+    p = propose(model, table, prior, None, ProposeSettings(kl_reg=0.0), ObjectiveSettings())
     steps = 400
     grid = np.array([(i, j, steps - i - j) for i, j in itertools.product(range(steps + 1), repeat=2) if i + j <= steps])
     grid = grid / steps
@@ -125,7 +125,7 @@ def test_prior_zeros_are_kept_at_zero_only_with_kl():
 def test_infeasible_caps_name_the_domains():
     model = law_model()
     settings = ProposeSettings(target_tokens=100_000_000_000, repetition_factor=1.0)
-    with pytest.raises(InfeasibleError, match=r"at most 0\.0820.*math.*code.*raise repetition_factor"):
+    with pytest.raises(InfeasibleError, match=r"at most 0\.0820.*math.*code.*raise \[propose\] repetition_factor"):
         propose(model, swarm(model), PRIOR, TOKENS, settings)
     with pytest.raises(InfeasibleError, match=r"Lower bounds add up to 1\.2.*web, code"):
         propose(model, swarm(model), PRIOR, None, ProposeSettings(bounds={"web": [0.6, 1.0], "code": [0.6, 1.0]}))
@@ -160,7 +160,7 @@ def test_simulation_respects_caps_with_any_regressor(regressor):
 def test_search_picks_best_feasible_observed_run():
     model = law_model()
     table = swarm(model, n=300)
-    settings = ProposeSettings(proposer="search", bounds={"web": [0.0, 0.3]})
+    settings = ProposeSettings(proposer="search", bounds={"web": [0.0, 0.3]}, kl_reg=0.0)
     p = propose(model, table, PRIOR, None, settings)
     ok = table.ratios[:, 0] <= 0.3 + 1e-6
     observed = table.metrics.mean(1)
@@ -173,8 +173,10 @@ def test_search_picks_best_feasible_observed_run():
 def test_objective_and_settings_errors_list_what_exists():
     model = law_model()
     table = swarm(model, n=20)
-    with pytest.raises(ConfigError, match="unknown metric 'loss'.*web/bpb, code/bpb"):
-        propose(model, table, PRIOR, None, objective=ObjectiveSettings({"loss": 1.0}))
+    with pytest.raises(ConfigError, match="unknown metric 'loss'.*web/bpb, code/bpb"):  # a typo beside a known metric
+        propose(model, table, PRIOR, None, objective=ObjectiveSettings({"web/bpb": 1.0, "loss": 1.0}))
+    elsewhere = propose(model, table, PRIOR, None, objective=ObjectiveSettings({"eval:other/bpb": 1.0}))
+    assert elsewhere.x == pytest.approx(propose(model, table, PRIOR, None).x)  # names none of them: the mean
     with pytest.raises(ConfigError, match="unknown domain 'wiki'.*web, code, math, books"):
         propose(model, table, PRIOR, None, ProposeSettings(bounds={"wiki": [0, 1]}))
     ridge = make_regressor("ridge").fit(table.ratios, table.metrics)

@@ -40,6 +40,18 @@ def test_the_old_project_seed_is_accepted_and_dropped(tmp_path):
     assert tomllib.loads((project.root / "olmix.toml").read_text())["project"] == {"name": "old"}
 
 
+def test_the_old_absolute_huber_delta_is_accepted_and_dropped(tmp_path):
+    """Earlier versions wrote [regression] loglinear_delta = 0.02 (absolute); the delta is now relative
+    to each metric's spread (loglinear_relative_delta), so the old key is dropped, not misread."""
+    project = Project.init(tmp_path / "p")
+    (project.root / "olmix.toml").write_text("[regression]\nregressor = 'loglinear'\nloglinear_delta = 0.02\n")
+    loaded = Project.load(project.root)
+    assert loaded.settings.regression.loglinear_relative_delta == RegressionSettings().loglinear_relative_delta
+    with loaded.lock():
+        loaded.save_settings()
+    assert "loglinear_delta" not in tomllib.loads((project.root / "olmix.toml").read_text())["regression"]
+
+
 def test_tables_made_in_code_are_checked_too():
     with pytest.raises(ConfigError, match="sampler 'uniform' is unknown"):
         SwarmSettings(sampler="uniform")

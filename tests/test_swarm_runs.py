@@ -222,3 +222,33 @@ def test_cpu_slots_one_per_core_and_idle_threads_pooled(tmp_path, monkeypatch):
     assert pool_cpu_threads(slots, 3) == [Slot("cpu", 2), Slot("cpu", 1), Slot("cpu", 1)]
     gpus = [Slot("cuda:0", 2), Slot("cuda:1", 2)]
     assert pool_cpu_threads(gpus, 1) == gpus
+
+
+def test_live_loss_and_tokens_per_s_are_each_runs_own(small_project):
+    """Three runs trained together by one worker: each status shows its own loss (the proxies differ)
+    and its share of the worker's tokens/s, not the worker's figure copied to every run."""
+    from engine.executors.stop import stop
+
+    p = small_project
+    p.settings = dataclasses.replace(
+        p.settings, proxy=dataclasses.replace(p.settings.proxy, tokens_per_proxy=get_preset("cpu").tokens_per_step * 400),
+        executor=ExecutorSettings(workers=1, max_batch=3, poll_seconds=0.2))
+    with p.lock():
+        p.save_settings()
+    swarm_dir, _ = plan_swarm(p)
+    cmd = [sys.executable, "-m", "olmix_tui", "swarm", "run", str(p.root), "--swarm", swarm_dir.id]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline, live = time.time() + 300, []
+        while time.time() < deadline:
+            live = [s for s in swarm_dir.statuses() if s.state == "running" and s.loss is not None and s.tokens_per_s]
+            if len(live) == 3:
+                break
+            time.sleep(0.2)
+        assert len(live) == 3, "the runs did not report their figures in time"
+        assert len({s.loss for s in live}) == 3  # each proxy's own loss
+        assert len({s.pid for s in live}) == 1  # one worker trains them together...
+        assert len({round(s.tokens_per_s) for s in live}) == 1  # ...each at its share of its throughput
+    finally:
+        stop(p.root)
+        proc.wait(60)

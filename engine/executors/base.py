@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from engine.events import EventSink, Message, TaskFinished, TaskProgress, TaskStarted, ignore
+from engine.executors.jobs import STOPPED_CODES
 from engine.executors.liveness import owner_description
 from engine.runs import SwarmDir
 
@@ -125,7 +126,10 @@ def run_swarm(executor: Executor, swarm: SwarmDir, runs: list[str], max_batch: i
                 active.remove(item)
                 free.append(item.slot)
                 stuck = [r for r in item.runs if swarm.status(r).state in ("running", "interrupted", "pending")]
-                if stuck:
+                if stuck and code in STOPPED_CODES:  # stopped, not broken: its runs read as interrupted
+                    on_event(Message(f"{len(stuck)} run(s) stopped with their worker (exit code {code}); "
+                                     "the next `swarm run` trains them again.", level="warning"))
+                elif stuck:
                     detail = executor.failure_detail(item.handle)
                     for r in stuck:
                         swarm.write_status(r, state="failed", error=f"worker exit code {code}: {detail}")

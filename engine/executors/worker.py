@@ -12,7 +12,9 @@ store and (for eval sets) its tokenizer, not the whole project; trains a batch's
 one batched computation; rewrites each run's status.json with progress (atomically, about once a
 second, from a thread of its own); appends curve points to metrics.jsonl; prints the trainer's
 notes to its output (the log); and ends each run as `done` (metrics, realised tokens, the phases'
-timing: engine.phases) or `failed` (the error). Exit code 0 when every run finished, 1 otherwise.
+timing: engine.phases) or `failed` (the error). It records itself as a job of the project
+(engine.executors.jobs) and exits at once on SIGTERM (`olmix-tui stop`), leaving its runs to read
+as interrupted. Exit code 0 when every run finished, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import dataclasses
 import gc
 import json
 import os
+import signal
+import socket
 import sys
 import threading
 import traceback
@@ -34,6 +38,7 @@ from engine.data.store import TokenStore
 from engine.data.tokenizer import load_tokenizer
 from engine.errors import DataError, OlmixError, storage_error
 from engine.events import Event, Message, TaskProgress, TaskStarted
+from engine.executors import jobs
 from engine.executors.liveness import owner_alive, process_start
 from engine.phases import PhaseTimer
 from engine.runs import SwarmDir
@@ -107,7 +112,8 @@ class ProgressWriter:
         self.thread = threading.Thread(target=self._write, name="progress-writer", daemon=True)
         self.thread.start()
 
-    def post(self, fields: dict) -> None:
+    def post(self, fields: dict[str, dict]) -> None:
+        """The latest fields of each run (run -> status fields)."""
         with self.changed:
             self.pending = fields
             self.changed.notify()
@@ -128,7 +134,7 @@ class ProgressWriter:
             if fields is None:
                 return
             for r in self.runs:
-                self.swarm.write_status(r, **fields)
+                self.swarm.write_status(r, **fields[r])
 
 
 def train_runs(swarm: SwarmDir, runs: list[str], device: str = "auto", threads: int = 0,
@@ -146,6 +152,8 @@ def train_runs(swarm: SwarmDir, runs: list[str], device: str = "auto", threads: 
         # the owner that started this worker, if any: a Slurm job, a Ray driver (engine.executors.ray)
         swarm.mark_running(runs, os.getpid(), os.environ.get("SLURM_JOB_ID"), os.environ.get("OLMIX_RAY_DRIVER"),
                            started=process_start(os.getpid()))
+    print(f"worker {os.getpid()} on {socket.gethostname()}: training {len(runs)} run(s) of swarm {swarm.id} together on "
+          f"{device} ({torch.get_num_threads()} threads): {', '.join(runs)}", flush=True)
     spec = swarm.spec
     progress = ProgressWriter(swarm, runs)
     try:
@@ -160,10 +168,11 @@ def train_runs(swarm: SwarmDir, runs: list[str], device: str = "auto", threads: 
         def on_event(event: Event) -> None:
             if isinstance(event, TaskStarted) and event.total:
                 total_steps["steps"] = event.total
-            elif isinstance(event, TaskProgress):
-                fields = {"progress": min(event.completed / total_steps["steps"], 0.999)}
-                fields.update({k: event.info[k] for k in ("loss", "tokens_per_s", "mfu") if k in event.info})
-                progress.post(fields)
+            elif isinstance(event, TaskProgress):  # each run's own loss and tokens/s (the trainer's per-proxy figures)
+                done = min(event.completed / total_steps["steps"], 0.999)
+                losses, rates = event.info.get("proxy_loss", {}), event.info.get("proxy_tokens_per_s", {})
+                progress.post({r: {"progress": done, "loss": losses.get(k), "tokens_per_s": rates.get(k),
+                                   "mfu": event.info.get("mfu")} for k, r in enumerate(runs)})
             elif isinstance(event, Message):  # into the worker's log (.olmix/logs/...)
                 print(f"{event.level}: {event.text}", flush=True)
 
@@ -181,6 +190,7 @@ def train_runs(swarm: SwarmDir, runs: list[str], device: str = "auto", threads: 
         traceback.print_exc()
         progress.close()
         record_failure(swarm, runs, message)
+        print(f"{len(runs)} run(s) failed: {message}", flush=True)
         return False
     with timer.phase("write"):
         progress.close()
@@ -197,6 +207,11 @@ def train_runs(swarm: SwarmDir, runs: list[str], device: str = "auto", threads: 
     timing = timer.shares(len(runs))
     for r, fields in zip(runs, finished):
         swarm.write_status(r, **fields, timing=timing)
+    for r, res in zip(runs, results):
+        headline = ", ".join(f"{name} {value:.4f}" for name, value in sorted(res.metrics.items()) if name.startswith("eval:"))
+        print(f"{r}: done, {res.tokens:,} tokens in {res.wall_time_s:.1f}s (trained with {res.batched_with - 1} other(s)), "
+              f"final train loss {res.final_train_loss:.4f}" + (f"; {headline}" if headline else "")
+              + (f"; {res.note}" if res.note else ""), flush=True)
     return True
 
 
@@ -227,9 +242,14 @@ def serve(device: str) -> int:
             print(f"error: {err}", file=sys.stderr, flush=True)
             return 1
         timer, started = started, PhaseTimer()  # the start and imports count with the first batch
-        ok = train_runs(swarm, request.runs, device, request.threads, timer) and ok
+        with jobs.job(swarm.path.parent.parent, "worker", _label(swarm, request.runs), swarm.id, request.runs):
+            ok = train_runs(swarm, request.runs, device, request.threads, timer) and ok
         gc.collect()  # the last batch's models and optimiser state, before the next batch's
     return 0 if ok else 1
+
+
+def _label(swarm: SwarmDir, runs: list[str]) -> str:
+    return f"worker training {len(runs)} run(s) of swarm {swarm.id}"
 
 
 def _output_to(log: str) -> None:
@@ -265,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--serve", action="store_true", help="train the batches read from stdin (BatchRequest lines)")
     args = ap.parse_intermixed_args(argv)
+    # stopped (`olmix-tui stop`, scancel): exit at once; the runs read as interrupted (their owner is gone)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.serve:
         return serve(args.device)
     if args.swarm is None or not args.runs:
@@ -278,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     with started.phase("imports"):
         import engine.training.trainer  # noqa: F401
-    return 0 if train_runs(swarm, args.runs, args.device, args.threads, started) else 1
+    with jobs.job(swarm.path.parent.parent, "worker", _label(swarm, args.runs), swarm.id, args.runs):
+        return 0 if train_runs(swarm, args.runs, args.device, args.threads, started) else 1
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def score(regressor: str, Y: np.ndarray, P: np.ndarray, folds: int = 0, seed: in
     """Spearman, R^2 and MAE of predictions P against Y (both [n, k])."""
     Y, P = np.asarray(Y, np.float64).reshape(len(Y), -1), np.asarray(P, np.float64).reshape(len(Y), -1)
     ss_tot = ((Y - Y.mean(0)) ** 2).sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         r2 = np.where(ss_tot > 0, 1.0 - ((Y - P) ** 2).sum(0) / np.where(ss_tot > 0, ss_tot, 1.0), np.nan)
     return CVReport(regressor, spearman(Y, P), r2, np.abs(Y - P).mean(0), folds, seed, P)
 

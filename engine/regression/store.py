@@ -4,11 +4,15 @@ The id is a short sha256 of everything a fit depends on (ratios, metrics, domain
 regressor and its settings, CV folds and seed), so fitting unchanged inputs again loads the stored
 fit instead of refitting. A fit folder holds:
 
-  fit.toml   regressor, what it chose, domains, metrics, settings, source swarm ids, CV means
-  cv.csv     per metric: spearman (x100), r2, mae
-  model/     the saved regressor (engine.regression.base)
+  fit.toml      regressor, what it chose, domains, metrics, settings, source swarm ids, CV means,
+                and the verdict on the project's objective (engine.regression.verdict)
+  cv.csv        per metric: spearman (x100), r2, mae
+  evidence.npz  what the verdict is judged from: runs, metrics, out-of-fold and in-sample
+                predictions, the law's coefficients (so another objective can be judged again)
+  model/        the saved regressor (engine.regression.base)
 
-fit.toml is written last, so a folder without it is an interrupted fit and is redone.
+fit.toml is written last, so a folder without it is an interrupted fit and is redone; a folder
+without evidence.npz was fitted by an earlier version, which judged no verdict, and is redone too.
 """
 
 from __future__ import annotations
@@ -26,16 +30,18 @@ from typing import Sequence
 import numpy as np
 
 from engine.atomic import write_csv, write_toml
-from engine.config import read_toml
+from engine.config import load_section, read_toml
 from engine.errors import DataError, OlmixError
 from engine.events import EventSink, Message, TaskFinished, TaskStarted, ignore
 from engine.mixture_table import MixtureTable
-from engine.regression.base import Regressor, make_regressor
+from engine.regression.base import Regressor, load_arrays, make_regressor, save_arrays
 from engine.regression.cv import CVReport, cross_validate
-from engine.settings import RegressionSettings
+from engine.regression.verdict import FitEvidence, FitVerdict, judge
+from engine.settings import ObjectiveSettings, RegressionSettings
 
 FIT_FILE = "fit.toml"
 CV_FILE = "cv.csv"
+EVIDENCE_FILE = "evidence.npz"
 MODEL_DIR = "model"
 ID_LENGTH = 12
 
@@ -55,6 +61,7 @@ class FitResult:
     source_swarms: list[str]
     reused: bool  # True when an identical earlier fit was loaded instead of refitting
     seconds: float  # fitting time of the stored fit
+    verdict: FitVerdict | None  # on the objective it was fitted (or loaded) for; None: fitted by an earlier version
 
 
 def check_metrics_finite(table: MixtureTable) -> None:
@@ -90,22 +97,23 @@ def fit_and_store(
     settings: RegressionSettings = RegressionSettings(),
     on_event: EventSink = ignore,
     source_swarms: Sequence[str] = (),
+    objective: ObjectiveSettings = ObjectiveSettings(),
 ) -> FitResult:
-    """Fit `regressor` (default settings.regressor) on `table`, or load the identical stored fit."""
+    """Fit `regressor` (default settings.regressor) on `table`, or load the identical stored fit;
+    either way with its verdict on `objective`."""
     name = regressor or settings.regressor
     settings = dataclasses.replace(settings, regressor=name)
     check_metrics_finite(table)
     if table.n_runs < settings.folds:
         raise DataError(
-            f"The swarm has {table.n_runs} runs, fewer than the {settings.folds} CV folds; train more runs or lower folds."
+            f"The swarm has {table.n_runs} runs, fewer than the {settings.folds} CV folds; train more runs or lower "
+            "[regression] folds."
         )
     fid = fit_id(table, name, settings)
     folder = Path(fits_dir) / fid
-    if (folder / FIT_FILE).is_file():
+    if (folder / FIT_FILE).is_file() and (folder / EVIDENCE_FILE).is_file():
         on_event(Message(f"Inputs unchanged: reusing fit {fid}."))
-        result = load_fit(folder)
-        result.reused = True
-        return result
+        return dataclasses.replace(load_fit(folder, objective), reused=True)
 
     task = f"fit {name}"
     on_event(TaskStarted(task))
@@ -118,8 +126,15 @@ def fit_and_store(
         cv = cross_validate(name, X, Y, on_event=on_event, **settings.cv_kwargs(name))
         model = make_regressor(name, **settings.regressor_settings(name)).fit(X, Y)
     seconds = time.perf_counter() - start
+    for note in model.notes():
+        on_event(Message(note))
+    evidence = FitEvidence(X, Y, cv.predictions, model.predict(X), model.law())
+    verdict = judge(evidence, table.metric_names, table.domains, np.array(objective.normalised(table.metric_names)),
+                    settings.folds)
 
     model.save(folder / MODEL_DIR)
+    law = {} if evidence.law is None else {"law_c": evidence.law[0], "law_t": evidence.law[1]}
+    save_arrays(folder / EVIDENCE_FILE, ratios=X, metrics=Y, oof=evidence.oof, fitted=evidence.fitted, **law)
     write_csv(
         folder / CV_FILE,
         ["metric", "spearman", "r2", "mae"],
@@ -132,23 +147,43 @@ def fit_and_store(
             "metrics": table.metric_names, "n_runs": table.n_runs, "source_swarms": list(source_swarms),
             "settings": dataclasses.asdict(settings), "seconds": seconds,
             "cv": {"folds": settings.folds, "seed": settings.seed, "cv_of": cv.regressor, **cv.means()},
+            "verdict": dataclasses.asdict(verdict),
         },
     )
-    on_event(TaskFinished(task, info={"fit_id": fid, "chosen": model.describe(), **cv.means()}))
+    verdict = read_fit_summary(folder).verdict  # as stored: rounded like every figure in the project's files
+    on_event(TaskFinished(task, info={"fit_id": fid, "chosen": model.describe(), **cv.means(), "verdict": verdict.verdict}))
     return FitResult(
         fid, folder, name, model.describe(), model, list(table.domains), list(table.metric_names),
-        cv, list(source_swarms), False, seconds,
+        cv, list(source_swarms), False, seconds, verdict,
     )
 
 
 @dataclass(frozen=True)
 class FitSummary:
-    """A stored fit's fit.toml (`info`) and CV scores, read without loading its model."""
+    """A stored fit's fit.toml (`info`), CV scores and verdict (None for a fit by an earlier
+    version), read without loading its model."""
 
     fit_id: str
     folder: Path
     info: dict
     cv: CVReport
+    verdict: FitVerdict | None = None
+
+    def verdict_on(self, objective: ObjectiveSettings) -> FitVerdict | None:
+        """The verdict on `objective`: the stored one when it was judged on the same weights, else
+        judged again from the fit's evidence.npz (cheap: no refitting)."""
+        if self.verdict is None:
+            return None
+        metrics = list(self.info["metrics"])
+        weights = np.array(objective.normalised(metrics))
+        wanted = {m: float(x) for m, x in zip(metrics, weights) if x > 0}
+        stored = self.verdict.weights
+        if set(wanted) == set(stored) and all(abs(wanted[m] - stored[m]) < 1e-6 for m in wanted):
+            return self.verdict
+        a = load_arrays(self.folder / EVIDENCE_FILE)
+        law = (a["law_c"], a["law_t"]) if "law_c" in a else None
+        return judge(FitEvidence(a["ratios"], a["metrics"], a["oof"], a["fitted"], law), metrics,
+                     list(self.info["domains"]), weights, int(self.info["cv"]["folds"]))
 
 
 def read_fit_summary(folder: str | os.PathLike) -> FitSummary:
@@ -170,10 +205,11 @@ def read_fit_summary(folder: str | os.PathLike) -> FitSummary:
         )
         if not isinstance(info["fit_id"], str) or not all(isinstance(info[k], list) for k in ("domains", "metrics", "source_swarms")):
             raise ValueError("a key has the wrong type")
+        verdict = load_section(FitVerdict, info["verdict"], str(folder / FIT_FILE), "verdict") if "verdict" in info else None
     except (OlmixError, OSError, KeyError, TypeError, ValueError, csv.Error) as err:
         detail = f"no key {err}" if isinstance(err, KeyError) else str(err).split("; ")[0]
         raise DataError(f"the fit in {folder} is damaged ({detail}); delete the folder and fit again.") from None
-    return FitSummary(info["fit_id"], folder, info, cv)
+    return FitSummary(info["fit_id"], folder, info, cv, verdict)
 
 
 def list_fits(fits_dir: str | os.PathLike) -> list[FitSummary]:
@@ -182,12 +218,14 @@ def list_fits(fits_dir: str | os.PathLike) -> list[FitSummary]:
     return [read_fit_summary(p) for p in sorted(folders, key=lambda p: (p / FIT_FILE).stat().st_mtime_ns)]
 
 
-def load_fit(folder: str | os.PathLike) -> FitResult:
-    """Load the fit stored in `folder` (a fits/<id> folder), model included."""
+def load_fit(folder: str | os.PathLike, objective: ObjectiveSettings = ObjectiveSettings()) -> FitResult:
+    """Load the fit stored in `folder` (a fits/<id> folder), model included, with its verdict on
+    `objective` (None for a fit by an earlier version, which judged none)."""
     summary = read_fit_summary(folder)
     info = summary.info
+    verdict = summary.verdict_on(objective)
     return FitResult(
         info["fit_id"], summary.folder, info["regressor"], info["chosen"], Regressor.load(summary.folder / MODEL_DIR),
         list(info["domains"]), list(info["metrics"]), summary.cv, list(info["source_swarms"]), False,
-        float(info["seconds"]),
+        float(info["seconds"]), verdict,
     )

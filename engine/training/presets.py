@@ -186,6 +186,6 @@ def tokens_per_proxy(settings: "ProxySettings", preset: ProxyPreset, vocab_size:
     if tokens < preset.tokens_per_step:
         raise ConfigError(
             f"[proxy] chinchilla_multiple {settings.chinchilla_multiple} gives {tokens} tokens, less than one "
-            f"step of preset {preset.name!r} ({preset.tokens_per_step}); raise it or set tokens_per_proxy."
+            f"step of preset {preset.name!r} ({preset.tokens_per_step}); raise it or set [proxy] tokens_per_proxy."
         )
     return tokens

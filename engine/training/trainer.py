@@ -165,7 +165,7 @@ def train_proxies(
             if plan.n_sequences == 0:
                 raise InfeasibleError(
                     f"Proxy {k}: its mixture's domains hold fewer than one batch of {preset.seq_len + 1}-token "
-                    f"sequences under max_repetition {max_repetition}; raise max_repetition or add data."
+                    f"sequences under max_repetition {max_repetition}; raise [swarm] max_repetition or add data."
                 )
         evaluator = Evaluator(names, val_arrays, bytes_per_token, preset.seq_len, eval_tokens_per_domain, eval_sets)
         _check_vocab(evaluator.windows, vocab_size)
@@ -189,7 +189,7 @@ def train_proxies(
         progress = _StackedProgress(on_event, [len(part) for part in stacks])
         with timer.phase("model", sync):
             runs = [_BatchedRun(preset, vocab_size, [plans[k] for k in part], [int(seeds[k]) for k in part], batches[i],
-                                evaluator, dev, amp, compiled, progress.sink(i), task, tokens_per_proxy, peak)
+                                evaluator, dev, amp, compiled, progress.sink(i), task, tokens_per_proxy, peak, part)
                     for i, part in enumerate(stacks)]
         sinks = [None if on_record is None else progress.record_sink(on_record, part) for part in stacks]
         start = time.perf_counter()
@@ -294,7 +294,9 @@ class _StackedProgress:
         info = {"lr": events[0].info.get("lr"),
                 "loss": sum(e.info.get("loss", 0.0) * n for e, n in zip(events, self.sizes)) / sum(self.sizes),
                 "tokens_per_s": sum(e.info.get("tokens_per_s", 0.0) for e in events),
-                "mfu": sum(e.info.get("mfu", 0.0) for e in events)}
+                "mfu": sum(e.info.get("mfu", 0.0) for e in events),
+                **{key: {k: v for e in events for k, v in e.info.get(key, {}).items()}
+                   for key in ("proxy_loss", "proxy_tokens_per_s")}}
         return TaskProgress(task, completed=min(e.completed for e in events), info=info)
 
     def _merged_finish(self, task: str) -> TaskFinished:
@@ -443,28 +445,28 @@ class StepBatches:
 
 
 class _LatestLoss:
-    """The mean of a device tensor, read without waiting for the device: `stage` queues a copy to
-    the host, `value` is the latest copy that has arrived (None before any)."""
+    """Each proxy's mean loss over the last interval, read without waiting for the device: `stage`
+    queues a copy to the host, `value` is the latest copy that has arrived (None before any)."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, n_models: int):
         self.cuda = device.type == "cuda"
-        self.host = torch.zeros((), pin_memory=self.cuda)
+        self.host = torch.zeros(n_models, pin_memory=self.cuda)
         self.copied: torch.cuda.Event | None = None
-        self.latest: float | None = None
+        self.latest: list[float] | None = None
 
     def stage(self, losses: torch.Tensor, steps: int) -> None:
         if not self.cuda:
-            self.latest = float(losses.mean()) / steps
+            self.latest = (losses.float() / steps).tolist()
             return
         if self.copied is not None:  # the previous copy is still on its way
             return
-        self.host.copy_(losses.mean() / steps, non_blocking=True)
+        self.host.copy_(losses / steps, non_blocking=True)
         self.copied = torch.cuda.Event()
         self.copied.record()
 
-    def value(self) -> float | None:
+    def value(self) -> list[float] | None:
         if self.copied is not None and self.copied.query():
-            self.latest, self.copied = float(self.host), None
+            self.latest, self.copied = self.host.tolist(), None
         return self.latest
 
 
@@ -475,8 +477,9 @@ class _BatchedRun:
 
     def __init__(self, preset: ProxyPreset, vocab_size: int, plans: list[ProxyDataPlan], seeds: list[int],
                  batches: StepBatches, evaluator: Evaluator, device: torch.device, amp: torch.dtype | None,
-                 compiled: bool, on_event: EventSink, task: str, requested_tokens: int, peak: float):
+                 compiled: bool, on_event: EventSink, task: str, requested_tokens: int, peak: float, members: list[int]):
         self.preset, self.vocab_size, self.plans, self.seeds = preset, vocab_size, plans, seeds
+        self.members = [int(k) for k in members]  # each proxy's index among train_proxies' mixtures
         self.evaluator, self.device, self.amp, self.on_event, self.task = evaluator, device, amp, on_event, task
         self.requested_tokens, self.peak = requested_tokens, peak
         self.batches = batches
@@ -494,7 +497,7 @@ class _BatchedRun:
         sync = synchronizer(self.device) or (lambda: None)
         interval_loss = torch.zeros(model.n_models, device=self.device)
         interval_steps = 0
-        latest = _LatestLoss(self.device)
+        latest = _LatestLoss(self.device, model.n_models)
         metrics: list[dict[str, float]] = []
         train_loss: list[float] = []
         phases = {"warmup": 0.0, "train": 0.0, "eval": 0.0}
@@ -525,10 +528,13 @@ class _BatchedRun:
             if now - last_progress >= PROGRESS_SECONDS or done == steps:
                 if interval_steps:
                     latest.stage(interval_loss, interval_steps)
-                loss = latest.value() if interval_steps else float(np.mean(train_loss))
+                losses = latest.value() if interval_steps else list(train_loss)
+                throughput = self._throughput(done, now - start - phases["eval"])
                 self.on_event(TaskProgress(self.task, completed=done, info={
-                    **({"loss": loss} if loss is not None else {}), "lr": lr,
-                    **self._throughput(done, now - start - phases["eval"])}))
+                    # each proxy's own figures, by its index among the mixtures: its loss since the last report, its tokens/s
+                    **({"loss": float(np.mean(losses)), "proxy_loss": dict(zip(self.members, losses))} if losses else {}),
+                    "lr": lr, **throughput,
+                    "proxy_tokens_per_s": {k: throughput["tokens_per_s"] / model.n_models for k in self.members}}))
                 last_progress = now
         wall = time.perf_counter() - start
         self.batches.close()

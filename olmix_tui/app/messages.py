@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 from engine.domains import Change
+from engine.executors.stop import StopReport
+from engine.history import Evidence
 from engine.settings import Settings
 from olmix_tui.app.snapshot import Snapshot
 
@@ -42,6 +44,22 @@ class JobEnded(Message):
         self.job, self.code = job, code
 
 
+class JobRefused(Message):
+    """`what` was not started, for `reason` (one sentence: who holds the project lock)."""
+
+    def __init__(self, what: str, reason: str):
+        super().__init__()
+        self.what, self.reason = what, reason
+
+
+class StopDone(Message):
+    """A stop (of a swarm's training, or of one job) ended: engine.executors.stop's report."""
+
+    def __init__(self, report: StopReport):
+        super().__init__()
+        self.report = report
+
+
 class Staged(Message):
     """The engine validated `change` and wrote it to pending.toml."""
 
@@ -65,11 +83,14 @@ class PendingUnchanged(Message):
 @dataclass(frozen=True)
 class ProposalView:
     """A proposal as the Fits tab shows it, beside the prior: its title, the mixtures as (label,
-    weights, colour), the caption, and the proposed mixture itself."""
+    weights, colour), the caption, what it rests on (the fit's verdict; fallback or force;
+    warnings; the bootstrap spread), and the proposed mixture itself (on an unusable fit, the
+    fallback)."""
 
     title: str
     shown: list[tuple[str, dict[str, float], str]]
     caption: str
+    evidence: Evidence | None = None
 
     @property
     def mixture(self) -> dict[str, float]:
