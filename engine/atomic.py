@@ -22,7 +22,9 @@ FLOAT_DIGITS = 8
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` atomically (temp file + fsync + rename); returns the path."""
+    """Write `data` to `path` atomically (temp file + fsync + rename); returns the path. The file
+    gets the mode a plain open() would give it (0666 less the umask), not mkstemp's 0600, so the
+    other users of a shared project folder can read it."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,6 +32,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     except OSError as err:
         raise OSError(err.errno, err.strerror, str(path)) from None
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -45,6 +48,19 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask sets it too, racing other threads' writes)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc: set and restore
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

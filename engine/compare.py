@@ -1,11 +1,16 @@
 """Two mixtures side by side: per-leaf weights, L1 and KL between them, compute and objectives of each;
-and the 95% intervals of objectives measured on verification runs, paired by seed where they can be."""
+and the 95% intervals of objectives measured on verification runs, paired by seed where they can be.
+
+Across a partition (one side has a domain, the other its parts), the parts are added up under
+their parent, so that the two mixtures are compared on the same domains.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -59,20 +64,28 @@ class Comparison:
     l1: float
     kl_ab: float
     kl_ba: float
+    parts: dict[str, list[str]] = field(default_factory=dict)
+    """Domains of one side that the other has as parts, and those parts (added up in `leaves`)."""
 
     def to_json(self) -> dict:
         """As `diff --json` prints it (the sides without their mixtures: the leaves hold them)."""
         side = lambda s: {k: v for k, v in dataclasses.asdict(s).items() if k != "mixture"}  # noqa: E731
         return {"a": side(self.a), "b": side(self.b), "leaves": [dataclasses.asdict(x) for x in self.leaves],
-                "l1": self.l1, "kl_ab": self.kl_ab, "kl_ba": self.kl_ba}
+                "l1": self.l1, "kl_ab": self.kl_ab, "kl_ba": self.kl_ba, "parts": self.parts}
 
 
-def compare(a: MixtureSide, b: MixtureSide) -> Comparison:
-    """Compare two mixtures."""
-    ma, mb = a.mixture, b.mixture
+def compare(a: MixtureSide, b: MixtureSide, partitions: Mapping[str, Sequence[str]] | None = None) -> Comparison:
+    """Compare two mixtures. `partitions` maps each domain partitioned between them to its parts
+    (nested partitions too): a part missing from one side whose ancestor that side has is added up
+    under the ancestor on both sides."""
+    under = _aggregation(set(a.mixture), set(b.mixture), partitions or {})
+    ma, mb = _aggregate(a.mixture, under), _aggregate(b.mixture, under)
+    parts: dict[str, list[str]] = {}
+    for part, parent in sorted(under.items()):
+        parts.setdefault(parent, []).append(part)
     leaves = sorted(set(ma) | set(mb))
     return Comparison(a, b, [LeafWeights(x, ma.get(x, 0.0), mb.get(x, 0.0), mb.get(x, 0.0) - ma.get(x, 0.0)) for x in leaves],
-                      l1(ma, mb), kl(ma, mb), kl(mb, ma))
+                      l1(ma, mb), kl(ma, mb), kl(mb, ma), parts)
 
 
 @dataclass(frozen=True)
@@ -110,3 +123,26 @@ def paired_gap(a: Measured, b: Measured) -> Interval | None:
     if len(pairs) < 2:
         return None
     return t_interval([x - y for x, y in pairs])
+
+
+def _aggregation(a: set[str], b: set[str], partitions: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """Part -> the ancestor it is added up under: the nearest ancestor that one side has as a domain
+    while the other side has the part (or a part of it) instead."""
+    parent = {part: whole for whole, parts in partitions.items() for part in parts}
+    under = {}
+    for leaf in (a ^ b):  # on one side only
+        other = b if leaf in a else a
+        ancestor = parent.get(leaf)
+        while ancestor is not None and ancestor not in other:
+            ancestor = parent.get(ancestor)
+        if ancestor is not None:
+            under[leaf] = ancestor
+    return under
+
+
+def _aggregate(mixture: Mapping[str, float], under: Mapping[str, str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for leaf, weight in mixture.items():
+        key = under.get(leaf, leaf)
+        out[key] = out.get(key, 0.0) + weight
+    return out

@@ -27,6 +27,10 @@ class LockedError(OlmixError):
     """Another process holds the project lock."""
 
 
+class NotTokenizedError(DataError):
+    """A step that only reads the token store found a domain not tokenized yet."""
+
+
 class StorageError(OlmixError):
     """A file could not be written: the disk is full, the file system read-only, permission denied."""
 

@@ -21,9 +21,9 @@ from engine.bootstrap import ProposalSpread, bootstrap_proposal
 from engine.compare import Comparison, MixtureSide, compare, kl, l1
 from engine.data.store import DomainTokens, TokenStore, natural_prior
 from engine.domains import Change, DomainSet, affected_set, check_name
-from engine.errors import DataError, OlmixError
+from engine.errors import DataError, NotTokenizedError, OlmixError
 from engine.events import EventSink, Message, ignore
-from engine.executors import make_executor
+from engine.executors import jobs, make_executor
 from engine.executors.base import run_swarm
 from engine.executors.liveness import owner_alive
 from engine.export import export_mixture
@@ -32,12 +32,12 @@ from engine.history import (CompareRecord, Compute, EntryContent, Evidence, Hist
 from engine.mixture_table import MixtureTable, read_domain_values, read_tables
 from engine.project import Project
 from engine.propose import Proposal, objective_weights, propose
-from engine.regression.store import FitResult, fit_and_store, load_fit
+from engine.regression.store import FitResult, FitSummary, fit_and_store, list_fits, load_fit
 from engine.regression.verdict import UNUSABLE, WEAK
 from engine.reuse import (UpdatePlan, affected_fit_names, compare_plans, incumbent_mixture, plan_swarm_settings,
                           plan_update, reuse_prior, suggest_unfreeze, unit_mixture)
 from engine.runs import SwarmDir, list_swarms
-from engine.settings import EXACT_REGRESSOR, ProposeSettings, usable_proposer
+from engine.settings import EXACT_REGRESSOR, ObjectiveSettings, ProposeSettings, usable_proposer
 from engine.swarm import FrozenGroup, Swarm, SwarmSettings, sample_swarm
 from engine.swarm_spec import ImportSource, ProxyScale, SwarmData, SwarmSpec
 
@@ -59,10 +59,20 @@ class UpdateContext:
         return self.after.names
 
 
-def update_context(project: Project, on_event: EventSink = ignore, initial: bool = False) -> UpdateContext:
-    """The update to work on: the pending changes, or with `initial` the first mixture over the current domains."""
+def update_context(project: Project, on_event: EventSink = ignore, initial: bool = False,
+                   tokenize: bool = True) -> UpdateContext:
+    """The update to work on: the pending changes, or with `initial` the first mixture over the current
+    domains. Domains not tokenized yet are tokenized, or with `tokenize=False` refused (reading only:
+    the app's plan preview)."""
     after = project.domains if initial else project.staged_domains()
-    tokens = project.tokens(on_event=on_event)
+    if tokenize:
+        tokens = project.tokens(on_event=on_event)
+    else:
+        tokens = project.cached_tokens(after)
+        missing = [name for name, t in tokens.items() if t is None]
+        if missing:
+            raise NotTokenizedError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not tokenized yet; run "
+                             f"`olmix-tui tokenize {project.root}` (planning a swarm or applying the update tokenizes too).")
     leaf_tokens = {n: tokens[n] for n in after.names}
     current = None if initial else current_mixture(project)
     return UpdateContext(project.domains, after, current, leaf_tokens, natural_prior(leaf_tokens), initial,
@@ -72,14 +82,25 @@ def update_context(project: Project, on_event: EventSink = ignore, initial: bool
 # ---------------------------------------------------------------- proxy scale
 
 
+def plan_context(project: Project, on_event: EventSink = ignore, tokenize: bool = True) -> UpdateContext:
+    """The update a swarm is planned for: the pending changes, or the first mixture of a project that
+    has none; with nothing staged on a project that has a mixture there is nothing to plan."""
+    if not project.pending and read_history(project):
+        raise OlmixError("nothing to plan: no domain-set update is staged and the current mixture is up to date; "
+                         f"stage one first (`olmix-tui domains add|remove|revise|partition {project.root} ...`).")
+    return update_context(project, on_event, tokenize=tokenize)
+
+
 def proxy_scale(project: Project, vocab_size: int) -> ProxyScale:
-    """The proxy every run of a swarm shares: [proxy] settings, resolved token budget, FLOPs per token."""
+    """The proxy every run of a swarm shares: [proxy] settings with the preset and token budget
+    resolved ("auto" for the hardware [executor] trains on), and the FLOPs per token."""
+    from engine.executors import trains_on_gpu
     from engine.training.flops import train_flops_per_token
-    from engine.training.presets import get_preset, tokens_per_proxy
+    from engine.training.presets import resolve_proxy
 
     s = project.settings
-    preset = get_preset(s.proxy.preset)
-    return ProxyScale(**{**dataclasses.asdict(s.proxy), "tokens_per_proxy": tokens_per_proxy(s.proxy, preset, vocab_size)},
+    preset, tokens = resolve_proxy(s.proxy, vocab_size, lambda: trains_on_gpu(s.executor))
+    return ProxyScale(**{**dataclasses.asdict(s.proxy), "preset": preset.name, "tokens_per_proxy": tokens},
                       max_repetition=s.swarm.max_repetition,
                       flops_per_token=train_flops_per_token(preset.llama_config(vocab_size), preset.seq_len))
 
@@ -119,12 +140,55 @@ def suggested_unfreeze(project: Project, ctx: UpdateContext) -> list[tuple[str, 
                             project.settings.reuse.suggest, weights, at)
 
 
-def plan_costs(project: Project, ctx: UpdateContext) -> dict[str, dict]:
-    """What each plan kind would cost for this update (runs, tokens, FLOPs), before anything runs."""
-    scale = proxy_scale(project, project.tokenizer().vocab_size)
+def plan_costs(project: Project, ctx: UpdateContext, unfreeze: list[str] | None = None,
+               scale: ProxyScale | None = None) -> dict[str, dict]:
+    """What each plan kind would cost for this update (runs, tokens, FLOPs), before anything runs;
+    partial reuse unfreezes `unfreeze` (default [reuse] unfreeze). `scale`: the proxy, when known."""
+    scale = scale or proxy_scale(project, project.tokenizer().vocab_size)
     r = project.settings.reuse
     return compare_plans(ctx.before, ctx.after, ctx.current, ctx.prior, project.settings.swarm,
-                         scale.tokens_per_proxy, scale.flops_per_token, r.unfreeze, r.virtual_name, r.swarm)
+                         scale.tokens_per_proxy, scale.flops_per_token, r.unfreeze if unfreeze is None else unfreeze,
+                         r.virtual_name, r.swarm)
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """The choice before planning a swarm or applying an update, as the app offers it: the plan kind
+    olmix.toml configures, the unaffected domains partial reuse may unfreeze and those the last fit
+    suggests (with their interaction scores), the first mixture's cost when the project has none yet
+    (it is computed first), and `costs`, each plan's cost for a set of domains to unfreeze."""
+
+    project: Project
+    ctx: UpdateContext
+    scale: ProxyScale
+    default: str
+    unaffected: list[str]
+    suggested: list[tuple[str, float]]
+    first: dict | None = None
+
+    def costs(self, unfreeze: list[str]) -> dict[str, dict]:
+        """Each plan kind's cost (`compare_plans`' table), partial reuse unfreezing `unfreeze`."""
+        return plan_costs(self.project, self.ctx, unfreeze, self.scale)
+
+
+def plan_options(project: Project, for_update: bool = False) -> PlanOptions:
+    """The plans of the update at hand, from the token store as it is (nothing is tokenized: an
+    untokenized domain is an OlmixError saying so). `for_update`: for applying the update, whose
+    first mixture (if none exists yet) is a full swarm over the current domains, computed first."""
+    first = None
+    if for_update and not read_history(project):
+        initial = update_context(project, initial=True, tokenize=False)
+        scale = proxy_scale(project, project.tokenizer().vocab_size)
+        first = plan_costs(project, initial, scale=scale)["full"]
+        if not project.pending:
+            return PlanOptions(project, initial, scale, "full", [], [], first)
+    ctx = plan_context(project, tokenize=False)
+    if first is not None:  # no mixture yet: the update's costs once the first one exists (its ratios do not change them)
+        ctx = dataclasses.replace(ctx, current=dict(initial.prior))
+    suggested = suggested_unfreeze(project, ctx) if ctx.current is not None else []
+    default = project.settings.reuse.plan if ctx.current is not None else "full"
+    scale = proxy_scale(project, project.tokenizer().vocab_size)
+    return PlanOptions(project, ctx, scale, default, list(affected_set(ctx.before, ctx.after).unaffected), suggested, first)
 
 
 def _spec_id(parts: dict) -> str:
@@ -158,7 +222,8 @@ def _trained_spec(ctx: UpdateContext, purpose: str, plan: str, scale: ProxyScale
 def plan_swarm(project: Project, ctx: UpdateContext, plan: UpdatePlan) -> tuple[SwarmDir, Swarm]:
     """Sample the plan's swarm and write it under swarms/<id>/ (the same plan gives the same id)."""
     if not plan.needs_swarm:
-        raise OlmixError(f"the {plan.kind} plan needs no swarm: {plan.describe().splitlines()[0]}")
+        raise OlmixError(f"the staged update needs no swarm: the {len(plan.leaves)} remaining domains keep their current "
+                         f"ratios; apply it with `olmix-tui {project.root} --batch`.")
     scale, data = _run_inputs(project, ctx)
     leaves = plan.leaves
     s = project.settings
@@ -212,6 +277,7 @@ def train_swarm(project: Project, swarm: SwarmDir, retry_failed: bool = False, o
     only with `retry_failed`.
     """
     s = project.settings.executor
+    jobs.note(swarm=swarm.id)
     if swarm.spec.trained_here:
         check_eval_sets(project, swarm.spec.data.eval_sets)
     with project.swarm_lock(swarm.id):  # one scheduler per swarm; the project stays free for staging
@@ -245,6 +311,7 @@ def check_eval_sets(project: Project, eval_sets: dict[str, str]) -> None:
 
 def fit_swarm(project: Project, swarm: SwarmDir, regressor: str | None = None, on_event: EventSink = ignore) -> FitResult:
     """Fit the configured regression on a swarm's finished runs (reusing an identical stored fit)."""
+    jobs.note(swarm=swarm.id)
     table = swarm.table()
     skipped = swarm.skipped_runs()
     if skipped:
@@ -262,10 +329,11 @@ def objective_fn(project: Project, metric_names: list[str]):
 
 
 def run_update(project: Project, ctx: UpdateContext, kind: str | None = None, on_event: EventSink = ignore,
-               force: bool = False) -> UpdateRecord:
-    """Plan, train, fit and choose the mixture for the update (nothing is applied yet): the proposal,
-    or on an unusable fit the fallback (`choose_mixture`; `force` proposes anyway)."""
-    plan = make_plan(project, ctx, kind)
+               unfreeze: list[str] | None = None, force: bool = False) -> UpdateRecord:
+    """Plan (`kind`, default [reuse] plan; `unfreeze` for partial reuse), train, fit and choose the
+    mixture for the update (nothing is applied yet): the proposal, or on an unusable fit the
+    fallback (`choose_mixture`; `force` proposes anyway)."""
+    plan = make_plan(project, ctx, kind, unfreeze)
     on_event(Message(plan.describe()))
     if not plan.needs_swarm:
         return UpdateRecord(plan.record(), dict(plan.start))
@@ -366,10 +434,14 @@ class ProposalInputs:
     caveats: list[str]
 
 
-def proposal_caveats(swarm: SwarmDir, settings: ProposeSettings) -> list[str]:
-    """What a proposal from `swarm` with `settings` should say about its prior and caps: an imported
-    swarm without a prior or token counts, and a proposal with neither a KL pull nor caps."""
+def proposal_caveats(swarm: SwarmDir, settings: ProposeSettings, objective: ObjectiveSettings) -> list[str]:
+    """What a proposal from `swarm` with `settings` should say about its objective, prior and caps:
+    an imported swarm whose metrics the objective does not name, or without a prior or token counts,
+    and a proposal with neither a KL pull nor caps."""
     spec, notes = swarm.spec, []
+    if not spec.trained_here and objective.weights and objective.names_none_of(swarm.table().metric_names):
+        notes.append("[objective] weights name none of the imported swarm's metrics, so the objective is the "
+                     "mean of all of them")
     if not spec.trained_here and not spec.prior:
         notes.append("the prior, which the KL term pulls towards, is the imported swarm's mean mixture: it was "
                      "imported without --prior or --tokens")
@@ -388,7 +460,7 @@ def proposal_inputs(project: Project, swarm: SwarmDir, settings: ProposeSettings
     imported swarm has the prior and token counts it was imported with; without a prior, its mean
     mixture is the prior."""
     spec = swarm.spec
-    caveats = proposal_caveats(swarm, settings or project.settings.propose)
+    caveats = proposal_caveats(swarm, settings or project.settings.propose, project.settings.objective)
     if not spec.trained_here:
         if spec.prior:
             prior = dict(spec.prior)
@@ -469,7 +541,7 @@ def choose_mixture(project: Project, swarm: SwarmDir, fit: FitResult, settings: 
                          f"again with `olmix-tui fit {project.root} --swarm {swarm.id}`.")
     proposer, note = usable_proposer(settings.proposer, fit.regressor, fit.chosen)
     settings = dataclasses.replace(settings, proposer=proposer)
-    warnings = proposal_caveats(swarm, settings)
+    warnings = proposal_caveats(swarm, settings, project.settings.objective)
     unusable = verdict.verdict == UNUSABLE
     if unusable and proposer != "search" and not force:
         inputs = proposal_inputs(project, swarm, settings)
@@ -508,11 +580,50 @@ def preview_proposal(project: Project, fit: FitResult, settings: ProposeSettings
     return choose_mixture(project, swarm, fit, settings, force, on_event)
 
 
-def propose_from_swarm(project: Project, swarm: SwarmDir, settings: ProposeSettings, force: bool = False,
-                       on_event: EventSink = ignore) -> ProposalPreview:
-    """Fit the swarm with the regressor its proposer needs (the log-linear law for exact, else
-    [regression]) and preview the mixture it leads to."""
-    fit = fit_swarm(project, swarm, EXACT_REGRESSOR if settings.proposer == "exact" else None, on_event)
+def swarm_fits(project: Project, swarm: SwarmDir) -> list[FitSummary]:
+    """The stored fits of `swarm`, oldest first."""
+    return [f for f in list_fits(project.fits_dir) if swarm.id in f.info.get("source_swarms", [])]
+
+
+def find_fit(project: Project, fit_id: str) -> FitResult:
+    """A stored fit by id (or unique prefix)."""
+    fits = list_fits(project.fits_dir)
+    matches = [f for f in fits if f.fit_id.startswith(fit_id)]
+    if len(matches) != 1:
+        known = ", ".join(f.fit_id for f in fits) or "none yet (fit one with `olmix-tui fit`)"
+        raise OlmixError(f"fit '{fit_id}' {'is ambiguous' if matches else 'does not exist'}; known fits: {known}.")
+    return load_fit(matches[0].folder)
+
+
+def chosen_fit(project: Project, swarm_id: str | None = None, fit_id: str | None = None, regressor: str | None = None,
+               on_event: EventSink = ignore) -> tuple[SwarmDir, FitResult]:
+    """The swarm and the fit that predicts and proposes for it: fit `fit_id` when given (on its own
+    swarm unless `swarm_id` names one), else the swarm's latest stored fit (the one made last), else
+    a new fit with `regressor` (default [regression]). Without `swarm_id`, the latest planned swarm."""
+    if fit_id is not None:
+        fit = find_fit(project, fit_id)
+        if swarm_id is None and not fit.source_swarms:
+            raise OlmixError(f"fit {fit.fit_id} names no swarm; give one with --swarm.")
+        swarm = find_swarm(project, swarm_id or fit.source_swarms[0])
+        if swarm.id not in fit.source_swarms:
+            raise OlmixError(f"fit {fit.fit_id} was fitted on swarm {', '.join(fit.source_swarms) or '(none)'}, "
+                             f"not {swarm.id}; leave out --swarm, or pick one of that swarm's fits.")
+        return swarm, fit
+    swarm = find_swarm(project, swarm_id)
+    fits = swarm_fits(project, swarm)
+    if fits:
+        on_event(Message(f"fit {fits[-1].fit_id} ({fits[-1].info['chosen']}), the latest of swarm {swarm.id}; "
+                         "--fit ID picks another"))
+        return swarm, load_fit(fits[-1].folder)
+    return swarm, fit_swarm(project, swarm, regressor, on_event)
+
+
+def propose_with_fit(project: Project, swarm_id: str | None, settings: ProposeSettings, fit_id: str | None = None,
+                     force: bool = False, on_event: EventSink = ignore) -> ProposalPreview:
+    """Preview the proposal of the chosen fit (`chosen_fit`; with no fit yet, a new one with the
+    regressor the proposer needs: the log-linear law for exact, else [regression])."""
+    regressor = EXACT_REGRESSOR if settings.proposer == "exact" else None
+    swarm, fit = chosen_fit(project, swarm_id, fit_id, regressor, on_event)
     return preview_proposal(project, fit, settings, swarm, force, on_event)
 
 
@@ -548,11 +659,15 @@ class BatchReport:
 
 
 def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on_event: EventSink = ignore,
-              force: bool = False) -> BatchReport:
+              plan: str | None = None, unfreeze: list[str] | None = None, force: bool = False) -> BatchReport:
     """The main job: the first mixture if the project has none, then the pending update (if any),
     each planned, trained, fitted, proposed (or, on an unusable fit, fallen back: `force` proposes
-    anyway) and written to history. With `compare`, the pending update is also recomputed in full
-    and both mixtures are checked on verification proxies."""
+    anyway) and written to history; the update with `plan` and `unfreeze` (default: olmix.toml's
+    [reuse]). With `compare`, the pending update is also recomputed in full and both mixtures are
+    checked on verification proxies. Local workers train the batches of every swarm of the job
+    (engine.executors.local.shared_workers)."""
+    from engine.executors.local import shared_workers
+
     if compare and not 1 <= verify_seeds <= 100:
         raise OlmixError(f"--seeds is {verify_seeds}; give between 1 and 100 verification runs per mixture.")
     start = time.perf_counter()
@@ -560,15 +675,16 @@ def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on
         on_event(Message(f"project {project.settings.project.name}: {len(project.domains)} domains, "
                          f"{len(project.pending)} pending change(s)"))
     updates = []
-    if not read_history(project):
-        ctx = update_context(project, on_event, initial=True)
-        record = run_update(project, ctx, "full", on_event, force)
-        updates.append(AppliedUpdate(apply_update(project, ctx, record).label, record))
-    if project.pending:
-        ctx = update_context(project, on_event)
-        record = run_update(project, ctx, None, on_event, force)
-        compared = compare_with_full(project, ctx, record, verify_seeds, on_event, force) if compare else None
-        updates.append(AppliedUpdate(apply_update(project, ctx, record, compared).label, record, compared))
+    with shared_workers():
+        if not read_history(project):
+            ctx = update_context(project, on_event, initial=True)
+            record = run_update(project, ctx, "full", on_event, force=force)
+            updates.append(AppliedUpdate(apply_update(project, ctx, record).label, record))
+        if project.pending:
+            ctx = update_context(project, on_event)
+            record = run_update(project, ctx, plan, on_event, unfreeze, force)
+            compared = compare_with_full(project, ctx, record, verify_seeds, on_event, force) if compare else None
+            updates.append(AppliedUpdate(apply_update(project, ctx, record, compared).label, record, compared))
     tokens = project.tokens(project.domains)
     prior = natural_prior(tokens)
     tokenizer = project.tokenizer()
@@ -582,7 +698,7 @@ def compare_with_full(project: Project, ctx: UpdateContext, record: UpdateRecord
     """Recompute the update in full (through the same gate: an unusable full fit falls back to the
     plan's start), train verification proxies (the same seeds for each) on both mixtures and on the
     incumbent (the mixture the project had, added domains at 0), and compare them."""
-    full = record if record.plan.kind == "full" else run_update(project, ctx, "full", on_event, force)
+    full = record if record.plan.kind == "full" else run_update(project, ctx, "full", on_event, force=force)
     incumbent = incumbent_mixture(affected_set(ctx.before, ctx.after), ctx.current, ctx.prior, ctx.leaves)
     mixtures = {"chosen": record.mixture, "full": full.mixture, "incumbent": incumbent}
     verify = plan_verification(project, ctx, mixtures, seeds)
@@ -717,4 +833,13 @@ def diff_entries(project: Project, a: str | None, b: str | None) -> Comparison:
             raise OlmixError(f"{entry.label} is the first entry and was not compared with a full recomputation; "
                              "name two entries (e.g. `diff DIR 1 2`).")
         ea, eb = entries[at - 1], entry
-    return compare(_side(ea.label, ea.content), _side(eb.label, eb.content))
+    return compare(_side(ea.label, ea.content), _side(eb.label, eb.content), _partitions_between(entries, ea, eb))
+
+
+def _partitions_between(entries: list[HistoryEntry], a: HistoryEntry, b: HistoryEntry) -> dict[str, list[str]]:
+    """Every partition the updates after the earlier entry up to the later one applied (parent -> parts)."""
+    first, last = sorted((entries.index(a), entries.index(b)))
+    out: dict[str, list[str]] = {}
+    for entry in entries[first + 1:last + 1]:
+        out.update(entry.content.plan.affected.partitioned)
+    return out

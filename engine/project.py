@@ -152,19 +152,26 @@ class FileLock:
         os.close(self.fd)
         self.fd = None
 
-    def break_(self) -> str:
-        """Break the lock if another process holds it (replacing the lock file); what was broken, or ""."""
+    def busy(self) -> bool:
+        """Whether another process (or another lock object of this one) holds the lock now."""
+        if self.depth:
+            return False
         fd = self._open()
         if fd is None:
-            return ""
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             fcntl.flock(fd, fcntl.LOCK_UN)
-            return ""  # nobody holds it
+            return False
         except BlockingIOError:
-            pass
+            return True
         finally:
             os.close(fd)
+
+    def break_(self) -> str:
+        """Break the lock if another process holds it (replacing the lock file); what was broken, or ""."""
+        if not self.busy():
+            return ""
         holder = self.holder()
         if holder is not None and holder.runs_here():
             raise LockedError(f"{self.what} is locked by {holder.describe()}, which still runs on this machine; "
@@ -290,6 +297,14 @@ class Project:
         lock = (self._file_lock("lock", "the project") if swarm_id is None
                 else self._file_lock(f"swarm-{swarm_id}.lock", f"swarm {swarm_id}"))
         return lock.break_() or f"{lock.what} was not locked: nothing to break"
+
+    def lock_holder(self) -> LockHolder | None:
+        """Who holds the project's lock, None when it is free (or this process holds it): an action
+        that would wait for the lock is refused before it starts, naming who holds it."""
+        lock = self._file_lock("lock", "the project")
+        if not lock.busy():
+            return None
+        return lock.holder() or LockHolder(0, "", None, 0.0, "another olmix-tui process")
 
     def _require_lock(self) -> None:
         if not self._file_lock("lock", "the project").depth:

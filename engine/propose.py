@@ -144,7 +144,7 @@ def build_constraints(
     upper = np.array([settings.bounds.get(d, [0.0, 1.0])[1] for d in domains], dtype=np.float64)
     if settings.target_tokens > 0:
         if tokens is None:
-            raise DataError("Repetition caps need each leaf domain's available tokens; pass tokens or set target_tokens = 0.")
+            raise DataError("Repetition caps need each leaf domain's available tokens; pass tokens or set [propose] target_tokens = 0.")
         upper = np.minimum(upper, settings.repetition_factor * tokens / settings.target_tokens)
     if settings.kl_reg > 0:
         upper = np.where(kl_support, upper, 0.0)  # the KL term is finite only where its centre is > 0
@@ -153,8 +153,8 @@ def build_constraints(
         capped = np.argsort(upper)[: max(1, int(np.sum(upper < 1)))]
         raise InfeasibleError(
             f"The caps allow at most {upper.sum():.4f} of the mixture (capped: "
-            f"{', '.join(f'{domains[j]} {upper[j]:.4g}' for j in capped[:8])}); raise repetition_factor, "
-            f"lower target_tokens or loosen the bounds."
+            f"{', '.join(f'{domains[j]} {upper[j]:.4g}' for j in capped[:8])}); raise [propose] repetition_factor, "
+            f"lower [propose] target_tokens or loosen [propose] bounds."
         )
     if lower.sum() > 1 + FEASIBILITY_TOL:
         raised = np.flatnonzero(lower > 0)
@@ -400,7 +400,7 @@ def _simulate(model: Regressor, w: np.ndarray, kl: KLTerm, cons: Constraints, se
     if len(Z) == 0:
         raise InfeasibleError(
             f"None of {settings.simulation_candidates} simulated mixtures meets the caps and bounds; "
-            f"raise simulation_candidates or use proposer = 'exact'."
+            f"raise [propose] simulation_candidates or use [propose] proposer = 'exact'."
         )
     scores = model.predict(Z) @ w
     if kl.weight > 0:

@@ -57,7 +57,8 @@ class RunStatus(Table):
     slurm_job or ray_driver ("pid@host", the owner on a cluster) while it runs; progress, loss,
     tokens_per_s and mfu while it trains; metrics, tokens, flops, realised_tokens, realised_weights
     (unit ratios actually trained), final_train_loss, wall_time_s and note when done; error when
-    failed; updated: when the file was last written (whole seconds since the epoch).
+    failed; updated: when the file was last written (whole seconds since the epoch). timing: the
+    run's share of its worker's seconds per phase (engine.phases.PHASES), when done.
     """
 
     finite_floats = False
@@ -86,6 +87,7 @@ class RunStatus(Table):
     final_train_loss: float | None = None
     wall_time_s: float | None = None
     note: str = ""
+    timing: dict[str, float] = field(default_factory=dict)
     updated: float | None = None
 
     def validate(self) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from engine.config import Table, dump_section, load_section, read_toml, refuse, seed_problem
 from engine.domains import check_name, outside_project
 from engine.errors import ConfigError
-from engine.training.presets import DTYPES, PRESETS as PROXY_PRESETS
+from engine.training.presets import AUTO as AUTO_PRESET, DTYPES, PRESETS as PROXY_PRESETS
 
 SETTINGS_FILE = "olmix.toml"
 
@@ -114,7 +114,10 @@ MAX_TOKENS = 10**15
 class ProxySettings(Table):
     """[proxy]: how each proxy of a swarm is trained.
 
-    preset: name of a ProxyPreset (engine/training/presets.py: "cpu", "regmix-1m", "olmix-30m", "olmix-60m").
+    preset: "auto" (the cpu preset when the swarm trains on CPUs; on GPUs the gpu preset, with at
+        least presets.GPU_TOKENS_PER_PROXY tokens), or the name of a ProxyPreset
+        (engine/training/presets.py: "cpu", "gpu", "regmix-1m", "olmix-30m", "olmix-60m"). A swarm
+        records the preset and token budget it resolved to when it was planned.
     tokens_per_proxy: training tokens per proxy; 0 means chinchilla_multiple decides.
     chinchilla_multiple: when tokens_per_proxy is 0, tokens = chinchilla_multiple * 20 * N where
         N is the preset's non-embedding parameter count (blocks + final norm, no embedding, no
@@ -131,7 +134,7 @@ class ProxySettings(Table):
         AMX; float32 on other CPUs), "float32" or "bfloat16".
     """
 
-    preset: str = "cpu"
+    preset: str = AUTO_PRESET
     tokens_per_proxy: int = 0
     chinchilla_multiple: float = 0.2
     eval_tokens_per_domain: int = 32_768
@@ -140,8 +143,8 @@ class ProxySettings(Table):
     dtype: str = "auto"
 
     def validate(self) -> None:
-        if self.preset not in PROXY_PRESETS:
-            raise ConfigError(f"preset '{self.preset}' is unknown; use one of {', '.join(PROXY_PRESETS)}.")
+        if self.preset != AUTO_PRESET and self.preset not in PROXY_PRESETS:
+            raise ConfigError(f"preset '{self.preset}' is unknown; use one of {', '.join([AUTO_PRESET, *PROXY_PRESETS])}.")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype '{self.dtype}' is unknown; use one of {', '.join(DTYPES)}.")
         if self.tokens_per_proxy < 0 or self.chinchilla_multiple < 0:
@@ -479,7 +482,8 @@ def usable_proposer(proposer: str, regressor: str, fitted: str = "") -> tuple[st
     and a note when that is not `proposer`: the exact proposer needs a log-linear fit, and on any
     other fit simulation stands in for it."""
     if proposer == "exact" and regressor != EXACT_REGRESSOR:
-        return "simulation", f"the exact proposer needs a log-linear fit; this is {fitted or regressor}. "
+        return "simulation", (f"the exact proposer needs a log-linear fit; this is {fitted or regressor}, so the "
+                              "simulation proposer stands in (a fit with --regressor loglinear proposes exactly). ")
     return proposer, ""
 
 
@@ -499,9 +503,15 @@ class ObjectiveSettings(Table):
         if values and (any(not math.isfinite(w) or w < 0 for w in values) or not sum(values) > 0):
             raise ConfigError("weights must be finite, >= 0 and not all 0; fix them.")
 
+    def names_none_of(self, metric_names: list[str]) -> bool:
+        """Whether the weights name none of `metric_names` (none set, or a swarm imported with metrics
+        of its own): every metric then weighs the same."""
+        return not any(name in metric_names for name in self.weights)
+
     def normalised(self, metric_names: list[str]) -> list[float]:
-        """The weight of each of `metric_names`, summing to 1 (equal weights when none are set)."""
-        if not self.weights:
+        """The weight of each of `metric_names`, summing to 1: equal weights when the weights name none
+        of them; a weight for a metric the fit lacks while others match is refused (a typo)."""
+        if self.names_none_of(metric_names):
             return [1.0 / len(metric_names)] * len(metric_names)
         unknown = [name for name in self.weights if name not in metric_names]
         if unknown:

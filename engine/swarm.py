@@ -312,13 +312,13 @@ def _check_feasible(
         if caps[k] < smallest:
             raise InfeasibleError(
                 f"Forced domain '{units[k]}' may take at most {caps[k]:.3g} of a proxy run under max_repetition "
-                f"{settings.max_repetition:g}, below the minimum weight {smallest:.3g}; raise max_repetition or lower tokens_per_proxy."
+                f"{settings.max_repetition:g}, below the minimum weight {smallest:.3g}; raise [swarm] max_repetition or lower [proxy] tokens_per_proxy."
             )
         if sampling_prior[k] == 0:
             raise InfeasibleError(f"Forced domain '{units[k]}' has prior 0, so no draw gives it weight; give it a positive [swarm] prior.")
     if forced.sum() * settings.min_weight > 1:
         raise InfeasibleError(
-            f"{int(forced.sum())} forced domains at min_weight {settings.min_weight:g} each need more than the whole mixture; force fewer domains or lower min_weight."
+            f"{int(forced.sum())} forced domains at min_weight {settings.min_weight:g} each need more than the whole mixture; force fewer domains or lower [swarm] min_weight."
         )
     active = np.flatnonzero(sampling_prior > 0)
     if caps[active].sum() < 1:
@@ -327,7 +327,7 @@ def _check_feasible(
         more = f" and {len(active) - 8} more" if len(active) > 8 else ""
         raise InfeasibleError(
             f"Repetition caps of the sampled domains sum to {total:.3g} < 1 ({named}{more}); raise [swarm] max_repetition "
-            f"to at least {settings.max_repetition / total:.3g} or lower tokens_per_proxy to at most {int(tokens_per_proxy * total)}."
+            f"to at least {settings.max_repetition / total:.3g} or lower [proxy] tokens_per_proxy to at most {int(tokens_per_proxy * total)}."
         )
 
 

@@ -6,23 +6,31 @@ what to fix), 2 a usage error.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import enum
 import functools
+import os
+import signal
+import socket
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import typer
-from rich.markup import escape
 
 from engine.atomic import write_output
 from engine.domains import Change, parse_parts
 from engine.errors import OlmixError, storage_error
 from engine import pipeline
+from engine.executors import jobs
+from engine.executors.stop import run_owners, stop as stop_jobs
+from engine.export import FORMATS as EXPORT_FORMATS
+from engine.history import read_history
 from engine.project import Project
 from engine.status import project_status
 from olmix_tui import render
-from olmix_tui.render import console, count, err_console, pct, print_json, table
+from olmix_tui.render import console, count, err_console, pct, print_json, styled, table
 
 app = typer.Typer(
     name="olmix-tui",
@@ -48,9 +56,17 @@ BreakLockOpt = typer.Option(False, "--break-lock", help="First break the project
                             "too) if a process that is gone, or runs on a machine that is gone, holds it; says what it broke.")
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (`olmix-tui stop`, a scheduler): unwinds like Ctrl-C, so that locks and job records are released."""
+
+
+def _stopped(signum, frame) -> None:
+    raise Stopped()
+
+
 def user_errors(fn: Callable) -> Callable:
     """Turn an OlmixError, or a failed write (a full disk, a read-only project), into one line on
-    stderr and exit code 1 (no traceback)."""
+    stderr and exit code 1 (no traceback); Ctrl-C and SIGTERM into a line saying what was kept."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -60,13 +76,39 @@ def user_errors(fn: Callable) -> Callable:
             problem = storage_error(err) if isinstance(err, OSError) else err
             if problem is None:
                 raise
-            err_console.print(f"[bold red]error:[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
+            err_console.print(styled(("error:", "bold red"), f" {problem}"), highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        except Stopped:
+            err_console.print(styled(("stopped", "yellow"), ": finished work is saved; run the command again to resume."))
+            raise typer.Exit(143) from None
         except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted[/]: finished work is saved; run the command again to resume.")
+            err_console.print(styled(("interrupted", "yellow"), ": finished work is saved; run the command again to resume."))
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def workers_told(project: Project) -> Iterator[None]:
+    """On Ctrl-C, say which workers of the project go on training and how to stop them (or that Ray stops
+    this command's tasks with it), then let the interrupt end the command."""
+    try:
+        yield
+    except Stopped:
+        raise
+    except KeyboardInterrupt:
+        me = f"{os.getpid()}@{socket.gethostname()}"
+        owners = run_owners((s.id, s.statuses()) for s in pipeline.project_swarms(project))
+        going = [o for o in owners if o.ident != me]
+        if len(going) < len(owners):
+            err_console.print("Ray stops this command's tasks as it exits: their runs count as interrupted.")
+        if going:
+            swarms = sorted({o.swarm for o in going})
+            err_console.print("These go on training: " + "; ".join(o.describe() for o in going) + ".")
+            only = f" --swarm {swarms[0]}" if len(swarms) == 1 else ""
+            err_console.print(f"Stop them with `olmix-tui stop {project.root}{only}`; "
+                              f"`olmix-tui swarm run {project.root} --swarm {swarms[0]}` re-attaches.")
+        raise
 
 
 def load(directory: Path, break_lock: bool = False) -> Project:
@@ -78,7 +120,7 @@ def load(directory: Path, break_lock: bool = False) -> Project:
 
 
 def _say_broken(sentence: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {escape(sentence)}.", highlight=False, soft_wrap=True)
+    err_console.print(styled(("warning:", "yellow"), f" {sentence}."), highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- init / status
@@ -97,8 +139,12 @@ def init(
     from engine import samples
 
     project = samples.create(directory, sample) if sample else Project.init(directory)
-    console.print(f"created project [bold]{project.settings.project.name}[/] in {project.root} "
-                  f"with {len(project.domains)} domains")
+    console.print(styled("created project ", (project.settings.project.name, "bold"),
+                         f" in {project.root} with {len(project.domains)} domains"))
+    if project.pending:
+        console.print(f"staged update: {'; '.join(c.describe() for c in project.pending)} (the sample's domain-set update; "
+                      f"`olmix-tui {directory} --batch` computes the first mixture, then applies it; "
+                      f"`olmix-tui domains discard {directory}` drops it)")
     if not len(project.domains):
         console.print(f"next: olmix-tui domains add {directory} NAME 'data/*.jsonl'")
 
@@ -121,7 +167,7 @@ def status(directory: Path = DirArg, as_json: bool = JsonOpt):
             + ([pct(d.weight)] if has_mix else []) for d in info.domains]
     console.print(table(f"project {info.project} ({info.root})", cols, rows))
     if not info.tokenized:
-        console.print(f"not tokenized yet: run [bold]olmix-tui tokenize {directory}[/]")
+        console.print(styled("not tokenized yet: run ", (f"olmix-tui tokenize {directory}", "bold")))
     console.print(f"history: {info.history_entries} entries" + (f", current mixture from {info.last_entry}" if has_mix else ", no mixture yet"))
     if info.pending:
         p = info.pending
@@ -244,7 +290,7 @@ def tokenize(directory: Path = DirArg, as_json: bool = JsonOpt, break_lock: bool
     Example: [bold]olmix-tui tokenize demo[/]
     """
     project = load(directory, break_lock)
-    with render.progress(quiet=as_json) as on_event:
+    with jobs.job(project.root, "tokenize", "tokenizing the domains"), render.progress(quiet=as_json) as on_event:
         tokens = project.tokens(on_event=on_event)
     rows = {n: {"train_tokens": t.train_tokens, "val_tokens": t.val_tokens, "train_bytes": t.train_bytes,
                 "bytes_per_token": t.bytes_per_token} for n, t in tokens.items()}
@@ -261,10 +307,11 @@ def tokenize(directory: Path = DirArg, as_json: bool = JsonOpt, break_lock: bool
 PlanOpt = typer.Option(None, "--plan", help="full | full_reuse | partial_reuse (default: [reuse] plan in olmix.toml).")
 UnfreezeOpt = typer.Option(None, "--unfreeze", help="partial_reuse: an unaffected domain to vary too; repeat.")
 SwarmOpt = typer.Option(None, "--swarm", help="Swarm id or prefix (default: the latest planned swarm).")
+FitOpt = typer.Option(None, "--fit", help="Fit id or prefix (default: the swarm's latest fit; none yet: a new fit).")
 
 
 def _plan_and_sample(project, plan_kind, unfreeze, on_event):
-    ctx = pipeline.update_context(project, on_event)
+    ctx = pipeline.plan_context(project, on_event)
     plan = pipeline.make_plan(project, ctx, plan_kind, unfreeze)
     costs = pipeline.plan_costs(project, ctx)
     swarm_dir, swarm = pipeline.plan_swarm(project, ctx, plan)
@@ -286,7 +333,7 @@ def swarm_plan(directory: Path = DirArg, plan: Optional[str] = PlanOpt, unfreeze
     Example: [bold]olmix-tui swarm plan demo --plan full_reuse[/]
     """
     project = load(directory, break_lock)
-    with render.progress(quiet=as_json) as on_event:
+    with jobs.job(project.root, "plan", "planning a swarm"), render.progress(quiet=as_json) as on_event:
         update_plan, costs, swarm_dir, swarm = _plan_and_sample(project, plan, unfreeze, on_event)
     if as_json:
         print_json({"swarm": swarm_dir.id, "plan": dataclasses.asdict(update_plan.record()), "costs": costs, "units": swarm.units,
@@ -310,16 +357,20 @@ def swarm_run(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
 
     Where is olmix.toml's \\[executor]: worker processes here, Slurm jobs or Ray tasks.
 
-    Workers and jobs keep training if this command is interrupted; run it again (or `swarm status`) to re-attach.
+    Local workers and Slurm jobs keep training if this command is interrupted (it names them, and
+    `olmix-tui stop DIR --swarm ID` stops them); Ray stops its tasks with it. Run it again (or
+    `swarm status`) to re-attach.
 
     Example: [bold]olmix-tui swarm run demo[/]
     """
     project = load(directory, break_lock)
-    with render.progress(quiet=as_json) as on_event:
+    with jobs.job(project.root, "train", "training a swarm") as job, workers_told(project), \
+            render.progress(quiet=as_json) as on_event:
         if swarm_id is None:
             _, _, swarm_dir, _ = _plan_and_sample(project, plan, unfreeze, on_event)
         else:
             swarm_dir = pipeline.find_swarm(project, swarm_id)
+        job.note(label=f"training swarm {swarm_dir.id}" + (" (retrying failed runs)" if retry_failed else ""))
         if break_lock:
             _say_broken(project.break_lock(swarm_dir.id))
         counts = pipeline.train_swarm(project, swarm_dir, retry_failed, on_event)
@@ -331,13 +382,15 @@ def swarm_run(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
 
 @swarm_app.command("status")
 @user_errors
-def swarm_status(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt, as_json: bool = JsonOpt):
-    """Runs of a swarm: state, progress, mixture and final metrics (read from the run files), and the verdict of each of its fits.
+def swarm_status(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt, as_json: bool = JsonOpt,
+                 timing: bool = typer.Option(False, "--timing", help="Where the workers' time went, phase by phase.")):
+    """Runs of a swarm: state, progress, mixture and final metrics (read from the run files), the
+    share of its workers' time that was not training steps, and the verdict of each of its fits.
 
-    Example: [bold]olmix-tui swarm status demo --json[/]
+    Example: [bold]olmix-tui swarm status demo --timing[/]
     """
     project = Project.load(directory)
-    render.show_swarm(pipeline.find_swarm(project, swarm_id), as_json, project)
+    render.show_swarm(pipeline.find_swarm(project, swarm_id), as_json, timing, project)
 
 
 @app.command()
@@ -390,18 +443,18 @@ def import_swarm(directory: Path = DirArg,
     project = load(directory, break_lock)
     swarm_dir = pipeline.import_swarm(project, ratios, metrics, name, prior, tokens)
     table = swarm_dir.table()
-    caveats = pipeline.proposal_caveats(swarm_dir, project.settings.propose)
+    caveats = pipeline.proposal_caveats(swarm_dir, project.settings.propose, project.settings.objective)
     if as_json:
         print_json({"swarm": swarm_dir.id, "runs": table.n_runs, "domains": table.domains, "metrics": table.metric_names,
                     "prior": swarm_dir.spec.prior, "tokens": swarm_dir.spec.tokens, "caveats": caveats})
         return
-    console.print(f"imported swarm [bold]{swarm_dir.id}[/]: {table.n_runs} runs, {len(table.domains)} domains, "
-                  f"{len(table.metric_names)} metrics")
+    console.print(styled("imported swarm ", (swarm_dir.id, "bold"),
+                         f": {table.n_runs} runs, {len(table.domains)} domains, {len(table.metric_names)} metrics"))
     source = "--prior" if prior else "the token shares of --tokens" if tokens else ""
     if source:
         console.print(f"prior: {source}" + ("; repetition caps from --tokens" if tokens else ""))
     for text in caveats:
-        console.print(f"[yellow]note:[/] {escape(text)}")
+        console.print(styled(("note:", "yellow"), f" {text}"))
     console.print(f"next: olmix-tui fit {directory} --swarm {swarm_dir.id}")
 
 
@@ -416,7 +469,8 @@ def fit(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
     """
     project = load(directory, break_lock)
     swarm_dir = pipeline.find_swarm(project, swarm_id)
-    with render.progress(quiet=as_json) as on_event:
+    label = f"fitting {regressor or project.settings.regression.regressor} on swarm {swarm_dir.id}"
+    with jobs.job(project.root, "fit", label, swarm_dir.id), render.progress(quiet=as_json) as on_event:
         result = pipeline.fit_swarm(project, swarm_dir, regressor, on_event)
     cv = result.cv
     if as_json:
@@ -434,7 +488,7 @@ def fit(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
     console.print(plot)
     for line in render.verdict_lines(result.verdict):
         console.print(line)
-    console.print(f"next: olmix-tui propose {directory} --swarm {swarm_dir.id}")
+    console.print(f"next: olmix-tui propose {directory} --fit {result.fit_id}")
 
 
 ForceOpt = typer.Option(False, "--force", help="Propose even from an unusable fit (recorded as forced) instead of falling back.")
@@ -442,29 +496,29 @@ ForceOpt = typer.Option(False, "--force", help="Propose even from an unusable fi
 
 @app.command()
 @user_errors
-def propose(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
+def propose(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt, fit_id: Optional[str] = FitOpt,
             proposer: Optional[str] = typer.Option(None, "--proposer", help="exact | simulation | search."),
             bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="Bootstrap replicates for the intervals "
                                                     "(default: \\[propose] bootstrap; 0 = none)."),
             force: bool = ForceOpt, as_json: bool = JsonOpt, break_lock: bool = BreakLockOpt):
-    """Propose the mixture the fit predicts best, under repetition caps and KL to the prior, with the fit's verdict and the proposal's bootstrap intervals.
+    """Propose the mixture a fit predicts best, under repetition caps and KL to the prior, with the fit's verdict and the proposal's bootstrap intervals.
 
     On an unusable fit it proposes nothing: it shows the fallback (the incumbent mixture, or for a first mixture the natural distribution) and what would fix the fit; --force proposes anyway.
 
-    Example: [bold]olmix-tui propose demo --proposer exact[/]
+    The fit is --fit, else the swarm's latest (a fit that is not log-linear proposes with the
+    simulation proposer, and says so). Example: [bold]olmix-tui propose demo --proposer exact[/]
     """
     project = load(directory, break_lock)
-    swarm_dir = pipeline.find_swarm(project, swarm_id)
     settings = project.settings.propose
     if proposer:
         settings = dataclasses.replace(settings, proposer=proposer)
     if bootstrap is not None:
         settings = dataclasses.replace(settings, bootstrap=bootstrap)
     with render.progress(quiet=as_json) as on_event:
-        preview = pipeline.propose_from_swarm(project, swarm_dir, settings, force, on_event)
+        preview = pipeline.propose_with_fit(project, swarm_id, settings, fit_id, force, on_event)
     proposal, prior, result, evidence = preview.proposal, preview.prior, preview.fit, preview.evidence
     if as_json:
-        print_json({"swarm": swarm_dir.id, "fit": result.fit_id, "mixture": preview.mixture, "prior": prior,
+        print_json({"swarm": preview.swarm, "fit": result.fit_id, "note": preview.note, "mixture": preview.mixture, "prior": prior,
                     "evidence": dataclasses.asdict(evidence),
                     **({} if proposal is None else {
                         "proposer": proposal.proposer, "predicted_objective": proposal.predicted_objective,
@@ -472,6 +526,8 @@ def propose(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
                         "binding_caps": proposal.binding_caps, "kkt_residual": proposal.kkt_residual})})
         return
     mix = preview.mixture
+    if preview.note:
+        console.print(styled(("note:", "yellow"), f" {preview.note.strip()}"))
     domains = list(mix)
     what = f"{proposal.proposer} proposal" if proposal is not None else f"fallback ({evidence.fallback})"
     if evidence.spread is not None:
@@ -489,8 +545,6 @@ def propose(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
             line += f"   KKT residual {proposal.kkt_residual:.2e}"
         console.print(line)
         console.print(f"plots saved under {result.folder / 'plots'}")
-    if preview.note:
-        console.print(escape(preview.note))
     for line in render.evidence_lines(evidence, warnings=False):  # the warnings were shown as the proposal was made
         console.print(line)
 
@@ -500,28 +554,28 @@ def propose(directory: Path = DirArg, swarm_id: Optional[str] = SwarmOpt,
 def predict(directory: Path = DirArg,
             mixtures: Path = typer.Option(..., "--mixtures", help="Candidate mixtures CSV (Olmix or RegMix layout)."),
             out: Optional[Path] = typer.Option(None, "--out", help="Write the predictions to this CSV (or a FIFO, /dev/stdout...)."),
-            swarm_id: Optional[str] = SwarmOpt, as_json: bool = JsonOpt, break_lock: bool = BreakLockOpt):
+            swarm_id: Optional[str] = SwarmOpt, fit_id: Optional[str] = FitOpt, as_json: bool = JsonOpt, break_lock: bool = BreakLockOpt):
     """Predicted metrics for candidate mixtures, one column per metric, in input order.
 
-    Example: [bold]olmix-tui predict demo --mixtures candidates.csv --out predicted.csv[/]
+    The fit is --fit, else the swarm's latest. Example: [bold]olmix-tui predict demo --mixtures candidates.csv --out predicted.csv[/]
     """
     project = load(directory, break_lock)
-    swarm_dir = pipeline.find_swarm(project, swarm_id)
-    result = pipeline.fit_swarm(project, swarm_dir)
+    with render.progress(quiet=as_json) as on_event:
+        _, result = pipeline.chosen_fit(project, swarm_id, fit_id, on_event=on_event)
     table = pipeline.predict_mixtures(result, mixtures, out)
     if as_json:
         print_json({"fit": result.fit_id, "predictions": {r: dict(zip(table.metric_names, map(float, row)))
                                                           for r, row in zip(table.run_ids, table.metrics)}})
         return
     shown = table.metric_names[:6]
-    console.print(table_view(table, shown, result.fit_id))
+    console.print(table_view(table, shown, result))
     if out:
         console.print(f"wrote {out}")
 
 
-def table_view(t, shown, fit_id):
+def table_view(t, shown, fit):
     cols = [t.metric_names.index(m) for m in shown]
-    return table(f"predicted by fit {fit_id}" + (f" (first {len(shown)} of {len(t.metric_names)} metrics)"
+    return table(f"predicted by fit {fit.fit_id} ({fit.chosen})" + (f" (first {len(shown)} of {len(t.metric_names)} metrics)"
                                                  if len(shown) < len(t.metric_names) else ""),
                  ["run", *shown], [[r, *[float(row[c]) for c in cols]] for r, row in zip(t.run_ids, t.metrics)])
 
@@ -536,8 +590,6 @@ def history(directory: Path = DirArg, as_json: bool = JsonOpt):
 
     Example: [bold]olmix-tui history demo --json[/]
     """
-    from engine.history import read_history
-
     entries = read_history(Project.load(directory))
     if as_json:
         print_json([e.to_json() for e in entries])
@@ -545,16 +597,20 @@ def history(directory: Path = DirArg, as_json: bool = JsonOpt):
     console.print(table("history", render.HISTORY_COLUMNS, render.history_rows(entries), justify_numbers=False))
 
 
+ExportFormat = enum.Enum("ExportFormat", {name: name for name in EXPORT_FORMATS}, type=str)
+"""The formats `export` writes (a usage error names them)."""
+
+
 @app.command()
 @user_errors
 def export(directory: Path = DirArg,
-           fmt: str = typer.Option("json", "--format", help="json | olmo | regmix."),
+           fmt: ExportFormat = typer.Option("json", "--format", help="The file format."),
            out: Optional[Path] = typer.Option(None, "--out", help="Write to this file (or a FIFO, /dev/stdout...) instead of stdout.")):
     """The current mixture as JSON, an OLMo-core style source mix, or a RegMix style YAML.
 
     Example: [bold]olmix-tui export demo --format olmo --out mix.yaml[/]
     """
-    text = pipeline.export_current(Project.load(directory), fmt)
+    text = pipeline.export_current(Project.load(directory), fmt.value)
     if out:
         write_output(out, text)
         err_console.print(f"wrote {out}")
@@ -570,7 +626,7 @@ def diff(directory: Path = DirArg,
          as_json: bool = JsonOpt):
     """Two mixtures side by side: weights, L1, KL, compute, predicted and measured objective.
 
-    With one entry (default: the last): its mixture against its full recomputation when the update
+    Across a partition, the parts are added up under the domain they were split from. With one entry (default: the last): its mixture against its full recomputation when the update
     ran with --compare, else against the entry before it. Example: [bold]olmix-tui diff demo 1 2[/]
     """
     result = pipeline.diff_entries(Project.load(directory), a, b)
@@ -580,6 +636,8 @@ def diff(directory: Path = DirArg,
     ra, rb = result.a, result.b
     console.print(table(f"{ra.label}  vs  {rb.label}", ["domain", ra.label, rb.label, "diff"],
                         [[x.domain, pct(x.a), pct(x.b), f"{100 * x.diff:+.2f}%"] for x in result.leaves]))
+    for parent, parts in result.parts.items():
+        console.print(f"{parent}: {' + '.join(parts)} added up (partitioned between the two)")
     console.print(f"L1 {result.l1:.4f}   KL(a||b) {result.kl_ab:.4f}   KL(b||a) {result.kl_ba:.4f}")
     rows = []
     for r in (ra, rb):
@@ -605,6 +663,7 @@ def run(
     sample: Optional[str] = typer.Option(None, "--sample", help="Create DIR from this sample project first if it does not exist."),
     compare: bool = typer.Option(False, "--compare", help="Also recompute the pending update in full and check both mixtures on verification proxies."),
     seeds: int = typer.Option(3, "--seeds", min=1, max=100, help="Verification proxies per mixture (seed repeats) with --compare."),
+    plan: Optional[str] = PlanOpt, unfreeze: Optional[List[str]] = UnfreezeOpt,
     force: bool = ForceOpt,
     as_json: bool = JsonOpt,
     break_lock: bool = BreakLockOpt,
@@ -629,20 +688,47 @@ def run(
     if not batch:
         open_app(project, "domains", (("--compare", "--seeds", str(seeds)) if compare else ()) + (("--force",) if force else ()))
         return
-    with render.progress(quiet=as_json) as on_event:
-        report = pipeline.run_batch(project, compare, seeds, on_event, force)
+    label = "applying the update" if read_history(project) else "computing the first mixture" + (
+        ", then applying the update" if project.pending else "")
+    with jobs.job(project.root, "update", label), workers_told(project), render.progress(quiet=as_json) as on_event:
+        report = pipeline.run_batch(project, compare, seeds, on_event, plan, unfreeze, force)
     if as_json:
         print_json(report.to_dict())
         return
     render.batch_report(report, project)
 
 
+# ---------------------------------------------------------------- stopping
+
+
+@app.command()
+@user_errors
+def stop(directory: Path = DirArg,
+         swarm_id: Optional[str] = typer.Option(None, "--swarm", help="Only the jobs and workers of this swarm (id or prefix)."),
+         as_json: bool = JsonOpt):
+    """Stop what runs on the project: the update, training, fitting (their job records under .olmix/jobs/),
+    and the workers training its runs (local processes, Slurm jobs, Ray tasks).
+
+    Stopped runs count as interrupted and the next `swarm run` trains them again; finished runs are
+    kept. Example: [bold]olmix-tui stop demo --swarm 41530ec8cb4f[/]
+    """
+    project = Project.load(directory)
+    swarm = pipeline.find_swarm(project, swarm_id).id if swarm_id else None
+    report = stop_jobs(project.root, swarm)
+    if as_json:
+        print_json(dataclasses.asdict(report))
+        return
+    console.print(report.describe())
+
+
 COMMANDS = {"init", "status", "domains", "tokenize", "swarm", "watch", "import-swarm", "fit", "propose", "predict",
-            "history", "export", "diff", "run"}
+            "history", "export", "diff", "run", "stop"}
 
 
 def main() -> None:
-    """Console entry point; `olmix-tui DIR ...` (no subcommand) means `olmix-tui run DIR ...`."""
+    """Console entry point; `olmix-tui DIR ...` (no subcommand) means `olmix-tui run DIR ...`.
+    SIGTERM unwinds like Ctrl-C (Stopped), releasing the lock and ending the job record."""
+    signal.signal(signal.SIGTERM, _stopped)
     argv = sys.argv[1:]
     if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
         argv = ["run", *argv]

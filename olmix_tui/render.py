@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import dataclasses
 import json
 import math
 import sys
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -22,10 +22,19 @@ from engine.atomic import round_floats, write_bytes
 from engine.compare import paired_gap, t_interval
 from engine.errors import storage_error
 from engine.events import Event, Message, TaskFinished, TaskProgress, TaskStarted
+from engine.phases import PHASES, TRAIN, SwarmTiming, swarm_timing
 from engine.project import Project
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(markup=False, soft_wrap=True)
+err_console = Console(stderr=True, markup=False, soft_wrap=True)
+"""No markup: what is printed holds engine messages, file names and user strings, whose square
+brackets ("[propose]", "[regression] folds") must print as they are; styles are given as Text.
+Soft wrap: a sentence is one line however wide (the terminal wraps it; a log keeps paths whole)."""
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line from plain strings and (text, style) pairs, e.g. styled(("error:", "bold red"), " ", message)."""
+    return Text.assemble(*parts)
 
 
 def print_json(data) -> None:
@@ -41,15 +50,15 @@ def _finite_or_null(obj):
     return None if isinstance(obj, float) and not math.isfinite(obj) else obj
 
 
-@contextmanager
+@contextlib.contextmanager
 def progress(quiet: bool = False) -> Iterator:
     """An event sink drawing rich progress bars (to stderr, so stdout stays clean for --json)."""
     if quiet:
         yield lambda event: None
         return
     bars = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=err_console, transient=False,
+        TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), TextColumn("{task.fields[info]}", markup=False), console=err_console, transient=False,
     )
     tasks: dict[str, TaskID] = {}
 
@@ -64,7 +73,7 @@ def progress(quiet: bool = False) -> Iterator:
             total = task.total if task.total is not None else 1
             bars.update(tasks[event.task], total=total, completed=total)
         elif isinstance(event, Message):
-            bars.console.print(("[yellow]warning:[/] " if event.level == "warning" else "") + escape(event.text))
+            bars.console.print(styled(("warning: ", "yellow") if event.level == "warning" else "", event.text))
 
     with bars:
         yield on_event
@@ -117,29 +126,29 @@ def history_rows(entries) -> list[list[str]]:
     return rows
 
 
-def verdict_lines(verdict, indent: str = "") -> list[str]:
-    """A fit's verdict as rich markup lines: the verdict with its figures, each finding, the fix."""
-    style = VERDICT_STYLES.get(verdict.verdict, "")
-    lines = [f"{indent}fit verdict: [bold {style}]{verdict.verdict}[/] - objective CV Spearman "
-             f"{verdict.objective_spearman:.1f} (chance reaches {verdict.chance_spearman:.0f}), R^2 {verdict.objective_r2:.3g}; "
-             f"{verdict.runs} runs over {verdict.units} units"]
-    lines += [f"{indent}  - {escape(reason)}" for reason in verdict.reasons]
+def verdict_lines(verdict, indent: str = "") -> list[Text]:
+    """A fit's verdict as styled lines: the verdict with its figures, each finding, the fix."""
+    lines = [styled(f"{indent}fit verdict: ", (verdict.verdict, f"bold {VERDICT_STYLES.get(verdict.verdict, '')}"),
+                    f" - objective CV Spearman {verdict.objective_spearman:.1f} (chance reaches "
+                    f"{verdict.chance_spearman:.0f}), R^2 {verdict.objective_r2:.3g}; {verdict.runs} runs over "
+                    f"{verdict.units} units")]
+    lines += [styled(f"{indent}  - {reason}") for reason in verdict.reasons]
     if verdict.fix:
-        lines.append(f"{indent}  fix: {escape(verdict.fix)}")
+        lines.append(styled(f"{indent}  fix: {verdict.fix}"))
     return lines
 
 
-def evidence_lines(evidence, indent: str = "", warnings: bool = True) -> list[str]:
-    """What a recorded mixture rests on, as rich markup lines: verdict, fallback or force, and (unless
+def evidence_lines(evidence, indent: str = "", warnings: bool = True) -> list[Text]:
+    """What a recorded mixture rests on, as styled lines: verdict, fallback or force, and (unless
     they were shown already, as events) the warnings."""
     lines = verdict_lines(evidence.verdict, indent)
     if evidence.action == "fallback":
         kept = ("the incumbent mixture (the current one, new domains at the plan's start)" if evidence.fallback == "incumbent"
                 else "the natural distribution")
-        lines.append(f"{indent}[bold red]fell back[/] to {kept}: the fit is unusable; `--force` proposes anyway")
+        lines.append(styled(indent, ("fell back", "bold red"), f" to {kept}: the fit is unusable; `--force` proposes anyway"))
     elif evidence.action == "forced":
-        lines.append(f"{indent}[bold red]forced[/]: proposed from an unusable fit because --force was given")
-    lines += [f"{indent}[yellow]warning:[/] {escape(w)}" for w in evidence.warnings
+        lines.append(styled(indent, ("forced", "bold red"), ": proposed from an unusable fit because --force was given"))
+    lines += [styled(indent, ("warning:", "yellow"), f" {w}") for w in evidence.warnings
               if warnings and not w.startswith(("the fit is weak", "the fit is unusable"))]
     return lines
 
@@ -204,7 +213,8 @@ def _plot(build, save_as: tuple[Project, Path] | None = None) -> Text:
         with tempfile.TemporaryDirectory() as tmp:  # plotext writes files itself: into a scratch folder first
             figures = {}
             for suffix, colors in ((".html", True), (".txt", False)):
-                plt.save_fig(str(Path(tmp) / f"figure{suffix}"), keep_colors=colors)
+                with contextlib.redirect_stdout(io.StringIO()):  # its "text saved in ..." (in colour, even in a pipe)
+                    plt.save_fig(str(Path(tmp) / f"figure{suffix}"), keep_colors=colors)
                 figures[path.with_suffix(suffix)] = (Path(tmp) / f"figure{suffix}").read_bytes()
         try:
             with project.lock():
@@ -214,7 +224,7 @@ def _plot(build, save_as: tuple[Project, Path] | None = None) -> Text:
             problem = storage_error(err)
             if problem is None:
                 raise
-            err_console.print(f"[yellow]warning:[/] the plot was not saved: {escape(str(problem))}", highlight=False)
+            err_console.print(styled(("warning:", "yellow"), f" the plot was not saved: {problem}"), highlight=False)
     return text
 
 
@@ -269,9 +279,8 @@ def batch_report(report, project) -> None:
     prior = {d["name"]: d["prior"] for d in report.domains}
     for u in report.updates:
         r, c, cmp = u.record, u.record.compute, u.compared
-        console.print(f"\n[bold]{u.entry}[/]: {r.plan.kind} plan, {c.runs} proxy runs, "
-                      f"{count(c.tokens)} tokens, {c.flops:.3g} FLOPs"
-                      + (f", swarm {r.swarm}, fit {r.fit}" if r.swarm else ""))
+        console.print(styled("\n", (u.entry, "bold"), f": {r.plan.kind} plan, {c.runs} proxy runs, "
+                             f"{count(c.tokens)} tokens, {c.flops:.3g} FLOPs" + (f", swarm {r.swarm}, fit {r.fit}" if r.swarm else "")))
         cols = ["domain", "prior", "mixture"] + (["full recomputation", "incumbent"] if cmp else [])
         rows = [[x, pct(prior.get(x)), pct(w)] + ([pct(cmp.full.mixture.get(x)), pct(cmp.incumbent.get(x))] if cmp else [])
                 for x, w in r.mixture.items()]
@@ -330,14 +339,18 @@ def swarm_fits(project, swarm_dir) -> list[tuple]:
             if swarm_dir.id in f.info["source_swarms"]]
 
 
-def show_swarm(swarm_dir, as_json: bool = False, project=None) -> None:
-    """A swarm's runs: state, progress, top of the mixture, headline metrics, error; with `project`,
-    the verdict of each fit of the swarm."""
+def show_swarm(swarm_dir, as_json: bool = False, timing: bool = False, project=None) -> None:
+    """A swarm's runs: state, progress, top of the mixture, headline metrics, error; the share of its
+    workers' time that was not training steps (with `timing`, where that time went, phase by phase);
+    with `project`, the verdict of each fit of the swarm."""
     statuses = swarm_dir.statuses()
+    phases = swarm_timing(s.timing for s in statuses)
     fits = swarm_fits(project, swarm_dir) if project is not None else []
     if as_json:
         print_json({"swarm": swarm_dir.id, "counts": swarm_dir.counts(), "units": swarm_dir.units,
                     "runs": [{**s.to_json(), "state": s.state} for s in statuses],
+                    "timing": None if phases is None else {"runs": phases.runs, "totals": phases.totals,
+                                                           "mean": phases.mean, "overhead_share": phases.overhead_share},
                     "fits": [{"fit": f.fit_id, "chosen": f.info["chosen"],
                               "verdict": None if v is None else dataclasses.asdict(v)} for f, v in fits]})
         return
@@ -352,12 +365,36 @@ def show_swarm(swarm_dir, as_json: bool = False, project=None) -> None:
         where = f" ({s.where})" if s.where else ""
         rows.append([s.run.removeprefix(prefix), s.shown_state + progress + where, top,
                      *[s.metrics.get(m) for m in metric_names]] + ([s.error[:60]] if errors else []))
-    console.print(table(f"swarm {swarm_dir.id} ({swarm_dir.spec.plan}): runs {prefix}*",
+    proxy = swarm_dir.spec.proxy
+    scale = f", preset {proxy.preset}, {proxy.tokens_per_proxy:,} tokens per proxy" if proxy else ""
+    console.print(table(f"swarm {swarm_dir.id} ({swarm_dir.spec.plan}{scale}): runs {prefix}*",
                         ["run", "state", "mixture (top 3)", *metric_names] + (["error"] if errors else []), rows))
     if len(statuses) > MAX_SHOWN_RUNS:
         console.print(f"the first {MAX_SHOWN_RUNS} of {len(statuses)} runs are shown; --json lists them all")
     console.print("  ".join(f"{k}: {v}" for k, v in swarm_dir.counts().items() if v))
+    if phases is not None:
+        console.print(overhead_line(phases))
+        if timing:
+            console.print(timing_table(phases))
+    elif timing:
+        console.print("no run of this swarm records its phases yet (a run records them when it finishes).")
     for f, verdict in fits:
         console.print(f"fit {f.fit_id} ({f.info['chosen']}):" + ("" if verdict else " fitted by an earlier version, no verdict"))
         for line in verdict_lines(verdict, "  ") if verdict else []:
             console.print(line)
+
+
+def overhead_line(phases: SwarmTiming) -> str:
+    """The swarm's overhead share in one line."""
+    return (f"workers' time: {phases.total:.1f} s over {phases.runs} run(s), {phases.totals.get(TRAIN, 0.0):.1f} s "
+            f"of it training steps: overhead {phases.overhead_share:.0%}")
+
+
+def timing_table(phases: SwarmTiming) -> Table:
+    """Per phase: what it covers, the mean per run, the total over the runs and the share of the total."""
+    mean = phases.mean
+    rows = [[name, PHASES.get(name, ""), f"{mean[name]:.3f}", f"{seconds:.2f}", f"{seconds / phases.total:.1%}"]
+            for name, seconds in phases.totals.items()]
+    rows.append(["all", "", f"{phases.total / phases.runs:.3f}", f"{phases.total:.2f}", "100.0%"])
+    return table(f"where the workers' time went ({phases.runs} runs; seconds)",
+                 ["phase", "what", "mean per run", "total", "share"], rows)

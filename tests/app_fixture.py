@@ -2,11 +2,12 @@
 whose every file the app reads is written here, the same on every machine: domains (not
 tokenized), one swarm with runs in each state, a learning curve, two history entries (the second
 compared with its full recomputation, each with the evidence behind its mixture: a usable fit with
-its bootstrap spread, an unusable one fallen back to the incumbent) and a fit with its
-cross-validation and verdict, each written through the engine's typed records (SwarmSpec,
-RunStatus, EntryContent, Evidence, FitVerdict). Nothing trains: the fit's scores and verdict are
-written as they are, and its model is the log-linear law fitted on the three finished runs (well
-under a second). The snapshot tests render it."""
+its bootstrap spread, an unusable one fallen back to the incumbent), a fit with its
+cross-validation and verdict, and job records with their logs (a fit running on another machine, a
+stopped training job, a finished worker, a failed update), each written through the engine's typed
+records (SwarmSpec, RunStatus, EntryContent, Evidence, FitVerdict, JobRecord). Nothing trains: the
+fit's scores and verdict are written as they are, and its model is the log-linear law fitted on the
+three finished runs (well under a second). The snapshot tests render it."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import numpy as np
 from engine import atomic, pipeline
 from engine.compare import kl, l1
 from engine.domains import Domain, DomainSet, with_revision
+from engine.executors.jobs import JobRecord, jobs_dir
 from engine.executors.liveness import owner_alive
 from engine.bootstrap import ProposalSpread
 from engine.history import CompareRecord, Compute, EntryContent, Evidence, Measured, UpdateRecord, Verification, write_entry
@@ -83,14 +85,18 @@ SWARM_ID = "5a3c0f00d1e2"
 VERIFY_ID = "9e41f1ed0b2c"
 """The verification runs of the compared update (their measured objectives are in its history entry; the folder is not written)."""
 FIT_ID = "f17c0ffee123"
-DOMAINS = {"code": ["def f(x):\n    return x + 1\n", "class A:\n    pass\n"], "notes": ["Notes on the loop.\n"],
-           "decimal": ["add 1 2 -> 3\n"]}
+DOMAINS = {"code": ["def f(x):\n    return x + 1\n", "class A:\n    pass\n"], "notes": ["Notes on the loop.\n", "More notes.\n"],
+           "decimal": ["add 1 2 -> 3\n", "mul 2 3 -> 6\n"]}
+"""Two documents each: enough to tokenize (a held-out one each), as the plan form's snapshot does."""
 EVALS = ["eval:code-completion/bpb", "eval:docs-completion/bpb"]
 METRICS = [f"{d}/bpb" for d in DOMAINS] + EVALS
 WEIGHTS = [[0.70, 0.20, 0.10], [0.10, 0.60, 0.30], [0.34, 0.33, 0.33], [0.05, 0.05, 0.90], [0.50, 0.50, 0.00],
            [0.20, 0.30, 0.50]]
 DEAD_PID = 2 ** 30
 """Above any pid_max: the process of a run left `running` by a killed worker."""
+TIMING = {"start": 0.4, "imports": 1.1, "device": 0.2, "data": 0.15, "model": 0.05, "warmup": 0.1, "train": 6.0,
+          "eval": 0.3, "write": 0.02}
+"""A finished run's share of its worker's seconds per phase (engine.phases): 72% training steps."""
 FAILURE = ("RuntimeError: the proxy's loss became NaN at step 12 (learning rate 0.003 too high for this "
            "mixture); lower [proxy] lr or retry with f")
 
@@ -108,6 +114,7 @@ def build_fixture_project(root: Path) -> Project:
     _write_swarm(project)
     _write_history(project)
     _write_fit(project)
+    _write_jobs(project)
     return project
 
 
@@ -122,7 +129,7 @@ def _write_swarm(project: Project) -> None:
     for i, run in enumerate(runs[:3]):  # done, with final metrics and a curve
         metrics = {m: round(1.5 + 0.1 * i + 0.01 * j, 4) for j, m in enumerate(METRICS)}
         swarm.write_status(run, state="done", progress=1.0, final_train_loss=round(2.0 - 0.1 * i, 4), metrics=metrics,
-                           realised_weights=dict(zip(names, WEIGHTS[i])), error="")
+                           realised_weights=dict(zip(names, WEIGHTS[i])), error="", timing=TIMING)
         for step in (8, 16, 24, 32):
             swarm.append_metrics(run, {"step": step, "tokens": step * 128, "train/loss": round(4.0 - step / 16, 4),
                                        **{f"{d}/bpb": round(3.0 - step / 32, 4) for d in names}})
@@ -183,3 +190,37 @@ def _write_fit(project: Project) -> None:
         "cv": {"folds": regression.folds, "seed": regression.seed, "cv_of": "loglinear", **means},
         "verdict": dataclasses.asdict(VERDICT),
     })
+
+
+STARTED = 1767268800
+"""2026-01-01 12:00 UTC: when the fixture's jobs started (the snapshot tests show times in UTC)."""
+ELSEWHERE = "node7"
+"""The machine the running job runs on: another one, so it counts as running without a process here."""
+JOB_LOGS = {
+    "fit.log": "cross-validate loglinear  5/5\ncross-validate lightgbm  2/5\n",
+    "supervisor.log": f"swarm {SWARM_ID}  3/6\nstopped: finished work is saved; run the command again to resume.\n",
+    f"{SWARM_ID}-0000.log": f"worker 4100 on {ELSEWHERE}: training 3 run(s) of swarm {SWARM_ID} together on cpu (2 threads)\n"
+                            + "".join(f"{SWARM_ID}-000{i}: done, 4,096 tokens in 2.0s (trained with 2 other(s)), final "
+                                      f"train loss {2.0 - 0.1 * i:.4f}\n" for i in range(3)),
+    "pipeline.log": "error: The swarm has 3 runs, fewer than the 5 CV folds; train more runs or lower [regression] folds.\n",
+}
+
+
+def _write_jobs(project: Project) -> None:
+    """A fit running elsewhere, and jobs that ended: a stopped training job, its finished worker, a failed update."""
+    logs = project.cache / "logs"
+    for name, text in JOB_LOGS.items():
+        atomic.write_text(logs / (SWARM_ID if name != "pipeline.log" else "") / name, text)
+    records = [
+        JobRecord("update", "applying the update", 4000, ELSEWHERE, STARTED, log=str(logs / "pipeline.log"),
+                  ended=STARTED + 40, exit_code=1),
+        JobRecord("train", f"training swarm {SWARM_ID}", 4050, ELSEWHERE, STARTED + 60,
+                  log=str(logs / SWARM_ID / "supervisor.log"), swarm=SWARM_ID, ended=STARTED + 200, exit_code=130),
+        JobRecord("worker", f"worker training 3 run(s) of swarm {SWARM_ID}", 4100, ELSEWHERE, STARTED + 62,
+                  log=str(logs / SWARM_ID / f"{SWARM_ID}-0000.log"), swarm=SWARM_ID, runs=[f"{SWARM_ID}-000{i}" for i in range(3)],
+                  ended=STARTED + 180, exit_code=0),
+        JobRecord("fit", f"fitting auto on swarm {SWARM_ID}", 4200, ELSEWHERE, STARTED + 300,
+                  log=str(logs / SWARM_ID / "fit.log"), swarm=SWARM_ID),
+    ]
+    for record in records:
+        atomic.write_json(jobs_dir(project.root) / f"{record.key}.json", dataclasses.asdict(record))

@@ -4,8 +4,14 @@ proposals, re-attaches, and says what is wrong with a damaged project. Assertion
 messages (a message hook) and its widgets' public state."""
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
+from textual.command import CommandPalette
 from textual.widgets import DataTable, Input, Select
 from typer.testing import CliRunner
 
@@ -14,11 +20,15 @@ from conftest import plan_swarm
 from engine import atomic
 from engine.compare import Comparison
 from engine.config import read_toml
+from engine.history import read_history
 from engine.project import Project
 from olmix_tui.app import MixingApp
-from olmix_tui.app.forms import ChangeForm, FitForm, ProposeForm
-from olmix_tui.app.messages import (Discarded, JobEnded, JobStarted, PendingUnchanged, ProposalFailed, ProposalPreviewed,
-                                    SnapshotRead, Staged)
+from olmix_tui.app.app import AppTabs
+from olmix_tui.app.keys import HelpScreen, key_actions
+from olmix_tui.app.tabs import TABS
+from olmix_tui.app.forms import ChangeForm, FitForm, PlanForm, ProposeForm
+from olmix_tui.app.messages import (Discarded, JobEnded, JobRefused, JobStarted, PendingUnchanged, ProposalFailed,
+                                    ProposalPreviewed, SnapshotRead, Staged, StopDone)
 from olmix_tui.cli import app as cli
 
 
@@ -65,7 +75,7 @@ def test_trains_from_the_app_and_reattaches_after_quitting(small_project):
             columns = [str(c.label) for c in table.columns.values()]
             assert {"code/bpb", "notes/bpb", "decimal/bpb"} <= set(columns)
             first = table.get_row(next(iter(table.rows)))
-            assert float(first[columns.index("code/bpb")]) > 0
+            assert float(str(first[columns.index("code/bpb")])) > 0
             await wait_for(pilot, lambda: app.focused is app.query_one("#swarms"), timeout=60)
             await pilot.press("t")  # nothing left to train: no process is started
             await pilot.pause(0.5)
@@ -177,7 +187,14 @@ def test_mixtures_tab_shows_an_update_beside_its_full_recomputation(small_projec
         async with app.run_test(size=(160, 48)) as pilot:
             await wait_for(pilot, lambda: app.selection.swarm is not None, timeout=60)
             newest = pipeline.find_swarm(small_project, None)  # the latest swarm, verification runs aside
-            assert app.selection.swarm == newest.id and app.query_one("#swarms", DataTable).row_count > 2
+            swarms = app.query_one("#swarms", DataTable)
+            assert app.selection.swarm == newest.id and swarms.row_count > 2
+            entries = read_history(small_project)  # the swarms in the history's order, each with its entry
+            used = [(e.content.swarm, e.label) for e in entries if e.content.swarm]
+            used += [(entries[-1].content.compare.full.swarm, "0003-add full"),
+                     (entries[-1].content.compare.verification.swarm, "0003-add verify")]
+            first_use = list({swarm: label for swarm, label in reversed(used)}.items())[::-1]  # a swarm used again: its first use
+            assert [(key.value, str(swarms.get_row(key)[1])) for key in swarms.rows] == sorted(first_use, key=lambda u: u[1])
             await wait_for(pilot, lambda: app.focused is app.query_one("#swarms"), timeout=30)
             await open_tab(pilot, "3", "mixtures")
             panel = app.query_one("#comparison")
@@ -197,6 +214,10 @@ def test_mixtures_tab_shows_an_update_beside_its_full_recomputation(small_projec
                            and isinstance(app.snapshot.comparison, str), timeout=60)
             await wait_for(pilot, lambda: panel.content.renderables[0].title == "mixture of 0001-initial", timeout=30)
             assert "first entry" in app.snapshot.comparison
+            await pilot.press("c", "down", "down")  # 0001 pinned, 0003 highlighted: any two entries side by side
+            await wait_for(pilot, lambda: isinstance(app.snapshot.comparison, Comparison)
+                           and app.snapshot.selection.entry == "0003-add", timeout=60)
+            assert app.snapshot.comparison == pipeline.diff_entries(small_project, "0001-initial", "0003-add")
 
     asyncio.run(session())
 
@@ -236,11 +257,13 @@ def test_domains_tab_stages_changes_and_applies_the_update(small_project):
             await wait_for(pilot, lambda: log.of(Discarded), timeout=60)
             assert not staged()
             await wait_for(pilot, lambda: str(table.get_row("code")[1]) == "", timeout=60)
-            await pilot.press("a")  # files another domain owns: refused by the engine, nothing staged
+            await pilot.press("a")  # files another domain owns: refused by the engine, the form stays open as typed
             await fill_form(pilot, name="extra", paths="data/notes/*.txt")
-            await wait_for(pilot, lambda: len(log.of(PendingUnchanged)) == 2, timeout=60)
-            refused = log.of(PendingUnchanged)[1]
-            assert refused.change.domain == "extra" and "data/notes" in refused.reason and not staged()
+            await wait_for(pilot, lambda: "data/notes" in str(app.screen.query_one("#form-error").content), timeout=60)
+            assert isinstance(app.screen, ChangeForm) and app.screen.query_one("#name", Input).value == "extra"
+            assert not staged() and len(log.of(PendingUnchanged)) == 1
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: not isinstance(app.screen, ChangeForm), timeout=30)
             await pilot.press("p")  # a malformed partition stays in the form with its error
             await fill_form(pilot, paths="bogus")
             await wait_for(pilot, lambda: "NAME=GLOB" in str(app.screen.query_one("#form-error").content), timeout=30)
@@ -252,8 +275,12 @@ def test_domains_tab_stages_changes_and_applies_the_update(small_project):
             await wait_for(pilot, lambda: len(log.of(Staged)) == 2, timeout=60)
             assert staged() == ["add extra"]
             await wait_for(pilot, lambda: app.snapshot.status.pending is not None, timeout=60)
-            await pilot.press("u")  # the first mixture, then the update, in a detached `olmix-tui DIR --batch`
+            await pilot.press("u")  # choose the plan (the domains are not tokenized: the kinds alone, and why)...
+            await wait_for(pilot, lambda: isinstance(app.screen, PlanForm), timeout=60)
+            assert "not tokenized yet" in str(app.screen.query_one("#plan-costs").content)
+            await pilot.click("#apply")  # ...then the first mixture and the update, in a detached `olmix-tui DIR --batch`
             await wait_for(pilot, lambda: log.of(JobStarted), timeout=60)
+            assert "--plan full_reuse" in " ".join(log.of(JobStarted)[0].job.process.args)
             job = log.of(JobStarted)[0].job
             assert job.key == "pipeline" and job.process.wait(timeout=600) == 0, job.log.read_text()[-2000:]
             await wait_for(pilot, lambda: log.of(JobEnded), timeout=60)
@@ -380,3 +407,156 @@ def test_a_proposal_that_cannot_be_made_is_explained(tmp_path):
             assert failed.reason.startswith(f"fit {FIT_ID} names no swarm") and "olmix-tui fit" in failed.reason
 
     asyncio.run(session())
+
+
+def test_a_tab_opened_by_its_number_stays_open(tmp_path):
+    """"3" then "4" at once: opening 3 focuses its table, whose focus message used to switch back to 3
+    after 4 was open. The tab opened last stays open, with the focus in it."""
+    project = build_fixture_project(tmp_path / "fixture")
+
+    async def session():
+        app = MixingApp(project)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.focused, DataTable), timeout=60)
+            for first, second, tab in (("3", "4", "fits"), ("2", "1", "domains"), ("4", "3", "mixtures"), ("1", "5", "jobs")):
+                await pilot.press(first, second)
+                await wait_for(pilot, lambda: app.focused is not None and app.focused.parent.id == f"{tab}-tab", timeout=30)
+                await pilot.pause(1.0)  # any late message has arrived
+                assert app.query_one(AppTabs).active == f"{tab}-tab" and app.focused.parent.id == f"{tab}-tab"
+            for focused, tab in (("#history", "fits"), ("#fits", "swarms")):  # the race itself: a focus, then a number
+                app.query_one(focused, DataTable).focus()  # its message still on its way when...
+                await app.run_action(f"show_tab('{tab}-tab')")  # ...the number key's action runs
+                await pilot.pause(1.0)
+                assert app.query_one(AppTabs).active == f"{tab}-tab" and app.focused.parent.id == f"{tab}-tab"
+
+    asyncio.run(session())
+
+
+def test_every_key_is_in_the_palette_and_the_help_screen(tmp_path):
+    project = build_fixture_project(tmp_path / "fixture")
+
+    async def session():
+        app = MixingApp(project, "swarms")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: app.snapshot.history and isinstance(app.focused, DataTable), timeout=60)
+            bindings = [b for tab in TABS for b in tab.BINDINGS] + [b for b in MixingApp.BINDINGS if b.action != "close_panels"]
+            names = [a.name for a in key_actions(list(MixingApp.BINDINGS))]
+            assert len(names) == len(bindings) and "Swarms: Train (t)" in names and "Jobs: Stop (s)" in names
+            await pilot.press("ctrl+p")  # a command by what it does: pin an entry, on the Mixtures tab
+            await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette), timeout=30)
+            await pilot.press(*"compare with")
+            await pilot.pause(1.0)
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: app.selection.compare_with == app.snapshot.history[-1].label, timeout=30)
+            assert app.query_one(AppTabs).active == "mixtures-tab"
+            for key in ("question_mark", "f1"):  # the help screen: every key with what it does, and the loop
+                await pilot.press(key)
+                await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), timeout=30)
+                shown = app.screen.query_one("#help-keys").content
+                keys = "\n".join(str(cell) for column in shown.columns for cell in column.cells)
+                assert all(b.tooltip in keys for b in bindings if b.id != "app.close")
+                assert "The mixing loop" in str(app.screen.query_one("#help-guide").content)
+                await pilot.press("escape")
+                await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen), timeout=30)
+            app.action_show_help_panel()  # Textual's keys panel (ctrl+p "keys"): Escape closes it
+            await wait_for(pilot, lambda: app.screen.query("HelpPanel"), timeout=30)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: not app.screen.query("HelpPanel"), timeout=30)
+
+    asyncio.run(session())
+
+
+def test_reads_keep_coming_when_one_takes_longer_than_the_refresh(tmp_path, monkeypatch):
+    """A read slower than the refresh interval (a loaded machine, an update writing files) used to
+    be cancelled by the next one, and nothing was ever shown: counts went stale while `u` ran."""
+    from olmix_tui.app.snapshot import SnapshotReader
+
+    project = build_fixture_project(tmp_path / "fixture")
+    read = SnapshotReader.read
+
+    def slow(self, selection):
+        time.sleep(1.5)
+        return read(self, selection)
+
+    monkeypatch.setattr(SnapshotReader, "read", slow)
+
+    async def session():
+        app, log = MixingApp(project, "swarms"), MessageLog()
+        async with app.run_test(message_hook=log) as pilot:
+            await wait_for(pilot, lambda: len(log.of(SnapshotRead)) >= 4, timeout=60)
+
+    asyncio.run(session())
+
+
+def test_an_action_that_would_wait_for_the_lock_is_refused_with_who_holds_it(small_project):
+    swarm_dir, _ = plan_swarm(small_project)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from engine.project import Project\n"
+                               "with Project.load(sys.argv[1]).lock():\n    print('held', flush=True); time.sleep(120)",
+                               str(small_project.root)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+
+    async def session():
+        app, log = MixingApp(small_project, "swarms"), MessageLog()
+        async with app.run_test(size=(80, 24), message_hook=log) as pilot:
+            await wait_for(pilot, lambda: app.snapshot.lock is not None and app.focused is app.query_one("#swarms"), timeout=60)
+            await pilot.press("t")
+            await wait_for(pilot, lambda: log.of(JobRefused), timeout=30)
+            refused = log.of(JobRefused)[0]
+            assert f"pid {holder.pid}" in refused.reason and "busy" in refused.reason and swarm_dir.id in refused.what
+            await open_tab(pilot, "4", "fits")
+            await pilot.press("n")  # refused before its form
+            await wait_for(pilot, lambda: len(log.of(JobRefused)) == 2, timeout=30)
+            assert not log.of(JobStarted) and not isinstance(app.screen, FitForm)
+
+    try:
+        asyncio.run(session())
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_jobs_started_elsewhere_show_with_their_log_and_stop_from_the_app(small_project, tmp_path):
+    """A `swarm run` started in another terminal: the Jobs tab lists it and its worker (from their
+    records) with the worker's log, live; s stops it. Then training from the app, and s on the Swarms
+    tab stops that: the app's job ends stopped, the runs read as interrupted."""
+    from engine.executors.jobs import read_jobs
+    from test_stop import _long_runs, _start_swarm_run
+
+    project = _long_runs(small_project, 400, max_batch=1)
+    swarm_dir, _ = plan_swarm(project)
+    elsewhere = _start_swarm_run(project, swarm_dir.id, tmp_path / "run.log")
+    workers = lambda: [r for r in read_jobs(project.root) if r.kind == "worker" and r.alive]  # noqa: E731
+
+    async def session():
+        app, log = MixingApp(project, "jobs"), MessageLog()
+        async with app.run_test(size=(80, 24), message_hook=log) as pilot:
+            await wait_for(pilot, lambda: any(j.label == f"training swarm {swarm_dir.id}" and j.state == "running"
+                                              for j in app.snapshot.jobs), timeout=300)
+            await wait_for(pilot, lambda: workers(), timeout=300)
+            table = app.query_one("#jobs", DataTable)
+            worker = workers()[0]
+            await wait_for(pilot, lambda: worker.key in {k.value for k in table.rows}, timeout=60)
+            table.move_cursor(row=[k.value for k in table.rows].index(worker.key))
+            await wait_for(pilot, lambda: f"training 1 run(s) of swarm {swarm_dir.id}" in
+                           "\n".join(line.text for line in app.query_one("#job-log").lines), timeout=300)
+            table.move_cursor(row=[k.value for k in table.rows].index(f"{worker.host}-{elsewhere.pid}"))
+            await wait_for(pilot, lambda: app.selection.job == f"{worker.host}-{elsewhere.pid}", timeout=30)
+            await pilot.press("s")
+            await wait_for(pilot, lambda: log.of(StopDone), timeout=120)
+            assert elsewhere.wait(30) == 143 and not workers()
+            assert "running" not in {s.state for s in swarm_dir.statuses()}
+            await open_tab(pilot, "2", "swarms")  # train again from here, then stop it with s
+            await wait_for(pilot, lambda: app.focused is app.query_one("#swarms"), timeout=30)
+            await pilot.press("t")
+            await wait_for(pilot, lambda: log.of(JobStarted) and workers(), timeout=300)
+            await pilot.press("s")
+            await wait_for(pilot, lambda: len(log.of(StopDone)) == 2 and log.of(JobEnded), timeout=120)
+            assert log.of(JobEnded)[0].code == 143 and log.of(StopDone)[1].report.interrupted
+            await wait_for(pilot, lambda: "running" not in {s.state for s in swarm_dir.statuses()}, timeout=60)
+
+    try:
+        asyncio.run(session())
+    finally:
+        if elsewhere.poll() is None:
+            os.killpg(elsewhere.pid, signal.SIGKILL)
+        CliRunner().invoke(cli, ["stop", str(project.root)])

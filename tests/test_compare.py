@@ -1,51 +1,49 @@
-"""Intervals of measured objectives: 95% t-intervals, paired by seed, and how the batch report words them."""
+"""Comparing two mixtures across partitions: the parts are added up under the domain they were split
+from, in the engine (compare.compare) and in `olmix-tui diff`, which finds the partitions in the
+history entries between the two."""
 
-import numpy as np
+import json
+
 import pytest
-from scipy.stats import t
+from typer.testing import CliRunner
 
-from engine.compare import paired_gap, t_interval
-from engine.history import Measured
+from engine import pipeline
+from engine.compare import MixtureSide, compare
+from engine.domains import AffectedRecord
+from engine.history import EntryContent, write_entry
+from engine.project import Project
+from engine.reuse import PlanRecord
+from olmix_tui.cli import app
 
-
-def measured(values, seeds):
-    return Measured(float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, list(values),
-                    list(seeds))
-
-
-def test_t_interval_is_the_students_t_interval_of_the_mean():
-    ci = t_interval([1.0, 2.0, 3.0])
-    half = t.ppf(0.975, 2) * 1.0 / np.sqrt(3)
-    assert (ci.mean, ci.lo, ci.hi, ci.n) == pytest.approx((2.0, 2.0 - half, 2.0 + half, 3))
-    assert not ci.excludes_zero and t_interval([1.0, 1.1, 0.9]).excludes_zero
-    one = t_interval([0.5])
-    assert one.mean == 0.5 and np.isnan(one.lo) and np.isnan(one.hi)
+FIRST = {"code": 0.6, "notes": 0.4}
+SPLIT = {"code:a": 0.3, "code:b": 0.25, "notes": 0.45}  # code partitioned into code:a and code:b
+RESPLIT = {"code:a1": 0.1, "code:a2": 0.15, "code:b": 0.3, "notes": 0.45}  # then code:a into code:a1, code:a2
 
 
-def test_a_paired_gap_cancels_the_seed_and_pairs_by_seed():
-    """Seed offsets far larger than the gap: unpaired, nothing is resolved; paired, the gap is."""
-    offsets = np.array([0.0, 0.3, -0.2, 0.5])
-    a = measured(2.0 + offsets + np.array([0.010, 0.012, 0.008, 0.011]), [0, 1, 2, 3])
-    b = measured(2.0 + offsets, [0, 1, 2, 3])
-    gap = paired_gap(a, b)
-    assert gap.n == 4 and 0.008 < gap.mean < 0.012 and gap.excludes_zero
-    unpaired = t_interval(a.values).lo < t_interval(b.values).hi
-    assert unpaired
-    shuffled = measured(list(reversed(b.values)), [3, 2, 1, 0])  # same runs, listed in another order
-    assert paired_gap(a, shuffled) == gap
-    assert paired_gap(a, measured(b.values[:1], [0])) is None  # one common seed: no interval
-    assert paired_gap(a, Measured(2.0, 0.1, b.values)) is None  # written before seeds were recorded
+def test_parts_are_added_up_under_their_parent_nested_too():
+    partitions = {"code": ["code:a", "code:b"], "code:a": ["code:a1", "code:a2"]}
+    result = compare(MixtureSide("first", FIRST), MixtureSide("resplit", RESPLIT), partitions)
+    assert {x.domain: (x.a, x.b) for x in result.leaves} == pytest.approx({"code": (0.6, 0.55), "notes": (0.4, 0.45)})
+    assert result.parts == {"code": ["code:a1", "code:a2", "code:b"]}
+    assert result.l1 == pytest.approx(0.1)
+    between = compare(MixtureSide("split", SPLIT), MixtureSide("resplit", RESPLIT), partitions)
+    assert between.parts == {"code:a": ["code:a1", "code:a2"]}  # code:b is on both sides: compared as it is
+    assert {x.domain for x in between.leaves} == {"code:a", "code:b", "notes"}
+    plain = compare(MixtureSide("first", FIRST), MixtureSide("resplit", RESPLIT))  # no partitions known: leaf by leaf
+    assert not plain.parts and len(plain.leaves) == 5
 
 
-def test_the_batch_report_words_the_comparison(capsys):
-    from olmix_tui import render
-
-    chosen = measured([2.01, 2.31, 1.81], [0, 1, 2])
-    full = measured([2.00, 2.30, 1.80], [0, 1, 2])
-    incumbent = measured([2.20, 2.10, 2.30], [0, 1, 2])
-    with render.console.capture() as captured:
-        render.verification_report({"chosen": chosen, "full": full, "incumbent": incumbent})
-    text = " ".join(captured.get().split())  # as one line, however wide the terminal
-    assert "3 proxies per mixture, the same seeds for each" in text
-    assert "chosen - full: +0.0100 [+0.0100, +0.0100], paired by seed: the chosen mixture is worse" in text
-    assert "chosen - incumbent" in text and "no difference resolved with 3 seeds" in text
+def test_diff_adds_up_the_parts_of_partitions_between_two_entries(tmp_path):
+    project = Project.init(tmp_path / "p")
+    for mixture, partitioned, kind in ((FIRST, {}, "initial"), (SPLIT, {"code": ["code:a", "code:b"]}, "partition"),
+                                       (RESPLIT, {"code:a": ["code:a1", "code:a2"]}, "partition")):
+        plan = PlanRecord("full_reuse" if partitioned else "full", affected=AffectedRecord(partitioned=partitioned))
+        write_entry(project, EntryContent(plan, mixture, kind=kind))
+    result = pipeline.diff_entries(project, "1", "3")
+    assert result.parts == {"code": ["code:a1", "code:a2", "code:b"]}
+    assert pipeline.diff_entries(project, "3", None).parts == {"code:a": ["code:a1", "code:a2"]}  # with the one before
+    r = CliRunner().invoke(app, ["diff", str(project.root), "1", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["parts"] == result.parts
+    r = CliRunner().invoke(app, ["diff", str(project.root), "1", "3"])
+    assert "code: code:a1 + code:a2 + code:b added up" in r.output

@@ -1,4 +1,5 @@
-"""benchmarks/gpu.py runs end to end (--smoke: tiny shapes, on this machine's device) and its checks pass."""
+"""benchmarks/gpu.py runs end to end (--smoke: tiny shapes, on this machine's device) and its checks
+pass; a main job it stops leaves no worker behind."""
 
 import json
 import subprocess
@@ -26,3 +27,28 @@ def test_gpu_benchmark_smoke_reports_figures_and_its_correctness_checks_pass():
     assert set(figures["floors"]) == {"regmix-1m_batched_ge_3x_loop", "olmix-30m_batched_ge_2x_loop",
                                       "olmix-30m_mfu_ge_40%", "overhead_le_20%", "main_job_le_60s"}
     assert figures["floors"]["overhead_le_20%"] is None and figures["floors"]["main_job_le_60s"] is None
+
+
+def test_a_stopped_main_job_s_workers_are_stopped_through_the_run_files(small_project):
+    """The main job's workers run in sessions of their own; stopping the job kills those its running
+    runs name on this machine, and no process a run names on another machine."""
+    from benchmarks.gpu import stop_workers
+    from conftest import plan_swarm
+    from engine.executors.liveness import pid_alive
+
+    swarm_dir, _ = plan_swarm(small_project)
+    first, second, third = swarm_dir.run_ids
+    worker = subprocess.Popen([sys.executable, "-m", "engine.executors.worker", "--serve", "--device", "cpu"],
+                              stdin=subprocess.PIPE, start_new_session=True)
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        swarm_dir.mark_running([first, second], worker.pid)
+        swarm_dir.mark_running([third], bystander.pid)
+        swarm_dir.write_status(third, host="another-machine")
+        stop_workers(small_project.root)
+        assert worker.wait(timeout=60) == -9
+        assert pid_alive(bystander.pid)
+    finally:
+        for process in (worker, bystander):
+            process.kill()
+            process.wait()

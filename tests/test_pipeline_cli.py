@@ -130,7 +130,7 @@ def test_batch_compare_history_diff_export(small_project):
     for fmt, needle in (("json", '"mixture"'), ("olmo", "target_ratio"), ("regmix", "train:")):
         r = invoke("export", root, "--format", fmt)
         assert r.exit_code == 0 and needle in r.stdout
-    assert invoke("export", root, "--format", "csv").exit_code == 1
+    assert invoke("export", root, "--format", "csv").exit_code == 2  # a usage error: --format takes one of json, olmo, regmix
     status = json.loads(invoke("status", root, "--json").stdout)
     assert status["pending"] is None and status["last_entry"] == "0003-add"
     assert np.isclose(sum(d["weight"] for d in status["domains"]), 1)

@@ -125,6 +125,21 @@ def test_atomic_write_leaves_old_content_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["f.toml"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_files_get_the_umasks_mode(tmp_path, umask):
+    """A project on a shared filesystem: files are as readable as the user's umask makes new files,
+    in a subprocess so that the test's own umask stays as it was."""
+    code = textwrap.dedent(f"""
+        import os, sys
+        from engine import atomic
+        os.umask({umask})
+        path = atomic.write_text(sys.argv[1], "x")
+        print(oct(os.stat(path).st_mode & 0o777))
+    """)
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "f.txt")], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == oct(0o666 & ~umask)
+
+
 def test_floats_are_stable(tmp_path):
     text = atomic.dumps_toml({"w": {"b": 0.1 + 0.2, "a": 1 / 3}})
     assert text == "[w]\na = 0.33333333\nb = 0.3\n"

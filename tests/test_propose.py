@@ -161,7 +161,7 @@ def test_prior_zeros_are_kept_at_zero_only_with_kl():
 def test_infeasible_caps_name_the_domains():
     model = law_model()
     settings = ProposeSettings(target_tokens=100_000_000_000, repetition_factor=1.0)
-    with pytest.raises(InfeasibleError, match=r"at most 0\.0820.*math.*code.*raise repetition_factor"):
+    with pytest.raises(InfeasibleError, match=r"at most 0\.0820.*math.*code.*raise \[propose\] repetition_factor"):
         propose(model, swarm(model), PRIOR, TOKENS, settings)
     with pytest.raises(InfeasibleError, match=r"Lower bounds add up to 1\.2.*web, code"):
         propose(model, swarm(model), PRIOR, None, ProposeSettings(bounds={"web": [0.6, 1.0], "code": [0.6, 1.0]}))
@@ -209,8 +209,10 @@ def test_search_picks_best_feasible_observed_run():
 def test_objective_and_settings_errors_list_what_exists():
     model = law_model()
     table = swarm(model, n=20)
-    with pytest.raises(ConfigError, match="unknown metric 'loss'.*web/bpb, code/bpb"):
-        propose(model, table, PRIOR, None, objective=ObjectiveSettings({"loss": 1.0}))
+    with pytest.raises(ConfigError, match="unknown metric 'loss'.*web/bpb, code/bpb"):  # a typo beside a known metric
+        propose(model, table, PRIOR, None, objective=ObjectiveSettings({"web/bpb": 1.0, "loss": 1.0}))
+    elsewhere = propose(model, table, PRIOR, None, objective=ObjectiveSettings({"eval:other/bpb": 1.0}))
+    assert elsewhere.x == pytest.approx(propose(model, table, PRIOR, None).x)  # names none of them: the mean
     with pytest.raises(ConfigError, match="unknown domain 'wiki'.*web, code, math, books"):
         propose(model, table, PRIOR, None, ProposeSettings(bounds={"wiki": [0, 1]}))
     ridge = make_regressor("ridge").fit(table.ratios, table.metrics)

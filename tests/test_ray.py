@@ -87,3 +87,29 @@ def test_an_unreachable_ray_cluster_is_one_sentence(tmp_path):
     assert time.monotonic() - started < 30  # not Ray's minutes of retries
     with pytest.raises(ConfigError, match="ray_gpus_per_task must be 1"):
         ExecutorSettings(kind="ray", ray_gpus_per_task=2)
+
+
+def test_stop_ends_the_driver_and_its_tasks_workers(ray_project, tmp_path):
+    """`olmix-tui stop`: the driver (`swarm run`) goes first, Ray stops its tasks, and a worker process
+    a task left on this machine is stopped too; every run not finished reads as interrupted."""
+    from engine.executors.jobs import read_jobs
+
+    swarm_dir, _ = plan_swarm(ray_project)
+    cmd = [sys.executable, "-m", "olmix_tui", "swarm", "run", str(ray_project.root), "--swarm", swarm_dir.id]
+    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    workers = lambda: [r for r in read_jobs(ray_project.root) if r.kind == "worker" and r.alive]  # noqa: E731
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not workers():
+            time.sleep(0.2)
+        assert workers() and workers()[0].ray_driver == f"{driver.pid}@{workers()[0].host}"
+        r = CliRunner().invoke(app, ["stop", str(ray_project.root)])
+        assert r.exit_code == 0 and "stopped training swarm" in r.output, r.output
+        assert driver.wait(30) == 143
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    deadline = time.time() + 60
+    while time.time() < deadline and (workers() or "running" in {s.state for s in swarm_dir.statuses()}):
+        time.sleep(0.2)
+    assert not workers() and {s.state for s in swarm_dir.statuses()} <= {"done", "interrupted"}

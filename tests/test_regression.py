@@ -171,8 +171,19 @@ def test_settings_validate_names():
         RegressionSettings(candidates=["auto"])
 
 
-def test_lightgbm_needs_enough_runs_to_hold_out():
+@pytest.mark.parametrize("name", ["lightgbm", "ensemble", "auto"])
+def test_lightgbm_adapts_to_a_small_swarm_and_says_how(name, tmp_path):
+    """16 runs, as a CPU swarm has: too few to hold out runs for early stopping, and too few for
+    RegMix's 20 runs per leaf. LightGBM (alone, in an ensemble, chosen or not by auto) trains anyway,
+    learns something, and fitting reports each adaptation with the real key name."""
     X, Y, _, _ = synthetic(n=16)
-    with pytest.raises(DataError, match="valid_fraction"):
-        make_regressor("lightgbm").fit(X, Y)
-    make_regressor("lightgbm", valid_fraction=0.0, rounds=20).fit(X, Y)
+    settings = RegressionSettings(regressor=name, folds=4, candidates=["lightgbm", "ridge"])
+    events = []
+    result = fit_and_store(tmp_path / "fits", MixtureTable([f"r{i}" for i in range(16)], list("abcd"), X, ["y0", "y1"], Y),
+                           None, settings, events.append)
+    notes = [e.text for e in events if type(e).__name__ == "Message"]
+    if "lightgbm" in result.chosen or name != "auto":
+        assert any("[regression] lightgbm_valid_fraction = 0.125" in n for n in notes), notes
+    gbm = make_regressor("lightgbm", rounds=200).fit(X, Y)
+    assert np.all(spearman(Y, gbm.predict(X)) > 50)  # not a constant: the trees split
+    assert [n for n in gbm.notes() if "a leaf holds at least 4 runs" in n]

@@ -12,7 +12,7 @@ from engine.settings import ProposeSettings, RegressionSettings, Settings, Swarm
 
 
 @pytest.mark.parametrize("text, message", [
-    ("[proxy]\npreset = 'nope'\n", r"\[proxy\] preset 'nope' is unknown; use one of cpu, regmix-1m, olmix-30m, olmix-60m\."),
+    ("[proxy]\npreset = 'nope'\n", r"\[proxy\] preset 'nope' is unknown; use one of auto, cpu, gpu, regmix-1m, olmix-30m, olmix-60m\."),
     ("[proxy]\ndtype = 'bf16'\n", r"\[proxy\] dtype 'bf16' is unknown; use one of auto, float32, bfloat16\."),
     ("[proxy]\nchinchilla_multiple = -1\n", r"\[proxy\] tokens_per_proxy and chinchilla_multiple must be >= 0"),
     ("[executor]\ndevice = 'cuda:1'\n", r"\[executor\] device 'cuda:1' is unknown"),

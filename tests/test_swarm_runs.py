@@ -114,7 +114,7 @@ def test_sigkill_resumes_without_losing_finished_runs(small_project):
         finished = {s.run: s for s in swarm_dir.statuses() if s.state == "done"}
         os.killpg(proc.pid, signal.SIGKILL)  # the scheduler ...
         proc.wait(10)
-        for pid in _worker_pids(swarm_dir.path):  # ... and its workers (sessions of their own) die without cleanup
+        for pid in _worker_pids(swarm_dir):  # ... and its workers (sessions of their own) die without cleanup
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -154,17 +154,10 @@ def test_a_zombie_worker_counts_as_interrupted(small_project):
         child.wait()
 
 
-def _worker_pids(swarm_path: Path) -> list[int]:
-    """Live worker processes of a swarm, found by their command line (also those still importing)."""
-    pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"engine.executors.worker" in args and str(swarm_path).encode() in args:
-            pids.append(int(cmdline.parent.name))
-    return pids
+def _worker_pids(swarm_dir) -> list[int]:
+    """The workers of a swarm's running runs, as their status files name them (also those still
+    importing: a run is handed to its worker's pid before the worker reads it)."""
+    return sorted({s.pid for s in swarm_dir.statuses() if s.state == "running" and s.pid})
 
 
 def test_launched_runs_are_running_before_the_worker_starts(small_project, tmp_path):
@@ -174,14 +167,14 @@ def test_launched_runs_are_running_before_the_worker_starts(small_project, tmp_p
 
     swarm_dir, _ = plan_swarm(small_project)
     run = swarm_dir.run_ids[0]
-    proc = LocalExecutor(ExecutorSettings(), tmp_path).launch(swarm_dir, [run], Slot("cpu", 1))
+    batch = LocalExecutor(ExecutorSettings(), tmp_path).launch(swarm_dir, [run], Slot("cpu", 1))
     try:
         status = swarm_dir.status(run)  # read at once: the worker has not got past its imports
-        assert status.state == "running" and status.pid == proc.pid
+        assert status.state == "running" and status.pid == batch.pid
         assert run not in swarm_dir.pending_runs()
     finally:
-        proc.kill()
-        proc.wait(10)
+        batch.worker.process.kill()
+        batch.worker.process.wait(10)
     assert swarm_dir.status(run).state == "interrupted" and run in swarm_dir.pending_runs()
 
 
@@ -229,3 +222,33 @@ def test_cpu_slots_one_per_core_and_idle_threads_pooled(tmp_path, monkeypatch):
     assert pool_cpu_threads(slots, 3) == [Slot("cpu", 2), Slot("cpu", 1), Slot("cpu", 1)]
     gpus = [Slot("cuda:0", 2), Slot("cuda:1", 2)]
     assert pool_cpu_threads(gpus, 1) == gpus
+
+
+def test_live_loss_and_tokens_per_s_are_each_runs_own(small_project):
+    """Three runs trained together by one worker: each status shows its own loss (the proxies differ)
+    and its share of the worker's tokens/s, not the worker's figure copied to every run."""
+    from engine.executors.stop import stop
+
+    p = small_project
+    p.settings = dataclasses.replace(
+        p.settings, proxy=dataclasses.replace(p.settings.proxy, tokens_per_proxy=get_preset("cpu").tokens_per_step * 400),
+        executor=ExecutorSettings(workers=1, max_batch=3, poll_seconds=0.2))
+    with p.lock():
+        p.save_settings()
+    swarm_dir, _ = plan_swarm(p)
+    cmd = [sys.executable, "-m", "olmix_tui", "swarm", "run", str(p.root), "--swarm", swarm_dir.id]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline, live = time.time() + 300, []
+        while time.time() < deadline:
+            live = [s for s in swarm_dir.statuses() if s.state == "running" and s.loss is not None and s.tokens_per_s]
+            if len(live) == 3:
+                break
+            time.sleep(0.2)
+        assert len(live) == 3, "the runs did not report their figures in time"
+        assert len({s.loss for s in live}) == 3  # each proxy's own loss
+        assert len({s.pid for s in live}) == 1  # one worker trains them together...
+        assert len({round(s.tokens_per_s) for s in live}) == 1  # ...each at its share of its throughput
+    finally:
+        stop(p.root)
+        proc.wait(60)

@@ -27,3 +27,19 @@ def make_executor(settings: ExecutorSettings, log_dir: Path) -> Executor:
     from engine.executors.local import LocalExecutor
 
     return LocalExecutor(settings, log_dir)
+
+
+def trains_on_gpu(settings: ExecutorSettings) -> bool:
+    """Whether the workers [executor] starts train on GPUs: on a Slurm cluster or a remote Ray
+    cluster when its jobs or tasks ask for one; on this machine (local workers, a Ray instance
+    started here) when a CUDA GPU is visible and device is not "cpu"."""
+    if settings.kind == "slurm":
+        return settings.slurm_gpus_per_job > 0
+    if settings.kind == "ray":
+        if not settings.ray_gpus_per_task or settings.ray_address:
+            return settings.ray_gpus_per_task > 0
+    elif settings.device == "cpu":
+        return False
+    from engine.executors.local import visible_gpus
+
+    return visible_gpus() > 0

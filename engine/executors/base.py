@@ -1,9 +1,10 @@
 """The executor interface and the scheduling loop every executor shares.
 
-An executor knows its slots (a GPU, or a share of the CPU cores) and how to launch one worker on
-a slot and poll it. `run_swarm` splits the runs into batches (proxies trained together), keeps
-every slot busy, and reads the run files for progress, so the loop is the same whether workers
-are local processes or cluster jobs.
+An executor knows its slots (a GPU, or a share of the CPU cores) and how to hand a batch of runs
+to a worker on a slot (starting one, or giving it to one it keeps) and poll it. `run_swarm`
+splits the runs into batches (proxies trained together), keeps every slot busy, and reads the
+run files for progress, so the loop is the same whether workers are local processes or cluster
+jobs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from engine.events import EventSink, Message, TaskFinished, TaskProgress, TaskStarted, ignore
+from engine.executors.jobs import STOPPED_CODES
 from engine.executors.liveness import owner_description
 from engine.runs import SwarmDir
 
@@ -44,15 +46,18 @@ class Executor(ABC):
 
     @abstractmethod
     def launch(self, swarm: SwarmDir, runs: list[str], slot: Slot) -> object:
-        """Start a worker training `runs` on `slot`; returns a handle for `poll`."""
+        """Have a worker train `runs` on `slot`; returns a handle for `poll`."""
 
     @abstractmethod
     def poll(self, handle: object) -> int | None:
-        """None while the worker runs, else its exit code."""
+        """None while the batch trains, else 0 when it finished, non-zero when it did not (the worker's exit code)."""
 
     def failure_detail(self, handle: object) -> str:
         """A short reason for a worker that died without marking its runs (e.g. the log's tail)."""
         return "the worker exited without a result"
+
+    def close(self) -> None:
+        """Let go of what the executor holds once a swarm's scheduling ends (the local executor's idle workers)."""
 
 
 def batches(runs: list[str], max_size: int, min_batches: int = 1) -> list[list[str]]:
@@ -98,36 +103,42 @@ def run_swarm(executor: Executor, swarm: SwarmDir, runs: list[str], max_batch: i
     task = f"swarm {swarm.id}"
     on_event(TaskStarted(task, total=len(watched), unit="runs"))
     waiting = ""
-    while True:
-        orphans = sorted(r for r in others if swarm.status(r).state == "interrupted")
-        if orphans:  # their owner is gone: train them here
-            others -= set(orphans)
-            todo += batches(orphans, max_batch)
-        if not (todo or active or _still_running(swarm, watched)):
-            break
-        said = _waiting_for(swarm, others)
-        if said != waiting and said:
-            on_event(Message(said))
-        waiting = said
-        while todo and free:
-            slot = free.pop(0)
-            batch = todo.pop(0)
-            active.append(Launched(slot, batch, executor.launch(swarm, batch, slot)))
-        for item in list(active):
-            code = executor.poll(item.handle)
-            if code is None:
-                continue
-            active.remove(item)
-            free.append(item.slot)
-            stuck = [r for r in item.runs if swarm.status(r).state in ("running", "interrupted", "pending")]
-            if stuck:
-                detail = executor.failure_detail(item.handle)
-                for r in stuck:
-                    swarm.write_status(r, state="failed", error=f"worker exit code {code}: {detail}")
-                on_event(Message(f"{len(stuck)} run(s) failed: {detail}", level="warning"))
-        _report(swarm, watched, task, on_event)
-        if todo or active or _still_running(swarm, watched):
-            time.sleep(poll_seconds)
+    try:
+        while True:
+            orphans = sorted(r for r in others if swarm.status(r).state == "interrupted")
+            if orphans:  # their owner is gone: train them here
+                others -= set(orphans)
+                todo += batches(orphans, max_batch)
+            if not (todo or active or _still_running(swarm, watched)):
+                break
+            said = _waiting_for(swarm, others)
+            if said != waiting and said:
+                on_event(Message(said))
+            waiting = said
+            while todo and free:
+                slot = free.pop(0)
+                batch = todo.pop(0)
+                active.append(Launched(slot, batch, executor.launch(swarm, batch, slot)))
+            for item in list(active):
+                code = executor.poll(item.handle)
+                if code is None:
+                    continue
+                active.remove(item)
+                free.append(item.slot)
+                stuck = [r for r in item.runs if swarm.status(r).state in ("running", "interrupted", "pending")]
+                if stuck and code in STOPPED_CODES:  # stopped, not broken: its runs read as interrupted
+                    on_event(Message(f"{len(stuck)} run(s) stopped with their worker (exit code {code}); "
+                                     "the next `swarm run` trains them again.", level="warning"))
+                elif stuck:
+                    detail = executor.failure_detail(item.handle)
+                    for r in stuck:
+                        swarm.write_status(r, state="failed", error=f"worker exit code {code}: {detail}")
+                    on_event(Message(f"{len(stuck)} run(s) failed: {detail}", level="warning"))
+            _report(swarm, watched, task, on_event)
+            if todo or active or _still_running(swarm, watched):
+                time.sleep(poll_seconds)
+    finally:
+        executor.close()
     swarm.write_tables()
     counts = swarm.counts()
     on_event(TaskFinished(task, info=counts))

@@ -118,6 +118,11 @@ def slurm_job_alive(job_id: str) -> bool:
     return alive
 
 
+def forget_slurm_job(job_id: str) -> None:
+    """Drop the cached answer about a job (just cancelled: ask Slurm again)."""
+    _answers.pop(job_id, None)
+
+
 def silent_seconds(status: RunStatus) -> float:
     """Seconds since a run's status.json was last written (by the clock of the machine reading it)."""
     return max(0.0, time.time() - (status.updated or 0.0))

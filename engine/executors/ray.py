@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +63,7 @@ class RayExecutor(Executor):
             raise ConfigError("[executor] kind = \"ray\" needs Ray: pip install 'olmix-tui[ray]'.") from None
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports from a tool that may run offline
         address = settings.ray_address
+        sigterm = signal.getsignal(signal.SIGTERM)
         try:
             _check_reachable(address)  # ray.init retries an unreachable address for minutes
             ray.init(address=address or None, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
@@ -70,6 +73,8 @@ class RayExecutor(Executor):
                 f"no Ray cluster answers at ray_address = {address!r} ({str(err).splitlines()[0]}); "
                 "start one (`ray start --head`) or set ray_address = \"\" in [executor] to use this machine."
             ) from None
+        if sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, sigterm)  # ray.init sets its own; the caller's unwinds `swarm run` cleanly
         self.settings = settings
         self.log_dir = Path(log_dir)
         self.driver = f"{os.getpid()}@{socket.gethostname()}"

@@ -81,6 +81,7 @@ class Regressor:
         self.settings = dict(settings)
         self.n_domains = 0
         self.n_metrics = 0
+        self._notes: list[str] = []
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.settings.items())})"
@@ -107,6 +108,10 @@ class Regressor:
     def describe(self) -> str:
         """What was fitted, for a status line (e.g. which models an ensemble averages)."""
         return self.name
+
+    def notes(self) -> list[str]:
+        """How the last fit adapted its settings to the data (e.g. too few runs to early-stop), one sentence each."""
+        return list(self._notes)
 
     def _check_predict(self, X: np.ndarray) -> np.ndarray:
         if not self.fitted:

@@ -50,6 +50,9 @@ class EnsembleRegressor(Regressor):
     def describe(self) -> str:
         return "+".join(self.settings["members"])
 
+    def notes(self) -> list[str]:
+        return list(dict.fromkeys(note for model in self.models for note in model.notes()))
+
     def _state(self, folder: Path) -> dict:
         for model in self.models:
             model.save(folder / model.name)
@@ -114,6 +117,9 @@ class AutoRegressor(Regressor):
 
     def describe(self) -> str:
         return f"auto: {self.chosen.describe()}" if self.chosen is not None else "auto"
+
+    def notes(self) -> list[str]:
+        return self.chosen.notes() if self.chosen is not None else []
 
     def _state(self, folder: Path) -> dict:
         self.chosen.save(folder / "chosen")

@@ -6,6 +6,11 @@ its evaluation mixtures; here early stopping only ever sees a held-out split (`v
 the training runs. With `bags` > 1, each bag holds out a different seeded split and predictions are
 averaged over bags, so every training run is used by most bags. valid_fraction = 0 trains the full
 `rounds` on all runs. Models are kept as LightGBM text model files.
+
+Small swarms (a few dozen runs, as on a CPU) adapt instead of failing: too few runs to hold out
+MIN_VALID_RUNS on each side train the full `rounds` on every run, and a leaf needs at most a
+quarter of the training runs (RegMix's 20 would leave a tree of 16 runs no split at all); each
+adaptation is a note (`Regressor.notes`) that fitting reports.
 """
 
 from __future__ import annotations
@@ -59,16 +64,23 @@ class LightGBMRegressor(Regressor):
         s = self.settings
         n = len(X)
         n_valid = int(round(s["valid_fraction"] * n))
+        self._notes = []
         if s["valid_fraction"] > 0 and (n_valid < MIN_VALID_RUNS or n - n_valid < MIN_VALID_RUNS):
-            raise DataError(
-                f"LightGBM early stopping needs at least {MIN_VALID_RUNS} held-out and {MIN_VALID_RUNS} training runs, "
-                f"but {n} runs at valid_fraction {s['valid_fraction']} leave {n_valid}; add runs or set valid_fraction = 0."
-            )
+            self._notes.append(
+                f"LightGBM: {n} runs are too few to early-stop ([regression] lightgbm_valid_fraction = "
+                f"{s['valid_fraction']:g} holds out {n_valid}, it needs {MIN_VALID_RUNS} on each side); it trained "
+                f"all {s['rounds']} rounds ([regression] lightgbm_rounds) on every run.")
+            n_valid = 0
+        min_child = min(s["min_child_samples"], max(1, (n - n_valid) // 4))
+        if min_child < s["min_child_samples"]:
+            self._notes.append(f"LightGBM: a leaf holds at least {min_child} runs, not {s['min_child_samples']}: "
+                               f"{n - n_valid} training runs.")
         self.boosters = [[] for _ in range(Y.shape[1])]
         for bag in range(s["bags"]):
             seed = s["seed"] + bag
             order = np.random.default_rng(seed).permutation(n)
             valid, train = order[:n_valid], order[n_valid:]
+            params = {**self._params(seed), "min_child_samples": min_child}
             for i in range(Y.shape[1]):
                 data = lgb.Dataset(X[train], Y[train, i], params={"verbosity": -1})
                 kwargs = {}
@@ -77,7 +89,7 @@ class LightGBMRegressor(Regressor):
                         "valid_sets": [lgb.Dataset(X[valid], Y[valid, i], reference=data)],
                         "callbacks": [lgb.early_stopping(s["patience"], verbose=False)],
                     }
-                booster = lgb.train(self._params(seed), data, num_boost_round=s["rounds"], **kwargs)
+                booster = lgb.train(params, data, num_boost_round=s["rounds"], **kwargs)
                 text = booster.model_to_string(num_iteration=booster.best_iteration or None)
                 self.boosters[i].append(lgb.Booster(model_str=text))
 

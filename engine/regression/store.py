@@ -31,7 +31,7 @@ import numpy as np
 
 from engine.atomic import write_csv, write_toml
 from engine.config import load_section, read_toml
-from engine.errors import ConfigError, DataError, OlmixError
+from engine.errors import DataError, OlmixError
 from engine.events import EventSink, Message, TaskFinished, TaskStarted, ignore
 from engine.mixture_table import MixtureTable
 from engine.regression.base import Regressor, load_arrays, make_regressor, save_arrays
@@ -90,15 +90,6 @@ def fit_id(table: MixtureTable, regressor: str, settings: "RegressionSettings") 
     return h.hexdigest()[:ID_LENGTH]
 
 
-def objective_weights_or_mean(objective: ObjectiveSettings, metric_names: list[str]) -> np.ndarray:
-    """The objective's weights over a fit's metrics; the plain mean of its metrics when the objective
-    names others (an imported swarm's metrics need not be the project's)."""
-    try:
-        return np.array(objective.normalised(metric_names))
-    except ConfigError:
-        return np.full(len(metric_names), 1.0 / len(metric_names))
-
-
 def fit_and_store(
     fits_dir: str | os.PathLike,
     table: MixtureTable,
@@ -117,7 +108,8 @@ def fit_and_store(
     check_metrics_finite(table)
     if table.n_runs < settings.folds:
         raise DataError(
-            f"The swarm has {table.n_runs} runs, fewer than the {settings.folds} CV folds; train more runs or lower folds."
+            f"The swarm has {table.n_runs} runs, fewer than the {settings.folds} CV folds; train more runs or lower "
+            "[regression] folds."
         )
     fid = fit_id(table, name, settings)
     folder = Path(fits_dir) / fid
@@ -136,8 +128,10 @@ def fit_and_store(
         cv = cross_validate(name, X, Y, on_event=on_event, **settings.cv_kwargs(name))
         model = make_regressor(name, **settings.regressor_settings(name)).fit(X, Y)
     seconds = time.perf_counter() - start
+    for note in model.notes():
+        on_event(Message(note))
     evidence = FitEvidence(X, Y, cv.predictions, model.predict(X), model.law())
-    verdict = judge(evidence, table.metric_names, table.domains, objective_weights_or_mean(objective, table.metric_names),
+    verdict = judge(evidence, table.metric_names, table.domains, np.array(objective.normalised(table.metric_names)),
                     settings.folds, swarm_table=swarm_table)
 
     model.save(folder / MODEL_DIR)
@@ -184,7 +178,7 @@ class FitSummary:
         if self.verdict is None:
             return None
         metrics = list(self.info["metrics"])
-        weights = objective_weights_or_mean(objective, metrics)
+        weights = np.array(objective.normalised(metrics))
         wanted = {m: float(x) for m, x in zip(metrics, weights) if x > 0}
         stored = self.verdict.weights
         if set(wanted) == set(stored) and all(abs(wanted[m] - stored[m]) < 1e-6 for m in wanted):

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -35,6 +37,32 @@ def pick_device(requested: str = "auto") -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"Unsupported device {requested!r}; use auto, cpu, cuda or cuda:N.")
     return device
+
+
+def prepare_device(device: torch.device) -> None:
+    """Make `device` ready to train on: on CUDA it becomes the current device and its context is
+    created here (not by whichever op first needs it, and not on GPU 0 for a worker of GPU 1); on
+    a CPU glibc keeps freed memory (keep_freed_memory)."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.zeros(1, device=device)
+        torch.cuda.synchronize(device)
+    else:
+        keep_freed_memory()
+
+
+def synchronizer(device: torch.device) -> Callable[[], None] | None:
+    """What waits for the work queued on `device` (None on a CPU, where ops finish as they return)."""
+    if device.type == "cuda":
+        return functools.partial(torch.cuda.synchronize, device)
+    return None
+
+
+def memory_budget(device: torch.device, cpu_bytes: int, gpu_fraction: float) -> int:
+    """Bytes a computation may hold: `cpu_bytes` on a CPU, this fraction of the card's memory on a GPU."""
+    if device.type == "cuda":
+        return int(gpu_fraction * torch.cuda.get_device_properties(device).total_memory)
+    return cpu_bytes
 
 
 def cpu_has_bf16_matmul() -> bool:

@@ -6,8 +6,8 @@ tokens of context). loss = mean NLL in nats per token; bpb = loss / ln 2 / bytes
 
 Eval sets: items {"context", "continuation"}; an item's BPB is the summed NLL of the
 continuation tokens given the context, / ln 2 / the continuation's UTF-8 bytes; a set's BPB is
-the mean over its items. Items are right-padded into batches (causal attention keeps padding
-invisible to real tokens) and every batch runs through all K proxies in one forward pass.
+the mean over its items. Items are right-padded to seq_len + 1 tokens (causal attention keeps
+padding invisible to real tokens) and scored in the same forwards as the domains' windows.
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ import torch
 
 from engine.config import decode_text, read_bytes
 from engine.errors import DataError
-from engine.training.device import autocast
+from engine.training.device import autocast, memory_budget
 from engine.training.model import StackedLlama
 
 LN2 = math.log(2.0)
-LOGITS_BUDGET_BYTES = 256 * 2**20
-"""Largest float32 logits tensor one evaluation forward may allocate (rows are chunked to fit)."""
+EVAL_BUDGET_BYTES = 256 * 2**20
+EVAL_GPU_FRACTION = 0.25
+"""Activations one evaluation forward may hold (on a GPU, this fraction of the card's memory);
+more rows are split into several forwards. The logits are bounded apart (model.LOSS_BLOCK)."""
 
 
 def bits_per_byte(loss_nats_per_token: float, bytes_per_token: float) -> float:
@@ -117,7 +119,13 @@ def tokenize_eval_set(eval_set: EvalSet, encode: Callable[[str], Sequence[int]],
 
 
 class Evaluator:
-    """Scores all K proxies of a StackedLlama on every domain's held-out windows and the eval sets."""
+    """Scores all K proxies of a StackedLlama on every domain's held-out windows and the eval sets.
+
+    All of them are rows of one table [rows, seq_len + 1] (eval-set items right-padded) with a mask
+    of the targets each row scores, sent to the device once; an evaluation runs the table through
+    the K proxies in as few stacked forwards as the activation budget allows, and reads the
+    per-row sums back once.
+    """
 
     def __init__(self, domain_names: Sequence[str], val_arrays: Sequence[np.ndarray],
                  bytes_per_token: Sequence[float], seq_len: int, eval_tokens_per_domain: int,
@@ -126,47 +134,61 @@ class Evaluator:
         self.bytes_per_token = [float(b) for b in bytes_per_token]
         self.windows = [domain_eval_windows(v, seq_len, eval_tokens_per_domain) for v in val_arrays]
         self.eval_sets = list(eval_sets)
+        width = seq_len + 1
+        rows, ends = list(self.windows), [np.full(len(w), seq_len) for w in self.windows]
+        n_scored = [np.full(len(w), seq_len) for w in self.windows]
+        for es in self.eval_sets:
+            padded = np.zeros((len(es.sequences), width), dtype=np.int64)
+            for row, seq in enumerate(es.sequences):
+                padded[row, : len(seq)] = seq
+            rows.append(padded)
+            ends.append(np.array([len(seq) - 1 for seq in es.sequences]))
+            n_scored.append(np.asarray(es.n_continuation))
+        self.rows = np.concatenate(rows)
+        end, scored = np.concatenate(ends), np.concatenate(n_scored)
+        positions = np.arange(seq_len)
+        self.scored = (positions[None, :] < end[:, None]) & (positions[None, :] >= (end - scored)[:, None])
+        self.starts = np.cumsum([0] + [len(r) for r in rows])  # rows of part i: starts[i]:starts[i + 1]
+        self._on_device: tuple[torch.device, torch.Tensor, torch.Tensor] | None = None
+
+    def prepare(self, device: torch.device) -> None:
+        """Send the rows and their masks to `device` (once)."""
+        if self._on_device is None or self._on_device[0] != device:
+            self._on_device = (device, torch.from_numpy(self.rows).to(device), torch.from_numpy(self.scored).to(device))
 
     @torch.no_grad()
     def evaluate(self, model: StackedLlama, device: torch.device, amp_dtype: torch.dtype | None) -> list[dict[str, float]]:
         """Metrics per proxy: "<domain>/loss", "<domain>/bpb" and "eval:<name>/bpb"."""
         was_training = model.training
         model.eval()
-        k = model.n_models
-        metrics: list[dict[str, float]] = [{} for _ in range(k)]
-        for name, windows, bpt in zip(self.domain_names, self.windows, self.bytes_per_token):
-            nll = self._nll_rows(model, windows, np.full(len(windows), windows.shape[1] - 1), device, amp_dtype)
-            losses = nll.sum(1) / (len(windows) * (windows.shape[1] - 1))
-            for i in range(k):
-                metrics[i][f"{name}/loss"] = float(losses[i])
-                metrics[i][f"{name}/bpb"] = bits_per_byte(float(losses[i]), bpt)
-        for es in self.eval_sets:
-            lengths = np.array([len(s) for s in es.sequences])
-            padded = np.zeros((len(lengths), lengths.max()), dtype=np.int64)
-            for row, seq in enumerate(es.sequences):
-                padded[row, : len(seq)] = seq
-            nll = self._nll_rows(model, padded, es.n_continuation, device, amp_dtype, lengths - 1)
-            item_bpb = nll / LN2 / es.continuation_bytes[None, :]
-            for i in range(k):
-                metrics[i][f"eval:{es.name}/bpb"] = float(item_bpb[i].mean())
+        nll = self._row_nll(model, device, amp_dtype)  # [K, rows]
         model.train(was_training)
+        part = [nll[:, a:b] for a, b in zip(self.starts[:-1], self.starts[1:])]
+        seq_len = self.rows.shape[1] - 1
+        metrics: list[dict[str, float]] = [{} for _ in range(model.n_models)]
+        for name, windows, bpt, rows in zip(self.domain_names, self.windows, self.bytes_per_token, part):
+            losses = rows.sum(1) / (len(windows) * seq_len)
+            for i, m in enumerate(metrics):
+                m[f"{name}/loss"] = float(losses[i])
+                m[f"{name}/bpb"] = bits_per_byte(float(losses[i]), bpt)
+        for es, rows in zip(self.eval_sets, part[len(self.windows):]):
+            set_bpb = (rows / LN2 / es.continuation_bytes[None, :]).mean(1)
+            for i, m in enumerate(metrics):
+                m[f"eval:{es.name}/bpb"] = float(set_bpb[i])
         return metrics
 
-    @staticmethod
-    def _nll_rows(model: StackedLlama, rows: np.ndarray, n_scored: np.ndarray, device: torch.device,
-                  amp_dtype: torch.dtype | None, ends: np.ndarray | None = None) -> np.ndarray:
-        """Summed NLL [K, rows] of the last n_scored[r] targets before ends[r] of each row (all K proxies)."""
+    def _row_nll(self, model: StackedLlama, device: torch.device, amp_dtype: torch.dtype | None) -> np.ndarray:
+        """Summed NLL [K, rows] of every row's scored targets, for all K proxies at once."""
+        self.prepare(device)
+        _, rows, scored = self._on_device  # type: ignore[misc]
         k, width = model.n_models, rows.shape[1] - 1
-        ends = np.full(len(rows), width) if ends is None else ends
-        positions = np.arange(width)
-        scored = (positions[None, :] < ends[:, None]) & (positions[None, :] >= (ends - n_scored)[:, None])
-        chunk = max(1, LOGITS_BUDGET_BYTES // (4 * k * width * model.config.vocab_size))
+        config = model.config
+        per_row = 4 * k * width * (4 * config.hidden_size + 3 * config.intermediate_size)
+        chunk = max(1, memory_budget(device, EVAL_BUDGET_BYTES, EVAL_GPU_FRACTION) // per_row)
         out = []
         for start in range(0, len(rows), chunk):
-            part = torch.from_numpy(rows[start:start + chunk]).to(device)
-            tokens = part.unsqueeze(0).expand(k, -1, -1)
+            tokens = rows[start:start + chunk].unsqueeze(0).expand(k, -1, -1)
             with autocast(device, amp_dtype):
                 nll = model.token_nll(tokens[..., :-1], tokens[..., 1:])
-            mask = torch.from_numpy(scored[start:start + chunk]).to(device)
-            out.append((nll.float() * mask).sum(-1).cpu())
-        return torch.cat(out, dim=1).double().numpy()
+            out.append((nll.float() * scored[start:start + chunk]).sum(-1))
+        return torch.cat(out, dim=1).cpu().double().numpy()

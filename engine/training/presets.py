@@ -9,7 +9,7 @@ imports no torch: engine.settings checks [proxy] preset and dtype against it whe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from engine.errors import ConfigError
 
@@ -23,6 +23,14 @@ DTYPES = ("auto", "float32", "bfloat16")
 
 CHINCHILLA_TOKENS_PER_PARAM = 20
 """Tokens per non-embedding parameter at 1x Chinchilla (Hoffmann et al. 2022)."""
+
+AUTO = "auto"
+"""[proxy] preset = "auto": the preset and token budget for the hardware the swarm trains on
+(`resolve_proxy`; the rule and its reasons: docs/project-format.md, "The proxy scale")."""
+
+GPU_TOKENS_PER_PROXY = 2**21
+"""The least a proxy of the auto preset trains on a GPU: twice the ~1M tokens from which the
+mixture's effect on held-out loss stands out of seed noise (NOTES-cpu-scale.md)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,8 @@ class ProxyPreset:
         return self.n_layers * per_layer + d
 
 
+LR_GPU = 4e-3
+
 PRESETS: dict[str, ProxyPreset] = {
     p.name: p
     for p in (
@@ -108,6 +118,13 @@ PRESETS: dict[str, ProxyPreset] = {
         ProxyPreset(
             name="cpu", n_layers=2, n_heads=4, d_model=128, d_ff=384, seq_len=128, batch_size=4,
             lr=1.5e-3, min_lr_ratio=0.1, warmup_fraction=0.05, schedule="cosine",
+        ),
+        # The cpu preset's model with 16 times its batch, for a GPU: a step of a few dozen such
+        # proxies is then enough work to keep a GPU's kernels busy rather than waiting on their
+        # launches, and GPU_TOKENS_PER_PROXY takes 256 steps (eager: below trainer.COMPILE_MIN_STEPS).
+        ProxyPreset(
+            name="gpu", n_layers=2, n_heads=4, d_model=128, d_ff=384, seq_len=128, batch_size=64,
+            lr=LR_GPU, min_lr_ratio=0.1, warmup_fraction=0.05, schedule="cosine",
         ),
         # RegMix's tinyllama_1M (Liu et al. 2025): constant lr 4e-4 after 100 of ~1000 warmup steps,
         # 512 x 2048-token sequences per step, norm eps 1e-5.
@@ -140,6 +157,23 @@ def get_preset(name: str) -> ProxyPreset:
         ) from None
 
 
+def resolve_proxy(settings: "ProxySettings", vocab_size: int, on_gpu: Callable[[], bool]) -> tuple[ProxyPreset, int]:
+    """The preset and tokens per proxy a swarm planned with `settings` trains.
+
+    A named preset is used as it is, with `tokens_per_proxy`'s budget. "auto" is the cpu preset and
+    that budget when the swarm's workers train on CPUs, and on GPUs (`on_gpu()`, asked only then)
+    the gpu preset with at least GPU_TOKENS_PER_PROXY tokens.
+    """
+    if settings.preset != AUTO:
+        preset = get_preset(settings.preset)
+        return preset, tokens_per_proxy(settings, preset, vocab_size)
+    if not on_gpu():
+        preset = PRESETS["cpu"]
+        return preset, tokens_per_proxy(settings, preset, vocab_size)
+    preset = PRESETS["gpu"]
+    return preset, max(tokens_per_proxy(settings, preset, vocab_size), GPU_TOKENS_PER_PROXY)
+
+
 def tokens_per_proxy(settings: "ProxySettings", preset: ProxyPreset, vocab_size: int) -> int:
     """Training tokens per proxy: the explicit budget, else the Chinchilla multiple of the preset.
 
@@ -152,6 +186,6 @@ def tokens_per_proxy(settings: "ProxySettings", preset: ProxyPreset, vocab_size:
     if tokens < preset.tokens_per_step:
         raise ConfigError(
             f"[proxy] chinchilla_multiple {settings.chinchilla_multiple} gives {tokens} tokens, less than one "
-            f"step of preset {preset.name!r} ({preset.tokens_per_step}); raise it or set tokens_per_proxy."
+            f"step of preset {preset.name!r} ({preset.tokens_per_step}); raise it or set [proxy] tokens_per_proxy."
         )
     return tokens

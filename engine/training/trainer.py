@@ -18,6 +18,7 @@ import shutil
 import threading
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -26,9 +27,11 @@ import torch
 
 from engine.errors import ConfigError, DataError, InfeasibleError
 from engine.events import EventSink, Message, TaskFinished, TaskProgress, TaskStarted, ignore
+from engine.phases import PhaseTimer
 from engine.training import cpu_kernels
 from engine.training.cpu_ops import ops_for
-from engine.training.device import autocast, autocast_dtype, keep_freed_memory, pick_device, use_persistent_compile_cache
+from engine.training.device import (autocast, autocast_dtype, memory_budget, pick_device, prepare_device, synchronizer,
+                                    use_persistent_compile_cache)
 from engine.training.evaluate import Evaluator, TokenizedEvalSet
 from engine.training.flops import measure_matmul_peak, train_flops_per_token
 from engine.training.model import StackedLlama
@@ -51,6 +54,12 @@ GPU compiling matters far more for tiny proxies. The measurements: docs/benchmar
 behind constants in the code"."""
 
 PROGRESS_SECONDS = 1.0
+"""Seconds between progress events; the loss they carry is read from the device without waiting
+(the latest value that has arrived)."""
+
+GPU_WINDOW_BYTES = 256 * 2**20
+"""Training windows sent to a GPU at once: a run's batches go over in chunks of this size (a short
+run's in one), gathered on the host while the previous chunk trains, not one batch per step."""
 
 MIN_PROXIES_PER_CPU_STACK = 4
 """A group of proxies trains on the CPU as one stack per thread while each stack keeps at least
@@ -108,6 +117,7 @@ def train_proxies(
     on_event: EventSink = ignore,
     on_record: RecordSink | None = None,
     task: str = "train proxies",
+    timer: PhaseTimer | None = None,
 ) -> list[ProxyResult]:
     """Train one proxy per row of `mixtures` [K, m] (weights over the m domains) and evaluate it.
 
@@ -116,7 +126,8 @@ def train_proxies(
     init and data draw); max_repetition: how many times a domain's train windows may be reused;
     eval_every: steps between curve points sent to on_record(k, record) (0: only the end);
     compile: torch.compile the training step (True, False, or "auto" = for long runs when a C++
-    compiler is present). Returns one ProxyResult per mixture row, in order.
+    compiler is present); timer: where the phases' seconds go (engine.phases). Returns one
+    ProxyResult per mixture row, in order.
     """
     mixtures = np.asarray(mixtures, dtype=np.float64)
     n_domains = len(train_arrays)
@@ -134,26 +145,31 @@ def train_proxies(
             f"({preset.tokens_per_step} tokens); raise it."
         )
 
-    dev = pick_device(device)
-    amp = autocast_dtype(dev, dtype)
-    if dev.type == "cpu":
-        keep_freed_memory()
-        if cpu_kernels.library() is None:
+    timer = timer if timer is not None else PhaseTimer()
+    with timer.phase("device"):
+        dev = pick_device(device)
+        amp = autocast_dtype(dev, dtype)
+        prepare_device(dev)
+        if dev.type == "cpu" and cpu_kernels.library() is None:
             on_event(Message(f"Fused CPU kernels unavailable ({cpu_kernels.unavailable_reason()}); training with "
                              "plain PyTorch ops, which is slower.", level="warning"))
-    available = available_windows(train_arrays, preset.seq_len)
-    plans = [
-        plan_proxy_data(w, steps * preset.batch_size, available, max_repetition, int(seed), preset.batch_size)
-        for w, seed in zip(mixtures, seeds)
-    ]
-    for k, plan in enumerate(plans):
-        if plan.n_sequences == 0:
-            raise InfeasibleError(
-                f"Proxy {k}: its mixture's domains hold fewer than one batch of {preset.seq_len + 1}-token "
-                f"sequences under max_repetition {max_repetition}; raise max_repetition or add data."
-            )
-    evaluator = Evaluator(names, val_arrays, bytes_per_token, preset.seq_len, eval_tokens_per_domain, eval_sets)
-    _check_vocab(evaluator.windows, vocab_size)
+        peak = matmul_peak(dev, amp)
+    sync = synchronizer(dev)
+    with timer.phase("data", sync):
+        available = available_windows(train_arrays, preset.seq_len)
+        plans = [
+            plan_proxy_data(w, steps * preset.batch_size, available, max_repetition, int(seed), preset.batch_size)
+            for w, seed in zip(mixtures, seeds)
+        ]
+        for k, plan in enumerate(plans):
+            if plan.n_sequences == 0:
+                raise InfeasibleError(
+                    f"Proxy {k}: its mixture's domains hold fewer than one batch of {preset.seq_len + 1}-token "
+                    f"sequences under max_repetition {max_repetition}; raise [swarm] max_repetition or add data."
+                )
+        evaluator = Evaluator(names, val_arrays, bytes_per_token, preset.seq_len, eval_tokens_per_domain, eval_sets)
+        _check_vocab(evaluator.windows, vocab_size)
+        evaluator.prepare(dev)
 
     results: list[ProxyResult | None] = [None] * len(plans)
     groups: dict[int, list[int]] = {}
@@ -167,12 +183,19 @@ def train_proxies(
         compiled = _wants_compile(compile, dev, group_steps)
         n_stacks = 1 if compiled or dev.type != "cpu" else cpu_stacks(len(members), torch.get_num_threads())
         stacks = [list(part) for part in np.array_split(members, n_stacks)]
+        with timer.phase("data", sync):
+            batches = [StepBatches(SequenceBatcher(train_arrays, preset.seq_len, [plans[k] for k in part], preset.batch_size),
+                                   vocab_size, dev) for part in stacks]
         progress = _StackedProgress(on_event, [len(part) for part in stacks])
-        runs = [_BatchedRun(preset, vocab_size, [plans[k] for k in part], [int(seeds[k]) for k in part], train_arrays,
-                            evaluator, dev, amp, compiled, progress.sink(i), task, tokens_per_proxy)
-                for i, part in enumerate(stacks)]
+        with timer.phase("model", sync):
+            runs = [_BatchedRun(preset, vocab_size, [plans[k] for k in part], [int(seeds[k]) for k in part], batches[i],
+                                evaluator, dev, amp, compiled, progress.sink(i), task, tokens_per_proxy, peak, part)
+                    for i, part in enumerate(stacks)]
         sinks = [None if on_record is None else progress.record_sink(on_record, part) for part in stacks]
-        for part, part_results in zip(stacks, _side_by_side(runs, eval_every, sinks)):
+        start = time.perf_counter()
+        trained = _side_by_side(runs, eval_every, sinks)
+        _add_group_phases(timer, [run.phases for run in runs], time.perf_counter() - start)
+        for part, part_results in zip(stacks, trained):
             for k, result in zip(part, part_results):
                 result.index = int(k)
                 result.batched_with = len(members)  # the stacks shared the machine: each proxy's share of the wall time
@@ -181,6 +204,17 @@ def train_proxies(
                                    f"domains run out under max_repetition {max_repetition}")
                 results[k] = result
     return results  # type: ignore[return-value]
+
+
+def _add_group_phases(timer: PhaseTimer, stacks: list[dict[str, float]], wall: float) -> None:
+    """A group's phases from its stacks' (trained side by side): the slowest stack's warm-up and
+    evaluation, and the rest of the group's wall time as training steps."""
+    other = 0.0
+    for phase in ("warmup", "eval"):
+        seconds = max(phases.get(phase, 0.0) for phases in stacks)
+        timer.add(phase, seconds)
+        other += seconds
+    timer.add("train", wall - other)
 
 
 def cpu_stacks(n_proxies: int, threads: int) -> int:
@@ -260,7 +294,9 @@ class _StackedProgress:
         info = {"lr": events[0].info.get("lr"),
                 "loss": sum(e.info.get("loss", 0.0) * n for e, n in zip(events, self.sizes)) / sum(self.sizes),
                 "tokens_per_s": sum(e.info.get("tokens_per_s", 0.0) for e in events),
-                "mfu": sum(e.info.get("mfu", 0.0) for e in events)}
+                "mfu": sum(e.info.get("mfu", 0.0) for e in events),
+                **{key: {k: v for e in events for k, v in e.info.get(key, {}).items()}
+                   for key in ("proxy_loss", "proxy_tokens_per_s")}}
         return TaskProgress(task, completed=min(e.completed for e in events), info=info)
 
     def _merged_finish(self, task: str) -> TaskFinished:
@@ -294,10 +330,7 @@ def micro_batch_rows(preset: ProxyPreset, vocab_size: int, n_models: int, device
     largest divisor of the batch that fits, so every micro-batch has one shape (one compiled graph).
     Logits count only when the loss keeps them whole (`TorchOps.keeps_logits`)."""
     per_token = 4 * (preset.n_layers * (12 * preset.d_model + 4 * preset.d_ff) + (3 * vocab_size if keeps_logits else 0))
-    if device.type == "cuda":
-        budget = int(GPU_ACTIVATION_FRACTION * torch.cuda.get_device_properties(device).total_memory)
-    else:
-        budget = CPU_ACTIVATION_BUDGET_BYTES
+    budget = memory_budget(device, CPU_ACTIVATION_BUDGET_BYTES, GPU_ACTIVATION_FRACTION)
     fits = max(1, budget // (per_token * preset.seq_len * n_models))
     return max(rows for rows in range(1, preset.batch_size + 1) if preset.batch_size % rows == 0 and rows <= fits)
 
@@ -363,82 +396,174 @@ class TrainingStep:
             return self.loss_fn(chunk)
 
 
+class StepBatches:
+    """The token batches [K, B, T+1] of every step of a run, on the device.
+
+    On a GPU they go over a chunk of steps at a time (GPU_WINDOW_BYTES, or `chunk_bytes`; a short
+    run's all at once, before the first step), and the next chunk is gathered on the host while
+    the current one trains; no step waits on a copy. On a CPU each step's batch is gathered when it
+    is needed and used where it lies.
+    """
+
+    def __init__(self, batcher: SequenceBatcher, vocab_size: int, device: torch.device, chunk_bytes: int | None = None):
+        self.batcher, self.vocab_size, self.device = batcher, vocab_size, device
+        bytes_per_step = 8 * batcher.domain_ids.shape[0] * batcher.batch_size * batcher.window
+        budget = chunk_bytes if chunk_bytes is not None else GPU_WINDOW_BYTES if device.type == "cuda" else 0
+        self.chunk_steps = max(1, budget // bytes_per_step)
+        self.steps = batcher.steps
+        prefetch = 1 < self.chunk_steps < self.steps
+        self.gather = ThreadPoolExecutor(1, thread_name_prefix="step-batches") if prefetch else None
+        self.next: Future | None = None
+        self.chunk, self.loaded = -1, torch.empty(0)
+        self._load(0)
+
+    def __call__(self, step: int) -> torch.Tensor:
+        chunk = step // self.chunk_steps
+        if chunk != self.chunk:
+            self._load(chunk)
+        return self.loaded[step - chunk * self.chunk_steps]
+
+    def close(self) -> None:
+        if self.gather is not None:
+            self.gather.shutdown(wait=True)
+
+    def _load(self, chunk: int) -> None:
+        host = self.next.result() if self.next is not None else self._host(chunk)
+        self.chunk = chunk
+        self.loaded = host.to(self.device, non_blocking=True) if self.device.type == "cuda" else host
+        following = (chunk + 1) * self.chunk_steps
+        self.next = self.gather.submit(self._host, chunk + 1) if self.gather is not None and following < self.steps else None
+
+    def _host(self, chunk: int) -> torch.Tensor:
+        """The batches of `chunk`'s steps, [steps, K, B, T+1], in pinned memory on a GPU's host."""
+        steps = range(chunk * self.chunk_steps, min((chunk + 1) * self.chunk_steps, self.steps))
+        tokens = np.stack([self.batcher.batch(step) for step in steps])
+        if tokens.max() >= self.vocab_size:
+            raise DataError(f"Token ids outside 0..{self.vocab_size - 1} in the token store; rebuild it with this tokenizer.")
+        host = torch.from_numpy(tokens)
+        return host.pin_memory() if self.device.type == "cuda" else host
+
+
+class _LatestLoss:
+    """Each proxy's mean loss over the last interval, read without waiting for the device: `stage`
+    queues a copy to the host, `value` is the latest copy that has arrived (None before any)."""
+
+    def __init__(self, device: torch.device, n_models: int):
+        self.cuda = device.type == "cuda"
+        self.host = torch.zeros(n_models, pin_memory=self.cuda)
+        self.copied: torch.cuda.Event | None = None
+        self.latest: list[float] | None = None
+
+    def stage(self, losses: torch.Tensor, steps: int) -> None:
+        if not self.cuda:
+            self.latest = (losses.float() / steps).tolist()
+            return
+        if self.copied is not None:  # the previous copy is still on its way
+            return
+        self.host.copy_(losses / steps, non_blocking=True)
+        self.copied = torch.cuda.Event()
+        self.copied.record()
+
+    def value(self) -> list[float] | None:
+        if self.copied is not None and self.copied.query():
+            self.latest, self.copied = self.host.tolist(), None
+        return self.latest
+
+
 class _BatchedRun:
-    """One TrainingStep and its data and evaluation: proxies that share a step count."""
+    """One TrainingStep and its data and evaluation: proxies that share a step count.
+
+    `phases` holds the seconds of its warm-up (first step), training steps and evaluations once trained."""
 
     def __init__(self, preset: ProxyPreset, vocab_size: int, plans: list[ProxyDataPlan], seeds: list[int],
-                 train_arrays: Sequence[np.ndarray], evaluator: Evaluator, device: torch.device,
-                 amp: torch.dtype | None, compiled: bool, on_event: EventSink, task: str,
-                 requested_tokens: int):
+                 batches: StepBatches, evaluator: Evaluator, device: torch.device, amp: torch.dtype | None,
+                 compiled: bool, on_event: EventSink, task: str, requested_tokens: int, peak: float, members: list[int]):
         self.preset, self.vocab_size, self.plans, self.seeds = preset, vocab_size, plans, seeds
+        self.members = [int(k) for k in members]  # each proxy's index among train_proxies' mixtures
         self.evaluator, self.device, self.amp, self.on_event, self.task = evaluator, device, amp, on_event, task
-        self.requested_tokens = requested_tokens
-        self.batcher = SequenceBatcher(train_arrays, preset.seq_len, plans, preset.batch_size)
+        self.requested_tokens, self.peak = requested_tokens, peak
+        self.batches = batches
         self.training = TrainingStep(preset, vocab_size, seeds, device, amp, compiled, on_event)
         self.model = self.training.model
         self.flops_per_token = train_flops_per_token(self.model.config, preset.seq_len)
+        self.phases: dict[str, float] = {}
 
     def train(self, eval_every: int, on_record: RecordSink | None) -> list[ProxyResult]:
-        """Run every step, send curve points and progress; returns one result per proxy (final eval)."""
-        preset, model, steps = self.preset, self.model, self.batcher.steps
-        peak = matmul_peak(self.device, self.amp)
+        """Run every step, send curve points and progress; returns one result per proxy (final eval).
+
+        The device is waited for only where a phase ends (after the first step, around evaluations,
+        at the end); progress reads the loss without waiting (_LatestLoss)."""
+        preset, model, steps = self.preset, self.model, self.batches.steps
+        sync = synchronizer(self.device) or (lambda: None)
         interval_loss = torch.zeros(model.n_models, device=self.device)
-        interval_steps, eval_seconds = 0, 0.0
+        interval_steps = 0
+        latest = _LatestLoss(self.device, model.n_models)
         metrics: list[dict[str, float]] = []
         train_loss: list[float] = []
+        phases = {"warmup": 0.0, "train": 0.0, "eval": 0.0}
         self.on_event(TaskStarted(self.task, total=steps, unit="steps"))
-        start = last_progress = time.perf_counter()
+        start = last_progress = clock = time.perf_counter()
         model.train()
         for step in range(steps):
             lr = lr_at(step, steps, preset)
-            interval_loss += self.training.step(self._batch(step), lr)
+            interval_loss += self.training.step(self.batches(step), lr)
             interval_steps += 1
             done = step + 1
+            if step == 0:
+                sync()
+                clock = self._lap(phases, "warmup", clock)
             if (eval_every and done % eval_every == 0) or done == steps:
+                sync()
+                clock = self._lap(phases, "train" if step else "warmup", clock)
                 train_loss = (interval_loss / interval_steps).tolist()
                 interval_loss.zero_()
                 interval_steps = 0
-                eval_start = time.perf_counter()
                 metrics = self.evaluator.evaluate(model, self.device, self.amp)
-                eval_seconds += time.perf_counter() - eval_start
                 if on_record is not None:
                     for k in range(model.n_models):
                         on_record(k, {"step": done, "tokens": done * preset.tokens_per_step,
                                       "train/loss": train_loss[k], "lr": lr, **metrics[k]})
+                clock = self._lap(phases, "eval", clock)
             now = time.perf_counter()
             if now - last_progress >= PROGRESS_SECONDS or done == steps:
-                loss = float(interval_loss.mean()) / interval_steps if interval_steps else float(np.mean(train_loss))
+                if interval_steps:
+                    latest.stage(interval_loss, interval_steps)
+                losses = latest.value() if interval_steps else list(train_loss)
+                throughput = self._throughput(done, now - start - phases["eval"])
                 self.on_event(TaskProgress(self.task, completed=done, info={
-                    "loss": loss, "lr": lr, **self._throughput(done, now - start - eval_seconds, peak)}))
+                    # each proxy's own figures, by its index among the mixtures: its loss since the last report, its tokens/s
+                    **({"loss": float(np.mean(losses)), "proxy_loss": dict(zip(self.members, losses))} if losses else {}),
+                    "lr": lr, **throughput,
+                    "proxy_tokens_per_s": {k: throughput["tokens_per_s"] / model.n_models for k in self.members}}))
                 last_progress = now
         wall = time.perf_counter() - start
+        self.batches.close()
         self.training.finish()
+        self.phases = phases
+        train_time = wall - phases["eval"]
         self.on_event(TaskFinished(self.task, info={
-            "proxies": model.n_models, "steps": steps, "stacks": 1, "wall_time_s": wall, "train_time_s": wall - eval_seconds,
-            "eval_time_s": eval_seconds, "compiled": self.training.compiled,
-            **self._throughput(steps, wall - eval_seconds, peak)}))
+            "proxies": model.n_models, "steps": steps, "stacks": 1, "wall_time_s": wall, "train_time_s": train_time,
+            "eval_time_s": phases["eval"], "compiled": self.training.compiled,
+            **self._throughput(steps, train_time)}))
         return [self._result(k, train_loss[k], metrics[k], wall) for k in range(model.n_models)]
 
-    def _batch(self, step: int) -> torch.Tensor:
-        tokens = self.batcher.batch(step)
-        if tokens.max() >= self.vocab_size:
-            raise DataError(f"Token ids outside 0..{self.vocab_size - 1} in the token store; rebuild it with this tokenizer.")
-        batch = torch.from_numpy(tokens)
-        if self.device.type == "cuda":  # a copy from pageable memory would wait for the GPU to finish its queue
-            batch = batch.pin_memory()
-        return batch.to(self.device, non_blocking=True)
+    @staticmethod
+    def _lap(phases: dict[str, float], phase: str, since: float) -> float:
+        now = time.perf_counter()
+        phases[phase] += now - since
+        return now
 
-    def _throughput(self, steps_done: int, train_seconds: float, peak: float) -> dict[str, float]:
+    def _throughput(self, steps_done: int, train_seconds: float) -> dict[str, float]:
         """Tokens/s over all proxies and model FLOPs utilisation against the measured matmul peak."""
         tokens_per_s = steps_done * self.preset.tokens_per_step * self.model.n_models / max(train_seconds, 1e-9)
-        return {"tokens_per_s": tokens_per_s, "mfu": tokens_per_s * self.flops_per_token / peak}
+        return {"tokens_per_s": tokens_per_s, "mfu": tokens_per_s * self.flops_per_token / self.peak}
 
     def _result(self, k: int, train_loss: float, metrics: dict[str, float], wall: float) -> ProxyResult:
         names = self.evaluator.domain_names
-        tokens = self.batcher.steps * self.preset.tokens_per_step
+        tokens = self.batches.steps * self.preset.tokens_per_step
         per_domain = self.plans[k].sequences_per_domain(len(names)) * self.preset.seq_len
         return ProxyResult(
             index=k, seed=self.seeds[k], tokens=tokens, requested_tokens=self.requested_tokens,
-            tokens_per_domain={name: int(n) for name, n in zip(names, per_domain)}, steps=self.batcher.steps,
+            tokens_per_domain={name: int(n) for name, n in zip(names, per_domain)}, steps=self.batches.steps,
             metrics=metrics, final_train_loss=train_loss, wall_time_s=wall, batched_with=self.model.n_models,
             flops=self.flops_per_token * tokens, model=self.model, model_index=k)

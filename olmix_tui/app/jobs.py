@@ -1,7 +1,9 @@
 """Long work started from the app: detached `olmix-tui` processes, and following them until they end.
 
 Each job runs in its own session (it outlives the app) with its output appended to a log under
-.olmix/logs/; the app polls them once a second and posts JobEnded when one exits.
+.olmix/logs/; the app polls them once a second and posts JobEnded when one exits. What runs on the
+project, started here or not, is read from the job records (engine.executors.jobs): this module
+only keeps the processes this app started, to reap them and say how they ended.
 """
 
 from __future__ import annotations
@@ -25,9 +27,6 @@ class Job:
     label: str
     process: subprocess.Popen
     log: Path
-
-    def describe(self) -> str:
-        return f"{self.label} (pid {self.process.pid}, log {self.log})"
 
 
 class Jobs:
@@ -63,9 +62,6 @@ class Jobs:
             if code is not None:
                 del self._running[key]
                 self._post(JobEnded(job, code))
-
-    def describe(self) -> str:
-        return "running from here: " + "; ".join(job.describe() for job in self)
 
 
 def last_line(path: Path) -> str:

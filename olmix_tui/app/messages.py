@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 from engine.domains import Change
+from engine.executors.stop import StopReport
 from engine.history import Evidence
 from engine.settings import Settings
 from olmix_tui.app.snapshot import Snapshot
@@ -41,6 +42,22 @@ class JobEnded(Message):
     def __init__(self, job: Job, code: int):
         super().__init__()
         self.job, self.code = job, code
+
+
+class JobRefused(Message):
+    """`what` was not started, for `reason` (one sentence: who holds the project lock)."""
+
+    def __init__(self, what: str, reason: str):
+        super().__init__()
+        self.what, self.reason = what, reason
+
+
+class StopDone(Message):
+    """A stop (of a swarm's training, or of one job) ended: engine.executors.stop's report."""
+
+    def __init__(self, report: StopReport):
+        super().__init__()
+        self.report = report
 
 
 class Staged(Message):

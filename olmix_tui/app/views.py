@@ -34,17 +34,17 @@ class WeightBars:
         names = sorted(set().union(*(w for _, w, _ in shown)), key=lambda n: (-shown[0][1].get(n, 0.0), n))
         diff = len(shown) == 2
         bar_width = max(4, (width - max(map(len, names), default=4) - 2 - 8 * diff) // len(shown) - 9)
-        table = Table(title=self.title, caption=Text(self.caption, style=self.style) if self.caption else None,
+        table = Table(title=Text(self.title), caption=Text(self.caption, style=self.style) if self.caption else None,
                       caption_justify="left", box=None, padding=(0, 1))
         table.add_column("domain", no_wrap=True)
         for label, _, _ in shown:
             table.add_column("%", justify="right", min_width=5)
-            table.add_column(label, width=bar_width, no_wrap=True)
+            table.add_column(Text(label), width=bar_width, no_wrap=True)
         if diff:
             table.add_column("diff", justify="right")
         for name in names:
             weights = [float(w.get(name, 0.0)) for _, w, _ in shown]
-            cells: list = [name]
+            cells: list = [Text(name)]
             for w, (_, _, color) in zip(weights, shown):
                 cells += [f"{100 * w:.1f}", Text("█" * round(w * bar_width), style=color)]
             if diff:
@@ -73,6 +73,8 @@ def comparison_view(result: Comparison) -> WeightBars:
                      + (f"; fit {side.evidence.summary}" if side.evidence is not None else ""))
     if a.compute.flops and b.compute.flops:
         lines.append(f"{a.label} spent {100 * a.compute.flops / b.compute.flops:.0f}% of the FLOPs of {b.label}")
+    lines += [f"{parent} = {' + '.join(parts)} (partitioned between the two: the parts added up)"
+              for parent, parts in result.parts.items()]
     shown = [(a.label, {x.domain: x.a for x in result.leaves}, "magenta"),
              (b.label, {x.domain: x.b for x in result.leaves}, "cyan")]
     return WeightBars(f"{a.label}  vs  {b.label}", shown, "\n".join(lines), style="")
@@ -81,7 +83,7 @@ def comparison_view(result: Comparison) -> WeightBars:
 def evidence_view(evidence: Evidence, mixture: dict[str, float], prior: dict[str, float]) -> Group:
     """What a mixture rests on (olmix_tui.render's lines: verdict, findings, fix, fallback, warnings)
     and, when a bootstrap ran, its spread: intervals with whiskers, how often each cap binds."""
-    parts: list = [Text.from_markup("\n".join(render.evidence_lines(evidence)))]
+    parts: list = [Text("\n").join(render.evidence_lines(evidence))]
     if evidence.spread is not None:
         parts += [render.spread_table("bootstrap spread", list(mixture), mixture, prior, evidence.spread, width=24),
                   Text(render.spread_line(evidence.spread), style="dim")]
@@ -91,7 +93,9 @@ def evidence_view(evidence: Evidence, mixture: dict[str, float], prior: dict[str
 def fill(table: DataTable, rows: list[tuple[str, list]]) -> None:
     """Show `rows` (key, cells) in `table`, updating cells in place when the keys are unchanged
     (the cursor stays put; a column widens to a longer value), else rebuilding and keeping the cursor
-    on the same key."""
+    on the same key. A string cell shows as written (DataTable would read it as markup: "[proxy] lr"
+    would lose its brackets)."""
+    rows = [(key, [Text(c) if isinstance(c, str) else c for c in cells]) for key, cells in rows]
     keys = [key for key, _ in rows]
     if [k.value for k in table.rows] == keys:
         columns = list(table.columns)

@@ -4,7 +4,8 @@ proposal of the highlighted fit beside the prior (on an unusable fit, the fallba
 bootstrap intervals, with proposer settings from a form (saved to olmix.toml's [propose] when asked).
 
 On a narrow terminal the cross-validation table and the proposal are stacked, each full width, so
-metric names show whole."""
+metric names show whole, and the fits table keeps to the columns that fit (the swarm, the number of
+metrics and the fitting time are in the highlighted fit's title)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ from olmix_tui.app.views import WeightBars, evidence_view, fill
 from olmix_tui.render import VERDICT_STYLES, verdict_lines
 
 COLUMNS = ["fit", "regressor", "swarm", "runs", "metrics", "verdict", "spearman x100", "R^2", "MAE", "seconds"]
+NARROW_COLUMNS = ["fit", "regressor", "runs", "verdict", "spearman x100", "R^2"]
+"""Below 120 columns: the fits table's columns that fit in 80."""
 CV_COLUMNS = ["metric", "spearman x100", "R^2", "MAE"]
 
 
@@ -57,18 +60,23 @@ class FitsTab(AppTab):
                 yield Static(id="proposal")
 
     def on_mount(self) -> None:
-        self.query_one("#fits", DataTable).add_columns(*COLUMNS)
         self.query_one("#cv", DataTable).add_columns(*CV_COLUMNS)
 
     def show(self, snapshot: Snapshot) -> None:
         fits, table = snapshot.fits, self.query_one("#fits", DataTable)
+        columns = NARROW_COLUMNS if self.narrow else COLUMNS
+        if [str(c.label) for c in table.columns.values()] != columns:
+            table.clear(columns=True)
+            table.add_columns(*columns)
         rows = []
         for f in fits:
             means, verdict = f.cv.means(), snapshot.verdicts.get(f.fit_id)
-            shown = Text(verdict.verdict, style=VERDICT_STYLES[verdict.verdict]) if verdict else "-"
-            rows.append((f.fit_id, [f.fit_id, f.info["chosen"], ", ".join(f.info["source_swarms"]), f.info.get("n_runs", ""),
-                                    len(f.info["metrics"]), shown, f"{means['spearman']:.1f}", f"{means['r2']:.3f}",
-                                    f"{means['mae']:.4f}", f"{f.info['seconds']:.1f}"]))
+            cells = {"fit": f.fit_id, "regressor": Text(f.info["chosen"]), "swarm": ", ".join(f.info["source_swarms"]),
+                     "runs": f.info.get("n_runs", ""), "metrics": len(f.info["metrics"]),
+                     "verdict": Text(verdict.verdict, style=VERDICT_STYLES[verdict.verdict]) if verdict else "-",
+                     "spearman x100": f"{means['spearman']:.1f}", "R^2": f"{means['r2']:.3f}", "MAE": f"{means['mae']:.4f}",
+                     "seconds": f"{f.info['seconds']:.1f}"}
+            rows.append((f.fit_id, [cells[c] for c in columns]))
         fill(table, rows)
         if self.app.selection.fit not in {f.fit_id for f in fits} and fits:
             self.app.select(fit=fits[-1].fit_id)
@@ -83,7 +91,10 @@ class FitsTab(AppTab):
             fill(cv, [])
             proposal.update("")
             return
-        title.update(Text(f"fit {chosen.fit_id}: {chosen.cv.folds}-fold CV of {chosen.cv.regressor}", style="bold"))
+        info = chosen.info
+        title.update(Text(f"fit {chosen.fit_id} of swarm {', '.join(info['source_swarms'])}: {chosen.cv.folds}-fold CV of "
+                          f"{chosen.cv.regressor}, {len(info['metrics'])} metrics, fitted in {info['seconds']:.1f}s",
+                          style="bold"))
         fill(cv, [(m, [m, f"{sp:.1f}", Text(f"{r2:.3f}", style="red" if r2 < 0 else ""), f"{mae:.4f}"])
                   for m, sp, r2, mae in zip(chosen.info["metrics"], chosen.cv.spearman, chosen.cv.r2, chosen.cv.mae)])
         shown = self.proposals.get(chosen.fit_id)
@@ -94,7 +105,7 @@ class FitsTab(AppTab):
                 parts.append(evidence_view(shown.evidence, shown.mixture, dict(shown.shown[0][1])))
             proposal.update(Group(*parts))
             return
-        about = Text.from_markup("\n".join(verdict_lines(verdict))) if verdict else Text(
+        about = Text("\n").join(verdict_lines(verdict)) if verdict else Text(
             "fitted by an earlier version, which judged no verdict: fit its swarm again (n) to propose from it.")
         proposal.update(Group(about, Text(
             "o proposes from this fit with the project's [propose] settings and shows the mixture beside the prior "
@@ -110,19 +121,21 @@ class FitsTab(AppTab):
     def action_fit(self) -> None:
         swarm_id = self.app.selection.swarm
         if self.app.snapshot.swarm(swarm_id) is None:
-            self.notify("No swarm to fit: highlight a trained one on the Swarms tab.", severity="warning")
+            self.app.tell("No swarm to fit: highlight a trained one on the Swarms tab.", "warning")
             return
         key = f"fit {swarm_id}"
         if key in self.app.jobs:
-            self.notify(f"Swarm {swarm_id} is being fitted already.", severity="warning")
+            self.app.tell(f"Swarm {swarm_id} is being fitted already.", "warning")
+            return
+        if self.refused_when_busy(f"fitting swarm {swarm_id}"):
             return
         project = self.app.project
 
         def fit(regressor: str | None) -> None:
             if regressor:
-                self.app.jobs.start(key, f"fitting {regressor} on swarm {swarm_id}",
-                                    ["fit", str(project.root), "--swarm", swarm_id, "--regressor", regressor, "--json"],
-                                    project.cache / "logs" / swarm_id / "fit.log")
+                self.app.start_job(key, f"fitting {regressor} on swarm {swarm_id}",
+                                   ["fit", str(project.root), "--swarm", swarm_id, "--regressor", regressor, "--json"],
+                                   project.cache / "logs" / swarm_id / "fit.log")
 
         self.app.push_screen(FitForm(swarm_id, project.settings.regression.regressor), fit)
 
@@ -131,7 +144,7 @@ class FitsTab(AppTab):
         """Ask for the proposer settings (olmix.toml's [propose] to start from), then preview the proposal."""
         summary = self.app.snapshot.fit(self.app.selection.fit)
         if summary is None:
-            self.notify("No fit to propose from: n fits a swarm first.", severity="warning")
+            self.app.tell("No fit to propose from: n fits a swarm first.", "warning")
             return
 
         def preview(choice: tuple[ProposeSettings, bool] | None) -> None:
@@ -154,7 +167,7 @@ class FitsTab(AppTab):
         self._show_fit()
 
     def on_proposal_failed(self, message: ProposalFailed) -> None:
-        self.notify(f"No proposal from fit {message.fit_id}: {message.reason}", severity="error", timeout=15, markup=False)
+        self.app.tell(f"No proposal from fit {message.fit_id}: {message.reason}", "error", 15)
 
 
 def proposal_view(root: Path, summary: FitSummary, settings: ProposeSettings,
