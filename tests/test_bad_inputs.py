@@ -686,14 +686,17 @@ def test_a_worker_killed_under_a_live_swarm_run_leaves_its_runs_failed(base, tmp
     (with the exit code), and `--retry-failed` trains them again."""
     from engine import pipeline
 
-    project, swarm = new_swarm(copy_project(base, tmp_path), steps=12)
+    # Long enough runs that the kill lands mid-batch even when this thread is starved for seconds.
+    project, swarm = new_swarm(copy_project(base, tmp_path), steps=400)
     counts = {}
     scheduler = threading.Thread(target=lambda: counts.update(pipeline.train_swarm(project, swarm)))
     scheduler.start()
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not any(s.pid for s in swarm.statuses()):
+    training = []
+    while time.monotonic() < deadline and not training:
+        training = [s for s in swarm.statuses() if s.state == "running" and s.pid and s.progress > 0]
         time.sleep(0.02)
-    victim = next(s for s in swarm.statuses() if s.pid)
+    victim = training[0]
     os.kill(victim.pid, signal.SIGKILL)
     scheduler.join(300)
     assert counts["failed"] >= 1
