@@ -499,16 +499,18 @@ def propose_for_swarm(project: Project, swarm: SwarmDir, fit: FitResult, setting
 
 def fallback_mixture(project: Project, leaves: list[str], prior: dict[str, float]) -> tuple[str, dict[str, float]]:
     """What an unusable fit falls back to: the incumbent, which is the current mixture when it is
-    over `leaves`, or for the pending update the plan's start (the current mixture with the new
-    domains at their stated default: `engine.reuse.plan_update`); else, for a first mixture (or an
-    imported swarm), the natural distribution `prior`. Returns ("incumbent" | "natural", mixture)."""
+    over `leaves`, or for the pending update the current mixture carried onto the new domain set with
+    the added domains at 0 (`engine.reuse.incumbent_mixture`, the mixture `--compare` measures as the
+    incumbent: no share of new data is committed without a fit that supports it); else, for a first
+    mixture (or an imported swarm), the natural distribution `prior`. Returns ("incumbent" |
+    "natural", mixture)."""
     current = current_mixture(project)
     if current is not None:
         if set(current) == set(leaves):
             return "incumbent", {x: current[x] for x in leaves}
         staged = project.staged_domains()
         if project.pending and set(staged.names) == set(leaves):
-            return "incumbent", dict(plan_update(project.domains, staged, current, prior, "full_reuse").start)
+            return "incumbent", incumbent_mixture(affected_set(project.domains, staged), current, prior, leaves)
     return "natural", {x: prior[x] for x in leaves}
 
 

@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from engine import pipeline
 from engine.data.store import natural_prior
-from engine.domains import Change
+from engine.domains import Change, affected_set
 from engine.history import read_history
 from engine.mixture_table import read_tables
 from engine.project import Project
-from engine.reuse import plan_update
+from engine.reuse import incumbent_mixture
 from engine.settings import ProposeSettings
 from olmix_tui import render
 from olmix_tui.cli import app
@@ -32,8 +32,9 @@ def invoke(*args):
 
 def test_the_main_job_falls_back_on_unusable_fits_and_says_what_would_fix_them(small_project):
     """Three runs per swarm can show no signal: the first mixture is the natural distribution, the
-    update keeps the incumbent (the current mixture, the new domain at the plan's start), and so
-    does the full recomputation under --compare; history, diff and the report say so."""
+    update keeps the incumbent (the current mixture, the new domain at 0: the very mixture --compare
+    measures as the incumbent), and so does the full recomputation under --compare; history, diff
+    and the report say so."""
     root = small_project.root
     small_project.stage(Change("remove", "decimal"))
     r = invoke("run", root, "--batch", "--json")
@@ -49,7 +50,9 @@ def test_the_main_job_falls_back_on_unusable_fits_and_says_what_would_fix_them(s
     assert first["evidence"]["verdict"]["fix"].startswith("Train more runs")
     project.stage(Change("add", "decimal", sources=("data/decimal/*.txt",)))
     ctx = pipeline.update_context(project)
-    incumbent = plan_update(ctx.before, ctx.after, ctx.current, ctx.prior, "full_reuse").start
+    incumbent = incumbent_mixture(affected_set(ctx.before, ctx.after), ctx.current, ctx.prior, ctx.leaves)
+    assert incumbent["decimal"] == 0 and incumbent["code"] / incumbent["notes"] == pytest.approx(
+        ctx.current["code"] / ctx.current["notes"])
     r = invoke("run", root, "--batch", "--compare", "--seeds", "1")
     assert r.exit_code == 0, r.output
     assert "fell back to the incumbent mixture" in r.output and "fix: Train more runs" in r.output
@@ -57,6 +60,7 @@ def test_the_main_job_falls_back_on_unusable_fits_and_says_what_would_fix_them(s
     for record in (entry, entry.compare.full):
         assert record.evidence.action == "fallback" and record.evidence.fallback == "incumbent"
         assert record.mixture == pytest.approx(incumbent) and record.evidence.reason.startswith("the fit is unusable")
+    assert entry.compare.incumbent == pytest.approx(incumbent)
     rows = render.history_rows(read_history(Project.load(root)))  # what `history` and the Mixtures tab show
     assert [row[render.HISTORY_COLUMNS.index("fit")] for row in rows] == [
         "unusable, took natural", "-", "unusable, kept incumbent"]
