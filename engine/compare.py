@@ -24,6 +24,11 @@ def l1(a: dict[str, float], b: dict[str, float]) -> float:
     return sum(abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in keys)
 
 
+def same_mixture(a: dict[str, float], b: dict[str, float]) -> bool:
+    """Whether two mixtures give every domain the same weight (to rounding: L1 under 1e-6)."""
+    return l1(a, b) < 1e-6
+
+
 def kl(a: dict[str, float], b: dict[str, float], eps: float = 1e-12) -> float:
     """KL(a || b) in nats over the union of leaves; b's zeros are floored at eps."""
     return sum(p * math.log(p / max(b.get(k, 0.0), eps)) for k, p in a.items() if p > 0)

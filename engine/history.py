@@ -70,8 +70,8 @@ class Evidence(Table):
 
     action: "proposed" (a usable or weak fit: a weak one with a warning), "forced" (an unusable fit,
     proposed from anyway because --force was given) or "fallback" (an unusable fit: the mixture is
-    `fallback` instead: "incumbent", the current mixture with new domains at the update plan's
-    start, or "natural", the natural distribution); reason: why it fell back, in a few words (the
+    `fallback` instead: "incumbent", the current mixture with added domains at 0
+    (engine.reuse.incumbent_mixture), or "natural", the natural distribution); reason: why it fell back, in a few words (the
     verdict holds every finding, and in `fix` what would make the fit usable); warnings: what the
     user should know about the proposal (a weak fit, no KL and no caps, an imported swarm without
     token counts); spread: the bootstrap spread (engine.bootstrap), when one was run.

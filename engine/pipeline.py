@@ -18,7 +18,7 @@ import numpy as np
 
 from engine.atomic import dumps_csv, dumps_json, write_output
 from engine.bootstrap import ProposalSpread, bootstrap_proposal
-from engine.compare import Comparison, MixtureSide, compare, kl, l1
+from engine.compare import Comparison, MixtureSide, compare, kl, l1, same_mixture
 from engine.data.store import DomainTokens, TokenStore, natural_prior
 from engine.domains import Change, DomainSet, affected_set, check_name
 from engine.errors import DataError, NotTokenizedError, OlmixError
@@ -551,7 +551,7 @@ def choose_mixture(project: Project, swarm: SwarmDir, fit: FitResult, settings: 
                                          inputs.prior)
         reason = verdict.reasons[0]
         evidence = Evidence(verdict, "fallback", kind, f"the fit is unusable: {reason}", warnings)
-        instead = ("kept the incumbent mixture (the current one, what the update changed at the plan's start)"
+        instead = ("kept the incumbent mixture (the current one, added domains at 0)"
                    if kind == "incumbent" else "fell back to the natural distribution")
         on_event(Message(f"fit {fit.fit_id} is unusable ({reason}), so the proposal {instead} instead of following "
                          f"the KL term. {verdict.fix} (--force proposes anyway.)", level="warning"))
@@ -698,14 +698,18 @@ def run_batch(project: Project, compare: bool = False, verify_seeds: int = 3, on
 def compare_with_full(project: Project, ctx: UpdateContext, record: UpdateRecord, seeds: int,
                       on_event: EventSink = ignore, force: bool = False) -> CompareRecord:
     """Recompute the update in full (through the same gate: an unusable full fit falls back to the
-    plan's start), train verification proxies (the same seeds for each) on both mixtures and on the
-    incumbent (the mixture the project had, added domains at 0), and compare them."""
+    incumbent), train verification proxies (the same seeds for each) on both mixtures and on the
+    incumbent (the mixture the project had, added domains at 0), and compare them. A mixture equal to
+    an earlier one (the incumbent a fallback kept, a full plan's own recomputation) is trained once and
+    measured under both labels."""
     full = record if record.plan.kind == "full" else run_update(project, ctx, "full", on_event, force=force)
     incumbent = incumbent_mixture(affected_set(ctx.before, ctx.after), ctx.current, ctx.prior, ctx.leaves)
     mixtures = {"chosen": record.mixture, "full": full.mixture, "incumbent": incumbent}
-    verify = plan_verification(project, ctx, mixtures, seeds)
+    twins = {label: next(t for t in mixtures if same_mixture(mixtures[t], mix)) for label, mix in mixtures.items()}
+    verify = plan_verification(project, ctx, {label: mixtures[label] for label in set(twins.values())}, seeds)
     train_swarm(project, verify, on_event=on_event)
-    measured = measured_objective(verify, objective_fn(project, verify.table().metric_names))
+    trained = measured_objective(verify, objective_fn(project, verify.table().metric_names))
+    measured = {label: trained[twin] for label, twin in twins.items() if twin in trained}
     return CompareRecord(full, Verification(verify.id, seeds, measured), l1(record.mixture, full.mixture),
                          kl(record.mixture, full.mixture), incumbent)
 

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from engine import pipeline
 from engine.atomic import round_floats, write_bytes
-from engine.compare import paired_gap, t_interval
+from engine.compare import paired_gap, same_mixture, t_interval
 from engine.errors import storage_error
 from engine.events import Event, Message, TaskFinished, TaskProgress, TaskStarted
 from engine.phases import PHASES, TRAIN, SwarmTiming, swarm_timing
@@ -143,7 +143,7 @@ def evidence_lines(evidence, indent: str = "", warnings: bool = True) -> list[Te
     they were shown already, as events) the warnings."""
     lines = verdict_lines(evidence.verdict, indent)
     if evidence.action == "fallback":
-        kept = ("the incumbent mixture (the current one, new domains at the plan's start)" if evidence.fallback == "incumbent"
+        kept = ("the incumbent mixture (the current one, new domains at 0)" if evidence.fallback == "incumbent"
                 else "the natural distribution")
         lines.append(styled(indent, ("fell back", "bold red"), f" to {kept}: the fit is unusable; `--force` proposes anyway"))
     elif evidence.action == "forced":
@@ -305,13 +305,15 @@ def batch_report(report, project) -> None:
                 console.print("full recomputation's fit:")
                 for line in evidence_lines(cmp.full.evidence, "  "):
                     console.print(line)
-            verification_report(cmp.verification.measured)
+            twins = {o for o, mix in (("full", cmp.full.mixture), ("incumbent", cmp.incumbent)) if same_mixture(r.mixture, mix)}
+            verification_report(cmp.verification.measured, twins)
     console.print(f"\ndone in {report.seconds:.1f}s; see `olmix-tui history {project.root}` and `olmix-tui diff {project.root}`")
 
 
-def verification_report(measured) -> None:
+def verification_report(measured, same_as_chosen: set[str] = frozenset()) -> None:
     """Each verified mixture's measured objective with its 95% interval over seeds, then the chosen
-    mixture against the others, paired by seed, in words."""
+    mixture against the others, paired by seed, in words (or, for those in `same_as_chosen`, that
+    they are the chosen mixture itself, trained once)."""
     seeds = max((len(m.values) for m in measured.values()), default=0)
     console.print(f"verification: {seeds} proxies per mixture, the same seeds for each (lower is better; 95% intervals)")
     for label, m in measured.items():
@@ -319,6 +321,9 @@ def verification_report(measured) -> None:
         console.print(f"  measured objective ({label}): {ci.mean:.4f} [{ci.lo:.4f}, {ci.hi:.4f}]")
     chosen = measured.get("chosen")
     for other in ("full", "incumbent"):
+        if other in same_as_chosen:
+            console.print(f"  chosen - {other}: the same mixture, trained once")
+            continue
         gap = paired_gap(chosen, measured[other]) if chosen and other in measured else None
         if gap is None:
             continue

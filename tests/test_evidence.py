@@ -61,6 +61,11 @@ def test_the_main_job_falls_back_on_unusable_fits_and_says_what_would_fix_them(s
         assert record.evidence.action == "fallback" and record.evidence.fallback == "incumbent"
         assert record.mixture == pytest.approx(incumbent) and record.evidence.reason.startswith("the fit is unusable")
     assert entry.compare.incumbent == pytest.approx(incumbent)
+    measured = entry.compare.verification.measured  # both arms kept the incumbent: one mixture, verified once
+    assert measured["incumbent"] == measured["full"] == measured["chosen"]
+    assert all(f"chosen - {other}: the same mixture, trained once" in r.output for other in ("full", "incumbent"))
+    verify = pipeline.open_swarm(Project.load(root), entry.compare.verification.swarm)
+    assert verify.spec.labels == ["chosen"] and len(verify.run_ids) == 1
     rows = render.history_rows(read_history(Project.load(root)))  # what `history` and the Mixtures tab show
     assert [row[render.HISTORY_COLUMNS.index("fit")] for row in rows] == [
         "unusable, took natural", "-", "unusable, kept incumbent"]
