@@ -65,7 +65,7 @@ from engine.training.optim import lr_at  # noqa: E402
 from engine.training.presets import ProxyPreset, get_preset  # noqa: E402
 from engine.training.sampler import SequenceBatcher, available_windows, plan_proxy_data  # noqa: E402
 from engine.training.trainer import TrainingStep  # noqa: E402
-from tests.textdata import BYTE_VOCAB_SIZE, stdlib_text_domains  # noqa: E402
+from benchmarks.textdata import BYTE_VOCAB_SIZE, stdlib_text_domains  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = ProxyPreset(name="check", n_layers=2, n_heads=4, d_model=64, d_ff=128, seq_len=64, batch_size=4, lr=3e-3,

@@ -16,7 +16,7 @@ from engine.training import cpu_kernels, optim
 from engine.training.cpu_ops import CpuKernelOps, CpuOps, ops_for
 from engine.training.model import StackedLlama, TorchOps
 from engine.training.presets import ProxyPreset
-from textdata import BYTE_VOCAB_SIZE
+from benchmarks.textdata import BYTE_VOCAB_SIZE
 from engine.training.trainer import train_proxies
 
 TINY = ProxyPreset(name="tiny", n_layers=2, n_heads=2, d_model=32, d_ff=64, seq_len=16, batch_size=3, lr=3e-3)

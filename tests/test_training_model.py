@@ -22,7 +22,7 @@ from engine.training.model import StackedLlama, TorchOps, rotate
 from engine.training.optim import TorchAdamW, clip_grad_norm_per_proxy_, lr_at
 from engine.training.presets import ProxyPreset
 from engine.training.sampler import SequenceBatcher, available_windows, plan_proxy_data
-from textdata import BYTE_VOCAB_SIZE, stdlib_text_domains
+from benchmarks.textdata import BYTE_VOCAB_SIZE, stdlib_text_domains
 from engine.training.trainer import train_proxies
 
 TINY = ProxyPreset(name="tiny", n_layers=2, n_heads=2, d_model=32, d_ff=64, seq_len=32, batch_size=4,

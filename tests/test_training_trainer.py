@@ -16,7 +16,7 @@ from engine.training.export import export_hf
 from engine.training.flops import matmul_params, train_flops_per_token
 from engine.settings import ProxySettings
 from engine.training.presets import PRESETS, ProxyPreset, get_preset, tokens_per_proxy
-from textdata import BYTE_EOS, BYTE_VOCAB_SIZE, encode_bytes, stdlib_text_domains
+from benchmarks.textdata import BYTE_EOS, BYTE_VOCAB_SIZE, encode_bytes, stdlib_text_domains
 from engine.training.trainer import train_proxies
 
 SMALL = ProxyPreset(name="small", n_layers=2, n_heads=4, d_model=64, d_ff=128, seq_len=64, batch_size=8,

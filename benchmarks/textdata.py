@@ -1,4 +1,4 @@
-"""Byte-level token domains from text that ships with Python, for the training tests.
+"""Byte-level token domains from text that ships with Python, for the training tests and the GPU benchmark.
 
 The real token store is built by the data package; this gives the same shape of input
 (per domain: train / validation token arrays of documents each ending in EOS, plus bytes per
