@@ -61,15 +61,16 @@ def spread_line(label: str, m: dict) -> str:
 # ---------------------------------------------------------------- replicates
 
 
-def scale_arguments(ap: argparse.ArgumentParser, tokens: int, runs_per_domain: int, seeds: int, replicates: int) -> None:
+def scale_arguments(ap: argparse.ArgumentParser, tokens: int, runs_per_domain: int, seeds: int, replicates: int,
+                    jobs: int = 0) -> None:
     """The options every replicated benchmark takes (scale, verification seeds, replicates, where, how)."""
     ap.add_argument("--tokens-per-proxy", type=int, default=tokens)
     ap.add_argument("--runs-per-domain", type=int, default=runs_per_domain)
     ap.add_argument("--eval-tokens", type=int, default=0, help="held-out tokens per domain (0 = the sample's)")
     ap.add_argument("--seeds", type=int, default=seeds, help="verification proxies per mixture (seeds)")
     ap.add_argument("--replicates", type=int, default=replicates, help="whole-pipeline replicates")
-    ap.add_argument("--jobs", type=int, default=0,
-                    help="replicates running at once, the cores shared among them (0 = all of them)")
+    ap.add_argument("--jobs", type=int, default=jobs,
+                    help=f"replicates running at once, the cores shared among them (0 = all of them; default {jobs})")
     ap.add_argument("--workdir", help="where the projects go (default: a temporary folder)")
     ap.add_argument("--replicate", type=int, help=argparse.SUPPRESS)  # child mode: run this replicate
     ap.add_argument("--base", help=argparse.SUPPRESS)
@@ -113,12 +114,14 @@ def run_replicates(module: str, args, base: Path) -> list[dict]:
     return [json.loads((work / f"replicate-{i}.json").read_text()) for i in range(args.replicates)]
 
 
-def replicated_main(module: str, description: str, prepare, one_replicate, summarise) -> None:
+def replicated_main(module: str, description: str, prepare, one_replicate, summarise, runs_per_domain: int = 4,
+                    jobs: int = 0) -> None:
     """A replicated benchmark's command line: in child mode (--replicate) run that replicate and write
     its result; else prepare the base project (`prepare(args)` -> its root) in the work folder, run
-    every replicate and print the summary's JSON as the last line."""
+    every replicate and print the summary's JSON as the last line. `runs_per_domain` and `jobs` are
+    the defaults of --runs-per-domain and --jobs."""
     ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    scale_arguments(ap, tokens=98304, runs_per_domain=4, seeds=2, replicates=5)
+    scale_arguments(ap, tokens=98304, runs_per_domain=runs_per_domain, seeds=2, replicates=5, jobs=jobs)
     args = ap.parse_args()
     if args.replicate is not None:
         Path(args.out).write_text(json.dumps(one_replicate(args)))
