@@ -23,11 +23,18 @@ from engine.training.presets import get_preset
 from olmix_tui.cli import app
 
 
+UNFINISHED_STEPS = 4000
+"""Runs this long are stopped long before they could finish, however slowly the test's own process
+is scheduled: a shorter swarm finished on a loaded CI machine before the test's signal landed."""
+
+
 def _long_runs(project: Project, steps: int, **executor) -> Project:
-    """The project's runs made `steps` optimiser steps long, trained by `executor` settings."""
+    """The project's runs made `steps` optimiser steps long (repeating the tiny data as often as that
+    takes), trained by `executor` settings."""
+    s = project.settings
     project.settings = dataclasses.replace(
-        project.settings, proxy=dataclasses.replace(project.settings.proxy, tokens_per_proxy=get_preset("cpu").tokens_per_step * steps),
-        executor=ExecutorSettings(poll_seconds=0.2, **executor))
+        s, proxy=dataclasses.replace(s.proxy, tokens_per_proxy=get_preset("cpu").tokens_per_step * steps),
+        swarm=dataclasses.replace(s.swarm, max_repetition=1e3), executor=ExecutorSettings(poll_seconds=0.2, **executor))
     with project.lock():
         project.save_settings()
     return Project.load(project.root)
@@ -85,7 +92,7 @@ def test_stop_ends_the_scheduler_then_its_workers_keeping_finished_runs(small_pr
 
 
 def test_ctrl_c_on_swarm_run_names_the_workers_that_go_on(small_project, tmp_path):
-    project = _long_runs(small_project, 400, max_batch=1)
+    project = _long_runs(small_project, UNFINISHED_STEPS, max_batch=1)
     swarm_dir, _ = plan_swarm(project)
     log = tmp_path / "run.log"
     scheduler = _start_swarm_run(project, swarm_dir.id, log)
@@ -107,7 +114,7 @@ def test_ctrl_c_on_swarm_run_names_the_workers_that_go_on(small_project, tmp_pat
 
 def test_stop_ends_submitit_jobs(small_project, tmp_path):
     pytest.importorskip("submitit")
-    project = _long_runs(small_project, 400, kind="slurm", slurm_cluster="local", slurm_max_jobs=1,
+    project = _long_runs(small_project, UNFINISHED_STEPS, kind="slurm", slurm_cluster="local", slurm_max_jobs=1,
                          slurm_gpus_per_job=0, slurm_cpus_per_job=1, slurm_timeout_min=10)
     swarm_dir, _ = plan_swarm(project)
     scheduler = _start_swarm_run(project, swarm_dir.id, tmp_path / "run.log")
