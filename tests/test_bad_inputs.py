@@ -709,7 +709,8 @@ def test_a_retried_attempt_replaces_the_killed_attempt_s_curve(base, tmp_path):
     from engine import pipeline
     from engine.runs import CURVE_FILE
 
-    project, swarm = new_swarm(copy_project(base, tmp_path), steps=12, eval_every=2)
+    # a point every 20 steps, killed after the second: 160 steps of margin for a starved test thread
+    project, swarm = new_swarm(copy_project(base, tmp_path), steps=200, eval_every=20)
     run = swarm.run_ids[0]
     curve = swarm.path / "runs" / run / CURVE_FILE
     worker = subprocess.Popen([sys.executable, "-m", "engine.executors.worker", str(swarm.path), "--device", "cpu",
@@ -728,7 +729,7 @@ def test_a_retried_attempt_replaces_the_killed_attempt_s_curve(base, tmp_path):
     status = swarm.status(run)
     assert status.state == "done" and status.attempt == 2
     points = swarm.curve(run)
-    assert [p["step"] for p in points] == sorted({p["step"] for p in points}) and points[-1]["step"] == 12
+    assert [p["step"] for p in points] == sorted({p["step"] for p in points}) and points[-1]["step"] == 200
     assert all(p["attempt"] == 2 for p in points)
     lines = curve.read_text().splitlines()
     assert '{"step": 99, "lo' in lines  # the torn line stays a line of its own, skipped by readers
