@@ -40,11 +40,15 @@ def _long_runs(project: Project, steps: int, **executor) -> Project:
     return Project.load(project.root)
 
 
-def _start_swarm_run(project: Project, swarm_id: str, log: Path) -> subprocess.Popen:
-    """`olmix-tui swarm run` as the app starts it: detached, output into a log."""
+def _start_swarm_run(project: Project, swarm_id: str, log: Path, ctrl_c: bool = False) -> subprocess.Popen:
+    """`olmix-tui swarm run` as the app starts it: detached, output into a log. With `ctrl_c`, SIGINT
+    at its default, as in a terminal's foreground job: a runner that starts the tests in the
+    background hands them SIGINT ignored, which children inherit and Python then leaves ignored."""
     cmd = [sys.executable, "-m", "olmix_tui", "swarm", "run", str(project.root), "--swarm", swarm_id]
+    reset = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if ctrl_c else None
     with open(log, "ab") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=reset)
 
 
 def _wait(condition, timeout: float, what: str) -> None:
@@ -95,7 +99,7 @@ def test_ctrl_c_on_swarm_run_names_the_workers_that_go_on(small_project, tmp_pat
     project = _long_runs(small_project, UNFINISHED_STEPS, max_batch=1)
     swarm_dir, _ = plan_swarm(project)
     log = tmp_path / "run.log"
-    scheduler = _start_swarm_run(project, swarm_dir.id, log)
+    scheduler = _start_swarm_run(project, swarm_dir.id, log, ctrl_c=True)
     try:
         _wait(lambda: _training_workers(project), 300, "a worker starting")
         os.kill(scheduler.pid, signal.SIGINT)

@@ -91,18 +91,21 @@ def evidence_view(evidence: Evidence, mixture: dict[str, float], prior: dict[str
 
 
 def fill(table: DataTable, rows: list[tuple[str, list]]) -> None:
-    """Show `rows` (key, cells) in `table`, updating cells in place when the keys are unchanged
-    (the cursor stays put; a column widens to a longer value), else rebuilding and keeping the cursor
-    on the same key. A string cell shows as written (DataTable would read it as markup: "[proxy] lr"
-    would lose its brackets)."""
+    """Show `rows` (key, cells) in `table`, updating cells in place when the keys are unchanged and
+    every value fits its column (the cursor stays put), else rebuilding and keeping the cursor on the
+    same key. A column that must widen is rebuilt, not updated in place: DataTable widens a column
+    when next idle, and a row drawn in between could stay drawn at the old width. A string cell shows
+    as written (DataTable would read it as markup: "[proxy] lr" would lose its brackets)."""
     rows = [(key, [Text(c) if isinstance(c, str) else c for c in cells]) for key, cells in rows]
     keys = [key for key, _ in rows]
-    if [k.value for k in table.rows] == keys:
-        columns = list(table.columns)
+    columns = table.columns
+    fits = all(getattr(value, "cell_len", 0) <= column.content_width
+               for _, cells in rows for column, value in zip(columns.values(), cells))
+    if fits and [k.value for k in table.rows] == keys:
         for key, cells in rows:
-            for column, value in zip(columns, cells):
+            for column, value in zip(list(columns), cells):
                 if table.get_cell(key, column) != value:
-                    table.update_cell(key, column, value, update_width=True)
+                    table.update_cell(key, column, value)
         return
     current = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value if table.row_count else None
     table.clear()
