@@ -93,22 +93,27 @@ def evidence_view(evidence: Evidence, mixture: dict[str, float], prior: dict[str
 def fill(table: DataTable, rows: list[tuple[str, list]]) -> None:
     """Show `rows` (key, cells) in `table`, updating cells in place when the keys are unchanged and
     every value fits its column (the cursor stays put), else rebuilding and keeping the cursor on the
-    same key. A column that must widen is rebuilt, not updated in place: DataTable widens a column
-    when next idle, and a row drawn in between could stay drawn at the old width. A string cell shows
-    as written (DataTable would read it as markup: "[proxy] lr" would lose its brackets)."""
+    same key. Columns are widened for their values at once: DataTable would widen them when next
+    idle, and a row drawn in between stayed drawn at the old width (a value cut short on a busy
+    machine). A string cell shows as written (DataTable would read it as markup: "[proxy] lr" would
+    lose its brackets)."""
     rows = [(key, [Text(c) if isinstance(c, str) else c for c in cells]) for key, cells in rows]
     keys = [key for key, _ in rows]
-    columns = table.columns
-    fits = all(getattr(value, "cell_len", 0) <= column.content_width
-               for _, cells in rows for column, value in zip(columns.values(), cells))
+    columns = list(table.columns.values())
+    widest = [max((getattr(cells[i], "cell_len", 0) for _, cells in rows if i < len(cells)), default=0)
+              for i in range(len(columns))]
+    fits = all(width <= column.content_width for column, width in zip(columns, widest))
     if fits and [k.value for k in table.rows] == keys:
         for key, cells in rows:
-            for column, value in zip(list(columns), cells):
-                if table.get_cell(key, column) != value:
-                    table.update_cell(key, column, value)
+            for column, value in zip(columns, cells):
+                if table.get_cell(key, column.key) != value:
+                    table.update_cell(key, column.key, value)
         return
     current = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value if table.row_count else None
     table.clear()
+    for column, width in zip(columns, widest):
+        if column.auto_width:
+            column.content_width = max(column.content_width, width)
     for key, cells in rows:
         table.add_row(*cells, key=key)
     if current in keys:
