@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -10,7 +15,9 @@ import pytest
 
 from engine.domains import Domain, DomainSet, with_revision
 from engine.project import Project
-from engine.settings import ProxySettings, RegressionSettings, Settings, SwarmSettings, TokenizerSettings
+from engine.settings import (ExecutorSettings, ProxySettings, RegressionSettings, Settings, SwarmSettings,
+                             TokenizerSettings)
+from engine.training.presets import get_preset
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 TINY_PROXY = ProxySettings(preset="cpu", tokens_per_proxy=4096, eval_tokens_per_domain=1024, eval_every=0)
@@ -63,6 +70,34 @@ def plan_swarm(project: Project):
 
     ctx = pipeline.update_context(project)
     return pipeline.plan_swarm(project, ctx, pipeline.make_plan(project, ctx))
+
+
+UNFINISHED_STEPS = 4000
+"""Runs this long are stopped long before they could finish, however slowly the test's own process
+is scheduled: a shorter swarm finished on a loaded CI machine before the test's signal landed."""
+
+
+def long_runs(project: Project, steps: int, **executor) -> Project:
+    """The project's runs made `steps` optimiser steps long (repeating the tiny data as often as that
+    takes), trained by `executor` settings."""
+    s = project.settings
+    project.settings = dataclasses.replace(
+        s, proxy=dataclasses.replace(s.proxy, tokens_per_proxy=get_preset("cpu").tokens_per_step * steps),
+        swarm=dataclasses.replace(s.swarm, max_repetition=1e3), executor=ExecutorSettings(poll_seconds=0.2, **executor))
+    with project.lock():
+        project.save_settings()
+    return Project.load(project.root)
+
+
+def start_swarm_run(project: Project, swarm_id: str, log: Path | None = None, ctrl_c: bool = False) -> subprocess.Popen:
+    """`olmix-tui swarm run` as the app starts it: detached, output into `log` (if given). With `ctrl_c`, SIGINT
+    at its default, as in a terminal's foreground job: a runner that starts the tests in the
+    background hands them SIGINT ignored, which children inherit and Python then leaves ignored."""
+    cmd = [sys.executable, "-m", "olmix_tui", "swarm", "run", str(project.root), "--swarm", swarm_id]
+    reset = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if ctrl_c else None
+    with open(log if log is not None else os.devnull, "ab") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=reset)
 
 
 @pytest.fixture(scope="module")

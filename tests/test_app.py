@@ -520,11 +520,11 @@ def test_jobs_started_elsewhere_show_with_their_log_and_stop_from_the_app(small_
     records) with the worker's log, live; s stops it. Then training from the app, and s on the Swarms
     tab stops that: the app's job ends stopped, the runs read as interrupted."""
     from engine.executors.jobs import read_jobs
-    from test_stop import UNFINISHED_STEPS, _long_runs, _start_swarm_run
+    from conftest import UNFINISHED_STEPS, long_runs, start_swarm_run
 
-    project = _long_runs(small_project, UNFINISHED_STEPS, max_batch=1)
+    project = long_runs(small_project, UNFINISHED_STEPS, max_batch=1)
     swarm_dir, _ = plan_swarm(project)
-    elsewhere = _start_swarm_run(project, swarm_dir.id, tmp_path / "run.log")
+    elsewhere = start_swarm_run(project, swarm_dir.id, tmp_path / "run.log")
     workers = lambda: [r for r in read_jobs(project.root) if r.kind == "worker" and r.alive]  # noqa: E731
 
     async def session():

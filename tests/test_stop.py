@@ -3,52 +3,19 @@ run`) first, then its workers (local processes, submitit jobs, Ray tasks); the s
 interrupted, finished ones are kept, and every process says in its job record how it ended. Ctrl-C
 on `swarm run` names the workers that go on and how to stop them."""
 
-import dataclasses
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from conftest import plan_swarm
+from conftest import UNFINISHED_STEPS, long_runs, plan_swarm, start_swarm_run
 from engine.executors.jobs import read_jobs
 from engine.executors.liveness import pid_alive
 from engine.project import Project
-from engine.settings import ExecutorSettings
-from engine.training.presets import get_preset
 from olmix_tui.cli import app
-
-
-UNFINISHED_STEPS = 4000
-"""Runs this long are stopped long before they could finish, however slowly the test's own process
-is scheduled: a shorter swarm finished on a loaded CI machine before the test's signal landed."""
-
-
-def _long_runs(project: Project, steps: int, **executor) -> Project:
-    """The project's runs made `steps` optimiser steps long (repeating the tiny data as often as that
-    takes), trained by `executor` settings."""
-    s = project.settings
-    project.settings = dataclasses.replace(
-        s, proxy=dataclasses.replace(s.proxy, tokens_per_proxy=get_preset("cpu").tokens_per_step * steps),
-        swarm=dataclasses.replace(s.swarm, max_repetition=1e3), executor=ExecutorSettings(poll_seconds=0.2, **executor))
-    with project.lock():
-        project.save_settings()
-    return Project.load(project.root)
-
-
-def _start_swarm_run(project: Project, swarm_id: str, log: Path, ctrl_c: bool = False) -> subprocess.Popen:
-    """`olmix-tui swarm run` as the app starts it: detached, output into a log. With `ctrl_c`, SIGINT
-    at its default, as in a terminal's foreground job: a runner that starts the tests in the
-    background hands them SIGINT ignored, which children inherit and Python then leaves ignored."""
-    cmd = [sys.executable, "-m", "olmix_tui", "swarm", "run", str(project.root), "--swarm", swarm_id]
-    reset = (lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if ctrl_c else None
-    with open(log, "ab") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=reset)
 
 
 def _wait(condition, timeout: float, what: str) -> None:
@@ -64,9 +31,9 @@ def _training_workers(project: Project) -> list:
 
 
 def test_stop_ends_the_scheduler_then_its_workers_keeping_finished_runs(small_project, tmp_path):
-    project = _long_runs(small_project, 150, workers=1, max_batch=1)  # one run at a time
+    project = long_runs(small_project, 150, workers=1, max_batch=1)  # one run at a time
     swarm_dir, _ = plan_swarm(project)
-    scheduler = _start_swarm_run(project, swarm_dir.id, tmp_path / "run.log")
+    scheduler = start_swarm_run(project, swarm_dir.id, tmp_path / "run.log")
     try:
         _wait(lambda: swarm_dir.counts()["done"] >= 1 and _training_workers(project), 600, "a run finishing, the next training")
         finished = {s.run: s for s in swarm_dir.statuses() if s.state == "done"}
@@ -96,10 +63,10 @@ def test_stop_ends_the_scheduler_then_its_workers_keeping_finished_runs(small_pr
 
 
 def test_ctrl_c_on_swarm_run_names_the_workers_that_go_on(small_project, tmp_path):
-    project = _long_runs(small_project, UNFINISHED_STEPS, max_batch=1)
+    project = long_runs(small_project, UNFINISHED_STEPS, max_batch=1)
     swarm_dir, _ = plan_swarm(project)
     log = tmp_path / "run.log"
-    scheduler = _start_swarm_run(project, swarm_dir.id, log, ctrl_c=True)
+    scheduler = start_swarm_run(project, swarm_dir.id, log, ctrl_c=True)
     try:
         _wait(lambda: _training_workers(project), 300, "a worker starting")
         os.kill(scheduler.pid, signal.SIGINT)
@@ -118,10 +85,10 @@ def test_ctrl_c_on_swarm_run_names_the_workers_that_go_on(small_project, tmp_pat
 
 def test_stop_ends_submitit_jobs(small_project, tmp_path):
     pytest.importorskip("submitit")
-    project = _long_runs(small_project, UNFINISHED_STEPS, kind="slurm", slurm_cluster="local", slurm_max_jobs=1,
+    project = long_runs(small_project, UNFINISHED_STEPS, kind="slurm", slurm_cluster="local", slurm_max_jobs=1,
                          slurm_gpus_per_job=0, slurm_cpus_per_job=1, slurm_timeout_min=10)
     swarm_dir, _ = plan_swarm(project)
-    scheduler = _start_swarm_run(project, swarm_dir.id, tmp_path / "run.log")
+    scheduler = start_swarm_run(project, swarm_dir.id, tmp_path / "run.log")
     try:
         _wait(lambda: _training_workers(project), 300, "a job's worker starting")
         r = CliRunner().invoke(app, ["stop", str(project.root)])

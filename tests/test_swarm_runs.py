@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import plan_swarm
+from conftest import long_runs, plan_swarm, start_swarm_run
 from engine import pipeline
 from engine.settings import ExecutorSettings
 from engine.mixture_table import read_tables
@@ -95,17 +94,9 @@ def test_failed_runs_are_marked_and_retried(small_project):
 
 
 def test_sigkill_resumes_without_losing_finished_runs(small_project):
-    p = small_project
-    p.settings = dataclasses.replace(
-        p.settings,
-        proxy=dataclasses.replace(p.settings.proxy, tokens_per_proxy=get_preset("cpu").tokens_per_step * 8),
-        executor=ExecutorSettings(max_batch=1, poll_seconds=0.2),
-    )
-    with p.lock():
-        p.save_settings()
+    p = long_runs(small_project, 8, max_batch=1)
     swarm_dir, _ = plan_swarm(p)
-    cmd = [sys.executable, "-c", "from olmix_tui.cli import main; main()", "swarm", "run", str(p.root), "--swarm", swarm_dir.id]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = start_swarm_run(p, swarm_dir.id)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and swarm_dir.counts()["done"] < 1:
@@ -229,15 +220,9 @@ def test_live_loss_and_tokens_per_s_are_each_runs_own(small_project):
     and its share of the worker's tokens/s, not the worker's figure copied to every run."""
     from engine.executors.stop import stop
 
-    p = small_project
-    p.settings = dataclasses.replace(
-        p.settings, proxy=dataclasses.replace(p.settings.proxy, tokens_per_proxy=get_preset("cpu").tokens_per_step * 400),
-        executor=ExecutorSettings(workers=1, max_batch=3, poll_seconds=0.2))
-    with p.lock():
-        p.save_settings()
+    p = long_runs(small_project, 400, workers=1, max_batch=3)
     swarm_dir, _ = plan_swarm(p)
-    cmd = [sys.executable, "-m", "olmix_tui", "swarm", "run", str(p.root), "--swarm", swarm_dir.id]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = start_swarm_run(p, swarm_dir.id)
     try:
         deadline, live = time.time() + 300, []
         while time.time() < deadline:
